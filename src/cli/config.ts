@@ -1,0 +1,29 @@
+// `tidemail config check|show`: validate the config and route files without starting anything.
+
+import { UsageError } from '../errors.js';
+import { loadConfig } from '../config/load.js';
+import { formatDuration } from '../config/units.js';
+import { loadRoutes } from '../routes/load.js';
+import { takeConfigOption } from './context.js';
+import { EX } from './exit.js';
+
+export async function runConfig(argv: string[]): Promise<number> {
+  const args = [...argv];
+  const path = takeConfigOption(args);
+  const sub = args[0] ?? 'check';
+  const config = loadConfig(path);
+  const routes = loadRoutes(config.configDir);
+  if (sub === 'check') {
+    process.stdout.write(`${config.file ?? 'embedded default'}: ok (${routes.length} route(s))\n`);
+    return EX.OK;
+  }
+  if (sub !== 'show') throw new UsageError('usage: tidemail config check|show');
+  const q = config.queue;
+  const shown = {
+    ...config,
+    queue: { retry_min: formatDuration(q.retryMinMs), retry_max: formatDuration(q.retryMaxMs), max_lifetime: formatDuration(q.maxLifetimeMs), delay_warning: formatDuration(q.delayWarningMs) },
+    routes: routes.map((r) => ({ ...r, auth: r.auth ? { user: r.auth.user, password_file: r.auth.passwordFile } : undefined })),
+  };
+  process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
+  return EX.OK;
+}

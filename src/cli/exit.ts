@@ -1,0 +1,47 @@
+// sysexits.h, and the mapping from our errors to them.
+
+import { ConfigError, TempFailError, UsageError, isDiskFull } from '../errors.js';
+import { DaemonError } from '../control/client.js';
+
+export const EX = {
+  OK: 0,
+  USAGE: 64,
+  DATAERR: 65,
+  NOINPUT: 66,
+  NOUSER: 67,
+  UNAVAILABLE: 69,
+  SOFTWARE: 70,
+  OSERR: 71,
+  CANTCREAT: 73,
+  IOERR: 74,
+  TEMPFAIL: 75,
+  NOPERM: 77,
+  CONFIG: 78,
+} as const;
+
+/** Prints a one-line error for the user and returns the exit code. */
+export function reportError(prog: string, err: unknown): number {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${prog}: configuration error: ${e.message}\n`);
+    return EX.CONFIG;
+  }
+  if (err instanceof UsageError) {
+    process.stderr.write(`${prog}: ${e.message}\n`);
+    return EX.USAGE;
+  }
+  if (isDiskFull(err)) {
+    process.stderr.write(`${prog}: cannot queue message: disk full (${e.message}); try again later\n`);
+    return EX.TEMPFAIL;
+  }
+  if (err instanceof TempFailError || err instanceof DaemonError) {
+    process.stderr.write(`${prog}: ${e.message}\n`);
+    return EX.TEMPFAIL;
+  }
+  if (e?.code === 'EACCES' || e?.code === 'EPERM') {
+    process.stderr.write(`${prog}: permission denied: ${e.message}\n`);
+    return EX.NOPERM;
+  }
+  process.stderr.write(`${prog}: ${e?.stack ?? String(err)}\n`);
+  return EX.SOFTWARE;
+}

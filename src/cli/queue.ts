@@ -1,0 +1,160 @@
+// mailq, `tidemail queue list|show|remove|hold|release|requeue|flush`, runq, mailrm.
+// Through the control socket when the daemon runs; directly on the database when it does not.
+
+import fs from 'node:fs';
+import { UsageError } from '../errors.js';
+import { DeliveryRunner } from '../deliver/runner.js';
+import { isEnvelopeId, isMessageId } from '../queue/ids.js';
+import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
+import type { QueuedMessage, QueueStore } from '../queue/store.js';
+import { loadRoutes } from '../routes/load.js';
+import { cliContext, takeConfigOption, type CliContext } from './context.js';
+import { EX } from './exit.js';
+
+type Direct<T> = (store: QueueStore) => Promise<T>;
+
+/** Runs a request on the daemon, or `direct` on the database when no daemon answers. */
+async function viaDaemonOrStore<T>(ctx: CliContext, req: Parameters<CliContext['ask']>[0], direct: Direct<T>): Promise<T> {
+  const r = await ctx.ask(req);
+  if (r !== null) return r as T;
+  const store = await ctx.openStore();
+  try {
+    return await direct(store);
+  } finally {
+    await store.close();
+  }
+}
+
+export function formatMailq(messages: readonly QueuedMessage[], maildropWaiting: number): string {
+  if (!messages.length) {
+    return maildropWaiting ? `Mail queue is empty; ${maildropWaiting} message(s) wait in the maildrop for the daemon\n` : 'Mail queue is empty\n';
+  }
+  const out = ['-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------'];
+  let bytes = 0;
+  for (const m of messages) {
+    bytes += m.size;
+    const held = m.recipients.every((r) => r.status === 'hold') ? '!' : ' ';
+    const when = new Date(m.created).toString().slice(0, 24);
+    out.push(`${m.msgid}${held} ${String(m.size).padStart(8)} ${when}  ${m.sender || 'MAILER-DAEMON'}`);
+    const byError = new Map<string, string[]>();
+    for (const r of m.recipients) {
+      const why = r.status === 'hold' ? 'on hold' : r.lastError ?? '';
+      byError.set(why, [...(byError.get(why) ?? []), r.recipient]);
+    }
+    for (const [why, rcpts] of byError) {
+      if (why) out.push(`${' '.repeat(46)}(${why})`);
+      for (const r of rcpts) out.push(`${' '.repeat(46)}${r}`);
+    }
+    out.push('');
+  }
+  out.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${messages.length} Request${messages.length === 1 ? '' : 's'}.`);
+  return out.join('\n') + '\n';
+}
+
+function countMaildrop(ctx: CliContext): number {
+  try {
+    return fs.readdirSync(maildropDir(ctx.config.stateDir)).filter((n) => !n.startsWith('.')).length;
+  } catch {
+    return 0; // not readable by this user, or missing
+  }
+}
+
+export async function runMailq(argv: string[]): Promise<number> {
+  const args = [...argv];
+  const ctx = cliContext(takeConfigOption(args));
+  const messages = await viaDaemonOrStore(ctx, { cmd: 'list' }, (s) => s.listMessages());
+  process.stdout.write(formatMailq(messages, countMaildrop(ctx)));
+  return EX.OK;
+}
+
+function needId(sub: string, id: string | undefined): string {
+  if (!id || !(isMessageId(id) || isEnvelopeId(id))) throw new UsageError(`usage: tidemail queue ${sub} ID (a 16-digit message id or 20-digit recipient id from mailq)`);
+  return id.toUpperCase();
+}
+
+export async function runQueueCommand(argv: string[]): Promise<number> {
+  const args = [...argv];
+  const ctx = cliContext(takeConfigOption(args));
+  const [sub = 'list', id] = args;
+  switch (sub) {
+    case 'list':
+      return runMailq(ctx.config.file ? ['--config', ctx.config.file] : []);
+    case 'show': {
+      const m = await viaDaemonOrStore(ctx, { cmd: 'show', id: needId(sub, id) }, (s) => s.getMessage(needId(sub, id)));
+      if (!m) {
+        process.stderr.write(`tidemail: no message ${id} in the queue\n`);
+        return EX.NOINPUT;
+      }
+      process.stdout.write(formatShow(m as QueuedMessage));
+      return EX.OK;
+    }
+    case 'remove':
+    case 'hold':
+    case 'release':
+    case 'requeue': {
+      const qid = needId(sub, id);
+      const direct: Direct<number | boolean> = (s) =>
+        sub === 'remove' ? s.removeMessage(qid) : sub === 'hold' ? s.setStatus(qid, 'hold') : sub === 'release' ? s.setStatus(qid, 'queued') : s.requeue(qid);
+      const n = await viaDaemonOrStore(ctx, { cmd: sub, id: qid }, direct);
+      if (!n) {
+        process.stderr.write(`tidemail: no message ${qid} in the queue\n`);
+        return EX.NOINPUT;
+      }
+      process.stdout.write(`${qid}: ${sub === 'remove' ? 'removed' : sub === 'hold' ? 'held' : sub === 'release' ? 'released' : 'requeued'}\n`);
+      return EX.OK;
+    }
+    case 'flush':
+      return flush(ctx);
+    default:
+      throw new UsageError(`unknown queue command "${sub}" (list, show, remove, hold, release, requeue, flush)`);
+  }
+}
+
+/** runq: ask the daemon to try everything now; without a daemon, deliver in this process. */
+async function flush(ctx: CliContext): Promise<number> {
+  const r = (await ctx.ask({ cmd: 'flush' })) as { requeued: number } | null;
+  if (r) {
+    process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
+    return EX.OK;
+  }
+  const store = await ctx.openStore();
+  try {
+    await pickupMaildrop(maildropDir(ctx.config.stateDir), store);
+    await store.requeue(null);
+    const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir));
+    await runner.drain();
+    await runner.stop();
+    const left = await store.listMessages();
+    process.stdout.write(`queue run done; ${left.length} message(s) still queued\n`);
+  } finally {
+    await store.close();
+  }
+  return EX.OK;
+}
+
+export async function runMailrm(argv: string[]): Promise<number> {
+  const args = [...argv];
+  const cfg = takeConfigOption(args);
+  if (!args.length) throw new UsageError('usage: mailrm ID...');
+  let rc: number = EX.OK;
+  for (const id of args) {
+    const r = await runQueueCommand(['remove', id, ...(cfg ? ['--config', cfg] : [])]);
+    if (r !== EX.OK) rc = r;
+  }
+  return rc;
+}
+
+function formatShow(m: QueuedMessage): string {
+  const lines = [
+    `Queue ID: ${m.msgid}`,
+    `Sender:   <${m.sender}>`,
+    `Arrived:  ${new Date(m.created).toISOString()} (via ${m.via})`,
+    `Size:     ${m.size} bytes`,
+    'Recipients:',
+  ];
+  for (const r of m.recipients) {
+    lines.push(`  ${r.envId} <${r.recipient}> ${r.status}, ${r.attempts} attempt(s), next ${new Date(r.nextAttempt).toISOString()}`);
+    if (r.lastError) lines.push(`      last error: ${r.lastError}`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,148 @@
+// `sendmail` (and `tidemail sendmail`): the local submission path. Writes the message into the
+// maildrop, fsyncs it, pokes the daemon and exits 0 — whether or not the daemon runs.
+
+import fs from 'node:fs';
+import { Duplex } from 'node:stream';
+import addressparser from 'nodemailer/lib/addressparser/index.js';
+import { UsageError } from '../errors.js';
+import { currentUserName } from '../local/users.js';
+import { isValidEnvelopeAddress, qualify } from '../message/address.js';
+import { writeSubmission } from '../message/submission.js';
+import { MaildropSpool, maildropDir } from '../queue/maildrop.js';
+import type { MessageMeta } from '../queue/store.js';
+import { SmtpFront } from '../smtp/server.js';
+import { cliContext, type CliContext } from './context.js';
+import { EX } from './exit.js';
+import { runMailq, runQueueCommand } from './queue.js';
+import { runDaemon } from './daemon.js';
+import { SendmailUsageError, parseSendmailArgs, type SendmailArgs } from './sendmail-args.js';
+
+export async function runSendmail(argv: string[]): Promise<number> {
+  let args: SendmailArgs;
+  try {
+    args = parseSendmailArgs(argv);
+  } catch (err) {
+    if (err instanceof SendmailUsageError) throw new UsageError(err.message);
+    throw err;
+  }
+  if (args.verbose && args.ignored.length) process.stderr.write(`sendmail: ignored for compatibility: ${args.ignored.join(' ')}\n`);
+  switch (args.mode) {
+    case 'mailq':
+      return runMailq(args.configPath ? ['--config', args.configPath] : []);
+    case 'runq':
+      return runQueueCommand(['flush', ...(args.configPath ? ['--config', args.configPath] : [])]);
+    case 'newaliases':
+      process.stderr.write('newaliases: /etc/aliases support arrives with local delivery; nothing to do yet\n');
+      return EX.OK;
+    case 'daemon':
+      return runDaemon(args.configPath ? ['--config', args.configPath] : []);
+    case 'smtp':
+      await serveSmtpOnStdio(cliContext(args.configPath), '127.0.0.1', 'sendmail-bs');
+      return EX.OK;
+    case 'deliver':
+      return submit(cliContext(args.configPath), args, process.stdin, 'sendmail');
+  }
+}
+
+/** Envelope sender: -f (with "<>" for the null sender), else user@hostname. */
+export function senderFor(args: Pick<SendmailArgs, 'sender'>, hostname: string): string {
+  if (args.sender !== undefined) {
+    const s = args.sender.replace(/^<(.*)>$/, '$1').trim();
+    return s === '' ? '' : qualify(s, hostname);
+  }
+  return qualify(currentUserName(), hostname);
+}
+
+/** Command-line recipients may be comma-separated lists with display names. */
+export function parseRecipientArgs(words: readonly string[], hostname: string): string[] {
+  const out: string[] = [];
+  for (const w of words) {
+    for (const a of addressparser(w)) {
+      if ('address' in a && a.address) out.push(qualify(a.address, hostname));
+      else if ('group' in a && a.group) for (const g of a.group) if (g.address) out.push(qualify(g.address, hostname));
+    }
+  }
+  return out;
+}
+
+export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.ReadableStream, via: string, traceWith?: string): Promise<number> {
+  const { hostname } = ctx.config;
+  const sender = senderFor(args, hostname);
+  if (sender && !isValidEnvelopeAddress(sender)) {
+    process.stderr.write(`sendmail: bad sender address <${sender}>\n`);
+    return EX.DATAERR;
+  }
+  const cmdline = parseRecipientArgs(args.recipients, hostname);
+  if (!args.extractRecipients && cmdline.length === 0) {
+    process.stderr.write('sendmail: no recipients given (name them on the command line, or use -t to read To/Cc/Bcc)\n');
+    return EX.USAGE;
+  }
+  const spool = new MaildropSpool(ensureMaildrop(ctx));
+  try {
+    const uid = process.getuid?.() ?? -1;
+    const res = await writeSubmission(input as never, spool, {
+      extractRecipients: args.extractRecipients,
+      dotTerminates: !args.ignoreDots,
+      sender,
+      fullName: args.fullName,
+      hostname,
+      uid,
+      traceWith: traceWith ?? `from userid ${uid}`,
+    });
+    const recipients = [...new Set([...cmdline, ...res.headerRecipients.map((r) => qualify(r, hostname))])];
+    if (recipients.length === 0) {
+      await spool.rollback();
+      process.stderr.write('sendmail: no recipient addresses found in the message header\n');
+      return EX.DATAERR;
+    }
+    const bad = recipients.find((r) => !isValidEnvelopeAddress(r));
+    if (bad) {
+      await spool.rollback();
+      process.stderr.write(`sendmail: bad recipient address <${bad}>\n`);
+      return EX.DATAERR;
+    }
+    await spool.commit({ sender, recipients, via });
+    if (args.verbose) process.stderr.write(`sendmail: queued as ${spool.msgid} for ${recipients.join(', ')}\n`);
+  } catch (err) {
+    await spool.rollback();
+    throw err;
+  }
+  await poke(ctx, args.verbose);
+  return EX.OK;
+}
+
+/** The maildrop directory; created (mode 1733) when we are allowed to and it is missing. */
+export function ensureMaildrop(ctx: CliContext): string {
+  const dir = maildropDir(ctx.config.stateDir);
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.chmodSync(dir, 0o1733);
+  }
+  return dir;
+}
+
+/** Tells a running daemon to pick the message up; silent when none runs (it will at start). */
+export async function poke(ctx: CliContext, verbose: boolean): Promise<void> {
+  try {
+    const r = await ctx.ask({ cmd: 'poke' }, 10_000);
+    if (verbose) process.stderr.write(r === null ? 'sendmail: daemon not running; the message waits in the maildrop\n' : 'sendmail: daemon notified\n');
+  } catch (err) {
+    if (verbose) process.stderr.write(`sendmail: could not notify the daemon: ${(err as Error).message}\n`);
+  }
+}
+
+/** SMTP on stdin/stdout (sendmail -bs, inetd smtpd); accepted mail goes to the maildrop. */
+export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, via: string, socket?: Duplex): Promise<void> {
+  const dir = ensureMaildrop(ctx);
+  const front = new SmtpFront({
+    config: ctx.config,
+    via,
+    trustAll: !socket, // a local user on a pipe; inetd sessions are judged by address
+    sink: {
+      openMessage: () => new MaildropSpool(dir),
+      committed: (_id: string, _meta: MessageMeta) => void poke(ctx, false),
+    },
+  });
+  const stream = socket ?? Duplex.from({ readable: process.stdin, writable: process.stdout });
+  await front.serveStream(stream, remoteAddress);
+}

@@ -1,0 +1,137 @@
+// Loads /etc/tidemail/tidemail.toml (or --config / TIDEMAIL_CONFIG) into a Config, with the
+// embedded local-only default when no file exists, so `npx tidemail daemon` just works.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parse, TomlError } from 'smol-toml';
+import { ConfigError } from '../errors.js';
+import { parseCidr } from './cidr.js';
+import { ConfigReader, type TomlTable } from './reader.js';
+import type { Config, ListenAddress } from './schema.js';
+
+export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
+
+export function defaultStateDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/tidemail';
+  const xdg = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
+  return path.join(xdg, 'tidemail');
+}
+
+/** The embedded local-only default: loopback listener, no routes, everything remote waits. */
+export function defaultConfig(): Config {
+  const hostname = os.hostname() || 'localhost';
+  return {
+    file: null,
+    configDir: null,
+    hostname,
+    stateDir: defaultStateDir(),
+    user: 'tidemail',
+    smtp: {
+      listen: [{ host: '127.0.0.1', port: 2525 }],
+      trustedNetworks: ['127.0.0.0/8', '::1/128'],
+      maxMessageSize: 25 * 1024 * 1024,
+      maxRecipients: 1000,
+      maxClients: 100,
+      commandTimeoutMs: 5 * 60_000,
+    },
+    local: { domains: [...new Set([hostname, 'localhost'])] },
+    queue: {
+      retryMinMs: 60_000,
+      retryMaxMs: 4 * 3_600_000,
+      maxLifetimeMs: 5 * 86_400_000,
+      delayWarningMs: 4 * 3_600_000,
+      noRouteRecheckMs: 3_600_000,
+    },
+    logLevel: 'info',
+  };
+}
+
+/** Which file to read: explicit path, $TIDEMAIL_CONFIG, the system file, or none. */
+export function resolveConfigPath(explicit?: string): string | null {
+  if (explicit) return path.resolve(explicit);
+  if (process.env.TIDEMAIL_CONFIG) return path.resolve(process.env.TIDEMAIL_CONFIG);
+  return fs.existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : null;
+}
+
+/** Parses TOML; syntax errors become ConfigError with file:line and the parser's hint. */
+export function parseTomlFile(file: string): { source: string; table: TomlTable } {
+  let source: string;
+  try {
+    source = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(`${file}: cannot read config file: ${e.code ?? e.message}\n  fix: check the path and its permissions`);
+  }
+  try {
+    return { source, table: parse(source) as TomlTable };
+  } catch (err) {
+    if (err instanceof TomlError) {
+      const first = err.message.split('\n')[0];
+      throw new ConfigError(`${file}:${err.line}: TOML syntax error: ${first}\n  fix: correct the TOML syntax at line ${err.line}, column ${err.column} (strings need "quotes", tables are [name])`);
+    }
+    throw err;
+  }
+}
+
+export function parseListen(text: string): ListenAddress | null {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(text) ?? /^([^:\s]+):(\d+)$/.exec(text);
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return null;
+  return { host: m[1]!, port };
+}
+
+export function loadConfig(explicit?: string): Config {
+  const file = resolveConfigPath(explicit);
+  const cfg = defaultConfig();
+  if (!file) return cfg;
+  const { source, table } = parseTomlFile(file);
+  const top = new ConfigReader(file, source, table);
+  cfg.file = file;
+  cfg.configDir = path.dirname(file);
+  cfg.hostname = top.string('hostname', cfg.hostname);
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(cfg.hostname)) {
+    top.fail('hostname', `"${cfg.hostname}" is not a valid host name`, 'use a fully qualified name such as "gw.home.arpa"');
+  }
+  cfg.stateDir = path.resolve(cfg.configDir, top.string('state_dir', cfg.stateDir));
+  cfg.user = top.string('user', cfg.user);
+  cfg.local.domains = [...new Set([cfg.hostname, 'localhost'])];
+
+  const smtp = top.sub('smtp');
+  cfg.smtp.listen = smtp.stringList('listen', ['127.0.0.1:2525']).map((l) => {
+    return parseListen(l) ?? smtp.fail('listen', `entry "${l}" is not HOST:PORT`, 'write e.g. "127.0.0.1:25" or "[::1]:25"');
+  });
+  cfg.smtp.trustedNetworks = smtp.stringList('trusted_networks', cfg.smtp.trustedNetworks);
+  for (const n of cfg.smtp.trustedNetworks) {
+    if (!parseCidr(n)) smtp.fail('trusted_networks', `entry "${n}" is not an address or CIDR`, 'write e.g. "192.168.1.0/24" or "::1/128"');
+  }
+  cfg.smtp.maxMessageSize = smtp.size('max_message_size', cfg.smtp.maxMessageSize);
+  cfg.smtp.maxRecipients = smtp.integer('max_recipients', cfg.smtp.maxRecipients, 1);
+  cfg.smtp.maxClients = smtp.integer('max_clients', cfg.smtp.maxClients, 1);
+  cfg.smtp.commandTimeoutMs = smtp.duration('command_timeout', cfg.smtp.commandTimeoutMs);
+  smtp.rejectUnknown();
+
+  const local = top.sub('local');
+  cfg.local.domains = local.stringList('domains', cfg.local.domains).map((d) => d.toLowerCase());
+  local.rejectUnknown();
+
+  const queue = top.sub('queue');
+  cfg.queue.retryMinMs = queue.duration('retry_min', cfg.queue.retryMinMs);
+  cfg.queue.retryMaxMs = queue.duration('retry_max', cfg.queue.retryMaxMs);
+  cfg.queue.maxLifetimeMs = queue.duration('max_lifetime', cfg.queue.maxLifetimeMs);
+  cfg.queue.delayWarningMs = queue.duration('delay_warning', cfg.queue.delayWarningMs);
+  cfg.queue.noRouteRecheckMs = queue.duration('no_route_recheck', cfg.queue.noRouteRecheckMs);
+  if (cfg.queue.retryMinMs > cfg.queue.retryMaxMs) {
+    queue.fail('retry_min', 'is larger than retry_max', 'make retry_min ≤ retry_max');
+  }
+  queue.rejectUnknown();
+
+  const logs = top.sub('log');
+  cfg.logLevel = logs.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, cfg.logLevel);
+  logs.rejectUnknown();
+
+  // Sections owned by later features are accepted here and validated by their modules.
+  top.rejectUnknown(['checks', 'fetch', 'aliases']);
+  return cfg;
+}

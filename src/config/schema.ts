@@ -1,0 +1,46 @@
+// The shape of a loaded configuration. Everything here is plain data: the loader fills
+// in defaults, so consumers never deal with missing values.
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface SmtpConfig {
+  listen: ListenAddress[];
+  /** CIDRs allowed to relay to any domain; everyone else may only send to local domains. */
+  trustedNetworks: string[];
+  maxMessageSize: number;
+  maxRecipients: number;
+  maxClients: number;
+  /** Idle time allowed between commands (RFC 5321 §4.5.3.2 asks for ≥ 5 minutes). */
+  commandTimeoutMs: number;
+}
+
+export interface QueueConfig {
+  retryMinMs: number;
+  retryMaxMs: number;
+  maxLifetimeMs: number;
+  delayWarningMs: number;
+  /** How long a message with no online route waits before it is looked at again. */
+  noRouteRecheckMs: number;
+}
+
+export interface LocalConfig {
+  domains: string[];
+}
+
+export interface Config {
+  /** The main config file, or null for the embedded local-only default. */
+  file: string | null;
+  /** Where `routes/*.toml` live; null for the embedded default. */
+  configDir: string | null;
+  hostname: string;
+  stateDir: string;
+  /** Unprivileged user the daemon switches to when started as root. */
+  user: string;
+  smtp: SmtpConfig;
+  local: LocalConfig;
+  queue: QueueConfig;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}

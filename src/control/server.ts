@@ -1,0 +1,71 @@
+// The daemon's control socket (unix domain, in the state dir, mode 0600 for the daemon user;
+// root can always connect). Used by the CLI for flush, queue management, status and reload.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import { log } from '../log/log.js';
+import type { ControlReply, ControlRequest } from './protocol.js';
+
+export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
+
+export class ControlServer {
+  private server: net.Server | null = null;
+
+  constructor(private readonly path: string, private readonly handle: ControlHandler) {}
+
+  async start(): Promise<void> {
+    try {
+      fs.unlinkSync(this.path); // a stale socket from a killed daemon
+    } catch {
+      /* none */
+    }
+    const server = net.createServer((sock) => this.serve(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => resolve());
+    });
+    fs.chmodSync(this.path, 0o600);
+    this.server = server;
+  }
+
+  private serve(sock: net.Socket): void {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.length > 64 * 1024) return sock.destroy();
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const line = buf.slice(0, nl);
+      buf = '';
+      let req: ControlRequest;
+      try {
+        req = JSON.parse(line) as ControlRequest;
+      } catch {
+        return this.reply(sock, { ok: false, error: 'malformed request' });
+      }
+      this.handle(req).then(
+        (data) => this.reply(sock, { ok: true, data }),
+        (err: Error) => {
+          log.debug(null, 'control request failed', { cmd: req.cmd, error: err.message });
+          this.reply(sock, { ok: false, error: err.message });
+        },
+      );
+    });
+  }
+
+  private reply(sock: net.Socket, r: ControlReply): void {
+    sock.end(JSON.stringify(r) + '\n');
+  }
+
+  async close(): Promise<void> {
+    if (!this.server) return;
+    await new Promise<void>((r) => this.server!.close(() => r()));
+    try {
+      fs.unlinkSync(this.path);
+    } catch {
+      /* gone */
+    }
+  }
+}

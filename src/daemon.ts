@@ -1,0 +1,155 @@
+// Builds every module and connects them; the only file that knows them all.
+
+import fs from 'node:fs';
+import { loadConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { controlSocketPath, type ControlRequest } from './control/protocol.js';
+import { ControlServer } from './control/server.js';
+import { DeliveryRunner } from './deliver/runner.js';
+import { log, setLogLevel } from './log/log.js';
+import { maildropDir, pickupMaildrop } from './queue/maildrop.js';
+import { SqliteQueueStore } from './queue/sqlite.js';
+import { loadRoutes } from './routes/load.js';
+import { SmtpFront } from './smtp/server.js';
+import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
+import { queueSummary } from './queue/summary.js';
+
+/** Safety net for a missed poke: look at the maildrop at least this often. */
+const MAILDROP_SCAN_MS = 60_000;
+
+export interface DaemonOptions {
+  configPath?: string;
+}
+
+export class Daemon {
+  private store!: SqliteQueueStore;
+  private runner!: DeliveryRunner;
+  private front!: SmtpFront;
+  private control!: ControlServer;
+  private maildropTimer: NodeJS.Timeout | null = null;
+  private picking: Promise<void> | null = null;
+  private repick = false;
+  private readonly started = Date.now();
+
+  private constructor(private config: Config, private readonly opts: DaemonOptions) {}
+
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const config = loadConfig(opts.configPath);
+    setLogLevel(config.logLevel);
+    const routes = loadRoutes(config.configDir);
+    const d = new Daemon(config, opts);
+    await d.boot(routes);
+    return d;
+  }
+
+  private async boot(routes: ReturnType<typeof loadRoutes>): Promise<void> {
+    const { config } = this;
+    const runAs = resolveRunUser(config.user);
+    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o750 });
+    const drop = maildropDir(config.stateDir);
+    fs.mkdirSync(drop, { recursive: true });
+    fs.chmodSync(drop, 0o1733);
+    if (runAs) chownTree(config.stateDir, runAs);
+
+    // Ports first (they may be privileged), then give up root before touching any input.
+    this.front = new SmtpFront({ config, sink: { openMessage: () => this.store.openMessage(), committed: () => this.runner.wake() }, via: 'smtp' });
+    await this.front.listen(config.smtp.listen);
+    if (runAs) dropPrivileges(runAs);
+
+    this.store = await SqliteQueueStore.open(config.stateDir);
+    this.runner = new DeliveryRunner(this.store, config, routes);
+    this.control = new ControlServer(controlSocketPath(config.stateDir), (req) => this.handleControl(req));
+    await this.control.start();
+    await this.pickup();
+    this.maildropTimer = setInterval(() => void this.pickup(), MAILDROP_SCAN_MS);
+    this.maildropTimer.unref();
+    this.runner.wake();
+    log.info(null, 'daemon ready', {
+      listen: config.smtp.listen.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(','),
+      state: config.stateDir,
+      config: config.file ?? 'embedded local-only default',
+      routes: routes.map((r) => r.name).join(',') || 'none',
+    });
+  }
+
+  /** Imports maildrop files; concurrent pokes coalesce into one more scan. */
+  pickup(): Promise<void> {
+    if (this.picking) {
+      this.repick = true;
+      return this.picking;
+    }
+    this.picking = (async () => {
+      do {
+        this.repick = false;
+        await pickupMaildrop(maildropDir(this.config.stateDir), this.store, () => this.runner.wake());
+      } while (this.repick);
+    })().finally(() => (this.picking = null));
+    return this.picking;
+  }
+
+  async reload(): Promise<void> {
+    const config = loadConfig(this.opts.configPath);
+    const routes = loadRoutes(config.configDir);
+    setLogLevel(config.logLevel);
+    this.config = config;
+    await this.runner.reconfigure(config, routes);
+    log.info(null, 'configuration reloaded', { routes: routes.map((r) => r.name).join(',') || 'none' });
+  }
+
+  private async handleControl(req: ControlRequest): Promise<unknown> {
+    switch (req.cmd) {
+      case 'ping':
+        return { pid: process.pid };
+      case 'poke':
+        await this.pickup();
+        return true;
+      case 'flush': {
+        await this.pickup();
+        const n = await this.store.requeue(null);
+        this.runner.wake();
+        return { requeued: n };
+      }
+      case 'list':
+        return this.store.listMessages();
+      case 'show':
+        return (await this.store.getMessage(req.id)) ?? null;
+      case 'remove':
+        return this.store.removeMessage(req.id);
+      case 'hold':
+        return this.store.setStatus(req.id, 'hold');
+      case 'release': {
+        const n = await this.store.setStatus(req.id, 'queued');
+        this.runner.wake();
+        return n;
+      }
+      case 'requeue': {
+        const n = await this.store.requeue(req.id);
+        this.runner.wake();
+        return n;
+      }
+      case 'status':
+        return {
+          pid: process.pid,
+          since: this.started,
+          config: this.config.file,
+          queue: queueSummary(await this.store.listMessages()),
+          routes: this.runner.getRoutes().map((r) => ({ name: r.name, target: `${r.host}:${r.port}`, online: true, ...this.runner.routeState.get(r.name) })),
+        };
+      case 'reload':
+        await this.reload();
+        return true;
+      default:
+        throw new Error(`unknown command ${(req as { cmd: string }).cmd}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.maildropTimer) clearInterval(this.maildropTimer);
+    await this.front.close();
+    await this.control.close();
+    await this.runner.stop();
+    await this.picking;
+    await this.store.close();
+    log.info(null, 'daemon stopped');
+  }
+}

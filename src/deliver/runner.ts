@@ -1,0 +1,240 @@
+// The delivery loop: take what is due, choose a route per recipient, hand jobs to transports,
+// record results. Woken by new mail, by `flush`, by links coming up, and by its own timer set
+// to the next due time (never more often than needed; idle means no work at all).
+
+import type { Config } from '../config/schema.js';
+import { log } from '../log/log.js';
+import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
+import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
+import type { RouteProfile } from '../routes/profile.js';
+import { selectRoute } from '../routes/select.js';
+import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
+import { formatDuration } from '../config/units.js';
+import { SmarthostTransport } from './smtp.js';
+import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
+
+const BATCH = 500;
+/** Upper bound of the sleep between passes, so a clock jump cannot stall the queue for long. */
+const MAX_SLEEP_MS = 15 * 60_000;
+const MAX_JOBS_IN_FLIGHT = 64;
+
+export interface RouteState {
+  lastError: string | null;
+  lastErrorAt: number | null;
+  delivered: number;
+}
+
+export class DeliveryRunner {
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private readonly inFlight = new Set<string>();
+  private jobsInFlight = 0;
+  private readonly jobDone: (() => void)[] = [];
+  private transports = new Map<string, Transport>();
+  readonly routeState = new Map<string, RouteState>();
+
+  constructor(
+    private readonly store: QueueStore,
+    private config: Config,
+    private routes: RouteProfile[],
+    private readonly isOnline: (r: RouteProfile) => boolean = () => true,
+  ) {}
+
+  /** New config/routes (reload): transports are rebuilt lazily. */
+  async reconfigure(config: Config, routes: RouteProfile[]): Promise<void> {
+    this.config = config;
+    this.routes = routes;
+    const old = this.transports;
+    this.transports = new Map();
+    await Promise.all([...old.values()].map((t) => t.close()));
+    this.wake();
+  }
+
+  getRoutes(): readonly RouteProfile[] {
+    return this.routes;
+  }
+
+  /** Run a pass as soon as possible. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.pass(), 0);
+  }
+
+  /** Runs passes until nothing is due now (used by `runq` without a daemon). */
+  async drain(): Promise<void> {
+    do {
+      this.again = false;
+      await this.pass(false);
+      await this.waitAllJobs();
+    } while (this.again);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.waitAllJobs();
+    await Promise.all([...this.transports.values()].map((t) => t.close()));
+  }
+
+  private async waitAllJobs(): Promise<void> {
+    while (this.jobsInFlight > 0) await new Promise<void>((r) => this.jobDone.push(r));
+  }
+
+  private transportFor(route: RouteProfile): Transport {
+    let t = this.transports.get(route.name);
+    if (!t) {
+      t = new SmarthostTransport(route, this.config.hostname);
+      this.transports.set(route.name, t);
+    }
+    return t;
+  }
+
+  private async pass(schedule = true): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    this.timer = null;
+    try {
+      const now = Date.now();
+      const due = (await this.store.due(now, BATCH)).filter((e) => !this.inFlight.has(e.envId));
+      const jobs = new Map<string, { route: RouteProfile; envs: Envelope[] }>();
+      const waiting: EnvelopeUpdate[] = [];
+      for (const env of due) {
+        const choice = selectRoute(this.routes, env.sender, env.recipient, this.isOnline);
+        if (!choice.route) {
+          // Offline or no route: not an attempt, so no backoff and no lifetime penalty beyond
+          // the clock; look again later or when a link/reload wakes us.
+          waiting.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + this.config.queue.noRouteRecheckMs, lastError: choice.reason });
+          continue;
+        }
+        const key = `${env.msgid}/${choice.route.name}`;
+        let job = jobs.get(key);
+        if (!job) jobs.set(key, (job = { route: choice.route, envs: [] }));
+        job.envs.push(env);
+      }
+      if (waiting.length) await this.store.updateEnvelopes(waiting);
+      for (const { route, envs } of jobs.values()) {
+        while (this.jobsInFlight >= MAX_JOBS_IN_FLIGHT) await new Promise<void>((r) => this.jobDone.push(r));
+        if (this.stopped) break;
+        this.startJob(route, envs);
+      }
+      if (due.length === BATCH) this.again = true;
+    } catch (err) {
+      log.error(null, 'delivery pass failed', { error: (err as Error).message });
+    } finally {
+      this.running = false;
+    }
+    if (this.again && schedule) {
+      this.again = false;
+      this.wake();
+    } else if (schedule) await this.armTimer();
+  }
+
+  private async armTimer(): Promise<void> {
+    if (this.stopped || this.running) return;
+    const next = await this.store.nextDue().catch(() => null);
+    if (this.timer || this.running || this.stopped) return;
+    if (next === null) return; // nothing queued: sleep until new mail or an event wakes us
+    const delay = Math.min(Math.max(next - Date.now(), 0), MAX_SLEEP_MS);
+    this.timer = setTimeout(() => void this.pass(), delay);
+    this.timer.unref();
+  }
+
+  private startJob(route: RouteProfile, envs: Envelope[]): void {
+    const first = envs[0]!;
+    for (const e of envs) this.inFlight.add(e.envId);
+    this.jobsInFlight++;
+    const job: DeliveryJob = {
+      msgid: first.msgid,
+      sender: first.sender,
+      size: first.size,
+      recipients: envs,
+      body: () => this.store.readBody(first.msgid),
+    };
+    this.transportFor(route)
+      .deliver(job)
+      .then((results) => this.record(route, envs, results))
+      .catch((err) => log.error(first.msgid, 'delivery failed unexpectedly', { error: (err as Error).message }))
+      .finally(() => {
+        for (const e of envs) this.inFlight.delete(e.envId);
+        this.jobsInFlight--;
+        this.jobDone.splice(0).forEach((r) => r());
+        if (!this.running && !this.timer) void this.armTimer();
+      });
+  }
+
+  private async record(route: RouteProfile, envs: Envelope[], results: Map<string, DeliveryResult>): Promise<void> {
+    const q = this.config.queue;
+    const now = Date.now();
+    const done: string[] = [];
+    const updates: EnvelopeUpdate[] = [];
+    const bounces: DsnRecipient[] = [];
+    const warnings: DsnRecipient[] = [];
+    const state = this.routeState.get(route.name) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
+    this.routeState.set(route.name, state);
+    for (const env of envs) {
+      const r = results.get(env.envId) ?? { outcome: 'tempfail', message: 'no result from transport' };
+      const fields = { to: `<${env.recipient}>`, route: route.name, relay: r.remote, result: r.message };
+      if (r.outcome === 'ok') {
+        log.info(env.envId, 'delivered', fields);
+        state.delivered++;
+        done.push(env.envId);
+        continue;
+      }
+      state.lastError = r.message;
+      state.lastErrorAt = now;
+      if (r.outcome === 'permfail' || (r.outcome === 'tempfail' && isExpired(q, env.created, now))) {
+        const expired = r.outcome !== 'permfail';
+        log.info(env.envId, expired ? 'bounced: expired' : 'bounced', fields);
+        done.push(env.envId);
+        const diagnostic = expired ? `message expired after ${formatDuration(q.maxLifetimeMs)} in the queue; last error: ${r.message}` : r.message;
+        if (env.sender) bounces.push({ recipient: env.recipient, action: 'failed', status: expired ? '4.4.7' : statusOf(r.message, 'failed'), diagnostic, remote: r.remote });
+        continue;
+      }
+      const attempts = env.attempts + 1;
+      const warn = needsDelayWarning(q, env.created, now, env.warned, env.sender);
+      if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
+      const nextAttempt = now + retryDelay(q, attempts);
+      log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
+      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined });
+    }
+    const first = envs[0]!;
+    // Notifications first: once the envelopes are gone, so is the original message.
+    if (bounces.length) await this.notify(first, bounces);
+    if (warnings.length) await this.notify(first, warnings);
+    if (updates.length) await this.store.updateEnvelopes(updates);
+    if (done.length) await this.store.deleteEnvelopes(done);
+  }
+
+  /** Queues a DSN to the sender of `env`'s message. */
+  private async notify(env: Envelope, recipients: DsnRecipient[]): Promise<void> {
+    try {
+      const headers = await readHeaders(this.store.readBody(env.msgid));
+      const text = composeDsn({
+        hostname: this.config.hostname,
+        msgid: env.msgid,
+        sender: env.sender,
+        arrival: env.created,
+        recipients,
+        originalHeaders: headers,
+        giveUpAfter: formatDuration(this.config.queue.maxLifetimeMs),
+      });
+      const spool = this.store.openMessage();
+      await spool.write(Buffer.from(text, 'utf8'));
+      await spool.commit({ sender: '', recipients: [env.sender], via: 'bounce' });
+      log.info(spool.msgid, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
+      this.wake();
+    } catch (err) {
+      log.error(env.msgid, 'could not queue delivery status notification', { error: (err as Error).message });
+    }
+  }
+}

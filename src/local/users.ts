@@ -1,0 +1,53 @@
+// System user lookup (getent where present, /etc/passwd otherwise).
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+export interface SystemUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+function parsePasswdLine(line: string): SystemUser | null {
+  const f = line.split(':');
+  if (f.length < 7) return null;
+  return { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5]! };
+}
+
+export function lookupUser(nameOrUid: string | number): SystemUser | null {
+  const key = String(nameOrUid);
+  try {
+    const out = execFileSync('getent', ['passwd', key], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    return parsePasswdLine(out.trim().split('\n')[0] ?? '');
+  } catch (err) {
+    // getent exits 2 for "not found"; anything else (missing binary) → read the file.
+    if ((err as { status?: number }).status === 2) return null;
+  }
+  try {
+    for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const u = parsePasswdLine(line);
+      if (u && (u.name === key || String(u.uid) === key)) return u;
+    }
+  } catch {
+    /* no passwd file */
+  }
+  return null;
+}
+
+export function lookupGroupId(name: string): number | null {
+  try {
+    const out = execFileSync('getent', ['group', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const gid = Number(out.split(':')[2]);
+    return Number.isInteger(gid) ? gid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The login name of the calling user (for the sender of `sendmail` mail). */
+export function currentUserName(): string {
+  const uid = process.getuid?.() ?? -1;
+  return lookupUser(uid)?.name ?? process.env.USER ?? process.env.LOGNAME ?? `uid${uid}`;
+}

@@ -1,0 +1,79 @@
+// Entry point: dispatch on the name we are called by (sendmail, mailq, runq, newaliases,
+// mailrm, rmail, smtpd) or on the first argument of `tidemail`.
+
+import path from 'node:path';
+import { runConfig } from './cli/config.js';
+import { runDaemon } from './cli/daemon.js';
+import { EX, reportError } from './cli/exit.js';
+import { runMailq, runMailrm, runQueueCommand } from './cli/queue.js';
+import { runRmail } from './cli/rmail.js';
+import { runSendmail } from './cli/sendmail.js';
+import { runSmtpd } from './cli/smtpd.js';
+import { runStatus } from './cli/status.js';
+
+const USAGE = `usage: tidemail COMMAND [--config FILE] ...
+  daemon                      run the mail daemon (foreground)
+  sendmail [options] RCPT...  submit a message (same as the sendmail command)
+  mailq                       list the queue
+  queue list|show|remove|hold|release|requeue ID|flush
+  runq                        try every queued message now
+  status                      what is queued, why, and the state of each route
+  config check|show           validate / print the configuration
+  smtpd                       one SMTP session on stdin/stdout (inetd)
+  rmail RCPT...               accept a message from UUCP
+  newaliases                  rebuild the aliases database
+`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const BY_ARGV0: Record<string, Command> = {
+  sendmail: runSendmail,
+  mailq: runMailq,
+  runq: (a) => runQueueCommand(['flush', ...a]),
+  newaliases: (a) => runSendmail(['-bi', ...a]),
+  mailrm: runMailrm,
+  rmail: runRmail,
+  smtpd: runSmtpd,
+  'in.smtpd': runSmtpd,
+};
+
+const SUBCOMMANDS: Record<string, Command> = {
+  ...BY_ARGV0,
+  daemon: runDaemon,
+  queue: runQueueCommand,
+  status: runStatus,
+  config: runConfig,
+};
+
+export async function main(argv: string[]): Promise<void> {
+  const name = path.basename(argv[1] ?? 'tidemail').replace(/\.js$/, '');
+  let prog = name;
+  let command = BY_ARGV0[name];
+  let args = argv.slice(2);
+  if (!command) {
+    prog = 'tidemail';
+    const sub = args[0];
+    if (!sub || sub === 'help' || sub === '--help' || sub === '-h') {
+      process.stdout.write(USAGE);
+      process.exitCode = sub ? EX.OK : EX.USAGE;
+      return;
+    }
+    command = SUBCOMMANDS[sub];
+    if (!command) {
+      process.stderr.write(`tidemail: unknown command "${sub}"\n${USAGE}`);
+      process.exitCode = EX.USAGE;
+      return;
+    }
+    args = args.slice(1);
+  }
+  let code: number;
+  try {
+    code = await command(args);
+  } catch (err) {
+    code = reportError(prog, err);
+  }
+  process.exitCode = code;
+  // Commands other than the daemon must not linger on open handles (sockets, timers).
+  if (command !== runDaemon) setImmediate(() => process.exit(code));
+  else process.exit(code);
+}

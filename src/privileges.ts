@@ -1,0 +1,41 @@
+// Dropping root: the daemon binds its ports as root, then runs as the configured user
+// (default `tidemail`, falling back to `nobody` when the package has not created it), with
+// supplementary group `mail` when present so it can append to /var/mail.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { log } from './log/log.js';
+import { lookupGroupId, lookupUser, type SystemUser } from './local/users.js';
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** Which user we will run as; null when not root (nothing to drop). */
+export function resolveRunUser(wanted: string): SystemUser | null {
+  if (!isRoot()) return null;
+  if (wanted === 'root') throw new Error('refusing to run as root: set user = "tidemail" (or another unprivileged user) in the config');
+  const u = lookupUser(wanted);
+  if (u) return u;
+  const nobody = lookupUser('nobody');
+  if (!nobody) throw new Error(`user "${wanted}" does not exist and there is no "nobody" user to fall back to; create it: useradd --system tidemail`);
+  log.warn(null, `user "${wanted}" does not exist; running as "nobody" (create it: useradd --system ${wanted})`);
+  return nobody;
+}
+
+/** Gives the state dir to the run user (recursively: files created earlier by root). */
+export function chownTree(dir: string, u: SystemUser): void {
+  const walk = (p: string) => {
+    fs.lchownSync(p, u.uid, u.gid);
+    if (fs.lstatSync(p).isDirectory()) for (const n of fs.readdirSync(p)) walk(path.join(p, n));
+  };
+  walk(dir);
+}
+
+export function dropPrivileges(u: SystemUser): void {
+  const mail = lookupGroupId('mail');
+  process.setgroups?.(mail !== null && mail !== u.gid ? [u.gid, mail] : [u.gid]);
+  process.setgid?.(u.gid);
+  process.setuid?.(u.uid);
+  log.info(null, 'running unprivileged', { user: u.name, uid: u.uid });
+}

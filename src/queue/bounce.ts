@@ -1,0 +1,105 @@
+// Delivery status notifications (RFC 3464): a multipart/report with a human part, the
+// machine-readable message/delivery-status, and the original headers (text/rfc822-headers).
+// Sent from the null sender, so a bounce never bounces.
+
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { rfc5322Date } from '../message/date.js';
+
+export interface DsnRecipient {
+  recipient: string;
+  /** 'failed' (bounce) or 'delayed' (warning). */
+  action: 'failed' | 'delayed';
+  /** Enhanced status, e.g. "5.1.1"; derived from the diagnostic when it carries one. */
+  status: string;
+  diagnostic: string;
+  remote?: string;
+}
+
+export interface DsnInput {
+  hostname: string;
+  msgid: string;
+  sender: string;
+  arrival: number;
+  recipients: DsnRecipient[];
+  originalHeaders: Buffer;
+  /** For 'delayed': how long we keep trying. */
+  giveUpAfter?: string;
+}
+
+/** The enhanced code in a reply ("550 5.1.1 …" → "5.1.1"), or a default by class. */
+export function statusOf(diagnostic: string, action: 'failed' | 'delayed'): string {
+  const m = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(diagnostic);
+  if (m) return m[1]!;
+  const basic = /^([245])\d\d\b/.exec(diagnostic);
+  if (basic) return `${basic[1]}.0.0`;
+  return action === 'failed' ? '5.0.0' : '4.0.0';
+}
+
+const wrap = (s: string) => s.replace(/\r?\n/g, ' ').slice(0, 900);
+
+export function composeDsn(d: DsnInput): string {
+  const boundary = `=_tidemail_${randomBytes(8).toString('hex')}`;
+  const delayed = d.recipients.every((r) => r.action === 'delayed');
+  const subject = delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
+  const lines: string[] = [
+    `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
+    `To: <${d.sender}>`,
+    `Subject: ${subject}`,
+    `Date: ${rfc5322Date()}`,
+    `Message-ID: <${d.msgid}.dsn.${randomBytes(4).toString('hex')}@${d.hostname}>`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=utf-8',
+    'Content-Description: Notification',
+    '',
+    `This is the mail system at host ${d.hostname}.`,
+    '',
+    delayed
+      ? `Your message could not be delivered yet. It stays in the queue and delivery will be retried${d.giveUpAfter ? ` for up to ${d.giveUpAfter} in all` : ''}; you do not need to resend it.`
+      : 'Your message could not be delivered to one or more recipients. It is attached below.',
+    '',
+    ...d.recipients.map((r) => `<${r.recipient}>: ${wrap(r.diagnostic)}`),
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    'Content-Description: Delivery report',
+    '',
+    `Reporting-MTA: dns; ${d.hostname}`,
+    `X-Tidemail-Queue-ID: ${d.msgid}`,
+    `Arrival-Date: ${rfc5322Date(new Date(d.arrival))}`,
+  ];
+  for (const r of d.recipients) {
+    lines.push('', `Final-Recipient: rfc822; ${r.recipient}`, `Action: ${r.action}`, `Status: ${r.status}`);
+    if (r.remote) lines.push(`Remote-MTA: dns; ${r.remote}`);
+    lines.push(`Diagnostic-Code: smtp; ${wrap(r.diagnostic)}`);
+  }
+  lines.push('', `--${boundary}`, 'Content-Type: text/rfc822-headers', 'Content-Description: Undelivered Message Headers', '');
+  const head = lines.join('\r\n') + '\r\n';
+  const headers = d.originalHeaders.toString('utf8').replace(/\r?\n/g, '\r\n').replace(/(\r\n)*$/, '\r\n');
+  return head + headers + `\r\n--${boundary}--\r\n`;
+}
+
+/** Reads the header section of a stored message (up to the blank line, at most `max` bytes). */
+export async function readHeaders(body: Readable, max = 64 * 1024): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      parts.push(chunk);
+      length += chunk.length;
+      const all = Buffer.concat(parts, length);
+      const end = all.indexOf('\r\n\r\n');
+      if (end >= 0) return all.subarray(0, end + 2);
+      if (length >= max) return all.subarray(0, max);
+    }
+    return Buffer.concat(parts, length);
+  } finally {
+    body.destroy();
+  }
+}

@@ -1,0 +1,252 @@
+// The SQLite queue backend.
+//
+// Schema:
+//   messages   one row per accepted message: envelope sender, arrival, size, source
+//   recipients one row per recipient ("envelope"): status, attempts, next attempt, last error
+//   chunks     the body, in ≤64 KiB pieces (seq 1..n), so bodies stream in and out
+// A message becomes visible when its messages+recipients rows are inserted, in the same
+// transaction as its last chunk; chunks without a message row are leftovers of a session that
+// died mid-DATA and are removed at open. WAL mode: the delivery side reads bodies through its own
+// connection while sessions write.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { Db, GroupCommitWriter, type Statement } from './db.js';
+import { envelopeId, isEnvelopeId, newMessageId } from './ids.js';
+import type { Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, RecipientStatus, Spool } from './store.js';
+
+export const CHUNK_SIZE = 64 * 1024;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY, sender TEXT NOT NULL, created INTEGER NOT NULL, size INTEGER NOT NULL,
+  via TEXT NOT NULL, client TEXT, helo TEXT, origin TEXT UNIQUE);
+CREATE TABLE IF NOT EXISTS recipients (
+  env_id TEXT PRIMARY KEY, msgid TEXT NOT NULL, address TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt INTEGER NOT NULL, last_error TEXT, warned INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_attempt);
+CREATE INDEX IF NOT EXISTS recipients_msg ON recipients(msgid);
+CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
+`;
+
+const ENVELOPE_SELECT = `SELECT r.env_id AS envId, r.msgid, r.address AS recipient, r.status, r.attempts,
+  r.next_attempt AS nextAttempt, r.last_error AS lastError, r.warned, m.sender, m.created, m.size, m.via
+  FROM recipients r JOIN messages m ON m.id = r.msgid`;
+
+interface EnvelopeRow extends Omit<Envelope, 'warned'> {
+  warned: number;
+}
+const toEnvelope = (r: EnvelopeRow): Envelope => ({ ...r, warned: r.warned !== 0 });
+
+export class SqliteQueueStore implements QueueStore {
+  private constructor(
+    private readonly writeDb: Db,
+    private readonly readDb: Db,
+    readonly writer: GroupCommitWriter,
+    private readonly stmts: { chunk: Statement; message: Statement; recipient: Statement },
+  ) {}
+
+  static async open(stateDir: string): Promise<SqliteQueueStore> {
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+    const file = path.join(stateDir, 'queue.sqlite');
+    const w = await Db.open(file);
+    await w.exec('PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;');
+    await w.exec(SCHEMA);
+    // Leftovers of sessions that died mid-DATA, and messages whose last recipient went away.
+    await w.exec(`DELETE FROM chunks WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = chunks.msgid);
+      DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msgid = messages.id);`);
+    const r = await Db.open(file);
+    await r.exec('PRAGMA busy_timeout=10000;');
+    const stmts = {
+      chunk: w.prepare('INSERT INTO chunks (msgid, seq, data) VALUES (?, ?, ?)'),
+      message: w.prepare('INSERT INTO messages (id, sender, created, size, via, client, helo, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      recipient: w.prepare('INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (?, ?, ?, ?)'),
+    };
+    return new SqliteQueueStore(w, r, new GroupCommitWriter(w), stmts);
+  }
+
+  openMessage(msgid = newMessageId()): Spool {
+    return new SqliteSpool(msgid, this.writer, this.stmts);
+  }
+
+  async due(now: number, limit: number): Promise<Envelope[]> {
+    const rows = await this.readDb.all<EnvelopeRow>(
+      `${ENVELOPE_SELECT} WHERE r.status = 'queued' AND r.next_attempt <= ? ORDER BY r.next_attempt, r.env_id LIMIT ?`,
+      [now, limit],
+    );
+    return rows.map(toEnvelope);
+  }
+
+  async nextDue(): Promise<number | null> {
+    const row = await this.readDb.get<{ t: number | null }>(`SELECT MIN(next_attempt) AS t FROM recipients WHERE status = 'queued'`);
+    return row?.t ?? null;
+  }
+
+  updateEnvelopes(updates: readonly EnvelopeUpdate[]): Promise<void> {
+    return this.writer.submit(true, async (db) => {
+      for (const u of updates) {
+        await db.run(
+          'UPDATE recipients SET attempts = ?, next_attempt = ?, last_error = ?, warned = COALESCE(?, warned) WHERE env_id = ?',
+          [u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.envId],
+        );
+      }
+    });
+  }
+
+  deleteEnvelopes(envIds: readonly string[]): Promise<void> {
+    if (!envIds.length) return Promise.resolve();
+    return this.writer.submit(true, async (db) => {
+      const msgids = new Set<string>();
+      for (const id of envIds) {
+        await db.run('DELETE FROM recipients WHERE env_id = ?', [id]);
+        msgids.add(id.slice(0, 16));
+      }
+      for (const m of msgids) await deleteIfEmpty(db, m);
+    });
+  }
+
+  readBody(msgid: string): Readable {
+    let seq = 0;
+    const db = this.readDb;
+    return new Readable({
+      highWaterMark: CHUNK_SIZE,
+      read() {
+        seq++;
+        db.get<{ data: Buffer }>('SELECT data FROM chunks WHERE msgid = ? AND seq = ?', [msgid, seq]).then(
+          (row) => this.push(row ? row.data : null),
+          (err) => this.destroy(err as Error),
+        );
+      },
+    });
+  }
+
+  async listMessages(): Promise<QueuedMessage[]> {
+    const rows = (await this.readDb.all<EnvelopeRow>(`${ENVELOPE_SELECT} ORDER BY m.created, r.env_id`)).map(toEnvelope);
+    return groupByMessage(rows);
+  }
+
+  async getMessage(id: string): Promise<QueuedMessage | undefined> {
+    const rows = (await this.readDb.all<EnvelopeRow>(`${ENVELOPE_SELECT} WHERE r.msgid = ? ORDER BY r.env_id`, [id.slice(0, 16).toUpperCase()])).map(toEnvelope);
+    return groupByMessage(rows)[0];
+  }
+
+  setStatus(id: string | null, status: RecipientStatus): Promise<number> {
+    const [where, params] = idFilter(id);
+    return this.writer.submit(true, (db) => db.run(`UPDATE recipients SET status = ? WHERE ${where}`, [status, ...params]));
+  }
+
+  requeue(id: string | null): Promise<number> {
+    const [where, params] = idFilter(id);
+    const extra = id === null ? ` AND status = 'queued'` : '';
+    return this.writer.submit(true, (db) =>
+      db.run(`UPDATE recipients SET next_attempt = ?, status = 'queued' WHERE ${where}${extra}`, [Date.now(), ...params]),
+    );
+  }
+
+  removeMessage(msgid: string): Promise<boolean> {
+    const id = msgid.slice(0, 16).toUpperCase();
+    return this.writer.submit(true, async (db) => {
+      const n = await db.run('DELETE FROM recipients WHERE msgid = ?', [id]);
+      await deleteIfEmpty(db, id);
+      return n > 0;
+    });
+  }
+
+  async hasOrigin(origin: string): Promise<boolean> {
+    return !!(await this.readDb.get('SELECT 1 FROM messages WHERE origin = ?', [origin]));
+  }
+
+  async close(): Promise<void> {
+    await this.writer.idle();
+    for (const s of Object.values(this.stmts)) await s.finalize();
+    await this.readDb.close();
+    await this.writeDb.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
+    await this.writeDb.close();
+  }
+}
+
+function idFilter(id: string | null): [string, unknown[]] {
+  if (id === null) return ['1 = 1', []];
+  return isEnvelopeId(id) ? ['env_id = ?', [id.toUpperCase()]] : ['msgid = ?', [id.toUpperCase()]];
+}
+
+async function deleteIfEmpty(db: Db, msgid: string): Promise<void> {
+  const left = await db.get('SELECT 1 FROM recipients WHERE msgid = ? LIMIT 1', [msgid]);
+  if (left) return;
+  await db.run('DELETE FROM chunks WHERE msgid = ?', [msgid]);
+  await db.run('DELETE FROM messages WHERE id = ?', [msgid]);
+}
+
+function groupByMessage(rows: Envelope[]): QueuedMessage[] {
+  const out = new Map<string, QueuedMessage>();
+  for (const r of rows) {
+    let m = out.get(r.msgid);
+    if (!m) out.set(r.msgid, (m = { msgid: r.msgid, sender: r.sender, created: r.created, size: r.size, via: r.via, recipients: [] }));
+    m.recipients.push(r);
+  }
+  return [...out.values()];
+}
+
+class SqliteSpool implements Spool {
+  private parts: Buffer[] = [];
+  private partsLength = 0;
+  private seq = 0;
+  private written = 0;
+  private failed: unknown = null;
+
+  constructor(
+    readonly msgid: string,
+    private readonly writer: GroupCommitWriter,
+    private readonly stmts: { chunk: Statement; message: Statement; recipient: Statement },
+  ) {}
+
+  get size(): number {
+    return this.written;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failed) throw this.failed;
+    this.parts.push(chunk);
+    this.partsLength += chunk.length;
+    this.written += chunk.length;
+    while (this.partsLength >= CHUNK_SIZE) {
+      const all = Buffer.concat(this.parts, this.partsLength);
+      const piece = all.subarray(0, CHUNK_SIZE);
+      const rest = all.subarray(CHUNK_SIZE);
+      this.parts = rest.length ? [Buffer.from(rest)] : [];
+      this.partsLength = rest.length;
+      const seq = ++this.seq;
+      try {
+        await this.writer.submit(false, () => this.stmts.chunk.run([this.msgid, seq, piece]));
+      } catch (err) {
+        this.failed = err;
+        throw err;
+      }
+    }
+  }
+
+  commit(meta: MessageMeta): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    const last = this.partsLength ? Buffer.concat(this.parts, this.partsLength) : null;
+    this.parts = [];
+    this.partsLength = 0;
+    const seq = last ? ++this.seq : 0;
+    const now = Date.now();
+    const due = meta.notBefore ?? now;
+    return this.writer.submit(true, async () => {
+      if (last) await this.stmts.chunk.run([this.msgid, seq, last]);
+      await this.stmts.message.run([this.msgid, meta.sender, now, this.written, meta.via, meta.client ?? null, meta.helo ?? null, meta.origin ?? null]);
+      let i = 0;
+      for (const rcpt of meta.recipients) await this.stmts.recipient.run([envelopeId(this.msgid, i++), this.msgid, rcpt, due]);
+    });
+  }
+
+  async rollback(): Promise<void> {
+    this.parts = [];
+    this.partsLength = 0;
+    if (this.seq === 0) return;
+    await this.writer.submit(false, (db) => db.run('DELETE FROM chunks WHERE msgid = ?', [this.msgid])).catch(() => undefined);
+  }
+}

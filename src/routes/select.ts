@@ -1,0 +1,26 @@
+// Choosing a route for one recipient: the first profile (in priority order) whose criteria
+// match and that is online right now. No match online means the recipient waits.
+
+import { criteriaMatch } from './match.js';
+import type { RouteProfile } from './profile.js';
+
+export type RouteChoice = { route: RouteProfile } | { route: null; reason: string };
+
+export function selectRoute(
+  routes: readonly RouteProfile[],
+  sender: string,
+  recipient: string,
+  isOnline: (r: RouteProfile) => boolean,
+): RouteChoice {
+  let matchedOffline: RouteProfile | null = null;
+  for (const r of routes) {
+    if (!criteriaMatch(r, sender, recipient)) continue;
+    if (isOnline(r)) return { route: r };
+    matchedOffline ??= r;
+  }
+  if (matchedOffline) return { route: null, reason: `route ${matchedOffline.name} is offline` };
+  return {
+    route: null,
+    reason: routes.length ? 'no route matches this sender/recipient' : 'no route configured (add a file under routes/)',
+  };
+}

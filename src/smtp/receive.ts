@@ -1,0 +1,96 @@
+// DATA → spool → commit. The body streams through the checker into the store chunk by chunk;
+// the 250 is sent only after the store says the commit is on disk.
+
+import type { Readable } from 'node:stream';
+import { SmtpError, isDiskFull } from '../errors.js';
+import { log } from '../log/log.js';
+import { rfc5322Date } from '../message/date.js';
+import type { MessageMeta, Spool } from '../queue/store.js';
+import { DataChecker, type DataProblem } from './data-check.js';
+import { replies } from './replies.js';
+
+/** Where accepted messages go: the queue in the daemon, the maildrop in `sendmail -bs`. */
+export interface MessageSink {
+  openMessage(): Spool;
+  /** Told after each commit, e.g. to wake the delivery runner. */
+  committed?(msgid: string, meta: MessageMeta): void;
+}
+
+export interface TraceInfo {
+  helo: string;
+  clientAddress: string;
+  clientHostname?: string;
+  protocol: string; // ESMTP, ESMTPS, SMTP, LMTP (RFC 3848)
+  hostname: string;
+  recipients: string[];
+}
+
+/** The Received: trace header we prepend (RFC 5321 §4.4). */
+export function receivedHeader(t: TraceInfo, msgid: string): string {
+  const from = t.clientHostname && t.clientHostname !== `[${t.clientAddress}]` ? `${t.clientHostname} ` : '';
+  const forPart = t.recipients.length === 1 ? `\r\n\tfor <${t.recipients[0]}>` : '';
+  return `Received: from ${t.helo || 'unknown'} (${from}[${t.clientAddress}])\r\n` +
+    `\tby ${t.hostname} (tidemail) with ${t.protocol} id ${msgid}${forPart};\r\n\t${rfc5322Date()}\r\n`;
+}
+
+const problemReply: Record<DataProblem, (max: number) => SmtpError> = {
+  'bare-lf': () => replies.bareLf(),
+  'bare-cr': () => replies.bareCr(),
+  nul: () => replies.nul(),
+  'too-big': (max) => replies.tooBig(max),
+};
+
+/**
+ * Streams one message into the sink. Resolves with the 250 text; rejects with an SmtpError.
+ * The data stream is always read to its end, so the session stays in sync with the client.
+ */
+export async function receiveMessage(
+  data: Readable,
+  sink: MessageSink,
+  meta: Omit<MessageMeta, 'recipients'> & { recipients: string[] },
+  trace: TraceInfo,
+  maxSize: number,
+): Promise<string> {
+  const spool = sink.openMessage();
+  const checker = new DataChecker(maxSize);
+  let writeError: unknown = null;
+  try {
+    await spool.write(Buffer.from(receivedHeader(trace, spool.msgid), 'utf8'));
+  } catch (err) {
+    writeError = err;
+  }
+  for await (const chunk of data as AsyncIterable<Buffer>) {
+    if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
+    try {
+      await spool.write(chunk);
+    } catch (err) {
+      writeError = err;
+    }
+  }
+  const problem = checker.finish();
+  if (problem || writeError) {
+    await spool.rollback();
+    if (problem) {
+      log.info(spool.msgid, 'refused', { reason: problem, from: `<${meta.sender}>`, client: trace.clientAddress });
+      throw problemReply[problem](maxSize);
+    }
+    return failCommit(spool.msgid, writeError);
+  }
+  try {
+    await spool.commit(meta);
+  } catch (err) {
+    await spool.rollback();
+    return failCommit(spool.msgid, err);
+  }
+  log.info(spool.msgid, 'accepted', {
+    from: `<${meta.sender}>`, nrcpt: meta.recipients.length, size: checker.size, client: trace.clientAddress, via: meta.via,
+  });
+  sink.committed?.(spool.msgid, meta);
+  return replies.queued(spool.msgid);
+}
+
+function failCommit(msgid: string, err: unknown): never {
+  const full = isDiskFull(err);
+  log.error(msgid, full ? 'refused: disk full' : 'refused: queue write failed', { error: (err as Error)?.message });
+  throw full ? replies.diskFull() : replies.localError();
+}

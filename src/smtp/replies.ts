@@ -1,0 +1,19 @@
+// Reply texts, one place. Every refusal carries a basic and an enhanced code (RFC 3463);
+// the enhanced code leads the text and smtp-server passes it through (see patches.ts).
+
+import { SmtpError } from '../errors.js';
+
+export const replies = {
+  queued: (id: string) => `2.0.0 Ok: queued as ${id}`,
+  relayDenied: (rcpt: string) => new SmtpError(554, '5.7.1', `<${rcpt}>: Relay access denied`),
+  badRecipient: (rcpt: string) => new SmtpError(501, '5.1.3', `<${rcpt}>: Bad recipient address syntax`),
+  badSender: (sender: string) => new SmtpError(501, '5.1.7', `<${sender}>: Bad sender address syntax`),
+  tooManyRecipients: (max: number) => new SmtpError(452, '4.5.3', `Too many recipients (at most ${max} per message)`),
+  bareLf: () => new SmtpError(554, '5.6.0', 'Message refused: bare LF in message data; lines must end with CRLF (RFC 5321 2.3.8)'),
+  bareCr: () => new SmtpError(554, '5.6.0', 'Message refused: bare CR in message data; lines must end with CRLF (RFC 5321 2.3.8)'),
+  nul: () => new SmtpError(554, '5.6.0', 'Message refused: NUL byte in message data'),
+  tooBig: (max: number) => new SmtpError(552, '5.3.4', `Message size exceeds fixed limit of ${max} bytes`),
+  diskFull: () => new SmtpError(452, '4.3.1', 'Insufficient system storage, try again later'),
+  localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),
+  noRecipients: () => new SmtpError(554, '5.5.1', 'No valid recipients'),
+};

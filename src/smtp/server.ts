@@ -1,0 +1,129 @@
+// The SMTP front door, built on smtp-server: one listener per configured address (IPv4 and
+// IPv6), relay control by trusted_networks, and the receive path into a MessageSink.
+
+import type { Duplex } from 'node:stream';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { NetworkList, plainAddress } from '../config/cidr.js';
+import type { Config, ListenAddress } from '../config/schema.js';
+import { log } from '../log/log.js';
+import { domainOf, isValidEnvelopeAddress, qualify } from '../message/address.js';
+import { applySmtpServerPatches } from './patches.js';
+import { receiveMessage, type MessageSink } from './receive.js';
+import { replies } from './replies.js';
+
+export interface SmtpFrontDeps {
+  config: Config;
+  sink: MessageSink;
+  /** Label recorded with each message ('smtp', 'sendmail-bs', …). */
+  via: string;
+  /** Every client may relay (a local user on stdin, `sendmail -bs`). */
+  trustAll?: boolean;
+}
+
+export class SmtpFront {
+  private readonly trusted: NetworkList;
+  private readonly localDomains: Set<string>;
+  private readonly servers: SMTPServer[] = [];
+
+  constructor(private readonly deps: SmtpFrontDeps) {
+    applySmtpServerPatches();
+    this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
+    this.localDomains = new Set(deps.config.local.domains);
+  }
+
+  isTrusted(address: string): boolean {
+    return this.deps.trustAll === true || this.trusted.contains(address);
+  }
+
+  private options(): SMTPServerOptions & { isTrustedAddress: (a: string) => boolean } {
+    const { config } = this.deps;
+    return {
+      name: config.hostname,
+      banner: 'tidemail',
+      size: config.smtp.maxMessageSize,
+      hideSize: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      hideENHANCEDSTATUSCODES: false,
+      // AUTH and STARTTLS arrive with the submission/TLS work; the sendmail wizard jokes never.
+      disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
+      authOptional: true,
+      // Reverse DNS would stall greetings on an offline box; the address is in the trace header.
+      disableReverseLookup: true,
+      logger: false,
+      maxClients: config.smtp.maxClients,
+      socketTimeout: config.smtp.commandTimeoutMs,
+      closeTimeout: 30_000,
+      isTrustedAddress: (a: string) => this.isTrusted(a),
+      onMailFrom: (address, session, cb) => {
+        const sender = address.address;
+        if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return cb(replies.badSender(sender));
+        cb();
+      },
+      onRcptTo: (address, session, cb) => {
+        const rcpt = qualify(address.address, config.hostname);
+        if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
+        if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
+        if (!this.isTrusted(session.remoteAddress) && !this.localDomains.has(domainOf(rcpt))) {
+          log.info(null, 'relay denied', { client: session.remoteAddress, rcpt: `<${rcpt}>` });
+          return cb(replies.relayDenied(rcpt));
+        }
+        cb();
+      },
+      onData: (stream, session, cb) => {
+        this.receive(stream, session).then((reply) => cb(null, reply), (err: Error) => cb(err));
+      },
+    };
+  }
+
+  private receive(stream: NodeJS.ReadableStream, session: SMTPServerSession): Promise<string> {
+    const { config } = this.deps;
+    const recipients = session.envelope.rcptTo.map((r) => qualify(r.address, config.hostname));
+    const sender = session.envelope.mailFrom ? qualify(session.envelope.mailFrom.address, config.hostname) : '';
+    const client = plainAddress(session.remoteAddress);
+    const protocol = (session.transmissionType || 'ESMTP').replace(/^SMTP$/, 'SMTP');
+    return receiveMessage(
+      stream as never,
+      this.deps.sink,
+      { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs },
+      { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients },
+      config.smtp.maxMessageSize,
+    );
+  }
+
+  /** Starts one listener per address; rejects with a clear message when a bind fails. */
+  async listen(addresses: readonly ListenAddress[]): Promise<void> {
+    for (const a of addresses) {
+      const server = new SMTPServer(this.options());
+      server.on('error', (err) => log.warn(null, 'smtp error', { error: err.message }));
+      await new Promise<void>((resolve, reject) => {
+        const onError = (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${fmt(a)}: ${err.code ?? err.message}`));
+        server.server.once('error', onError);
+        server.listen(a.port, a.host, () => {
+          server.server.off('error', onError);
+          resolve();
+        });
+      });
+      this.servers.push(server);
+    }
+  }
+
+  /** Serves one session on an existing stream (inetd, `sendmail -bs`). Resolves when it ends. */
+  serveStream(stream: Duplex, remoteAddress: string): Promise<void> {
+    const server = new SMTPServer(this.options());
+    return new Promise((resolve) => {
+      stream.once('close', () => resolve());
+      stream.once('end', () => resolve());
+      (server as unknown as { connect(s: Duplex, o: object): void }).connect(stream, { remoteAddress, remotePort: 0 });
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+}
+
+function fmt(a: ListenAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}

@@ -1,0 +1,165 @@
+// Start / stop the tidemail daemon as a child process for the benchmark.
+//
+// The daemon gets a private config and state dir under a temp dir. With no route files, every
+// message for a remote domain simply stays queued: "accepted into the durable queue" is exactly
+// what a 250 after DATA means here. Readiness = the port answering with a 220 greeting (polled for
+// up to 20 s; the benchmark needs the listener anyway); a "daemon ready" log line is recorded.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { sleep, waitForSmtp } from './common.js';
+
+export interface Daemon {
+  pid: number;
+  port: number;
+  /** the user written into the config ("root" or the fallback "nobody") */
+  user: string;
+  /** whether a log line containing "daemon ready" was seen */
+  readyLogged(): boolean;
+  /** true once the process has exited */
+  exited(): boolean;
+  /** exit code / signal, once exited */
+  exitInfo(): string;
+  /** the last lines the daemon wrote to stderr/stdout */
+  logTail(lines?: number): string;
+  /** SIGTERM, wait up to 10 s, then SIGKILL. Resolves with how it ended. */
+  stop(): Promise<string>;
+}
+
+/** The entry point to run: dist/src/main.js, compiled from src/main.ts. */
+export function daemonEntry(repoRoot: string): string | null {
+  const main = path.join(repoRoot, 'dist', 'src', 'main.js');
+  return fs.existsSync(main) ? main : null;
+}
+
+function configToml(stateDir: string, port: number, user: string): string {
+  return [
+    'hostname = "bench.test"',
+    `state_dir = "${stateDir}"`,
+    `user = "${user}"`,
+    '[smtp]',
+    `listen = ["127.0.0.1:${port}"]`,
+    'trusted_networks = ["127.0.0.0/8"]',
+    'max_message_size = "100M"',
+    '',
+  ].join('\n');
+}
+
+/** Look up a user's uid/gid in /etc/passwd (no native getpwnam in Node). */
+function passwdEntry(user: string): { uid: number; gid: number } | null {
+  try {
+    for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (f[0] === user && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
+    }
+  } catch {
+    // no passwd file
+  }
+  return null;
+}
+
+/** One attempt: write the config, spawn, wait until ready or exited. */
+async function launch(entry: string, dir: string, port: number, user: string, readyTimeoutMs: number): Promise<Daemon> {
+  const stateDir = path.join(dir, 'state');
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+  if (user !== 'root' && process.getuid?.() === 0) {
+    // The daemon drops to `user`: let it write its state dir and traverse the temp dir.
+    fs.chmodSync(dir, 0o755);
+    const pw = passwdEntry(user);
+    if (pw) fs.chownSync(stateDir, pw.uid, pw.gid);
+  }
+  const configPath = path.join(dir, 'tidemail.toml');
+  fs.writeFileSync(configPath, configToml(stateDir, port, user));
+
+  const child: ChildProcess = spawn(process.execPath, [entry, 'daemon', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TIDEMAIL_CONFIG: configPath },
+    cwd: dir,
+  });
+  // Keep the last 300 log lines; the full log also goes to DIR/daemon.log for post-mortems.
+  const logFile = fs.createWriteStream(path.join(dir, 'daemon.log'), { flags: 'a' });
+  const lines: string[] = [];
+  let partial = '';
+  let ready = false;
+  const onOutput = (d: Buffer): void => {
+    logFile.write(d);
+    partial += d.toString('utf8');
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    for (const l of parts) {
+      if (l.includes('daemon ready')) ready = true;
+      lines.push(l);
+      if (lines.length > 300) lines.shift();
+    }
+  };
+  child.stdout?.on('data', onOutput);
+  child.stderr?.on('data', onOutput);
+  let exitInfo = '';
+  const exitedP = once(child, 'exit').then(([code, signal]) => {
+    exitInfo = signal ? `signal ${signal}` : `exit code ${code}`;
+    logFile.end();
+  });
+  const exited = (): boolean => exitInfo !== '';
+
+  const daemon: Daemon = {
+    pid: child.pid ?? 0,
+    port,
+    user,
+    readyLogged: () => ready,
+    exited,
+    exitInfo: () => exitInfo,
+    logTail: (n = 20) => lines.concat(partial ? [partial] : []).slice(-n).join('\n'),
+    stop: async () => {
+      if (!exited()) {
+        child.kill('SIGTERM');
+        await Promise.race([exitedP, sleep(10_000)]);
+        if (!exited()) {
+          child.kill('SIGKILL');
+          await exitedP;
+          return `did not exit within 10 s of SIGTERM; killed (${exitInfo})`;
+        }
+      }
+      return exitInfo;
+    },
+  };
+
+  // The bench needs the listener, so readiness is decided by the port greeting with 220 (polled
+  // until readyTimeoutMs); the "daemon ready" log line is only noted. Stop early if it exits.
+  const portOk = await waitForSmtp('127.0.0.1', port, readyTimeoutMs, exited);
+  if (!portOk || exited()) {
+    if (!exited()) await daemon.stop();
+    throw new Error(
+      `tidemail did not answer on 127.0.0.1:${port} within ${readyTimeoutMs} ms ` +
+        `(${exitInfo || 'still running'}; "daemon ready" ${ready ? 'was' : 'was not'} logged); log:\n` +
+        daemon.logTail(30),
+    );
+  }
+  return daemon;
+}
+
+/**
+ * Start the daemon with a fresh temp dir. Tries user = "root" first; if that attempt dies before
+ * becoming ready (e.g. the daemon refuses to run as root), retries once with user = "nobody".
+ */
+export async function startTidemail(
+  repoRoot: string,
+  port: number,
+  opts: { readyTimeoutMs?: number; tmpParent?: string } = {},
+): Promise<{ daemon: Daemon; dir: string; notes: string[] }> {
+  const entry = daemonEntry(repoRoot);
+  if (!entry) throw new Error('dist/src/main.js not found (build the daemon first)');
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
+  const notes: string[] = [];
+  const dir = fs.mkdtempSync(path.join(opts.tmpParent ?? os.tmpdir(), 'tidemail-bench-'));
+  try {
+    return { daemon: await launch(entry, dir, port, 'root', readyTimeoutMs), dir, notes };
+  } catch (e) {
+    if (process.getuid?.() !== 0) throw e;
+    notes.push(`user = "root" failed: ${(e as Error).message.split('\n').slice(0, 4).join(' | ')}; retried as "nobody"`);
+  }
+  fs.rmSync(path.join(dir, 'state'), { recursive: true, force: true });
+  return { daemon: await launch(entry, dir, port, 'nobody', readyTimeoutMs), dir, notes };
+}
