@@ -1,0 +1,106 @@
+// A real SMTP server (smtp-server) standing in for the user's smarthost. It records every
+// message byte-for-byte and can be told to refuse, defer, require AUTH or speak TLS.
+
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { testCerts } from './certs.js';
+import { waitFor } from './ports.js';
+
+export interface ReceivedMessage {
+  from: string;
+  to: string[];
+  raw: Buffer;
+  user?: string;
+  secure: boolean;
+}
+
+export interface SmarthostOptions {
+  port?: number;
+  host?: string;
+  tls?: 'none' | 'starttls' | 'implicit';
+  auth?: { user: string; pass: string };
+  /** Return an error reply ("550 5.1.1 no such user") to refuse this recipient. */
+  rcptReply?: (address: string) => string | null;
+  /** Return an error reply to refuse at end of DATA. */
+  dataReply?: (raw: Buffer) => string | null;
+}
+
+export interface Smarthost {
+  port: number;
+  messages: ReceivedMessage[];
+  /** TCP connections accepted so far. */
+  connections: number;
+  waitForMessages(n: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
+  close(): Promise<void>;
+}
+
+function smtpError(reply: string): Error {
+  const m = /^(\d{3})\s+(.*)$/.exec(reply);
+  return Object.assign(new Error(m ? m[2] : reply), { responseCode: m ? Number(m[1]) : 550 });
+}
+
+export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smarthost> {
+  const messages: ReceivedMessage[] = [];
+  const tls = opts.tls ?? 'none';
+  const certs = tls === 'none' ? null : testCerts();
+  const state = { connections: 0 };
+  const options: SMTPServerOptions = {
+    logger: false,
+    secure: tls === 'implicit',
+    key: certs?.key,
+    cert: certs?.cert,
+    disabledCommands: [...(tls === 'none' ? ['STARTTLS'] : []), ...(opts.auth ? [] : ['AUTH'])],
+    authOptional: !opts.auth,
+    allowInsecureAuth: true,
+    disableReverseLookup: true,
+    size: 200 * 1024 * 1024,
+    onConnect: (_s, cb) => {
+      state.connections++;
+      cb();
+    },
+    onAuth: (auth, _s, cb) => {
+      if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
+      cb(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+    },
+    onRcptTo: (addr, _s, cb) => {
+      const r = opts.rcptReply?.(addr.address);
+      cb(r ? smtpError(r) : undefined);
+    },
+    onData: (stream, session, cb) => {
+      const parts: Buffer[] = [];
+      stream.on('data', (d: Buffer) => parts.push(d));
+      stream.on('end', () => {
+        const raw = Buffer.concat(parts);
+        const r = opts.dataReply?.(raw);
+        if (r) return cb(smtpError(r));
+        messages.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((x) => x.address),
+          raw,
+          user: session.user as string | undefined,
+          secure: session.secure,
+        });
+        cb();
+      });
+    },
+  };
+  const server = new SMTPServer(options);
+  server.on('error', () => undefined);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve((server.server.address() as { port: number }).port));
+  });
+  return {
+    port,
+    messages,
+    get connections() {
+      return state.connections;
+    },
+    waitForMessages: (n, timeoutMs = 10_000) => waitFor(`${n} message(s) at the smarthost`, () => (messages.length >= n ? messages : null), timeoutMs),
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+/** Route file text for a smarthost helper. */
+export function smarthostRoute(port: number, extra = ''): string {
+  return `smarthost = "127.0.0.1:${port}"\ntls = "none"\n${extra}\n`;
+}
