@@ -34,14 +34,26 @@ function runFile(file: string): Promise<FileResult> {
   return new Promise((resolve) => {
     const proc = spawn(process.execPath, [file], { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    proc.stdout.on('data', (d) => (output += d));
-    proc.stderr.on('data', (d) => (output += d));
+    let grace: NodeJS.Timeout | null = null;
+    const onData = (d: Buffer) => {
+      output += d;
+      // uvu printed its summary: a file that keeps running after that leaked a handle.
+      if (!grace && /Duration:/.test(output)) {
+        grace = setTimeout(() => {
+          output += '\n[runner] still running 10 s after its summary (an open handle); stopped\n';
+          proc.kill('SIGTERM');
+        }, 10_000);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
     const timer = setTimeout(() => {
       output += `\n[runner] killed after ${FILE_TIMEOUT_MS / 1000}s\n`;
       proc.kill('SIGKILL');
     }, FILE_TIMEOUT_MS);
     proc.on('exit', (code) => {
       clearTimeout(timer);
+      if (grace) clearTimeout(grace);
       const clean = output.replace(/\x1b\[[0-9;]*m/g, '');
       const num = (label: string) => Number(new RegExp(`${label}:\\s+(\\d+)`).exec(clean)?.[1] ?? NaN);
       const total = num('Total');

@@ -49,6 +49,8 @@ export class DeliveryRunner {
     const old = this.transports;
     this.transports = new Map();
     await Promise.all([...old.values()].map((t) => t.close()));
+    // Routes changed: whatever waited for a route gets looked at again now.
+    await this.store.releaseWaiting(null).catch((err: Error) => log.warn(null, 'could not requeue waiting mail', { error: err.message }));
     this.wake();
   }
 
@@ -113,7 +115,10 @@ export class DeliveryRunner {
         if (!choice.route) {
           // Offline or no route: not an attempt, so no backoff and no lifetime penalty beyond
           // the clock; look again later or when a link/reload wakes us.
-          waiting.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + this.config.queue.noRouteRecheckMs, lastError: choice.reason });
+          waiting.push({
+            envId: env.envId, attempts: env.attempts, nextAttempt: now + this.config.queue.noRouteRecheckMs, lastError: choice.reason,
+            waiting: choice.waitingFor ?? '*',
+          });
           continue;
         }
         const key = `${env.msgid}/${choice.route.name}`;

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS recipients (
   env_id TEXT PRIMARY KEY, msgid TEXT NOT NULL, address TEXT NOT NULL,
   status TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
-  next_attempt INTEGER NOT NULL, last_error TEXT, warned INTEGER NOT NULL DEFAULT 0);
+  next_attempt INTEGER NOT NULL, last_error TEXT, warned INTEGER NOT NULL DEFAULT 0,
+  waiting TEXT);
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_attempt);
 CREATE INDEX IF NOT EXISTS recipients_msg ON recipients(msgid);
 CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
@@ -88,8 +89,8 @@ export class SqliteQueueStore implements QueueStore {
     return this.writer.submit(true, async (db) => {
       for (const u of updates) {
         await db.run(
-          'UPDATE recipients SET attempts = ?, next_attempt = ?, last_error = ?, warned = COALESCE(?, warned) WHERE env_id = ?',
-          [u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.envId],
+          'UPDATE recipients SET attempts = ?, next_attempt = ?, last_error = ?, warned = COALESCE(?, warned), waiting = ? WHERE env_id = ?',
+          [u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.waiting ?? null, u.envId],
         );
       }
     });
@@ -142,6 +143,13 @@ export class SqliteQueueStore implements QueueStore {
     const extra = id === null ? ` AND status = 'queued'` : '';
     return this.writer.submit(true, (db) =>
       db.run(`UPDATE recipients SET next_attempt = ?, status = 'queued' WHERE ${where}${extra}`, [Date.now(), ...params]),
+    );
+  }
+
+  releaseWaiting(route: string | null): Promise<number> {
+    const [where, params] = route === null ? ['waiting IS NOT NULL', []] : ['waiting IN (?, \'*\')', [route]];
+    return this.writer.submit(true, (db) =>
+      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND ${where}`, [Date.now(), ...params]),
     );
   }
 

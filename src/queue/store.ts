@@ -42,6 +42,8 @@ export interface EnvelopeUpdate {
   nextAttempt: number;
   lastError: string | null;
   warned?: boolean;
+  /** Set when no attempt was made because no route was online: the route waited for, or '*'. */
+  waiting?: string | null;
 }
 
 export interface QueuedMessage {
@@ -79,6 +81,8 @@ export interface QueueStore {
   getMessage(msgid: string): Promise<QueuedMessage | undefined>;
   /** Envelopes matching a message or envelope id (or all when id is null). */
   setStatus(id: string | null, status: RecipientStatus): Promise<number>;
+  /** Makes envelopes that wait for `route` (or for any route, with null) due now. */
+  releaseWaiting(route: string | null): Promise<number>;
   /** Makes envelopes due now; with id null every queued envelope. */
   requeue(id: string | null): Promise<number>;
   removeMessage(msgid: string): Promise<boolean>;

@@ -4,7 +4,7 @@
 import { criteriaMatch } from './match.js';
 import type { RouteProfile } from './profile.js';
 
-export type RouteChoice = { route: RouteProfile } | { route: null; reason: string };
+export type RouteChoice = { route: RouteProfile } | { route: null; reason: string; waitingFor?: string };
 
 export function selectRoute(
   routes: readonly RouteProfile[],
@@ -18,7 +18,7 @@ export function selectRoute(
     if (isOnline(r)) return { route: r };
     matchedOffline ??= r;
   }
-  if (matchedOffline) return { route: null, reason: `route ${matchedOffline.name} is offline` };
+  if (matchedOffline) return { route: null, reason: `route ${matchedOffline.name} is offline`, waitingFor: matchedOffline.name };
   return {
     route: null,
     reason: routes.length ? 'no route matches this sender/recipient' : 'no route configured (add a file under routes/)',

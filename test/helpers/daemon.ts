@@ -40,6 +40,15 @@ ${opts.smtpToml ?? ''}
   return { dir, configPath, stateDir, port, route: (name, toml) => void writeFile(path.join(dir, 'routes', `${name}.toml`), toml) };
 }
 
+// Daemons must not outlive the test file, whatever way it ends.
+const children = new Set<ChildProcess>();
+const killChildren = () => children.forEach((c) => c.kill('SIGKILL'));
+process.on('exit', killChildren);
+process.on('SIGTERM', () => {
+  killChildren();
+  process.exit(143);
+});
+
 export interface RunningDaemon {
   proc: ChildProcess;
   site: TestSite;
@@ -54,6 +63,8 @@ export async function startDaemon(site: TestSite, env: NodeJS.ProcessEnv = {}): 
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));
