@@ -10,6 +10,7 @@ import { log, setLogLevel } from './log/log.js';
 import { maildropDir, pickupMaildrop } from './queue/maildrop.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
+import { describeTarget } from './routes/profile.js';
 import { SmtpFront } from './smtp/server.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { queueSummary } from './queue/summary.js';
@@ -133,7 +134,7 @@ export class Daemon {
           since: this.started,
           config: this.config.file,
           queue: queueSummary(await this.store.listMessages()),
-          routes: this.runner.getRoutes().map((r) => ({ name: r.name, target: `${r.host}:${r.port}`, online: true, ...this.runner.routeState.get(r.name) })),
+          routes: this.runner.getRoutes().map((r) => ({ name: r.name, target: describeTarget(r), online: true, ...this.runner.routeState.get(r.name) })),
         };
       case 'reload':
         await this.reload();

@@ -22,7 +22,8 @@ export async function runConfig(argv: string[]): Promise<number> {
   const shown = {
     ...config,
     queue: { retry_min: formatDuration(q.retryMinMs), retry_max: formatDuration(q.retryMaxMs), max_lifetime: formatDuration(q.maxLifetimeMs), delay_warning: formatDuration(q.delayWarningMs) },
-    routes: routes.map((r) => ({ ...r, auth: r.auth ? { user: r.auth.user, password_file: r.auth.passwordFile } : undefined })),
+    // Secrets never leave their files: show where they are, not what they are.
+    routes: routes.map((r) => JSON.parse(JSON.stringify(r, (k, v) => (k === 'password' ? '(from file)' : v)))),
   };
   process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
   return EX.OK;

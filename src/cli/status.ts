@@ -1,6 +1,7 @@
 // `tidemail status`: one screen on what is queued, why, and which routes are up.
 
 import { loadRoutes } from '../routes/load.js';
+import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -43,7 +44,7 @@ export async function runStatus(argv: string[]): Promise<number> {
     const store = await ctx.openStore();
     queue = queueSummary(await store.listMessages());
     await store.close();
-    routes = loadRoutes(ctx.config.configDir).map((r) => ({ name: r.name, target: `${r.host}:${r.port}`, online: true }));
+    routes = loadRoutes(ctx.config.configDir).map((r) => ({ name: r.name, target: describeTarget(r), online: r.online.always }));
   }
   out.push(`config:  ${ctx.config.file ?? 'embedded local-only default'}`);
   out.push(`queue:   ${queue.messages} message(s), ${queue.recipients} recipient(s), ${queue.held} on hold, ${Math.ceil(queue.bytes / 1024)} KiB` +

@@ -10,7 +10,7 @@ import type { RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
 import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
 import { formatDuration } from '../config/units.js';
-import { SmarthostTransport } from './smtp.js';
+import { createTransport, jobKey } from './factory.js';
 import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
 
 const BATCH = 500;
@@ -92,7 +92,7 @@ export class DeliveryRunner {
   private transportFor(route: RouteProfile): Transport {
     let t = this.transports.get(route.name);
     if (!t) {
-      t = new SmarthostTransport(route, this.config.hostname);
+      t = createTransport(route, this.config.hostname);
       this.transports.set(route.name, t);
     }
     return t;
@@ -121,7 +121,7 @@ export class DeliveryRunner {
           });
           continue;
         }
-        const key = `${env.msgid}/${choice.route.name}`;
+        const key = jobKey(choice.route, env.msgid, env.recipient);
         let job = jobs.get(key);
         if (!job) jobs.set(key, (job = { route: choice.route, envs: [] }));
         job.envs.push(env);

@@ -1,12 +1,45 @@
-// Smarthost transport over nodemailer's SMTPConnection: TLS verified by default, AUTH
-// PLAIN/LOGIN, PIPELINING (nodemailer pipelines the envelope), connections reused for several
-// messages up to the route's messages_per_connection, at most max_connections at once.
+// SMTP transport over nodemailer's SMTPConnection, shared by every route that speaks SMTP to
+// its next hop: smarthost (TCP), MX (TCP to each MX in turn), ssh and wrapper (SMTP over a
+// stream). TLS verified unless the route says otherwise, AUTH, PIPELINING (nodemailer
+// pipelines the envelope), and pooled connections: several messages per connection up to the
+// route's messages_per_connection, at most max_connections per destination.
 
 import fs from 'node:fs';
+import type { Duplex } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
-import type { SmarthostRoute } from '../routes/profile.js';
+import type { SmtpClientSpec } from '../routes/profile.js';
+import { authenticate, describeAuthFailure } from './smtp-auth.js';
+import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type Transport } from './transport.js';
+
+export interface SmtpHop {
+  /** For logs and DSNs: "host:port", or a description of the tunnel. */
+  label: string;
+  host: string;
+  port: number;
+  /** TLS server name to verify against (the MX or smarthost name). */
+  servername: string;
+  /** Speak SMTP over this stream instead of a TCP connection (ssh, wrapper). */
+  openStream?: () => Promise<Duplex>;
+  /** Overrides the route's TLS policy for this hop (e.g. MTA-STS enforce). */
+  tls?: SmtpClientSpec['tls'];
+  tlsVerify?: boolean;
+}
+
+export interface SmtpTransportOptions {
+  name: string;
+  hostname: string;
+  spec: SmtpClientSpec;
+  maxConnections: number;
+  messagesPerConnection: number;
+  /** Connections are pooled per key: the route, or the destination domain for MX. */
+  poolKey(job: DeliveryJob): string;
+  /** The hops to try in order; a DeliveryResult when there is nowhere to go (e.g. no MX). */
+  hops(job: DeliveryJob): Promise<SmtpHop[] | DeliveryResult>;
+  /** Runs before each new connection (SMTP-after-POP). */
+  beforeConnect?(): Promise<void>;
+}
 
 interface SmtpErrorLike extends Error {
   code?: string;
@@ -18,154 +51,186 @@ interface SmtpErrorLike extends Error {
 
 interface PooledConnection {
   conn: SMTPConnection;
+  hop: SmtpHop;
   sent: number;
   broken: boolean;
 }
 
+class Pool {
+  idle: { pc: PooledConnection; timer: NodeJS.Timeout }[] = [];
+  active = 0;
+  waiters: (() => void)[] = [];
+}
+
 const IDLE_CLOSE_MS = 5_000;
 
-export class SmarthostTransport implements Transport {
+export class SmtpTransport implements Transport {
   readonly name: string;
-  private idle: { pc: PooledConnection; timer: NodeJS.Timeout }[] = [];
-  private active = 0;
-  private waiters: (() => void)[] = [];
-  private ca: Buffer | undefined;
+  private readonly pools = new Map<string, Pool>();
+  private readonly ca: Buffer | undefined;
 
-  constructor(private readonly route: SmarthostRoute, private readonly hostname: string) {
-    this.name = route.name;
-    this.ca = route.caFile ? fs.readFileSync(route.caFile) : undefined;
-  }
-
-  private get label(): string {
-    return `${this.route.host}:${this.route.port}`;
+  constructor(private readonly o: SmtpTransportOptions) {
+    this.name = o.name;
+    this.ca = o.spec.caFile ? fs.readFileSync(o.spec.caFile) : undefined;
   }
 
   async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
-    await this.slot();
+    const key = this.o.poolKey(job);
+    let pool = this.pools.get(key);
+    if (!pool) this.pools.set(key, (pool = new Pool()));
+    await this.slot(pool);
     let pc: PooledConnection | undefined;
     try {
-      try {
-        pc = this.takeIdle() ?? (await this.open());
-      } catch (err) {
-        return sameForAll(job, this.connectFailure(err as SmtpErrorLike));
+      pc = this.takeIdle(pool);
+      if (!pc) {
+        const opened = await this.connectAny(job);
+        if (!('conn' in opened)) return sameForAll(job, opened);
+        pc = opened;
       }
       return await this.send(pc, job);
     } finally {
-      this.release(pc);
+      this.release(pool, pc);
     }
   }
 
-  private slot(): Promise<void> {
-    if (this.active < this.route.maxConnections) {
-      this.active++;
+  private slot(pool: Pool): Promise<void> {
+    if (pool.active < this.o.maxConnections) {
+      pool.active++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.waiters.push(() => { this.active++; resolve(); }));
+    return new Promise((resolve) => pool.waiters.push(() => { pool.active++; resolve(); }));
   }
 
-  private takeIdle(): PooledConnection | undefined {
-    const entry = this.idle.pop();
-    if (!entry) return undefined;
-    clearTimeout(entry.timer);
-    return entry.pc;
+  private takeIdle(pool: Pool): PooledConnection | undefined {
+    for (let e = pool.idle.pop(); e; e = pool.idle.pop()) {
+      clearTimeout(e.timer);
+      if (!e.pc.broken) return e.pc;
+    }
+    return undefined;
   }
 
-  private release(pc: PooledConnection | undefined): void {
-    this.active--;
+  private release(pool: Pool, pc: PooledConnection | undefined): void {
+    pool.active--;
     if (pc) {
-      if (pc.broken || pc.sent >= this.route.messagesPerConnection) this.quit(pc);
+      if (pc.broken || pc.sent >= this.o.messagesPerConnection) quit(pc);
       else {
         const timer = setTimeout(() => {
-          this.idle = this.idle.filter((e) => e.pc !== pc);
-          this.quit(pc);
+          pool.idle = pool.idle.filter((e) => e.pc !== pc);
+          quit(pc);
         }, IDLE_CLOSE_MS);
         timer.unref();
-        this.idle.push({ pc, timer });
+        pool.idle.push({ pc, timer });
       }
     }
-    this.waiters.shift()?.();
+    pool.waiters.shift()?.();
   }
 
-  private quit(pc: PooledConnection): void {
-    try {
-      pc.conn.quit();
-    } catch {
-      pc.conn.close();
+  /** Tries each hop in order; the first that accepts a session wins. */
+  private async connectAny(job: DeliveryJob): Promise<PooledConnection | DeliveryResult> {
+    const hops = await this.o.hops(job);
+    if (!Array.isArray(hops)) return hops;
+    let last: DeliveryResult = { outcome: 'tempfail', message: 'no host to connect to' };
+    if (this.o.beforeConnect) {
+      try {
+        await this.o.beforeConnect();
+      } catch (err) {
+        const text = `SMTP-after-POP login failed: ${(err as Error).message}`;
+        log.warn(null, 'pop-before-smtp failed', { route: this.name, error: text });
+        return { outcome: 'tempfail', message: text };
+      }
     }
+    for (const hop of hops) {
+      try {
+        return await this.open(hop);
+      } catch (err) {
+        last = this.connectFailure(hop, err as SmtpErrorLike);
+        // A refused login is the same on every hop; don't hammer the others with it.
+        if ((err as SmtpErrorLike).code === 'EAUTH') break;
+      }
+    }
+    return last;
   }
 
-  private open(): Promise<PooledConnection> {
-    const r = this.route;
+  private async open(hop: SmtpHop): Promise<PooledConnection> {
+    const spec = this.o.spec;
+    const tls = hop.tls ?? spec.tls;
+    const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
+    const stream = hop.openStream ? asSocket(await hop.openStream()) : undefined;
     const conn = new SMTPConnection({
-      host: r.host,
-      port: r.port,
-      secure: r.tls === 'implicit',
-      requireTLS: r.tls === 'starttls',
-      ignoreTLS: r.tls === 'none',
-      name: r.heloName ?? this.hostname,
-      connectionTimeout: r.connectTimeoutMs,
+      host: hop.host,
+      port: hop.port,
+      connection: stream,
+      secure: tls === 'implicit',
+      requireTLS: tls === 'starttls',
+      ignoreTLS: tls === 'none',
+      opportunisticTLS: tls === 'opportunistic',
+      name: spec.heloName ?? this.o.hostname,
+      connectionTimeout: spec.connectTimeoutMs,
       greetingTimeout: 30_000,
       socketTimeout: 5 * 60_000,
-      tls: { rejectUnauthorized: r.tlsVerify, servername: r.host, ca: this.ca, minVersion: 'TLSv1.2' },
+      tls: { rejectUnauthorized: verify, servername: hop.servername, ca: this.ca, minVersion: 'TLSv1.2' },
       logger: false,
     } as SMTPConnection.Options);
-    return new Promise((resolve, reject) => {
-      const pc: PooledConnection = { conn, sent: 0, broken: false };
+    const pc: PooledConnection = { conn, hop, sent: 0, broken: false };
+    await new Promise<void>((resolve, reject) => {
       let settled = false;
+      const done = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err);
+        else resolve();
+      };
       conn.on('error', (err: Error) => {
         pc.broken = true;
-        if (!settled) {
-          settled = true;
-          reject(err);
-        }
+        done(err);
       });
-      conn.on('end', () => (pc.broken = true));
+      conn.on('end', () => {
+        pc.broken = true;
+        done(new Error('connection closed by the server'));
+      });
       conn.connect(() => {
-        if (!r.auth) {
-          settled = true;
-          return resolve(pc);
-        }
-        conn.login({ user: r.auth.user, pass: r.auth.password }, (err) => {
-          if (settled) return;
-          settled = true;
-          if (err) {
+        if (!spec.auth) return done();
+        authenticate(conn, spec.auth).then(
+          () => done(),
+          (err: Error) => {
+            done(Object.assign(err, { code: 'EAUTH' }));
             conn.close();
-            reject(Object.assign(err, { code: 'EAUTH' }));
-          } else resolve(pc);
-        });
+          },
+        );
       });
     });
+    return pc;
   }
 
-  private connectFailure(err: SmtpErrorLike): DeliveryResult {
-    if (err.code === 'EAUTH') {
-      const text = `authentication as ${this.route.auth?.user} failed at ${this.label}: ${err.response ?? err.message} (check ${this.route.auth?.passwordFile})`;
+  private connectFailure(hop: SmtpHop, err: SmtpErrorLike): DeliveryResult {
+    if (err.code === 'EAUTH' && this.o.spec.auth) {
+      const text = describeAuthFailure(this.o.spec.auth, hop.label, err);
       log.warn(null, 'smarthost login failed', { route: this.name, error: text });
       // A wrong password is our configuration, not the recipient's fault: defer, never bounce.
-      return { outcome: 'tempfail', message: text, remote: this.route.host };
+      return { outcome: 'tempfail', message: text, remote: hop.host };
     }
-    const tls = err.code === 'ETLS' || /certificate|self.signed|TLS/i.test(err.message);
+    const tls = err.code === 'ETLS' || /certificate|self.signed|TLS|SSL/i.test(err.message);
     const text = tls
-      ? `TLS to ${this.label} failed: ${err.message} (certificates are verified; set tls_ca_file for a private CA)`
-      : `cannot connect to ${this.label}: ${err.message}`;
-    log.warn(null, 'smarthost unreachable', { route: this.name, error: text });
+      ? `TLS to ${hop.label} failed: ${err.message} (certificates are verified; set tls_ca_file for a private CA)`
+      : `cannot connect to ${hop.label}: ${err.message}`;
+    log.warn(null, 'next hop unreachable', { route: this.name, error: text });
     // Any failure before a server has judged the message is temporary.
-    return { outcome: 'tempfail', message: text, remote: this.route.host };
+    return { outcome: 'tempfail', message: text, remote: hop.host };
   }
 
   private send(pc: PooledConnection, job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
-    const host = this.route.host;
+    const host = pc.hop.host;
     const envelope = { from: job.sender, to: job.recipients.map((r) => r.recipient), size: job.size, use8BitMime: true };
     return new Promise((resolve) => {
       const body = job.body();
-      pc.conn.send(envelope as never, body, (err: SmtpErrorLike | null, info?: { accepted?: string[]; rejectedErrors?: SmtpErrorLike[]; response?: string }) => {
+      pc.conn.send(envelope as never, body, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[]; response?: string }) => {
         pc.sent++;
         body.destroy();
         const results = new Map<string, DeliveryResult>();
         if (err) {
+          pc.broken = true; // the session state after a failed transaction is not worth trusting
           const perRcpt = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
           for (const r of job.recipients) results.set(r.envId, resultOf(perRcpt.get(r.recipient) ?? err, host));
-          pc.broken = true; // the session state after a failed transaction is not worth trusting
           return resolve(results);
         }
         const rejected = new Map((info?.rejectedErrors ?? []).map((e) => [e.recipient, e]));
@@ -179,11 +244,21 @@ export class SmarthostTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    for (const { pc, timer } of this.idle) {
-      clearTimeout(timer);
-      this.quit(pc);
+    for (const pool of this.pools.values()) {
+      for (const { pc, timer } of pool.idle) {
+        clearTimeout(timer);
+        quit(pc);
+      }
+      pool.idle = [];
     }
-    this.idle = [];
+  }
+}
+
+function quit(pc: PooledConnection): void {
+  try {
+    pc.conn.quit();
+  } catch {
+    pc.conn.close();
   }
 }
 

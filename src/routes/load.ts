@@ -4,9 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseTomlFile } from '../config/load.js';
 import { ConfigReader } from '../config/reader.js';
-import type { RouteProfile, TlsMode } from './profile.js';
+import type {
+  MxRoute, OnlineSpec, PipeRoute, PopBeforeSmtpSpec, RewriteSpec, RouteKind, RouteProfile, SmarthostRoute, SmtpAuthSpec,
+  SmtpClientSpec, SshRoute, TlsMode, WrapperRoute,
+} from './profile.js';
 
 const DEFAULT_PORT: Record<TlsMode, number> = { starttls: 587, implicit: 465, none: 25 };
+const KINDS: readonly RouteKind[] = ['smarthost', 'mx', 'pipe', 'ssh', 'wrapper', 'local-only'];
+const MIN_PROBE_INTERVAL_MS = 60_000;
 
 export function routesDir(configDir: string): string {
   return path.join(configDir, 'routes');
@@ -26,70 +31,216 @@ export function loadRoutes(configDir: string | null): RouteProfile[] {
   return routes.sort((a, b) => a.priority - b.priority || a.file.localeCompare(b.file));
 }
 
+/** "host", "host:port", "[v6]:port" → parts; null when malformed. */
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } | null {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:\s]+)(?::(\d+))?$/.exec(text);
+  if (!m) return null;
+  const port = m[2] ? Number(m[2]) : defaultPort;
+  return port >= 1 && port <= 65535 ? { host: m[1]!, port } : null;
+}
+
+function hostPort(r: ConfigReader, key: string, text: string, defaultPort: number): { host: string; port: number } {
+  return parseHostPort(text, defaultPort) ?? r.fail(key, `"${text}" is not HOST or HOST:PORT`, `write e.g. ${key} = "host.example.net:${defaultPort}"`);
+}
+
+/** argv from either a list (exact) or a string (split on spaces, no shell). */
+function argv(r: ConfigReader, key: string): string[] {
+  const v = r.stringList(key, []);
+  const words = v.length === 1 ? v[0]!.trim().split(/\s+/) : v;
+  if (!words.length || !words[0]) r.fail(key, 'is empty', `write e.g. ${key} = ["/usr/bin/uux", "-", "host!rmail", "{recipients}"]`);
+  return words;
+}
+
 export function loadRoute(file: string): RouteProfile {
   const { source, table } = parseTomlFile(file);
   const r: ConfigReader = new ConfigReader(file, source, table);
   const name = path.basename(file, '.toml');
-  const target = r.string('smarthost');
-  if (!target) r.fail(undefined, 'has no smarthost', 'add smarthost = "smtp.example.net:587"');
-  const tls = r.oneOf('tls', ['starttls', 'implicit', 'none'] as const, 'starttls');
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(target) ?? /^([^:]+)(?::(\d+))?$/.exec(target);
-  if (!m) r.fail('smarthost', `"${target}" is not HOST or HOST:PORT`, 'write e.g. smarthost = "smtp.example.net:587"');
-  const port = m[2] ? Number(m[2]) : DEFAULT_PORT[tls];
-  if (!(port >= 1 && port <= 65535)) r.fail('smarthost', `port ${m[2]} is out of range`, 'use a port between 1 and 65535');
-
-  const authTable: ConfigReader = r.sub('auth');
-  let auth: RouteProfile['auth'];
-  const user = authTable.string('user');
-  const passwordFile = authTable.string('password_file');
-  if (user || passwordFile) {
-    if (!user) authTable.fail('user', 'is missing while auth.password_file is set', 'add auth.user = "you@example.net"');
-    if (!passwordFile) authTable.fail('password_file', 'is missing while auth.user is set', 'add auth.password_file = "/etc/tidemail/secrets/NAME" (mode 0600)');
-    const pwPath = path.resolve(path.dirname(file), passwordFile);
-    auth = { user, passwordFile: pwPath, password: readSecret(pwPath, authTable) };
-  }
-  authTable.rejectUnknown();
-
-  const caFile = r.string('tls_ca_file');
-  const route: RouteProfile = {
-    kind: 'smarthost',
+  const inferred: RouteKind = r.has('smarthost') ? 'smarthost' : r.has('ssh') ? 'ssh' : r.has('wrapper') ? 'wrapper' : r.has('pipe') ? 'pipe' : 'smarthost';
+  const kind = r.oneOf('kind', KINDS, inferred);
+  const base = {
     name,
     file,
     priority: r.integer('priority', 100),
-    host: m[1]!,
-    port,
-    tls,
-    tlsVerify: r.bool('tls_verify', true),
-    caFile: caFile ? path.resolve(path.dirname(file), caFile) : undefined,
-    auth,
-    heloName: r.string('helo_name'),
     senders: r.stringList('senders', []),
     recipients: r.stringList('recipients', []),
     notSenders: r.stringList('not_senders', []),
     notRecipients: r.stringList('not_recipients', []),
+    online: readOnline(r),
+    rewrite: readRewrite(r),
+    schedule: readSchedule(r),
     maxConnections: r.integer('max_connections', 2, 1),
     messagesPerConnection: r.integer('messages_per_connection', 100, 1),
-    connectTimeoutMs: r.duration('connect_timeout', 30_000),
   };
-  if (route.caFile && !fs.existsSync(route.caFile)) r.fail('tls_ca_file', `file ${route.caFile} does not exist`, 'point it at a PEM file');
+  let route: RouteProfile;
+  switch (kind) {
+    case 'smarthost': {
+      const target = r.string('smarthost') ?? r.fail(undefined, 'has no smarthost', 'add smarthost = "smtp.example.net:587" (or set kind = "mx", "pipe", "ssh", "wrapper" or "local-only")');
+      const smtp = readSmtpClient(r, 'starttls');
+      const tls = smtp.tls === 'opportunistic' ? 'starttls' : smtp.tls;
+      route = { ...base, ...smtp, kind, ...hostPort(r, 'smarthost', target, DEFAULT_PORT[tls]) } satisfies SmarthostRoute;
+      break;
+    }
+    case 'mx':
+      route = {
+        ...base, ...readSmtpClient(r, 'opportunistic'), kind,
+        port: r.integer('port', 25, 1),
+        dnsServers: r.stringList('dns_servers', []),
+      } satisfies MxRoute;
+      break;
+    case 'pipe':
+      route = { ...base, kind, command: argv(r, 'pipe'), timeoutMs: r.duration('timeout', 10 * 60_000) } satisfies PipeRoute;
+      break;
+    case 'ssh': {
+      const ssh: ConfigReader = r.sub('ssh');
+      const host = hostPort(ssh, 'host', ssh.string('host') ?? ssh.fail('host', 'is missing', 'add ssh.host = "relay.example.net:22"'), 22);
+      const target = hostPort(r, 'target', r.string('target', '127.0.0.1:25'), 25);
+      const keyFile = path.resolve(path.dirname(file), ssh.string('key_file') ?? ssh.fail('key_file', 'is missing', 'add ssh.key_file = "/etc/tidemail/secrets/id_ed25519" (mode 0600)'));
+      checkSecretMode(keyFile, ssh, 'key_file');
+      const knownHosts = path.resolve(path.dirname(file), ssh.string('known_hosts') ?? ssh.fail('known_hosts', 'is missing', 'add ssh.known_hosts = "/etc/tidemail/known_hosts" (ssh-keyscan HOST > FILE, then check the fingerprint)'));
+      if (!fs.existsSync(knownHosts)) ssh.fail('known_hosts', `file ${knownHosts} does not exist`, `create it: ssh-keyscan -p ${host.port} ${host.host} > ${knownHosts} (and verify the fingerprint)`);
+      route = {
+        ...base, ...readSmtpClient(r, 'none'), kind,
+        sshHost: host.host, sshPort: host.port, sshUser: ssh.string('user', 'tidemail'), keyFile, knownHosts,
+        targetHost: target.host, targetPort: target.port,
+      } satisfies SshRoute;
+      ssh.rejectUnknown();
+      break;
+    }
+    case 'wrapper':
+      route = { ...base, ...readSmtpClient(r, 'none'), kind, command: argv(r, 'wrapper') } satisfies WrapperRoute;
+      break;
+    case 'local-only':
+      route = { ...base, kind };
+      break;
+  }
   r.rejectUnknown();
   return route;
 }
 
-/** Reads a secret file, refusing files that other users can read. */
-export function readSecret(file: string, at: ConfigReader): string {
+function readOnline(r: ConfigReader): OnlineSpec {
+  if (!r.has('online')) {
+    r.string('online'); // mark as seen
+    return { always: true, intervalMs: 5 * 60_000 };
+  }
+  if (typeof r.table.online === 'string') {
+    const v = r.string('online');
+    if (v !== 'always') r.fail('online', `is "${v}"`, 'write online = "always", or a table: online.interface = "wan", online.file, online.command, online.tcp');
+    return { always: true, intervalMs: 5 * 60_000 };
+  }
+  const o: ConfigReader = r.sub('online');
+  const spec: OnlineSpec = {
+    always: false,
+    file: o.string('file'),
+    command: o.string('command'),
+    interface: o.string('interface'),
+    tcp: o.string('tcp'),
+    intervalMs: Math.max(MIN_PROBE_INTERVAL_MS, o.duration('interval', 5 * 60_000)),
+  };
+  if (spec.tcp) hostPort(o, 'tcp', spec.tcp, 25);
+  if (!spec.file && !spec.command && !spec.interface && !spec.tcp) {
+    o.fail(undefined, 'names no detector', 'set one of online.file, online.command, online.interface, online.tcp — or online = "always"');
+  }
+  o.rejectUnknown();
+  return spec;
+}
+
+function readRewrite(r: ConfigReader): RewriteSpec {
+  const w: ConfigReader = r.sub('rewrite');
+  const mapTable: ConfigReader = w.sub('map');
+  const map: Record<string, string> = {};
+  for (const k of Object.keys(mapTable.table)) map[k.toLowerCase()] = mapTable.string(k)!;
+  const spec = { envelopeFrom: w.string('envelope_from'), headerFrom: w.string('header_from'), map };
+  w.rejectUnknown();
+  return spec;
+}
+
+function readSchedule(r: ConfigReader): string | undefined {
+  const s = r.string('schedule');
+  if (s === undefined) return undefined;
+  const fields = s.trim().split(/\s+/);
+  if (fields.length < 5 || fields.length > 6) r.fail('schedule', `"${s}" is not a cron expression`, 'write five fields, e.g. schedule = "*/30 * * * *" (every 30 minutes)');
+  return s;
+}
+
+function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls']): SmtpClientSpec {
+  const choices = defaultTls === 'opportunistic' ? (['opportunistic', 'starttls', 'none'] as const) : (['starttls', 'implicit', 'none'] as const);
+  const tls = r.oneOf('tls', choices as readonly SmtpClientSpec['tls'][], defaultTls);
+  const caFile = r.string('tls_ca_file');
+  const spec: SmtpClientSpec = {
+    tls,
+    tlsVerify: r.bool('tls_verify', true),
+    caFile: caFile ? path.resolve(path.dirname(r.file), caFile) : undefined,
+    auth: readAuth(r),
+    heloName: r.string('helo_name'),
+    connectTimeoutMs: r.duration('connect_timeout', 30_000),
+    popBeforeSmtp: readPopBeforeSmtp(r),
+  };
+  if (spec.caFile && !fs.existsSync(spec.caFile)) r.fail('tls_ca_file', `file ${spec.caFile} does not exist`, 'point it at a PEM file');
+  return spec;
+}
+
+function readAuth(r: ConfigReader): SmtpAuthSpec | undefined {
+  const a: ConfigReader = r.sub('auth');
+  const user = a.string('user');
+  const passwordFile = a.string('password_file');
+  const oauth = a.has('oauth2') ? a.sub('oauth2') : null;
+  let spec: SmtpAuthSpec | undefined;
+  if (oauth) {
+    if (!user) a.fail('user', 'is missing', 'add auth.user = "you@gmail.com" (the account the token belongs to)');
+    const dir = path.dirname(r.file);
+    const refreshTokenFile = path.resolve(dir, oauth.string('refresh_token_file') ?? oauth.fail('refresh_token_file', 'is missing', 'add refresh_token_file = "/etc/tidemail/secrets/NAME.token" (mode 0600)'));
+    checkSecretMode(refreshTokenFile, oauth, 'refresh_token_file');
+    const secret = oauth.string('client_secret_file');
+    if (secret) checkSecretMode(path.resolve(dir, secret), oauth, 'client_secret_file');
+    spec = {
+      kind: 'oauth2',
+      user,
+      mechanism: oauth.oneOf('mechanism', ['XOAUTH2', 'OAUTHBEARER'] as const, 'XOAUTH2'),
+      tokenUrl: oauth.string('token_url') ?? oauth.fail('token_url', 'is missing', 'add token_url = "https://oauth2.googleapis.com/token" (see routes/gmail.toml)'),
+      clientId: oauth.string('client_id') ?? oauth.fail('client_id', 'is missing', 'add client_id = "…" from your OAuth app registration'),
+      clientSecretFile: secret ? path.resolve(dir, secret) : undefined,
+      refreshTokenFile,
+      scope: oauth.string('scope'),
+    };
+    oauth.rejectUnknown();
+  } else if (user || passwordFile) {
+    if (!user) a.fail('user', 'is missing while auth.password_file is set', 'add auth.user = "you@example.net"');
+    if (!passwordFile) a.fail('password_file', 'is missing while auth.user is set', 'add auth.password_file = "/etc/tidemail/secrets/NAME" (mode 0600)');
+    const pwPath = path.resolve(path.dirname(r.file), passwordFile);
+    spec = { kind: 'password', user, passwordFile: pwPath, password: readSecret(pwPath, a) };
+  }
+  a.rejectUnknown();
+  return spec;
+}
+
+function readPopBeforeSmtp(r: ConfigReader): PopBeforeSmtpSpec | undefined {
+  if (!r.has('pop_before_smtp')) return undefined;
+  const p: ConfigReader = r.sub('pop_before_smtp');
+  const tls = p.oneOf('tls', ['implicit', 'starttls', 'none'] as const, 'implicit');
+  const hp = hostPort(p, 'server', p.string('server') ?? p.fail('server', 'is missing', 'add pop_before_smtp.server = "pop.example.net:995"'), tls === 'implicit' ? 995 : 110);
+  const user = p.string('user') ?? p.fail('user', 'is missing', 'add pop_before_smtp.user = "me"');
+  const pw = path.resolve(path.dirname(r.file), p.string('password_file') ?? p.fail('password_file', 'is missing', 'add pop_before_smtp.password_file = "/etc/tidemail/secrets/pop" (mode 0600)'));
+  const spec = { ...hp, tls, user, passwordFile: pw, password: readSecret(pw, p) };
+  p.rejectUnknown();
+  return spec;
+}
+
+function checkSecretMode(file: string, at: ConfigReader, key: string): void {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
   } catch {
-    return at.fail('password_file', `file ${file} does not exist`, `create it with the password on one line: install -m 600 /dev/null ${file} && editor ${file}`);
+    return at.fail(key, `file ${file} does not exist`, `create it (mode 0600): install -m 600 /dev/null ${file}`);
   }
-  if (st.mode & 0o077) {
-    at.fail('password_file', `file ${file} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 600 ${file}`);
-  }
+  if (st.mode & 0o077) at.fail(key, `file ${file} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 600 ${file}`);
+}
+
+/** Reads a secret file, refusing files that other users can read. */
+export function readSecret(file: string, at: ConfigReader, key = 'password_file'): string {
+  checkSecretMode(file, at, key);
   try {
     return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
-    return at.fail('password_file', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, `make it readable by the tidemail user: chown tidemail ${file}`);
+    return at.fail(key, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, `make it readable by the tidemail user: chown tidemail ${file}`);
   }
 }

@@ -1,7 +1,8 @@
-// A route profile: one file in <config dir>/routes/, saying how mail leaves and for which
-// senders/recipients. The spine knows one kind, a smarthost.
+// A route profile: one file in <config dir>/routes/, saying how mail leaves, for which
+// senders/recipients, when its link is up, and how addresses are rewritten on the way out.
 
 export type TlsMode = 'starttls' | 'implicit' | 'none';
+export type RouteKind = 'smarthost' | 'mx' | 'pipe' | 'ssh' | 'wrapper' | 'local-only';
 
 export interface RouteCriteria {
   /** Globs on the envelope sender: "*@example.net", "root", or a bare domain "example.net". */
@@ -11,24 +12,134 @@ export interface RouteCriteria {
   notRecipients: string[];
 }
 
-export interface SmarthostRoute extends RouteCriteria {
-  kind: 'smarthost';
+/** How a route learns that its link is up. All configured detectors must agree. */
+export interface OnlineSpec {
+  always: boolean;
+  file?: string;
+  command?: string;
+  /** Interface name, e.g. "wan" or "wlan0": up with a global address or a default route. */
+  interface?: string;
+  /** host:port that must accept a TCP connection. */
+  tcp?: string;
+  /** How often command/tcp probes run (never below one minute). */
+  intervalMs: number;
+}
+
+export interface RewriteSpec {
+  /** Replaces the envelope sender of local senders. */
+  envelopeFrom?: string;
+  /** Replaces the address in From:, Sender: and Reply-To: when it is local. */
+  headerFrom?: string;
+  /** Local part (or full local address) → external address, for envelope and headers. */
+  map: Record<string, string>;
+}
+
+export type SmtpAuthSpec =
+  | { kind: 'password'; user: string; password: string; passwordFile: string }
+  | {
+      kind: 'oauth2';
+      user: string;
+      mechanism: 'XOAUTH2' | 'OAUTHBEARER';
+      tokenUrl: string;
+      clientId: string;
+      clientSecretFile?: string;
+      refreshTokenFile: string;
+      scope?: string;
+    };
+
+/** SMTP-after-POP: a POP3 login before sending, for old ISPs. */
+export interface PopBeforeSmtpSpec {
+  host: string;
+  port: number;
+  tls: TlsMode;
+  user: string;
+  passwordFile: string;
+  password: string;
+}
+
+/** Everything about speaking SMTP to the next hop (smarthost, MX, ssh, wrapper). */
+export interface SmtpClientSpec {
+  tls: TlsMode | 'opportunistic';
+  tlsVerify: boolean;
+  caFile?: string;
+  auth?: SmtpAuthSpec;
+  heloName?: string;
+  connectTimeoutMs: number;
+  popBeforeSmtp?: PopBeforeSmtpSpec;
+}
+
+interface RouteBase extends RouteCriteria {
   name: string;
   file: string;
   /** Lower first; ties are broken by file name. */
   priority: number;
-  host: string;
-  port: number;
-  tls: TlsMode;
-  /** Certificate verification; on unless the route file says tls_verify = false. */
-  tlsVerify: boolean;
-  /** Extra CA certificates (PEM) to trust, e.g. for a self-signed provider. */
-  caFile?: string;
-  auth?: { user: string; password: string; passwordFile: string };
-  heloName?: string;
+  online: OnlineSpec;
+  rewrite: RewriteSpec;
+  /** node-cron expression for extra flush (and fetch) times. */
+  schedule?: string;
   maxConnections: number;
   messagesPerConnection: number;
-  connectTimeoutMs: number;
 }
 
-export type RouteProfile = SmarthostRoute;
+export interface SmarthostRoute extends RouteBase, SmtpClientSpec {
+  kind: 'smarthost';
+  host: string;
+  port: number;
+}
+
+export interface MxRoute extends RouteBase, SmtpClientSpec {
+  kind: 'mx';
+  /** Port to connect to on each MX (25; tests use another). */
+  port: number;
+  /** DNS servers to ask instead of the system's (host or host:port). */
+  dnsServers: string[];
+}
+
+export interface PipeRoute extends RouteBase {
+  kind: 'pipe';
+  /** argv; "{sender}" and "{recipients}" (one argument per recipient) are expanded. */
+  command: string[];
+  timeoutMs: number;
+}
+
+export interface SshRoute extends RouteBase, SmtpClientSpec {
+  kind: 'ssh';
+  sshHost: string;
+  sshPort: number;
+  sshUser: string;
+  keyFile: string;
+  knownHosts: string;
+  /** The SMTP server as seen from the SSH host. */
+  targetHost: string;
+  targetPort: number;
+}
+
+export interface WrapperRoute extends RouteBase, SmtpClientSpec {
+  kind: 'wrapper';
+  /** argv of a command whose stdin/stdout speak SMTP (e.g. ssh host nc localhost 25). */
+  command: string[];
+}
+
+export interface LocalOnlyRoute extends RouteBase {
+  kind: 'local-only';
+}
+
+export type RouteProfile = SmarthostRoute | MxRoute | PipeRoute | SshRoute | WrapperRoute | LocalOnlyRoute;
+
+/** Human-readable destination for status lines. */
+export function describeTarget(r: RouteProfile): string {
+  switch (r.kind) {
+    case 'smarthost':
+      return `${r.host}:${r.port}`;
+    case 'mx':
+      return `MX (port ${r.port})`;
+    case 'pipe':
+      return `| ${r.command.join(' ')}`;
+    case 'ssh':
+      return `ssh ${r.sshUser}@${r.sshHost}:${r.sshPort} → ${r.targetHost}:${r.targetPort}`;
+    case 'wrapper':
+      return `wrapper ${r.command.join(' ')}`;
+    case 'local-only':
+      return 'local only (nothing leaves)';
+  }
+}

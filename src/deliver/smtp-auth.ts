@@ -1,0 +1,20 @@
+// Logging in to the next hop: AUTH PLAIN/LOGIN with a password from a 0600 file, or OAuth2
+// (XOAUTH2 / OAUTHBEARER) with an access token refreshed from a refresh token.
+
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { SmtpAuthSpec } from '../routes/profile.js';
+
+export async function authenticate(conn: SMTPConnection, auth: SmtpAuthSpec): Promise<void> {
+  if (auth.kind === 'password') {
+    await new Promise<void>((resolve, reject) => conn.login({ user: auth.user, pass: auth.password }, (err) => (err ? reject(err) : resolve())));
+    return;
+  }
+  const { oauth2Login } = await import('./oauth2.js');
+  await oauth2Login(conn, auth);
+}
+
+export function describeAuthFailure(auth: SmtpAuthSpec, where: string, err: { message: string; response?: string }): string {
+  const reply = err.response ?? err.message;
+  if (auth.kind === 'password') return `authentication as ${auth.user} failed at ${where}: ${reply} (check ${auth.passwordFile})`;
+  return `OAuth2 (${auth.mechanism}) authentication as ${auth.user} failed at ${where}: ${reply}`;
+}
