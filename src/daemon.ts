@@ -14,6 +14,8 @@ import { describeTarget } from './routes/profile.js';
 import { SmtpFront } from './smtp/server.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { queueSummary } from './queue/summary.js';
+import { LinkMonitor } from './online/monitor.js';
+import type { RouteProfile } from './routes/profile.js';
 
 /** Safety net for a missed poke: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
@@ -27,6 +29,7 @@ export class Daemon {
   private runner!: DeliveryRunner;
   private front!: SmtpFront;
   private control!: ControlServer;
+  private links!: LinkMonitor;
   private maildropTimer: NodeJS.Timeout | null = null;
   private picking: Promise<void> | null = null;
   private repick = false;
@@ -58,7 +61,13 @@ export class Daemon {
     if (runAs) dropPrivileges(runAs);
 
     this.store = await SqliteQueueStore.open(config.stateDir);
-    this.runner = new DeliveryRunner(this.store, config, routes);
+    this.links = new LinkMonitor(routes);
+    this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r));
+    this.links.on('online:change', (route: RouteProfile, online: boolean) => {
+      // The moment a link comes up, everything waiting for it is due — not at the next tick.
+      if (online) void this.store.releaseWaiting(route.name).then(() => this.runner.wake(), () => this.runner.wake());
+    });
+    this.links.start();
     this.control = new ControlServer(controlSocketPath(config.stateDir), (req) => this.handleControl(req));
     await this.control.start();
     await this.pickup();
@@ -93,6 +102,7 @@ export class Daemon {
     const routes = loadRoutes(config.configDir);
     setLogLevel(config.logLevel);
     this.config = config;
+    this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
     log.info(null, 'configuration reloaded', { routes: routes.map((r) => r.name).join(',') || 'none' });
   }
@@ -128,14 +138,31 @@ export class Daemon {
         this.runner.wake();
         return n;
       }
-      case 'status':
+      case 'status': {
+        const counts = await this.store.countByRoute();
+        const links = new Map(this.links.states().map((s) => [s.route, s]));
         return {
           pid: process.pid,
           since: this.started,
           config: this.config.file,
           queue: queueSummary(await this.store.listMessages()),
-          routes: this.runner.getRoutes().map((r) => ({ name: r.name, target: describeTarget(r), online: true, ...this.runner.routeState.get(r.name) })),
+          noRoute: counts['*'] ?? 0,
+          routes: this.runner.getRoutes().map((r) => ({
+            name: r.name,
+            target: describeTarget(r),
+            online: links.get(r.name)?.online ?? false,
+            since: links.get(r.name)?.since,
+            why: links.get(r.name)?.why,
+            queued: counts[r.name] ?? 0,
+            ...this.runner.routeState.get(r.name),
+          })),
         };
+      }
+      case 'link': {
+        const matched = await this.links.linkEvent(req.name, req.up);
+        if (!matched.length) throw new Error(`no route or interface named "${req.name}" (routes: ${this.links.routeNames().join(', ') || 'none'})`);
+        return { matched, states: this.links.states() };
+      }
       case 'reload':
         await this.reload();
         return true;
@@ -148,6 +175,7 @@ export class Daemon {
     if (this.maildropTimer) clearInterval(this.maildropTimer);
     await this.front.close();
     await this.control.close();
+    this.links.stop();
     await this.runner.stop();
     await this.picking;
     await this.store.close();

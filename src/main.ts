@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { runConfig } from './cli/config.js';
 import { runDaemon } from './cli/daemon.js';
+import { runLink } from './cli/link.js';
 import { EX, reportError } from './cli/exit.js';
 import { runMailq, runMailrm, runQueueCommand } from './cli/queue.js';
 import { runRmail } from './cli/rmail.js';
@@ -18,6 +19,7 @@ const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   queue list|show|remove|hold|release|requeue ID|flush
   runq                        try every queued message now
   status                      what is queued, why, and the state of each route
+  link up|down NAME           a link hook: route or interface NAME changed
   config check|show           validate / print the configuration
   smtpd                       one SMTP session on stdin/stdout (inetd)
   rmail RCPT...               accept a message from UUCP
@@ -42,6 +44,7 @@ const SUBCOMMANDS: Record<string, Command> = {
   daemon: runDaemon,
   queue: runQueueCommand,
   status: runStatus,
+  link: runLink,
   config: runConfig,
 };
 

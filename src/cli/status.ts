@@ -10,6 +10,9 @@ interface RouteStatus {
   name: string;
   target: string;
   online: boolean;
+  since?: number;
+  why?: string;
+  queued?: number;
   lastError?: string | null;
   lastErrorAt?: number | null;
   delivered?: number;
@@ -20,6 +23,7 @@ interface DaemonStatus {
   since: number;
   config: string | null;
   queue: QueueSummary;
+  noRoute?: number;
   routes: RouteStatus[];
 }
 
@@ -52,9 +56,14 @@ export async function runStatus(argv: string[]): Promise<number> {
   for (const [why, n] of Object.entries(queue.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`         ${String(n).padStart(5)} × ${why}`);
   out.push(`routes:  ${routes.length ? '' : 'none (mail for other hosts waits; add a route under routes/)'}`);
   for (const r of routes) {
-    const err = r.lastError ? `; last error ${r.lastErrorAt ? ago(r.lastErrorAt) : ''}: ${r.lastError}` : '';
-    out.push(`  ${r.name.padEnd(14)} ${r.online ? 'online ' : 'offline'} ${r.target}${r.delivered ? `, ${r.delivered} delivered` : ''}${err}`);
+    const since = r.since ? ` since ${ago(r.since)}` : '';
+    out.push(`  ${r.name.padEnd(14)} ${r.online ? 'ONLINE ' : 'offline'}${since}  ${r.target}`);
+    if (r.why) out.push(`  ${''.padEnd(14)} why: ${r.why}`);
+    const parts = [`${r.queued ?? 0} queued`, ...(r.delivered ? [`${r.delivered} delivered`] : [])];
+    out.push(`  ${''.padEnd(14)} ${parts.join(', ')}`);
+    if (r.lastError) out.push(`  ${''.padEnd(14)} last error${r.lastErrorAt ? ` (${ago(r.lastErrorAt)})` : ''}: ${r.lastError}`);
   }
+  if (st?.noRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) match no route`);
   process.stdout.write(out.join('\n') + '\n');
   return EX.OK;
 }

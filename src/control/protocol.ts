@@ -11,6 +11,7 @@ export type ControlRequest =
   | { cmd: 'release'; id: string }
   | { cmd: 'requeue'; id: string }
   | { cmd: 'status' }
+  | { cmd: 'link'; name: string; up: boolean }
   | { cmd: 'reload' };
 
 export type ControlReply = { ok: true; data?: unknown } | { ok: false; error: string };

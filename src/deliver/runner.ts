@@ -2,12 +2,14 @@
 // record results. Woken by new mail, by `flush`, by links coming up, and by its own timer set
 // to the next due time (never more often than needed; idle means no work at all).
 
+import { pipeline } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
 import type { RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
+import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type RewriteContext } from '../routes/rewrite.js';
 import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
 import { formatDuration } from '../config/units.js';
 import { createTransport, jobKey } from './factory.js';
@@ -158,12 +160,14 @@ export class DeliveryRunner {
     const first = envs[0]!;
     for (const e of envs) this.inFlight.add(e.envId);
     this.jobsInFlight++;
+    const rw: RewriteContext = { spec: route.rewrite, localDomains: new Set([...this.config.local.domains, this.config.hostname.toLowerCase()]) };
+    const headers = needsHeaderRewrite(route.rewrite);
     const job: DeliveryJob = {
       msgid: first.msgid,
-      sender: first.sender,
+      sender: rewriteEnvelopeSender(first.sender, rw),
       size: first.size,
       recipients: envs,
-      body: () => this.store.readBody(first.msgid),
+      body: () => (headers ? pipeline(this.store.readBody(first.msgid), new HeaderRewriter(rw), () => undefined) : this.store.readBody(first.msgid)),
     };
     this.transportFor(route)
       .deliver(job)
@@ -197,7 +201,13 @@ export class DeliveryRunner {
       }
       state.lastError = r.message;
       state.lastErrorAt = now;
-      if (r.outcome === 'permfail' || (r.outcome === 'tempfail' && isExpired(q, env.created, now))) {
+      if (r.outcome === 'hold') {
+        // The transport made no attempt (route cannot send now): wait for the route, no penalty.
+        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + q.noRouteRecheckMs, lastError: r.message, waiting: route.name });
+        continue;
+      }
+      const firstAttempt = env.firstAttempt ?? now;
+      if (r.outcome === 'permfail' || (r.outcome === 'tempfail' && isExpired(q, firstAttempt, now))) {
         const expired = r.outcome !== 'permfail';
         log.info(env.envId, expired ? 'bounced: expired' : 'bounced', fields);
         done.push(env.envId);
@@ -206,11 +216,11 @@ export class DeliveryRunner {
         continue;
       }
       const attempts = env.attempts + 1;
-      const warn = needsDelayWarning(q, env.created, now, env.warned, env.sender);
+      const warn = needsDelayWarning(q, firstAttempt, now, env.warned, env.sender);
       if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
       const nextAttempt = now + retryDelay(q, attempts);
       log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
-      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined });
+      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: route.name });
     }
     const first = envs[0]!;
     // Notifications first: once the envelopes are gone, so is the original message.

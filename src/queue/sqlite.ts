@@ -26,14 +26,14 @@ CREATE TABLE IF NOT EXISTS recipients (
   env_id TEXT PRIMARY KEY, msgid TEXT NOT NULL, address TEXT NOT NULL,
   status TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
   next_attempt INTEGER NOT NULL, last_error TEXT, warned INTEGER NOT NULL DEFAULT 0,
-  waiting TEXT);
+  waiting TEXT, route TEXT, first_attempt INTEGER);
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_attempt);
 CREATE INDEX IF NOT EXISTS recipients_msg ON recipients(msgid);
 CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
 `;
 
 const ENVELOPE_SELECT = `SELECT r.env_id AS envId, r.msgid, r.address AS recipient, r.status, r.attempts,
-  r.next_attempt AS nextAttempt, r.last_error AS lastError, r.warned, m.sender, m.created, m.size, m.via
+  r.next_attempt AS nextAttempt, r.last_error AS lastError, r.warned, r.first_attempt AS firstAttempt, m.sender, m.created, m.size, m.via
   FROM recipients r JOIN messages m ON m.id = r.msgid`;
 
 interface EnvelopeRow extends Omit<Envelope, 'warned'> {
@@ -89,8 +89,13 @@ export class SqliteQueueStore implements QueueStore {
     return this.writer.submit(true, async (db) => {
       for (const u of updates) {
         await db.run(
-          'UPDATE recipients SET attempts = ?, next_attempt = ?, last_error = ?, warned = COALESCE(?, warned), waiting = ? WHERE env_id = ?',
-          [u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.waiting ?? null, u.envId],
+          `UPDATE recipients SET attempts = ?, next_attempt = ?, last_error = ?, warned = COALESCE(?, warned), waiting = ?,
+             route = COALESCE(?, route), first_attempt = CASE WHEN ? IS NULL THEN first_attempt ELSE COALESCE(first_attempt, ?) END
+           WHERE env_id = ?`,
+          [
+            u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.waiting ?? null,
+            u.route ?? null, u.route ?? null, Date.now(), u.envId,
+          ],
         );
       }
     });
@@ -144,6 +149,13 @@ export class SqliteQueueStore implements QueueStore {
     return this.writer.submit(true, (db) =>
       db.run(`UPDATE recipients SET next_attempt = ?, status = 'queued' WHERE ${where}${extra}`, [Date.now(), ...params]),
     );
+  }
+
+  async countByRoute(): Promise<Record<string, number>> {
+    const rows = await this.readDb.all<{ r: string | null; n: number }>(
+      `SELECT COALESCE(waiting, route, '*') AS r, COUNT(*) AS n FROM recipients WHERE status = 'queued' GROUP BY r`,
+    );
+    return Object.fromEntries(rows.map((x) => [x.r ?? '*', x.n]));
   }
 
   releaseWaiting(route: string | null): Promise<number> {

@@ -30,6 +30,8 @@ export interface Envelope {
   nextAttempt: number;
   lastError: string | null;
   warned: boolean;
+  /** When the first real delivery attempt was made (null: never tried, e.g. offline). */
+  firstAttempt: number | null;
   sender: string;
   created: number;
   size: number;
@@ -44,6 +46,8 @@ export interface EnvelopeUpdate {
   warned?: boolean;
   /** Set when no attempt was made because no route was online: the route waited for, or '*'. */
   waiting?: string | null;
+  /** The route of the last attempt. */
+  route?: string | null;
 }
 
 export interface QueuedMessage {
@@ -81,6 +85,8 @@ export interface QueueStore {
   getMessage(msgid: string): Promise<QueuedMessage | undefined>;
   /** Envelopes matching a message or envelope id (or all when id is null). */
   setStatus(id: string | null, status: RecipientStatus): Promise<number>;
+  /** Queued recipients per route (waiting for it, or last tried on it); '*' = no route. */
+  countByRoute(): Promise<Record<string, number>>;
   /** Makes envelopes that wait for `route` (or for any route, with null) due now. */
   releaseWaiting(route: string | null): Promise<number>;
   /** Makes envelopes due now; with id null every queued envelope. */
