@@ -59,13 +59,21 @@ export async function receiveMessage(
   } catch (err) {
     writeError = err;
   }
-  for await (const chunk of data as AsyncIterable<Buffer>) {
-    if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
-    try {
-      await spool.write(chunk);
-    } catch (err) {
-      writeError = err;
+  try {
+    for await (const chunk of data as AsyncIterable<Buffer>) {
+      if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
+      try {
+        await spool.write(chunk);
+      } catch (err) {
+        writeError = err;
+      }
     }
+  } catch (err) {
+    // The client went away mid-DATA (smtp-server destroys the stream): drop what was spooled,
+    // or its chunks would stay in the queue until the next start.
+    await spool.rollback();
+    log.info(spool.msgid, 'aborted', { reason: (err as Error).message, from: `<${meta.sender}>`, client: trace.clientAddress });
+    throw err;
   }
   const problem = checker.finish();
   if (problem || writeError) {

@@ -56,6 +56,10 @@ export class SmtpFront {
       socketTimeout: config.smtp.commandTimeoutMs,
       closeTimeout: 30_000,
       isTrustedAddress: (a: string) => this.isTrusted(a),
+      // Synchronous on purpose: smtp-server's default defers with setImmediate, and a trusted
+      // client greeted at once (patches.ts) whose first command is read in that gap would get
+      // "421 You talk too soon".
+      onConnect: (_session, cb) => cb(),
       onMailFrom: (address, session, cb) => {
         const sender = address.address;
         if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return cb(replies.badSender(sender));
