@@ -5,8 +5,8 @@
 // the body passes through untouched and is never held in memory.
 
 import { Transform, type TransformCallback } from 'node:stream';
-import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { domainOf, localPartOf } from '../message/address.js';
+import { parseAddressList } from '../message/address-list.js';
 import type { RewriteSpec } from './profile.js';
 
 export interface RewriteContext {
@@ -50,13 +50,12 @@ export function rewriteField(raw: string, ctx: RewriteContext): string {
   const name = raw.slice(0, colon);
   if (!REWRITTEN.has(name.trim().toLowerCase())) return raw;
   const value = raw.slice(colon + 1).replace(/\r\n[ \t]/g, ' ').trim();
-  const list = addressparser(value);
   let changed = false;
-  const out = list.map((a) => {
-    if (!('address' in a) || !a.address) return null;
+  const out = parseAddressList(value).map((a) => {
+    if (!a) return null;
     const m = mapped(a.address, ctx, ctx.spec.headerFrom);
     if (m && m !== a.address) changed = true;
-    return formatAddress(a.name ?? '', m ?? a.address);
+    return formatAddress(a.name, m ?? a.address);
   });
   if (!changed || out.includes(null)) return raw; // groups or odd syntax: leave the field alone
   return `${name}: ${out.join(', ')}\r\n`;

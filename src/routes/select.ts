@@ -15,6 +15,8 @@ export function selectRoute(
   let matchedOffline: RouteProfile | null = null;
   for (const r of routes) {
     if (!criteriaMatch(r, sender, recipient)) continue;
+    // local-only is a decision, not a link: matching mail never leaves by a later route.
+    if (r.kind === 'local-only') return { route: null, reason: `route ${r.name} is local-only: this mail does not leave the machine`, waitingFor: r.name };
     if (isOnline(r)) return { route: r };
     matchedOffline ??= r;
   }
