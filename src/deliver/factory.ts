@@ -2,7 +2,7 @@
 
 import { domainOf } from '../message/address.js';
 import type { RouteProfile } from '../routes/profile.js';
-import { mxHops } from './mx.js';
+import { createMxLookup } from './mx.js';
 import { PipeTransport } from './pipe.js';
 import { popBeforeSmtp } from './pop-before-smtp.js';
 import { SmtpTransport, type SmtpTransportOptions } from './smtp.js';
@@ -32,12 +32,14 @@ export function createTransport(route: RouteProfile, hostname: string): Transpor
       const hop = { label: `${route.host}:${route.port}`, host: route.host, port: route.port, servername: route.host };
       return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });
     }
-    case 'mx':
+    case 'mx': {
+      const mx = createMxLookup(route);
       return new SmtpTransport({
         ...common,
         poolKey: (job) => domainOf(job.recipients[0]!.recipient),
-        hops: (job) => mxHops(route, job),
+        hops: (job) => mx.hops(job),
       });
+    }
     case 'ssh': {
       const hop = sshHop(route);
       return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });

@@ -5,6 +5,7 @@
 // route's messages_per_connection, at most max_connections per destination.
 
 import fs from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
@@ -47,6 +48,8 @@ interface SmtpErrorLike extends Error {
   response?: string;
   recipient?: string;
   rejectedErrors?: SmtpErrorLike[];
+  /** Failed in or right after the STARTTLS handshake (set by SmtpTransport.open). */
+  duringTls?: boolean;
 }
 
 interface PooledConnection {
@@ -67,11 +70,12 @@ const IDLE_CLOSE_MS = 5_000;
 export class SmtpTransport implements Transport {
   readonly name: string;
   private readonly pools = new Map<string, Pool>();
-  private readonly ca: Buffer | undefined;
+  private readonly ca: string[] | undefined;
 
   constructor(private readonly o: SmtpTransportOptions) {
     this.name = o.name;
-    this.ca = o.spec.caFile ? fs.readFileSync(o.spec.caFile) : undefined;
+    // A configured CA is trusted in addition to the public roots, never instead of them.
+    this.ca = o.spec.caFile ? [...rootCertificates, fs.readFileSync(o.spec.caFile, 'utf8')] : undefined;
   }
 
   async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
@@ -141,7 +145,7 @@ export class SmtpTransport implements Transport {
     }
     for (const hop of hops) {
       try {
-        return await this.open(hop);
+        return await this.openWithFallback(hop);
       } catch (err) {
         last = this.connectFailure(hop, err as SmtpErrorLike);
         // A refused login is the same on every hop; don't hammer the others with it.
@@ -149,6 +153,21 @@ export class SmtpTransport implements Transport {
       }
     }
     return last;
+  }
+
+  /**
+   * Opportunistic TLS that fails in the handshake (old ciphers, a broken middlebox) is retried
+   * once in plaintext on the same hop, as Postfix does at level "may": encryption was only
+   * ever a bonus there, and the alternative is mail stuck until the server is fixed.
+   */
+  private async openWithFallback(hop: SmtpHop): Promise<PooledConnection> {
+    try {
+      return await this.open(hop);
+    } catch (err) {
+      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !(err as SmtpErrorLike).duringTls) throw err;
+      log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
+      return this.open({ ...hop, tls: 'none' });
+    }
   }
 
   private async open(hop: SmtpHop): Promise<PooledConnection> {
@@ -177,6 +196,8 @@ export class SmtpTransport implements Transport {
       const done = (err?: Error) => {
         if (settled) return;
         settled = true;
+        // nodemailer leaves `upgrading` set when the STARTTLS handshake did not finish.
+        if (err && (conn.upgrading || (err as SmtpErrorLike).code === 'ETLS')) (err as SmtpErrorLike).duringTls = true;
         if (err) reject(err);
         else resolve();
       };

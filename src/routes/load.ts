@@ -84,7 +84,11 @@ export function loadRoute(file: string): RouteProfile {
       route = {
         ...base, ...readSmtpClient(r, 'opportunistic'), kind,
         port: r.integer('port', 25, 1),
-        dnsServers: r.stringList('dns_servers', []),
+        dnsServers: r.stringList('dns_servers', []).map((d) => {
+          const hp = parseHostPort(d, 53);
+          if (!hp || !/^[0-9a-fA-F:.]+$/.test(hp.host)) r.fail('dns_servers', `entry "${d}" is not an IP address with an optional port`, 'write e.g. dns_servers = ["192.168.1.1", "127.0.0.1:5353"]');
+          return d;
+        }),
       } satisfies MxRoute;
       break;
     case 'pipe':
