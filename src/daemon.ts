@@ -17,7 +17,7 @@ import { queueSummary } from './queue/summary.js';
 import { LinkMonitor } from './online/monitor.js';
 import type { RouteProfile } from './routes/profile.js';
 
-/** Safety net for a missed poke: look at the maildrop at least this often. */
+/** Safety net for a missed poke or inotify event: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
 
 export interface DaemonOptions {
@@ -31,6 +31,7 @@ export class Daemon {
   private control!: ControlServer;
   private links!: LinkMonitor;
   private maildropTimer: NodeJS.Timeout | null = null;
+  private maildropWatch: fs.FSWatcher | null = null;
   private picking: Promise<void> | null = null;
   private repick = false;
   private readonly started = Date.now();
@@ -49,7 +50,11 @@ export class Daemon {
   private async boot(routes: ReturnType<typeof loadRoutes>): Promise<void> {
     const { config } = this;
     const runAs = resolveRunUser(config.user);
-    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o750 });
+    // Queue files are private (0600); the state dir itself is traversable so that local users'
+    // sendmail can reach the maildrop inside it (which is 1733: drop-only).
+    process.umask(0o077);
+    fs.mkdirSync(config.stateDir, { recursive: true });
+    fs.chmodSync(config.stateDir, 0o755);
     const drop = maildropDir(config.stateDir);
     fs.mkdirSync(drop, { recursive: true });
     fs.chmodSync(drop, 0o1733);
@@ -73,6 +78,15 @@ export class Daemon {
     await this.pickup();
     this.maildropTimer = setInterval(() => void this.pickup(), MAILDROP_SCAN_MS);
     this.maildropTimer.unref();
+    // Ordinary users cannot reach the control socket to poke us; inotify tells us instead.
+    try {
+      this.maildropWatch = fs.watch(maildropDir(config.stateDir), (_ev, name) => {
+        if (name && !name.startsWith('.')) void this.pickup();
+      });
+      this.maildropWatch.on('error', () => undefined);
+    } catch {
+      /* no inotify: pokes and the scan still work */
+    }
     this.runner.wake();
     log.info(null, 'daemon ready', {
       listen: config.smtp.listen.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(','),
@@ -128,11 +142,7 @@ export class Daemon {
         return this.store.removeMessage(req.id);
       case 'hold':
         return this.store.setStatus(req.id, 'hold');
-      case 'release': {
-        const n = await this.store.setStatus(req.id, 'queued');
-        this.runner.wake();
-        return n;
-      }
+      case 'release': // released mail is due now, not at a retry time from before the hold
       case 'requeue': {
         const n = await this.store.requeue(req.id);
         this.runner.wake();
@@ -173,6 +183,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     if (this.maildropTimer) clearInterval(this.maildropTimer);
+    this.maildropWatch?.close();
     await this.front.close();
     await this.control.close();
     this.links.stop();

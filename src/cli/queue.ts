@@ -81,7 +81,8 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
       return runMailq(ctx.config.file ? ['--config', ctx.config.file] : []);
     case 'show': {
       const m = await viaDaemonOrStore(ctx, { cmd: 'show', id: needId(sub, id) }, (s) => s.getMessage(needId(sub, id)));
-      if (!m) {
+      // The control client reports an empty (null) answer as `true`.
+      if (!m || typeof m !== 'object') {
         process.stderr.write(`tidemail: no message ${id} in the queue\n`);
         return EX.NOINPUT;
       }
@@ -93,9 +94,12 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
     case 'release':
     case 'requeue': {
       const qid = needId(sub, id);
+      // Releasing also makes the message due now: an admin who releases mail wants it to go,
+      // not to wait out a retry time from before it was held. requeue does exactly that.
+      const cmd = sub === 'release' ? 'requeue' : sub;
       const direct: Direct<number | boolean> = (s) =>
-        sub === 'remove' ? s.removeMessage(qid) : sub === 'hold' ? s.setStatus(qid, 'hold') : sub === 'release' ? s.setStatus(qid, 'queued') : s.requeue(qid);
-      const n = await viaDaemonOrStore(ctx, { cmd: sub, id: qid }, direct);
+        cmd === 'remove' ? s.removeMessage(qid) : cmd === 'hold' ? s.setStatus(qid, 'hold') : s.requeue(qid);
+      const n = await viaDaemonOrStore(ctx, { cmd, id: qid }, direct);
       if (!n) {
         process.stderr.write(`tidemail: no message ${qid} in the queue\n`);
         return EX.NOINPUT;

@@ -2,17 +2,17 @@
 // maildrop, fsyncs it, pokes the daemon and exits 0 — whether or not the daemon runs.
 
 import fs from 'node:fs';
-import { Duplex } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { UsageError } from '../errors.js';
 import { currentUserName } from '../local/users.js';
 import { isValidEnvelopeAddress, qualify } from '../message/address.js';
 import { writeSubmission } from '../message/submission.js';
 import { MaildropSpool, maildropDir } from '../queue/maildrop.js';
-import type { MessageMeta } from '../queue/store.js';
+import type { MessageMeta, Spool } from '../queue/store.js';
 import { SmtpFront } from '../smtp/server.js';
 import { cliContext, type CliContext } from './context.js';
 import { EX } from './exit.js';
+import { StdioSession } from './stdio-session.js';
 import { runMailq, runQueueCommand } from './queue.js';
 import { runDaemon } from './daemon.js';
 import { SendmailUsageError, parseSendmailArgs, type SendmailArgs } from './sendmail-args.js';
@@ -58,8 +58,15 @@ export function parseRecipientArgs(words: readonly string[], hostname: string): 
   const out: string[] = [];
   for (const w of words) {
     for (const a of addressparser(w)) {
-      if ('address' in a && a.address) out.push(qualify(a.address, hostname));
-      else if ('group' in a && a.group) for (const g of a.group) if (g.address) out.push(qualify(g.address, hostname));
+      if ('group' in a) {
+        for (const g of a.group ?? []) if (g.address) out.push(qualify(g.address, hostname));
+      } else if (a.address) {
+        out.push(qualify(a.address, hostname));
+      } else if (a.name) {
+        // addressparser files a word without "@" under name: "root" is a local user, and
+        // anything else ("foo bar") must reach the syntax check rather than vanish.
+        out.push(qualify(a.name, hostname));
+      }
     }
   }
   return out;
@@ -131,18 +138,45 @@ export async function poke(ctx: CliContext, verbose: boolean): Promise<void> {
   }
 }
 
-/** SMTP on stdin/stdout (sendmail -bs, inetd smtpd); accepted mail goes to the maildrop. */
-export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, via: string, socket?: Duplex): Promise<void> {
+/**
+ * SMTP on stdin/stdout (sendmail -bs, inetd smtpd); accepted mail goes to the maildrop.
+ * Resolves when the session is over and the daemon has been told about every message.
+ * `fromNetwork`: stdin is a TCP connection (inetd), so the client's address decides relaying;
+ * otherwise the caller is a local user on a pipe, who may relay like `sendmail` does.
+ */
+export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, via: string, fromNetwork = false): Promise<void> {
   const dir = ensureMaildrop(ctx);
+  const pokes: Promise<void>[] = [];
+  const unfinished = new Set<MaildropSpool>();
   const front = new SmtpFront({
     config: ctx.config,
     via,
-    trustAll: !socket, // a local user on a pipe; inetd sessions are judged by address
+    trustAll: !fromNetwork,
     sink: {
-      openMessage: () => new MaildropSpool(dir),
-      committed: (_id: string, _meta: MessageMeta) => void poke(ctx, false),
+      openMessage: (): Spool => {
+        const spool = new MaildropSpool(dir);
+        unfinished.add(spool);
+        return {
+          get msgid() {
+            return spool.msgid;
+          },
+          get size() {
+            return spool.size;
+          },
+          write: (chunk) => spool.write(chunk),
+          commit: async (meta) => {
+            await spool.commit(meta);
+            unfinished.delete(spool);
+          },
+          rollback: () => spool.rollback(),
+        };
+      },
+      committed: (_id: string, _meta: MessageMeta) => void pokes.push(poke(ctx, false)),
     },
   });
-  const stream = socket ?? Duplex.from({ readable: process.stdin, writable: process.stdout });
-  await front.serveStream(stream, remoteAddress);
+  await front.serveStream(new StdioSession(process.stdin, process.stdout, { remoteAddress, fixLineEnds: !fromNetwork }), remoteAddress);
+  // The caller exits right after. Finish here what the session leaves behind: the pokes (or the
+  // message waits for the daemon's next periodic scan) and the temp file of a message the
+  // client abandoned mid-DATA (its rollback may still be on its way).
+  await Promise.all([...pokes, ...[...unfinished].map((s) => s.rollback())]);
 }

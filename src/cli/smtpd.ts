@@ -1,8 +1,8 @@
 // smtpd / in.smtpd: one SMTP session on stdin/stdout, as started by inetd or systemd socket
-// activation (Accept=yes). When stdin is a TCP socket the client's address decides relaying.
+// activation (Accept=yes). When stdin is a TCP connection the client's address decides relaying;
+// on a pipe (most programs' "pipes" are Unix socketpairs) the caller is a local user.
 
-import net from 'node:net';
-import fs from 'node:fs';
+import type net from 'node:net';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 import { serveSmtpOnStdio } from './sendmail.js';
@@ -10,11 +10,8 @@ import { serveSmtpOnStdio } from './sendmail.js';
 export async function runSmtpd(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
-  if (fs.fstatSync(0).isSocket()) {
-    const sock = new net.Socket({ fd: 0, readable: true, writable: true });
-    await serveSmtpOnStdio(ctx, sock.remoteAddress ?? '127.0.0.1', 'smtpd', sock);
-  } else {
-    await serveSmtpOnStdio(ctx, '127.0.0.1', 'smtpd');
-  }
+  // Node gives stdin a remote address only when fd 0 is a TCP socket.
+  const peer = (process.stdin as Partial<net.Socket>).remoteAddress;
+  await serveSmtpOnStdio(ctx, peer ?? '127.0.0.1', 'smtpd', peer !== undefined);
   return EX.OK;
 }

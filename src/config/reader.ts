@@ -11,14 +11,13 @@ export type TomlTable = Record<string, unknown>;
 export function lineOfKey(source: string, path: readonly string[]): number | null {
   const lines = source.split('\n');
   let table: string[] = [];
-  let tableLine: number | null = null;
   const want = path.join('.');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.replace(/#.*$/, '');
     const header = /^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$/.exec(line);
     if (header) {
       table = header[1]!.split('.').map((s) => s.trim().replace(/^"|"$/g, ''));
-      if (table.join('.') === want) tableLine = tableLine ?? i + 1;
+      if (table.join('.') === want) return i + 1; // the [table] line itself
       continue;
     }
     const kv = /^\s*([A-Za-z0-9_."-]+(?:\s*\.\s*[A-Za-z0-9_"-]+)*)\s*=/.exec(line);
@@ -26,7 +25,7 @@ export function lineOfKey(source: string, path: readonly string[]): number | nul
     const full = [...table, ...kv[1]!.split('.').map((s) => s.trim().replace(/^"|"$/g, ''))].join('.');
     if (full === want || full.startsWith(want + '.')) return i + 1;
   }
-  return tableLine;
+  return null;
 }
 
 /** Reads one table of a config file; `path` is where the table sits in the file. */
@@ -39,10 +38,14 @@ export class ConfigReader {
     readonly path: readonly string[] = [],
   ) {}
 
+  /**
+   * file:line of a key. A key that is missing points at its table (or a sibling dotted key),
+   * and a missing top-level key at line 1, so there is always a line for an editor to jump to.
+   */
   where(key?: string): string {
     const p = key === undefined ? this.path : [...this.path, key];
-    const line = lineOfKey(this.source, p);
-    return line ? `${this.file}:${line}` : this.file;
+    const line = lineOfKey(this.source, p) ?? (this.path.length ? lineOfKey(this.source, this.path) : null) ?? 1;
+    return `${this.file}:${line}`;
   }
 
   fail(key: string | undefined, problem: string, fix: string): never {

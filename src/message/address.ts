@@ -28,7 +28,7 @@ export function isValidEnvelopeAddress(address: string): boolean {
   if (at <= 0) return false;
   const local = address.slice(0, at);
   const domain = address.slice(at + 1);
-  if (local.length > 64 && !local.startsWith('"')) return false;
+  if (!local.startsWith('"') && (local.length > 64 || local.includes('@'))) return false;
   if (/^\[[0-9a-fA-F:.]+\]$|^\[IPv6:[0-9a-fA-F:.]+\]$/.test(domain)) return true;
   return /^[^.@\[\]]+(\.[^.@\[\]]+)*$/.test(domain) && !domain.includes('..');
 }

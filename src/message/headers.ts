@@ -27,7 +27,10 @@ export function hasField(fields: readonly HeaderField[], name: string): boolean 
   return fields.some((f) => f.name === name);
 }
 
-/** Addresses in address-list fields (groups flattened). */
+/**
+ * Addresses in address-list fields (groups flattened). A bare word ("To: root") is a local
+ * part; addressparser reports it as a name without an address.
+ */
 export function addressesIn(fields: readonly HeaderField[], names: readonly string[]): string[] {
   const out: string[] = [];
   for (const f of fields) {
@@ -36,6 +39,7 @@ export function addressesIn(fields: readonly HeaderField[], names: readonly stri
       for (const a of list) {
         if ('group' in a && a.group) walk(a.group);
         else if ('address' in a && a.address) out.push(a.address);
+        else if (a.name && !/\s/.test(a.name)) out.push(a.name);
       }
     };
     walk(addressparser(fieldValue(f)));

@@ -77,7 +77,12 @@ export class MaildropSpool implements Spool {
     await fh.close();
     this.fh = null;
     await fsp.rename(this.tmpPath, path.join(this.dir, this.msgid));
-    await fsyncDir(this.dir);
+    // Ordinary users may not open the drop-only directory to fsync it. The file's data is
+    // already synced; the rename is ordered by the filesystem journal (ext4, btrfs, f2fs), and a
+    // running daemon imports the file into the fsync'd queue within moments of the poke.
+    await fsyncDir(this.dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
+    });
   }
 
   async rollback(): Promise<void> {

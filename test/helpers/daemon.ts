@@ -104,7 +104,10 @@ export interface CliResult {
  * Runs the CLI. `argv0` runs it under another name (sendmail, mailq, …) through a symlink,
  * the way the package installs it.
  */
-export function runCli(args: string[], opts: { input?: string | Buffer; argv0?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  opts: { input?: string | Buffer; argv0?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number } = {},
+): Promise<CliResult> {
   let bin = BIN;
   if (opts.argv0) {
     const linkDir = path.join(REPO, 'dist', 'test-bin');
@@ -113,7 +116,7 @@ export function runCli(args: string[], opts: { input?: string | Buffer; argv0?: 
     if (!fs.existsSync(bin)) fs.symlinkSync(BIN, bin);
   }
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], uid: opts.uid, gid: opts.gid });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d) => (stdout += d));
