@@ -1,7 +1,7 @@
 // A message's header section as a list of fields, kept byte-for-byte (folded lines included)
 // so fields we do not touch are written back exactly as they came.
 
-import addressparser from 'nodemailer/lib/addressparser/index.js';
+import { parseAddressList } from './address-list.js';
 
 export interface HeaderField {
   /** Lower-cased field name. */
@@ -27,22 +27,12 @@ export function hasField(fields: readonly HeaderField[], name: string): boolean 
   return fields.some((f) => f.name === name);
 }
 
-/**
- * Addresses in address-list fields (groups flattened). A bare word ("To: root") is a local
- * part; addressparser reports it as a name without an address.
- */
+/** Addresses in address-list fields (groups flattened; "To: root" is the local part root). */
 export function addressesIn(fields: readonly HeaderField[], names: readonly string[]): string[] {
   const out: string[] = [];
   for (const f of fields) {
     if (!names.includes(f.name)) continue;
-    const walk = (list: ReturnType<typeof addressparser>) => {
-      for (const a of list) {
-        if ('group' in a && a.group) walk(a.group);
-        else if ('address' in a && a.address) out.push(a.address);
-        else if (a.name && !/\s/.test(a.name)) out.push(a.name);
-      }
-    };
-    walk(addressparser(fieldValue(f)));
+    for (const a of parseAddressList(fieldValue(f))) if (a) out.push(a.address);
   }
   return out;
 }
