@@ -230,7 +230,8 @@ export class SmtpTransport implements Transport {
       // A wrong password is our configuration, not the recipient's fault: defer, never bounce.
       return { outcome: 'tempfail', message: text, remote: hop.host };
     }
-    const tls = err.code === 'ETLS' || /certificate|self.signed|TLS|SSL/i.test(err.message);
+    // Tunnels (ssh, wrapper) report their own errors; only a real TLS failure is called one.
+    const tls = err.code === 'ETLS' || (!hop.openStream && /certificate|self[- ]signed|\bTLS\b|\bSSL\b/.test(err.message));
     const text = tls
       ? `TLS to ${hop.label} failed: ${err.message} (certificates are verified; set tls_ca_file for a private CA)`
       : `cannot connect to ${hop.label}: ${err.message}`;

@@ -29,7 +29,8 @@ export interface DsnInput {
 
 /** The enhanced code in a reply ("550 5.1.1 …" → "5.1.1"), or a default by class. */
 export function statusOf(diagnostic: string, action: 'failed' | 'delayed'): string {
-  const m = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(diagnostic);
+  // Where replies carry one: "550 5.1.1 …", "5.3.0 …" — not inside an address like 10.2.3.4.
+  const m = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})(?:\s|$)/.exec(diagnostic);
   if (m) return m[1]!;
   const basic = /^([245])\d\d\b/.exec(diagnostic);
   if (basic) return `${basic[1]}.0.0`;
