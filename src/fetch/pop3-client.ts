@@ -1,0 +1,370 @@
+// A small POP3 client: RFC 1939 (USER/PASS, APOP, STAT, LIST, UIDL, RETR, DELE, QUIT),
+// RFC 2449 (CAPA) and RFC 2595 (STLS). Used for SMTP-after-POP logins and by the fetcher.
+//
+// Lines are read as bytes (messages may be 8-bit); multi-line responses are dot-unstuffed and
+// handed out line by line, so a large RETR can be streamed instead of held in memory.
+// Certificates are verified unless the caller says otherwise.
+
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { TidemailError } from '../errors.js';
+
+export type Pop3TlsMode = 'implicit' | 'starttls' | 'none';
+
+export interface Pop3Options {
+  host: string;
+  port: number;
+  /** implicit: TLS from the start (995); starttls: STLS after the greeting; none: plain text. */
+  tls: Pop3TlsMode;
+  /** Name the certificate must carry; defaults to host. */
+  servername?: string;
+  /** Extra trusted CA (PEM), e.g. for a private server. */
+  ca?: string | Buffer;
+  /** Defaults to true. */
+  rejectUnauthorized?: boolean;
+  /** Longest wait for any one reply. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** A POP3 failure: -ERR from the server (`response` set), a protocol violation, or the network. */
+export class Pop3Error extends TidemailError {
+  override name = 'Pop3Error';
+  /** The server's -ERR line, when it sent one. */
+  readonly response: string | undefined;
+  constructor(message: string, response?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.response = response;
+  }
+}
+
+/** One line of a multi-line response, dot-unstuffed, without its line ending. */
+export type LineHandler = (line: Buffer) => void | Promise<void>;
+
+const MAX_LINE = 1024 * 1024;
+/** Stop reading from the socket while this much is waiting for the caller. */
+const HIGH_WATER = 256 * 1024;
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+export class Pop3Client {
+  /** The greeting's text after "+OK". */
+  greeting = '';
+  /** RFC 1939 7: the <…@…> stamp an APOP digest is made from, when the greeting has one. */
+  apopTimestamp: string | undefined;
+  /** True once the session runs over TLS. */
+  secure = false;
+
+  private sock: net.Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private failure: Error | null = null;
+  private waiters: (() => void)[] = [];
+  private queue: Promise<void> = Promise.resolve();
+  private readonly o: Pop3Options;
+  private readonly label: string;
+  private readonly onData = (d: Buffer) => {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    if (this.buf.length > HIGH_WATER) this.sock.pause();
+    this.notify();
+  };
+  private readonly onError = (err: Error) => this.fail(err);
+  private readonly onClose = () => this.fail(new Pop3Error(`${this.label} closed the connection`));
+  private readonly onAbort = () => this.sock.destroy(new Pop3Error(`POP3 session with ${this.label} aborted`));
+
+  private constructor(sock: net.Socket, o: Pop3Options) {
+    this.sock = sock;
+    this.o = o;
+    this.label = `${o.host}:${o.port}`;
+    this.attach(sock);
+    o.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /**
+   * Connects, reads the greeting and, for tls = "starttls", switches to TLS.
+   * @throws Pop3Error when the server cannot be reached, TLS fails, or it greets with -ERR.
+   */
+  static async connect(o: Pop3Options): Promise<Pop3Client> {
+    const label = `${o.host}:${o.port}`;
+    const sock =
+      o.tls === 'implicit'
+        ? tls.connect({ host: o.host, port: o.port, ...tlsOptions(o) })
+        : net.connect({ host: o.host, port: o.port });
+    sock.setTimeout(o.timeoutMs ?? DEFAULT_TIMEOUT_MS, () => sock.destroy(new Pop3Error(`no answer from ${label} within ${(o.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000} s`)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once(o.tls === 'implicit' ? 'secureConnect' : 'connect', () => {
+          sock.off('error', reject);
+          resolve();
+        });
+        sock.once('error', reject);
+      });
+    } catch (err) {
+      sock.destroy();
+      throw connectError(label, err as NodeJS.ErrnoException);
+    }
+    const c = new Pop3Client(sock, o);
+    c.secure = o.tls === 'implicit';
+    try {
+      c.greeting = await c.readStatus('greeting');
+      c.apopTimestamp = /<[^<>\s]+@[^<>\s]+>/.exec(c.greeting)?.[0];
+      if (o.tls === 'starttls') await c.stls();
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+    return c;
+  }
+
+  /** RFC 2449: the capability lines ("UIDL", "SASL PLAIN", …); empty when the server has no CAPA. */
+  async capa(): Promise<string[]> {
+    try {
+      const { lines } = await this.multiline('CAPA');
+      return lines.map((l) => l.toString('utf8').trim()).filter(Boolean);
+    } catch (err) {
+      if (err instanceof Pop3Error && err.response !== undefined) return [];
+      throw err;
+    }
+  }
+
+  /**
+   * RFC 2595 4: STLS, then TLS over the same connection with the certificate verified.
+   * @throws Pop3Error when the server refuses STLS or the handshake fails.
+   */
+  async stls(): Promise<void> {
+    if (this.secure) throw new Pop3Error(`STLS on ${this.label}: the session already runs over TLS`);
+    await this.command('STLS');
+    // Anything sent after the +OK but before the handshake was injected by a third party.
+    if (this.buf.length) throw new Pop3Error(`${this.label} sent data after +OK to STLS; refusing to continue (possible injection)`);
+    const plain = this.sock;
+    this.detach(plain);
+    plain.setTimeout(0); // the TLS socket below keeps its own idle timer
+    const secured = tls.connect({ socket: plain, host: this.o.host, ...tlsOptions(this.o) });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        secured.once('secureConnect', () => {
+          secured.off('error', reject);
+          resolve();
+        });
+        secured.once('error', reject);
+      });
+    } catch (err) {
+      secured.destroy();
+      this.sock = secured;
+      this.failure = connectError(this.label, err as NodeJS.ErrnoException);
+      throw this.failure;
+    }
+    secured.setTimeout(this.o.timeoutMs ?? DEFAULT_TIMEOUT_MS, () => secured.destroy(new Pop3Error(`no answer from ${this.label} within ${(this.o.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000} s`)));
+    this.sock = secured;
+    this.attach(secured);
+    this.secure = true;
+  }
+
+  /**
+   * Logs in. "auto" uses APOP when the greeting offers it, and USER/PASS otherwise or when APOP
+   * is refused: some servers stamp every greeting but keep only hashed passwords. (Refusing the
+   * fallback would not stop anyone who can alter the session: they can strip the stamp.)
+   * @throws Pop3Error with the server's -ERR text.
+   */
+  async login(user: string, password: string, method: 'auto' | 'user' | 'apop' = 'auto'): Promise<void> {
+    if (method === 'apop' || (method === 'auto' && this.apopTimestamp)) {
+      try {
+        await this.apop(user, password);
+        return;
+      } catch (err) {
+        if (method === 'apop' || !(err instanceof Pop3Error) || err.response === undefined) throw err;
+      }
+    }
+    await this.command(`USER ${user}`);
+    await this.command(`PASS ${password}`, 'PASS ****');
+  }
+
+  /** RFC 1939 7: APOP name md5(timestamp + secret). */
+  async apop(user: string, password: string): Promise<void> {
+    if (!this.apopTimestamp) throw new Pop3Error(`${this.label} offers no APOP (no timestamp in its greeting)`);
+    const digest = createHash('md5').update(this.apopTimestamp + password, 'utf8').digest('hex');
+    await this.command(`APOP ${user} ${digest}`);
+  }
+
+  async stat(): Promise<{ count: number; size: number }> {
+    const r = await this.command('STAT');
+    const m = /^(\d+)\s+(\d+)/.exec(r);
+    if (!m) throw new Pop3Error(`${this.label}: malformed STAT reply "+OK ${r}"`);
+    return { count: Number(m[1]), size: Number(m[2]) };
+  }
+
+  /** Message number → size in octets. */
+  async list(): Promise<Map<number, number>> {
+    return this.pairs('LIST', Number);
+  }
+
+  /** RFC 1939 7: message number → unique id (UIDL is optional; -ERR throws). */
+  async uidl(): Promise<Map<number, string>> {
+    return this.pairs('UIDL', (s) => s);
+  }
+
+  /** RETR: the message's lines go to `onLine` (streaming), or are returned joined with CRLF. */
+  async retr(n: number, onLine?: LineHandler): Promise<Buffer> {
+    const { lines } = await this.multiline(`RETR ${n}`, onLine);
+    return lines.length ? Buffer.concat(lines.flatMap((l) => [l, CRLF])) : Buffer.alloc(0);
+  }
+
+  async dele(n: number): Promise<void> {
+    await this.command(`DELE ${n}`);
+  }
+
+  async noop(): Promise<void> {
+    await this.command('NOOP');
+  }
+
+  async rset(): Promise<void> {
+    await this.command('RSET');
+  }
+
+  /** QUIT (commits DELEs, RFC 1939 6) and closes; -ERR here means the deletions failed. */
+  async quit(): Promise<void> {
+    try {
+      await this.command('QUIT');
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    this.o.signal?.removeEventListener('abort', this.onAbort);
+    this.sock.destroy();
+  }
+
+  /**
+   * Sends one command and reads its single-line reply.
+   * @returns the text after "+OK".
+   * @throws Pop3Error on -ERR (with `response`), a malformed reply, or a broken connection.
+   */
+  command(line: string, shown: string = line): Promise<string> {
+    return this.serial(() => {
+      this.send(line);
+      return this.readStatus(shown);
+    });
+  }
+
+  /**
+   * Sends a command whose +OK is followed by lines up to a lone ".". Without `onLine` the lines
+   * are collected and returned; with it they are handed over (and awaited) one at a time.
+   */
+  multiline(line: string, onLine?: LineHandler): Promise<{ status: string; lines: Buffer[] }> {
+    return this.serial(async () => {
+      this.send(line);
+      const status = await this.readStatus(line);
+      const lines: Buffer[] = [];
+      for (;;) {
+        let l = await this.readLine();
+        if (l.length === 1 && l[0] === DOT) break;
+        // RFC 1939 3: a line that starts with "." had one more "." put in front of it.
+        if (l[0] === DOT) l = l.subarray(1);
+        if (onLine) await onLine(l);
+        else lines.push(l);
+      }
+      return { status, lines };
+    });
+  }
+
+  /** One command and its whole reply at a time, whoever calls: replies are matched by order. */
+  private serial<T>(run: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(run);
+    this.queue = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  private async pairs<T>(cmd: string, value: (s: string) => T): Promise<Map<number, T>> {
+    const { lines } = await this.multiline(cmd);
+    const out = new Map<number, T>();
+    for (const l of lines) {
+      const m = /^(\d+)\s+(\S+)/.exec(l.toString('utf8'));
+      if (m) out.set(Number(m[1]), value(m[2]!));
+    }
+    return out;
+  }
+
+  private send(line: string): void {
+    if (/[\r\n]/.test(line)) throw new Pop3Error('a POP3 command must not contain a line break');
+    if (this.failure) throw this.failure;
+    this.sock.write(line + '\r\n');
+  }
+
+  private async readStatus(what: string): Promise<string> {
+    const line = (await this.readLine()).toString('utf8');
+    if (line.startsWith('+OK')) return line.slice(3).trim();
+    if (line.startsWith('-ERR')) throw new Pop3Error(`${this.label} refused ${what}: ${line}`, line);
+    throw new Pop3Error(`${this.label} answered ${what} with "${line.slice(0, 100)}", not +OK/-ERR (is this a POP3 server?)`);
+  }
+
+  /** The next line, without CRLF (or a bare LF, which some servers send). */
+  private async readLine(): Promise<Buffer> {
+    for (;;) {
+      const nl = this.buf.indexOf(LF);
+      if (nl >= 0) {
+        const end = nl > 0 && this.buf[nl - 1] === CR ? nl - 1 : nl;
+        const line = this.buf.subarray(0, end);
+        this.buf = this.buf.subarray(nl + 1);
+        if (this.buf.length <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
+        return line;
+      }
+      if (this.buf.length > MAX_LINE) {
+        this.sock.destroy();
+        throw new Pop3Error(`${this.label} sent a line longer than ${MAX_LINE} bytes`);
+      }
+      if (this.failure) throw this.failure;
+      if (this.sock.isPaused()) this.sock.resume();
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  private notify(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err instanceof Pop3Error ? err : new Pop3Error(`connection to ${this.label} failed: ${err.message}`, undefined, { cause: err });
+    this.notify();
+  }
+
+  private attach(sock: net.Socket): void {
+    sock.on('data', this.onData);
+    sock.on('error', this.onError);
+    sock.on('close', this.onClose);
+  }
+
+  private detach(sock: net.Socket): void {
+    sock.off('data', this.onData);
+    sock.off('error', this.onError);
+    sock.off('close', this.onClose);
+  }
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CRLF = Buffer.from('\r\n');
+
+function tlsOptions(o: Pop3Options): tls.ConnectionOptions {
+  const name = o.servername ?? o.host;
+  return {
+    // SNI carries names only (RFC 6066 3); an address is still checked against the certificate.
+    servername: net.isIP(name) ? undefined : name,
+    ca: o.ca,
+    rejectUnauthorized: o.rejectUnauthorized ?? true,
+    minVersion: 'TLSv1.2',
+    checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
+  };
+}
+
+function connectError(label: string, err: NodeJS.ErrnoException): Pop3Error {
+  if (err instanceof Pop3Error) return err;
+  const tlsProblem = /certificate|self.signed|SSL|TLS|handshake|alert/i.test(err.message) || (err.code ?? '').startsWith('ERR_SSL') || (err.code ?? '').includes('CERT');
+  const text = tlsProblem
+    ? `TLS to POP3 server ${label} failed: ${err.message} (certificates are verified)`
+    : `cannot connect to POP3 server ${label}: ${err.code ?? err.message}`;
+  return new Pop3Error(text, undefined, { cause: err });
+}

@@ -1,0 +1,197 @@
+// OAuth2 smarthost logins, end to end: the real daemon, a token endpoint on loopback and an
+// smtp-server smarthost that takes XOAUTH2 and OAUTHBEARER.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeSite, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
+import { startOAuthSmarthost, type OAuthSmarthost } from '../helpers/oauth-smarthost.js';
+import { sleep, waitFor } from '../helpers/ports.js';
+import { sendMessage } from '../helpers/smtp-client.js';
+import { cleanupTmp, isRoot, writeSecret } from '../helpers/tmp.js';
+import { startTokenEndpoint, type TokenEndpoint } from '../helpers/token-endpoint.js';
+
+const running: { stop(): Promise<unknown> }[] = [];
+const track = <T>(x: T, stop: (x: T) => Promise<unknown>): T => {
+  running.push({ stop: () => stop(x) });
+  return x;
+};
+test.after.each(async () => {
+  for (const r of running.splice(0).reverse()) await r.stop();
+});
+test.after(() => cleanupTmp());
+
+const USER = 'me@example.test';
+
+interface Setup {
+  site: TestSite;
+  sh: OAuthSmarthost;
+  ep: TokenEndpoint;
+  refreshFile: string;
+  secretsDir: string;
+}
+
+async function setup(opts: { mechanism?: string; accept?: (token: string) => boolean; respond?: TokenEndpoint['respond']; siteToml?: string } = {}): Promise<Setup> {
+  const ep = track(await startTokenEndpoint(opts.respond), (x) => x.close());
+  const sh = track(await startOAuthSmarthost({ accept: opts.accept }), (x) => x.close());
+  const site = await makeSite(opts.siteToml ?? '');
+  const secretsDir = path.join(site.dir, 'secrets');
+  const refreshFile = writeSecret(path.join(secretsDir, 'gmail.token'), 'rt-1\n');
+  const clientSecret = writeSecret(path.join(secretsDir, 'gmail.client'), 'client-secret-1\n');
+  site.route(
+    'gmail',
+    `smarthost = "127.0.0.1:${sh.port}"
+tls = "none"
+messages_per_connection = 1
+auth.user = "${USER}"
+auth.oauth2.mechanism = "${opts.mechanism ?? 'XOAUTH2'}"
+auth.oauth2.token_url = "${ep.url}"
+auth.oauth2.client_id = "client-1.apps.example"
+auth.oauth2.client_secret_file = "${clientSecret}"
+auth.oauth2.refresh_token_file = "${refreshFile}"
+auth.oauth2.scope = "https://mail.google.com/"
+`,
+  );
+  return { site, sh, ep, refreshFile, secretsDir };
+}
+
+async function daemon(site: TestSite) {
+  return track(await startDaemon(site), (d) => d.stop());
+}
+
+/** The daemon's user owns what it writes: nobody when the tests run as root. */
+function giveToDaemon(dir: string): void {
+  if (isRoot()) fs.chownSync(dir, 65534, 65534);
+}
+
+test('XOAUTH2: delivers, and one access token serves several connections', async () => {
+  const { site, sh, ep } = await setup();
+  await daemon(site);
+  for (let i = 0; i < 3; i++) await sendMessage(site.port, 'a@tidemail.test', [`r${i}@remote.example`], `Subject: ${i}\r\n\r\nx\r\n`);
+  const msgs = await sh.waitForMessages(3);
+  assert.ok(msgs.every((m) => m.user === USER));
+  assert.equal(sh.auths.map((a) => [a.method, a.user, a.token]), [['XOAUTH2', USER, 'at-1'], ['XOAUTH2', USER, 'at-1'], ['XOAUTH2', USER, 'at-1']]);
+  assert.equal(new Set(sh.auths.map((a) => a.session)).size, 3, 'messages_per_connection = 1: one login per connection');
+  assert.equal(ep.requests.length, 1, 'the access token should be fetched once');
+  const r = ep.requests[0]!;
+  assert.equal(r.method, 'POST');
+  assert.match(r.contentType, /^application\/x-www-form-urlencoded/);
+  assert.equal(r.form, {
+    grant_type: 'refresh_token',
+    client_id: 'client-1.apps.example',
+    refresh_token: 'rt-1',
+    client_secret: 'client-secret-1',
+    scope: 'https://mail.google.com/',
+  });
+});
+
+test('OAUTHBEARER (RFC 7628): delivers with the gs2 header naming the user', async () => {
+  const { site, sh, ep } = await setup({ mechanism: 'OAUTHBEARER' });
+  await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['o@remote.example'], 'Subject: ob\r\n\r\nx\r\n');
+  const [m] = await sh.waitForMessages(1);
+  assert.equal(m!.user, USER);
+  assert.equal(sh.auths.map((a) => [a.method, a.user, a.token]), [['OAUTHBEARER', USER, 'at-1']]);
+  assert.equal(ep.requests.length, 1);
+});
+
+test('a token within 60 s of expiry is refreshed on its next use', async () => {
+  // expires_in 61: the 60 s margin makes the token due for refresh one second after it came.
+  const { site, sh, ep } = await setup({ respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 61 } }) });
+  await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['e1@remote.example'], 'Subject: 1\r\n\r\nx\r\n');
+  await sh.waitForMessages(1);
+  await sleep(1200);
+  await sendMessage(site.port, 'a@tidemail.test', ['e2@remote.example'], 'Subject: 2\r\n\r\nx\r\n');
+  await sh.waitForMessages(2);
+  assert.equal(sh.auths.map((a) => a.token), ['at-1', 'at-2']);
+  assert.equal(ep.requests.length, 2);
+});
+
+test('an access token the server refuses is refreshed once and offered again on the same connection', async () => {
+  // Revoked early (e.g. a password change): the cached token looks valid but is not.
+  const { site, sh, ep } = await setup({ accept: (t) => t === 'at-2' });
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['s@remote.example'], 'Subject: stale\r\n\r\nx\r\n');
+  await sh.waitForMessages(1);
+  assert.equal(sh.auths.map((a) => [a.token, a.accepted]), [['at-1', false], ['at-2', true]]);
+  assert.equal(sh.auths[0]!.session, sh.auths[1]!.session, 'the retry should use the same connection');
+  assert.equal(ep.requests.length, 2);
+  await d.waitForLog(/delivered to=<s@remote\.example>/);
+});
+
+test('a server that refuses even a fresh token defers the mail and says what to check', async () => {
+  const { site, sh, ep } = await setup({ accept: () => false, siteToml: '[queue]\nretry_min = "1h"' });
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['n@remote.example'], 'Subject: no\r\n\r\nx\r\n');
+  await d.waitForLog(/smarthost login failed .*refused a freshly issued access token: 535/);
+  await d.waitForLog(/deferred to=<n@remote\.example>/);
+  assert.equal(sh.auths.length, 2, 'one retry, not more');
+  assert.equal(ep.requests.length, 2);
+  assert.not.match(d.logs(), /bounce/);
+});
+
+test('a revoked refresh token (invalid_grant) defers with an actionable log line; nothing bounces', async () => {
+  const { site, sh, ep, refreshFile } = await setup({
+    respond: () => ({ status: 400, json: { error: 'invalid_grant', error_description: 'Token has been expired or revoked.' } }),
+    siteToml: '[queue]\nretry_min = "1h"',
+  });
+  const d = await daemon(site);
+  const reply = await sendMessage(site.port, 'sender@remote.example', ['v@remote.example'], 'Subject: revoked\r\n\r\nx\r\n');
+  assert.match(reply, /^250 /);
+  const line = (await d.waitForLog(/^.*smarthost login failed.*$/m))[0];
+  assert.ok(line.includes(`the refresh token in ${refreshFile} was revoked or expired (invalid_grant: Token has been expired or revoked.)`), line);
+  assert.ok(line.includes(`write the new refresh token to ${refreshFile}`), line);
+  await d.waitForLog(/deferred to=<v@remote\.example>/);
+  assert.equal(sh.auths.length, 0, 'no AUTH without a token');
+  assert.equal(ep.requests.length, 1);
+  await sleep(300);
+  assert.not.match(d.logs(), /bounce/);
+  assert.equal(sh.messages.length, 0);
+  const q = await runCli(['mailq', '--config', site.configPath]);
+  assert.match(q.stdout, /v@remote\.example/);
+  assert.match(q.stdout, /invalid_grant/);
+});
+
+test('a rotated refresh token is written back atomically with mode 0600 and used next time', async () => {
+  const { site, sh, ep, refreshFile, secretsDir } = await setup({
+    respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 61, refresh_token: `rt-${n + 1}` } }),
+  });
+  giveToDaemon(secretsDir);
+  const before = fs.statSync(refreshFile);
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['w1@remote.example'], 'Subject: 1\r\n\r\nx\r\n');
+  await sh.waitForMessages(1);
+  await d.waitForLog(/oauth2 refresh token rotated and saved/);
+  assert.equal(fs.readFileSync(refreshFile, 'utf8'), 'rt-2\n');
+  const after = fs.statSync(refreshFile);
+  assert.equal((after.mode & 0o777).toString(8), '600');
+  assert.is.not(after.ino, before.ino, 'expected a new file renamed into place');
+  assert.equal([after.uid, after.gid], [before.uid, before.gid]);
+  assert.equal(fs.readdirSync(secretsDir).sort(), ['gmail.client', 'gmail.token'], 'no temp file left behind');
+  await sleep(1200);
+  await sendMessage(site.port, 'a@tidemail.test', ['w2@remote.example'], 'Subject: 2\r\n\r\nx\r\n');
+  await sh.waitForMessages(2);
+  assert.equal(ep.requests.map((r) => r.form.refresh_token), ['rt-1', 'rt-2']);
+  await waitFor('second write-back', () => fs.readFileSync(refreshFile, 'utf8') === 'rt-3\n');
+});
+
+test('when the secrets directory is not writable, the rotated token is rewritten in place (still 0600)', async () => {
+  const { site, sh, refreshFile, secretsDir } = await setup({
+    respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 3600, refresh_token: 'rt-new' } }),
+  });
+  fs.chmodSync(secretsDir, 0o555);
+  const before = fs.statSync(refreshFile);
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['p@remote.example'], 'Subject: p\r\n\r\nx\r\n');
+  await sh.waitForMessages(1);
+  await d.waitForLog(/oauth2 refresh token rotated and saved/);
+  fs.chmodSync(secretsDir, 0o755);
+  const after = fs.statSync(refreshFile);
+  assert.equal(fs.readFileSync(refreshFile, 'utf8'), 'rt-new\n');
+  assert.equal((after.mode & 0o777).toString(8), '600');
+  assert.equal(after.ino, before.ino);
+});
+
+test.run();
