@@ -30,6 +30,7 @@ export class Daemon {
   private front!: SmtpFront;
   private control!: ControlServer;
   private links!: LinkMonitor;
+  private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
   private maildropWatch: fs.FSWatcher | null = null;
   private picking: Promise<void> | null = null;
@@ -73,6 +74,7 @@ export class Daemon {
       if (online) void this.store.releaseWaiting(route.name).then(() => this.runner.wake(), () => this.runner.wake());
     });
     this.links.start();
+    await this.setSchedules(routes);
     this.control = new ControlServer(controlSocketPath(config.stateDir), (req) => this.handleControl(req));
     await this.control.start();
     await this.pickup();
@@ -96,6 +98,22 @@ export class Daemon {
     });
   }
 
+  /** Starts cron tasks for routes with a `schedule` (node-cron is loaded only then). */
+  private async setSchedules(routes: readonly RouteProfile[]): Promise<void> {
+    if (!this.schedules && !routes.some((r) => r.schedule)) return;
+    if (!this.schedules) {
+      const { RouteSchedules } = await import('./schedule/cron.js');
+      this.schedules = new RouteSchedules((r) => void this.flushRoute(r.name));
+    }
+    this.schedules.set(routes);
+  }
+
+  private async flushRoute(name: string): Promise<number> {
+    const n = await this.store.flushRoute(name);
+    this.runner.wake();
+    return n;
+  }
+
   /** Imports maildrop files; concurrent pokes coalesce into one more scan. */
   pickup(): Promise<void> {
     if (this.picking) {
@@ -115,6 +133,7 @@ export class Daemon {
     const config = loadConfig(this.opts.configPath);
     const routes = loadRoutes(config.configDir);
     setLogLevel(config.logLevel);
+    await this.setSchedules(routes); // first: an invalid schedule keeps the old configuration
     this.config = config;
     this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
@@ -130,6 +149,10 @@ export class Daemon {
         return true;
       case 'flush': {
         await this.pickup();
+        if (req.route) {
+          if (!this.runner.getRoutes().some((r) => r.name === req.route)) throw new Error(`no route named "${req.route}"`);
+          return { requeued: await this.flushRoute(req.route) };
+        }
         const n = await this.store.requeue(null);
         this.runner.wake();
         return { requeued: n };
@@ -187,6 +210,7 @@ export class Daemon {
     await this.front.close();
     await this.control.close();
     this.links.stop();
+    this.schedules?.stop();
     await this.runner.stop();
     await this.picking;
     await this.store.close();

@@ -14,6 +14,7 @@ export async function runConfig(argv: string[]): Promise<number> {
   const config = loadConfig(path);
   const routes = loadRoutes(config.configDir);
   if (sub === 'check') {
+    if (routes.some((r) => r.schedule)) new (await import('../schedule/cron.js')).RouteSchedules(() => undefined).validate(routes);
     process.stdout.write(`${config.file ?? 'embedded default'}: ok (${routes.length} route(s))\n`);
     return EX.OK;
   }

@@ -108,15 +108,15 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
       return EX.OK;
     }
     case 'flush':
-      return flush(ctx);
+      return flush(ctx, id);
     default:
       throw new UsageError(`unknown queue command "${sub}" (list, show, remove, hold, release, requeue, flush)`);
   }
 }
 
 /** runq: ask the daemon to try everything now; without a daemon, deliver in this process. */
-async function flush(ctx: CliContext): Promise<number> {
-  const r = (await ctx.ask({ cmd: 'flush' })) as { requeued: number } | null;
+async function flush(ctx: CliContext, route?: string): Promise<number> {
+  const r = (await ctx.ask({ cmd: 'flush', route })) as { requeued: number } | null;
   if (r) {
     process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
     return EX.OK;

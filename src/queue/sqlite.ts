@@ -158,6 +158,12 @@ export class SqliteQueueStore implements QueueStore {
     return Object.fromEntries(rows.map((x) => [x.r ?? '*', x.n]));
   }
 
+  flushRoute(route: string): Promise<number> {
+    return this.writer.submit(true, (db) =>
+      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND (waiting IN (?, '*') OR route = ?)`, [Date.now(), route, route]),
+    );
+  }
+
   releaseWaiting(route: string | null): Promise<number> {
     const [where, params] = route === null ? ['waiting IS NOT NULL', []] : ['waiting IN (?, \'*\')', [route]];
     return this.writer.submit(true, (db) =>

@@ -87,6 +87,8 @@ export interface QueueStore {
   setStatus(id: string | null, status: RecipientStatus): Promise<number>;
   /** Queued recipients per route (waiting for it, or last tried on it); '*' = no route. */
   countByRoute(): Promise<Record<string, number>>;
+  /** Makes everything for `route` due now: waiting for it, or deferred on it. */
+  flushRoute(route: string): Promise<number>;
   /** Makes envelopes that wait for `route` (or for any route, with null) due now. */
   releaseWaiting(route: string | null): Promise<number>;
   /** Makes envelopes due now; with id null every queued envelope. */
