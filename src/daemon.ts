@@ -14,6 +14,10 @@ import { describeTarget } from './routes/profile.js';
 import { SmtpFront } from './smtp/server.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { queueSummary } from './queue/summary.js';
+import { createLocalLane, type LocalDelivery } from './deliver/local.js';
+import { LocalResolveError } from './local/resolve.js';
+import { replies } from './smtp/replies.js';
+import type { Spool } from './queue/store.js';
 import { LinkMonitor } from './online/monitor.js';
 import type { RouteProfile } from './routes/profile.js';
 
@@ -30,6 +34,7 @@ export class Daemon {
   private front!: SmtpFront;
   private control!: ControlServer;
   private links!: LinkMonitor;
+  private local!: LocalDelivery;
   private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
   private maildropWatch: fs.FSWatcher | null = null;
@@ -62,13 +67,25 @@ export class Daemon {
     if (runAs) chownTree(config.stateDir, runAs);
 
     // Ports first (they may be privileged), then give up root before touching any input.
-    this.front = new SmtpFront({ config, sink: { openMessage: () => this.store.openMessage(), committed: () => this.runner.wake() }, via: 'smtp' });
+    this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a));
+    this.front = new SmtpFront({
+      config,
+      via: 'smtp',
+      isLocal: (a) => this.local.isLocal(a),
+      checkRecipient: (a) => this.checkLocalRecipient(a),
+      sink: {
+        openMessage: () => this.openMessage(),
+        committed: () => this.runner.wake(),
+        // Deliver, then answer — only when there is something local to deliver.
+        afterCommit: async (id, meta) => (meta.recipients.some((r) => this.local.isLocal(r)) ? this.runner.deliverNow(id, this.config.local.preQueueDeadlineMs) : null),
+      },
+    });
     await this.front.listen(config.smtp.listen);
     if (runAs) dropPrivileges(runAs);
 
     this.store = await SqliteQueueStore.open(config.stateDir);
     this.links = new LinkMonitor(routes);
-    this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r));
+    this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local);
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
       // The moment a link comes up, everything waiting for it is due — not at the next tick.
       if (online) void this.store.releaseWaiting(route.name).then(() => this.runner.wake(), () => this.runner.wake());
@@ -98,6 +115,26 @@ export class Daemon {
     });
   }
 
+  /** RCPT-time answer for a local address: unknown users are refused while the client waits. */
+  private async checkLocalRecipient(address: string): Promise<Error | null> {
+    try {
+      return (await this.local.resolver.resolve(address)) ? null : replies.unknownUser(address);
+    } catch (err: unknown) {
+      const e = err as Error;
+      return err instanceof LocalResolveError && err.permanent ? replies.aliasLoop(address, e.message) : replies.lookupFailed(address, e.message);
+    }
+  }
+
+  /** A spool whose commit adds the archive recipient ([local] archive), if one is set. */
+  private openMessage(): Spool {
+    const spool = this.store.openMessage();
+    const archive = this.config.local.archive;
+    if (!archive) return spool;
+    const commit = spool.commit.bind(spool);
+    spool.commit = (meta) => commit(meta.via === 'bounce' ? meta : { ...meta, recipients: [...meta.recipients, archive] });
+    return spool;
+  }
+
   /** Starts cron tasks for routes with a `schedule` (node-cron is loaded only then). */
   private async setSchedules(routes: readonly RouteProfile[]): Promise<void> {
     if (!this.schedules && !routes.some((r) => r.schedule)) return;
@@ -123,7 +160,7 @@ export class Daemon {
     this.picking = (async () => {
       do {
         this.repick = false;
-        await pickupMaildrop(maildropDir(this.config.stateDir), this.store, () => this.runner.wake());
+        await pickupMaildrop(maildropDir(this.config.stateDir), { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, () => this.runner.wake());
       } while (this.repick);
     })().finally(() => (this.picking = null));
     return this.picking;
@@ -135,6 +172,7 @@ export class Daemon {
     setLogLevel(config.logLevel);
     await this.setSchedules(routes); // first: an invalid schedule keeps the old configuration
     this.config = config;
+    Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a)));
     this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
     log.info(null, 'configuration reloaded', { routes: routes.map((r) => r.name).join(',') || 'none' });

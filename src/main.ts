@@ -5,6 +5,7 @@ import path from 'node:path';
 import { runConfig } from './cli/config.js';
 import { runDaemon } from './cli/daemon.js';
 import { runLink } from './cli/link.js';
+import { runNewaliases } from './cli/newaliases.js';
 import { EX, reportError } from './cli/exit.js';
 import { runMailq, runMailrm, runQueueCommand } from './cli/queue.js';
 import { runRmail } from './cli/rmail.js';
@@ -32,7 +33,7 @@ const BY_ARGV0: Record<string, Command> = {
   sendmail: runSendmail,
   mailq: runMailq,
   runq: (a) => runQueueCommand(['flush', ...a]),
-  newaliases: (a) => runSendmail(['-bi', ...a]),
+  newaliases: runNewaliases,
   mailrm: runMailrm,
   rmail: runRmail,
   smtpd: runSmtpd,

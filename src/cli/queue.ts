@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { UsageError } from '../errors.js';
 import { DeliveryRunner } from '../deliver/runner.js';
+import { createLocalLane } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
 import type { QueuedMessage, QueueStore } from '../queue/store.js';
@@ -125,7 +126,8 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
   try {
     await pickupMaildrop(maildropDir(ctx.config.stateDir), store);
     await store.requeue(null);
-    const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir));
+    const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a));
+    const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir), () => true, local);
     await runner.drain();
     await runner.stop();
     const left = await store.listMessages();

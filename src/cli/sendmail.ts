@@ -15,6 +15,7 @@ import { EX } from './exit.js';
 import { StdioSession } from './stdio-session.js';
 import { runMailq, runQueueCommand } from './queue.js';
 import { runDaemon } from './daemon.js';
+import { runNewaliases } from './newaliases.js';
 import { SendmailUsageError, parseSendmailArgs, type SendmailArgs } from './sendmail-args.js';
 
 export async function runSendmail(argv: string[]): Promise<number> {
@@ -32,8 +33,7 @@ export async function runSendmail(argv: string[]): Promise<number> {
     case 'runq':
       return runQueueCommand(['flush', ...(args.configPath ? ['--config', args.configPath] : [])]);
     case 'newaliases':
-      process.stderr.write('newaliases: /etc/aliases support arrives with local delivery; nothing to do yet\n');
-      return EX.OK;
+      return runNewaliases(args.configPath ? ['--config', args.configPath] : []);
     case 'daemon':
       return runDaemon(args.configPath ? ['--config', args.configPath] : []);
     case 'smtp':

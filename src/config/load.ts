@@ -35,7 +35,20 @@ export function defaultConfig(): Config {
       maxClients: 100,
       commandTimeoutMs: 5 * 60_000,
     },
-    local: { domains: [...new Set([hostname, 'localhost'])] },
+    local: {
+      domains: [...new Set([hostname, 'localhost'])],
+      aliases: fs.existsSync('/etc/aliases') ? '/etc/aliases' : null,
+      delivery: 'maildir',
+      maildir: '~/Maildir',
+      mbox: '/var/mail/%u',
+      lmtp: '/var/run/dovecot/lmtp',
+      mda: ['/usr/lib/dovecot/dovecot-lda', '-f', '{sender}', '-d', '{user}'],
+      users: {},
+      virtual: {},
+      forward: false,
+      preQueueDeadlineMs: 60_000,
+      archive: null,
+    },
     queue: {
       retryMinMs: 60_000,
       retryMaxMs: 4 * 3_600_000,
@@ -112,8 +125,27 @@ export function loadConfig(explicit?: string): Config {
   cfg.smtp.commandTimeoutMs = smtp.duration('command_timeout', cfg.smtp.commandTimeoutMs);
   smtp.rejectUnknown();
 
-  const local = top.sub('local');
+  const local: ConfigReader = top.sub('local');
   cfg.local.domains = local.stringList('domains', cfg.local.domains).map((d) => d.toLowerCase());
+  if (local.has('aliases')) {
+    const a = local.string('aliases')!;
+    cfg.local.aliases = a === '' ? null : path.resolve(cfg.configDir, a);
+  }
+  cfg.local.delivery = local.oneOf('delivery', ['maildir', 'mbox', 'lmtp', 'mda'] as const, cfg.local.delivery);
+  cfg.local.maildir = local.string('maildir', cfg.local.maildir);
+  cfg.local.mbox = local.string('mbox', cfg.local.mbox);
+  cfg.local.lmtp = local.string('lmtp', cfg.local.lmtp);
+  cfg.local.mda = local.stringList('mda', cfg.local.mda);
+  cfg.local.forward = local.bool('forward', cfg.local.forward);
+  cfg.local.preQueueDeadlineMs = local.duration('pre_queue_deadline', cfg.local.preQueueDeadlineMs);
+  cfg.local.archive = local.string('archive') ?? null;
+  const users: ConfigReader = local.sub('users');
+  for (const k of Object.keys(users.table)) cfg.local.users[k.toLowerCase()] = users.string(k)!;
+  const virtual: ConfigReader = local.sub('virtual');
+  for (const domain of Object.keys(virtual.table)) {
+    const map: ConfigReader = virtual.sub(domain);
+    cfg.local.virtual[domain.toLowerCase()] = Object.fromEntries(Object.keys(map.table).map((k) => [k.toLowerCase(), map.string(k)!]));
+  }
   local.rejectUnknown();
 
   const queue = top.sub('queue');

@@ -26,8 +26,31 @@ export interface QueueConfig {
   noRouteRecheckMs: number;
 }
 
+export type LocalDelivery = 'maildir' | 'mbox' | 'lmtp' | 'mda';
+
 export interface LocalConfig {
   domains: string[];
+  /** sendmail-format aliases file; its compiled form sits next to it (newaliases). */
+  aliases: string | null;
+  delivery: LocalDelivery;
+  /** Maildir path template: "~" is the user's home, %u the user name. */
+  maildir: string;
+  /** mbox path template, %u the user name. */
+  mbox: string;
+  /** LMTP server: a unix socket path or host:port. */
+  lmtp: string;
+  /** MDA argv; {sender}, {recipient} and {user} are expanded. */
+  mda: string[];
+  /** Local part → system user. */
+  users: Record<string, string>;
+  /** Virtual domains: domain → { local part or "*" → user or external address }. */
+  virtual: Record<string, Record<string, string>>;
+  /** Honour ~/.forward files. */
+  forward: boolean;
+  /** How long a client may wait at end of DATA for local delivery before we queue the rest. */
+  preQueueDeadlineMs: number;
+  /** A copy of every message goes here (an address, or a Maildir path starting with /). */
+  archive: string | null;
 }
 
 export interface Config {

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
-import type { RouteProfile } from '../routes/profile.js';
+import type { RewriteSpec, RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
 import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type RewriteContext } from '../routes/rewrite.js';
 import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
@@ -26,6 +26,19 @@ export interface RouteState {
   delivered: number;
 }
 
+/** Where a job goes: a route's transport, or local delivery. */
+interface Lane {
+  name: string;
+  transport(): Transport;
+  rewrite: RewriteSpec | null;
+}
+
+/** Local delivery as the runner sees it. */
+export interface LocalLane {
+  isLocal(address: string): boolean;
+  transport: Transport;
+}
+
 export class DeliveryRunner {
   private timer: NodeJS.Timeout | null = null;
   private running = false;
@@ -42,7 +55,16 @@ export class DeliveryRunner {
     private config: Config,
     private routes: RouteProfile[],
     private readonly isOnline: (r: RouteProfile) => boolean = () => true,
+    private readonly local: LocalLane | null = null,
   ) {}
+
+  private laneOf(route: RouteProfile): Lane {
+    return { name: route.name, transport: () => this.transportFor(route), rewrite: route.rewrite };
+  }
+
+  private localLane(): Lane {
+    return { name: 'local', transport: () => this.local!.transport, rewrite: null };
+  }
 
   /** New config/routes (reload): transports are rebuilt lazily. */
   async reconfigure(config: Config, routes: RouteProfile[]): Promise<void> {
@@ -110,9 +132,16 @@ export class DeliveryRunner {
     try {
       const now = Date.now();
       const due = (await this.store.due(now, BATCH)).filter((e) => !this.inFlight.has(e.envId));
-      const jobs = new Map<string, { route: RouteProfile; envs: Envelope[] }>();
+      const jobs = new Map<string, { lane: Lane; envs: Envelope[] }>();
       const waiting: EnvelopeUpdate[] = [];
       for (const env of due) {
+        if (this.local?.isLocal(env.recipient)) {
+          const key = `${env.msgid}/local`;
+          let job = jobs.get(key);
+          if (!job) jobs.set(key, (job = { lane: this.localLane(), envs: [] }));
+          job.envs.push(env);
+          continue;
+        }
         const choice = selectRoute(this.routes, env.sender, env.recipient, this.isOnline);
         if (!choice.route) {
           // Offline or no route: not an attempt, so no backoff and no lifetime penalty beyond
@@ -125,14 +154,14 @@ export class DeliveryRunner {
         }
         const key = jobKey(choice.route, env.msgid, env.recipient);
         let job = jobs.get(key);
-        if (!job) jobs.set(key, (job = { route: choice.route, envs: [] }));
+        if (!job) jobs.set(key, (job = { lane: this.laneOf(choice.route), envs: [] }));
         job.envs.push(env);
       }
       if (waiting.length) await this.store.updateEnvelopes(waiting);
-      for (const { route, envs } of jobs.values()) {
+      for (const { lane, envs } of jobs.values()) {
         while (this.jobsInFlight >= MAX_JOBS_IN_FLIGHT) await new Promise<void>((r) => this.jobDone.push(r));
         if (this.stopped) break;
-        this.startJob(route, envs);
+        void this.startJob(lane, envs);
       }
       if (due.length === BATCH) this.again = true;
     } catch (err) {
@@ -156,23 +185,33 @@ export class DeliveryRunner {
     this.timer.unref();
   }
 
-  private startJob(route: RouteProfile, envs: Envelope[]): void {
+  /** Runs one job; resolves with its results once they are recorded (never rejects). */
+  private startJob(lane: Lane, envs: Envelope[], decide?: (results: Map<string, DeliveryResult>) => Promise<boolean>): Promise<Map<string, DeliveryResult> | null> {
     const first = envs[0]!;
     for (const e of envs) this.inFlight.add(e.envId);
     this.jobsInFlight++;
-    const rw: RewriteContext = { spec: route.rewrite, localDomains: new Set([...this.config.local.domains, this.config.hostname.toLowerCase()]) };
-    const headers = needsHeaderRewrite(route.rewrite);
+    const rewrite = lane.rewrite;
+    const rw: RewriteContext | null = rewrite ? { spec: rewrite, localDomains: new Set([...this.config.local.domains, this.config.hostname.toLowerCase()]) } : null;
+    const headers = rw !== null && needsHeaderRewrite(rw.spec);
     const job: DeliveryJob = {
       msgid: first.msgid,
-      sender: rewriteEnvelopeSender(first.sender, rw),
+      sender: rw ? rewriteEnvelopeSender(first.sender, rw) : first.sender,
       size: first.size,
       recipients: envs,
-      body: () => (headers ? pipeline(this.store.readBody(first.msgid), new HeaderRewriter(rw), () => undefined) : this.store.readBody(first.msgid)),
+      body: () => (headers ? pipeline(this.store.readBody(first.msgid), new HeaderRewriter(rw!), () => undefined) : this.store.readBody(first.msgid)),
     };
-    this.transportFor(route)
+    return lane
+      .transport()
       .deliver(job)
-      .then((results) => this.record(route, envs, results))
-      .catch((err) => log.error(first.msgid, 'delivery failed unexpectedly', { error: (err as Error).message }))
+      .then(async (results) => {
+        // `decide` (pre-queue delivery) may take the results over, e.g. to refuse in-session.
+        if (!decide || !(await decide(results))) await this.record(lane.name, envs, results);
+        return results;
+      })
+      .catch((err) => {
+        log.error(first.msgid, 'delivery failed unexpectedly', { error: (err as Error).message });
+        return null;
+      })
       .finally(() => {
         for (const e of envs) this.inFlight.delete(e.envId);
         this.jobsInFlight--;
@@ -181,18 +220,50 @@ export class DeliveryRunner {
       });
   }
 
-  private async record(route: RouteProfile, envs: Envelope[], results: Map<string, DeliveryResult>): Promise<void> {
+  /**
+   * Pre-queue delivery ("deliver, then answer"): delivers the local recipients of a message that
+   * was just committed while the SMTP client waits, up to `deadlineMs`. Returns the reply text of
+   * a permanent failure when *every* recipient of the message failed permanently — the session
+   * then refuses the message (and it is removed, with no bounce). Otherwise null: 250, and
+   * whatever failed is retried or bounced as usual. Past the deadline delivery goes on in the
+   * background and null is returned.
+   */
+  async deliverNow(msgid: string, deadlineMs: number): Promise<string | null> {
+    if (!this.local) return null;
+    const msg = await this.store.getMessage(msgid);
+    if (!msg) return null;
+    const local = msg.recipients.filter((e) => this.local!.isLocal(e.recipient) && e.status === 'queued' && !this.inFlight.has(e.envId));
+    if (!local.length) return null;
+    const allLocal = local.length === msg.recipients.length;
+    let refusal: string | null = null;
+    const run = this.startJob(this.localLane(), local, async (results) => {
+      const all = [...results.values()];
+      if (!allLocal || !all.every((r) => r.outcome === 'permfail')) return false;
+      refusal = all[0]!.message;
+      for (const env of local) log.info(env.envId, 'refused in session', { to: `<${env.recipient}>`, result: results.get(env.envId)?.message });
+      await this.store.deleteEnvelopes(local.map((e) => e.envId));
+      return true;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
+    const outcome = await Promise.race([run, deadline]);
+    clearTimeout(timer);
+    if (outcome === 'late') log.info(msgid, 'local delivery still running at the deadline; answering 250');
+    return refusal;
+  }
+
+  private async record(laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>): Promise<void> {
     const q = this.config.queue;
     const now = Date.now();
     const done: string[] = [];
     const updates: EnvelopeUpdate[] = [];
     const bounces: DsnRecipient[] = [];
     const warnings: DsnRecipient[] = [];
-    const state = this.routeState.get(route.name) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
-    this.routeState.set(route.name, state);
+    const state = this.routeState.get(laneName) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
+    this.routeState.set(laneName, state);
     for (const env of envs) {
       const r = results.get(env.envId) ?? { outcome: 'tempfail', message: 'no result from transport' };
-      const fields = { to: `<${env.recipient}>`, route: route.name, relay: r.remote, result: r.message };
+      const fields = { to: `<${env.recipient}>`, route: laneName, relay: r.remote, result: r.message };
       if (r.outcome === 'ok') {
         log.info(env.envId, 'delivered', fields);
         state.delivered++;
@@ -203,7 +274,7 @@ export class DeliveryRunner {
       state.lastErrorAt = now;
       if (r.outcome === 'hold') {
         // The transport made no attempt (route cannot send now): wait for the route, no penalty.
-        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + q.noRouteRecheckMs, lastError: r.message, waiting: route.name });
+        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + q.noRouteRecheckMs, lastError: r.message, waiting: laneName });
         continue;
       }
       const firstAttempt = env.firstAttempt ?? now;
@@ -220,7 +291,7 @@ export class DeliveryRunner {
       if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
       const nextAttempt = now + retryDelay(q, attempts);
       log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
-      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: route.name });
+      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: laneName });
     }
     const first = envs[0]!;
     // Notifications first: once the envelopes are gone, so is the original message.

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
@@ -175,7 +175,9 @@ export class SmtpTransport implements Transport {
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
     const stream = hop.openStream ? asSocket(await hop.openStream()) : undefined;
-    const conn = new SMTPConnection({
+    // Loaded on first use: an idle or offline daemon does not carry the SMTP client (~10 MB).
+    const { default: SMTPConnectionClass } = await import('nodemailer/lib/smtp-connection/index.js');
+    const conn = new SMTPConnectionClass({
       host: hop.host,
       port: hop.port,
       connection: stream,

@@ -36,6 +36,35 @@ export function lookupUser(nameOrUid: string | number): SystemUser | null {
   return null;
 }
 
+/** Login names we pass to getent: portable user names, and never all digits (getent reads those as a uid). */
+const USER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/;
+
+/**
+ * A system user by login name only. Unlike lookupUser, "0" is not root here: local parts
+ * come from the network, so a numeric or option-like name ("-s") finds nobody.
+ */
+export function lookupUserByName(name: string): SystemUser | null {
+  if (name.length > 64 || !USER_NAME.test(name) || /^\d+$/.test(name)) return null;
+  const u = lookupUser(name);
+  return u && u.name === name ? u : null;
+}
+
+/**
+ * lookupUserByName behind a cache, for lookups at SMTP time (getent blocks for a few ms).
+ * Misses are cached too, so a new account is seen after at most `ttlMs`.
+ */
+export function cachedUserLookup(ttlMs = 30_000, now: () => number = Date.now): (name: string) => SystemUser | null {
+  const cache = new Map<string, { user: SystemUser | null; until: number }>();
+  return (name) => {
+    const hit = cache.get(name);
+    if (hit && hit.until > now()) return hit.user;
+    const user = lookupUserByName(name);
+    if (cache.size >= 10_000) cache.clear(); // a flood of random local parts must not grow it forever
+    cache.set(name, { user, until: now() + ttlMs });
+    return user;
+  };
+}
+
 export function lookupGroupId(name: string): number | null {
   try {
     const out = execFileSync('getent', ['group', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });

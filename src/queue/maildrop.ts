@@ -120,7 +120,7 @@ export async function readMaildropEnvelope(file: string): Promise<{ env: Maildro
  * the file's name and inode are recorded as the message's origin, so a crash between commit
  * and unlink does not queue it twice.
  */
-export async function pickupMaildrop(dir: string, store: QueueStore, onCommitted?: (msgid: string) => void): Promise<number> {
+export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, onCommitted?: (msgid: string) => void): Promise<number> {
   let names: string[];
   try {
     names = await fsp.readdir(dir);

@@ -151,6 +151,14 @@ export class SqliteQueueStore implements QueueStore {
     );
   }
 
+  addRecipients(msgid: string, addresses: readonly string[]): Promise<void> {
+    return this.writer.submit(true, async (db) => {
+      const row = await db.get<{ last: string | null }>('SELECT MAX(env_id) AS last FROM recipients WHERE msgid = ?', [msgid]);
+      let next = row?.last ? Number.parseInt(row.last.slice(16), 16) + 1 : 0;
+      for (const a of addresses) await db.run('INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (?, ?, ?, ?)', [envelopeId(msgid, next++), msgid, a, Date.now()]);
+    });
+  }
+
   async countByRoute(): Promise<Record<string, number>> {
     const rows = await this.readDb.all<{ r: string | null; n: number }>(
       `SELECT COALESCE(waiting, route, '*') AS r, COUNT(*) AS n FROM recipients WHERE status = 'queued' GROUP BY r`,

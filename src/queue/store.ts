@@ -85,6 +85,8 @@ export interface QueueStore {
   getMessage(msgid: string): Promise<QueuedMessage | undefined>;
   /** Envelopes matching a message or envelope id (or all when id is null). */
   setStatus(id: string | null, status: RecipientStatus): Promise<number>;
+  /** Adds recipients to a queued message (an alias that expands to external addresses). */
+  addRecipients(msgid: string, addresses: readonly string[]): Promise<void>;
   /** Queued recipients per route (waiting for it, or last tried on it); '*' = no route. */
   countByRoute(): Promise<Record<string, number>>;
   /** Makes everything for `route` due now: waiting for it, or deferred on it. */

@@ -14,6 +14,11 @@ export interface MessageSink {
   openMessage(): Spool;
   /** Told after each commit, e.g. to wake the delivery runner. */
   committed?(msgid: string, meta: MessageMeta): void;
+  /**
+   * Runs after the commit and before the reply (pre-queue local delivery). A string is the
+   * text of a permanent failure for every recipient: the message is refused with it.
+   */
+  afterCommit?(msgid: string, meta: MessageMeta): Promise<string | null>;
 }
 
 export interface TraceInfo {
@@ -94,6 +99,8 @@ export async function receiveMessage(
     from: `<${meta.sender}>`, nrcpt: meta.recipients.length, size: checker.size, client: trace.clientAddress, via: meta.via,
   });
   sink.committed?.(spool.msgid, meta);
+  const refusal = sink.afterCommit ? await sink.afterCommit(spool.msgid, meta).catch(() => null) : null;
+  if (refusal) throw replies.deliveryFailed(refusal);
   return replies.queued(spool.msgid);
 }
 

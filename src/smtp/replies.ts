@@ -16,4 +16,11 @@ export const replies = {
   diskFull: () => new SmtpError(452, '4.3.1', 'Insufficient system storage, try again later'),
   localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),
   noRecipients: () => new SmtpError(554, '5.5.1', 'No valid recipients'),
+  unknownUser: (rcpt: string) => new SmtpError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown in local recipient table`),
+  aliasLoop: (rcpt: string, why: string) => new SmtpError(550, '5.4.6', `<${rcpt}>: ${why}`),
+  lookupFailed: (rcpt: string, why: string) => new SmtpError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure: ${why}`),
+  deliveryFailed: (text: string) => {
+    const m = /^(?:(5\d\d)[ -])?(5\.\d{1,3}\.\d{1,3})?\s*(.*)$/.exec(text);
+    return new SmtpError(Number(m?.[1] ?? 550), m?.[2] ?? '5.0.0', `Delivery failed: ${m?.[3] ?? text}`);
+  },
 };

@@ -18,6 +18,10 @@ export interface SmtpFrontDeps {
   via: string;
   /** Every client may relay (a local user on stdin, `sendmail -bs`). */
   trustAll?: boolean;
+  /** Our own domains (local and virtual); defaults to [local] domains. */
+  isLocal?(address: string): boolean;
+  /** RCPT-time verdict for local recipients: an SmtpError refuses, null accepts. */
+  checkRecipient?(address: string): Promise<Error | null>;
 }
 
 export class SmtpFront {
@@ -69,11 +73,19 @@ export class SmtpFront {
         const rcpt = qualify(address.address, config.hostname);
         if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
         if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
-        if (!this.isTrusted(session.remoteAddress) && !this.localDomains.has(domainOf(rcpt))) {
+        const local = this.deps.isLocal ? this.deps.isLocal(rcpt) : this.localDomains.has(domainOf(rcpt));
+        if (!local && !this.isTrusted(session.remoteAddress)) {
           log.info(null, 'relay denied', { client: session.remoteAddress, rcpt: `<${rcpt}>` });
           return cb(replies.relayDenied(rcpt));
         }
-        cb();
+        if (!local || !this.deps.checkRecipient) return cb();
+        this.deps.checkRecipient(rcpt).then(
+          (err) => {
+            if (err) log.info(null, 'recipient refused', { client: session.remoteAddress, rcpt: `<${rcpt}>`, reason: err.message });
+            cb(err ?? undefined);
+          },
+          (err: Error) => cb(replies.lookupFailed(rcpt, err.message)),
+        );
       },
       onData: (stream, session, cb) => {
         this.receive(stream, session).then((reply) => cb(null, reply), (err: Error) => cb(err));

@@ -1,0 +1,132 @@
+// LMTP delivery (RFC 2033) to a local store such as Dovecot, over a unix socket or TCP, with
+// nodemailer's SMTPConnection in LMTP mode. One transaction carries the message for every
+// recipient; after the data the server answers once per accepted recipient, so each recipient
+// gets its own result. The store adds Return-Path and Delivered-To itself.
+
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { DeliveryResult } from './transport.js';
+
+export interface LmtpTarget {
+  /** A unix socket path (Dovecot: /var/run/dovecot/lmtp). */
+  socket?: string;
+  host?: string;
+  /** 24 when not given (RFC 2033 4: LMTP must not use port 25). */
+  port?: number;
+}
+
+interface SmtpErrorLike extends Error {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpErrorLike[];
+}
+
+const CONNECT_TIMEOUT_MS = 30_000;
+const SOCKET_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * Delivers `body` to `recipients` (each as given, the map's keys) in one LMTP transaction.
+ * @returns per recipient: ok for a 2xx after the data; permfail for a 5xx (to RCPT TO or after
+ * the data); tempfail for a 4xx, and for everyone when the connection fails or breaks before
+ * the server has answered — a recipient whose reply was lost may then get a second copy, which
+ * beats losing the message.
+ */
+export async function deliverLmtp(
+  target: LmtpTarget,
+  body: () => Readable,
+  sender: string,
+  recipients: string[],
+  lhloName: string,
+): Promise<Map<string, DeliveryResult>> {
+  const label = target.socket ?? `${target.host ?? 'localhost'}:${target.port ?? 24}`;
+  const unique = [...new Set(recipients)];
+  const all = (r: DeliveryResult) => new Map(unique.map((rcpt) => [rcpt, r]));
+  if (!unique.length) return new Map();
+
+  let socket: net.Socket | undefined;
+  if (target.socket) {
+    try {
+      socket = await connectUnix(target.socket);
+    } catch (err) {
+      return all({ outcome: 'tempfail', message: `4.4.1 cannot connect to LMTP ${label}: ${(err as Error).message}`, remote: label });
+    }
+  }
+  const conn = new SMTPConnection({
+    lmtp: true,
+    host: target.host ?? 'localhost',
+    port: target.port ?? 24,
+    connection: socket,
+    ignoreTLS: true, // a local store on loopback or a socket; nothing to protect in transit
+    name: lhloName,
+    connectionTimeout: CONNECT_TIMEOUT_MS,
+    greetingTimeout: CONNECT_TIMEOUT_MS,
+    socketTimeout: SOCKET_TIMEOUT_MS,
+    logger: false,
+  } as SMTPConnection.Options);
+  // Errors also arrive through connect() and send(); later ones (after QUIT) are of no interest.
+  conn.on('error', () => undefined);
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      conn.once('error', reject);
+      conn.once('end', () => reject(new Error('connection closed by the server')));
+      conn.connect(() => resolve());
+    });
+  } catch (err) {
+    conn.close();
+    return all({ outcome: 'tempfail', message: `4.4.1 cannot connect to LMTP ${label}: ${describe(err as SmtpErrorLike)}`, remote: label });
+  }
+
+  const results = await new Promise<Map<string, DeliveryResult>>((resolve) => {
+    const stream = body();
+    const envelope = { from: sender, to: unique, use8BitMime: true };
+    conn.send(envelope as never, stream, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[] }) => {
+      stream.destroy();
+      const out = new Map<string, DeliveryResult>();
+      const rejected = new Map((err ? err.rejectedErrors : info?.rejectedErrors)?.map((e) => [e.recipient, e]) ?? []);
+      for (const rcpt of unique) {
+        const e = rejected.get(rcpt);
+        if (e) out.set(rcpt, resultOf(e, label));
+        else if (err) out.set(rcpt, resultOf(err, label));
+        else out.set(rcpt, { outcome: 'ok', message: `250 2.0.0 delivered by LMTP ${label}`, remote: label });
+      }
+      resolve(out);
+    });
+  });
+  try {
+    conn.quit();
+  } catch {
+    conn.close();
+  }
+  return new Map(recipients.map((rcpt) => [rcpt, results.get(rcpt)!]));
+}
+
+function connectUnix(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ path });
+    const timer = setTimeout(() => s.destroy(new Error(`no connection within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** 5xx is permanent; 4xx, a broken connection or anything else is temporary. */
+function resultOf(err: SmtpErrorLike, label: string): DeliveryResult {
+  const code = err.responseCode ?? 0;
+  if (!code) return { outcome: 'tempfail', message: `4.4.2 LMTP ${label}: ${describe(err)}`, remote: label };
+  return { outcome: code >= 500 && code < 600 ? 'permfail' : 'tempfail', message: describe(err), remote: label };
+}
+
+function describe(err: SmtpErrorLike): string {
+  return (err.response ?? err.message).replace(/\s+/g, ' ').trim();
+}

@@ -1,0 +1,158 @@
+// Local delivery: resolve a recipient (virtual domains, aliases, user map, system users,
+// ~/.forward) and deliver to every target — the user's mailbox (Maildir, mbox, LMTP or an MDA,
+// as [local] delivery says), alias files and pipes — or hand external targets back to the queue.
+//
+// One result per original recipient: temporary if any target failed temporarily (the whole
+// recipient is retried, so a target that already succeeded may see a duplicate, as with
+// Postfix's local(8)), else permanent if any target failed permanently, else ok.
+
+import path from 'node:path';
+import type { Config, LocalConfig } from '../config/schema.js';
+import { LocalResolveError, LocalResolver, type LocalTarget } from '../local/resolve.js';
+import type { LocalLane } from './runner.js';
+import type { Envelope } from '../queue/store.js';
+import { deliverLmtp } from './lmtp.js';
+import { deliverMaildir } from './maildir.js';
+import { deliverMbox } from './mbox.js';
+import { deliverMda } from './mda.js';
+import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
+
+export interface LocalDeliveryOutcome {
+  results: Map<string, DeliveryResult>;
+  /** External addresses that aliases/.forward expanded to: queue them as new recipients. */
+  forwards: string[];
+}
+
+type User = Extract<LocalTarget, { kind: 'mailbox' }>;
+
+export function expandPath(template: string, user: { name: string; home: string }): string {
+  const t = template.replaceAll('%u', user.name);
+  return t === '~' || t.startsWith('~/') ? path.join(user.home, t.slice(1)) : t;
+}
+
+export class LocalTransport implements Transport {
+  readonly name = 'local';
+
+  constructor(
+    private readonly cfg: LocalConfig,
+    private readonly resolver: LocalResolver,
+    private readonly hostname: string,
+    /** Adds recipients to a queued message (alias/forward to an external address). */
+    private readonly addRecipients: (msgid: string, addresses: string[]) => Promise<void>,
+  ) {}
+
+  async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
+    const { results, forwards } = await this.deliverAll(job);
+    if (forwards.length) await this.addRecipients(job.msgid, forwards);
+    return results;
+  }
+
+  private async deliverAll(job: DeliveryJob): Promise<LocalDeliveryOutcome> {
+    const results = new Map<string, DeliveryResult>();
+    const forwards: string[] = [];
+    // Mailboxes over LMTP go in one transaction per message; everything else one by one.
+    const lmtp: { env: Envelope; user: User }[] = [];
+    const partial = new Map<string, DeliveryResult[]>();
+    for (const env of job.recipients) {
+      if (env.recipient.startsWith('/')) {
+        // An archive Maildir ([local] archive = "/path"), not an address.
+        results.set(env.envId, await deliverMaildir(env.recipient, job.body, { sender: job.sender, recipient: env.recipient }));
+        continue;
+      }
+      let targets: LocalTarget[];
+      try {
+        const res = await this.resolver.resolve(env.recipient);
+        if (!res) {
+          results.set(env.envId, { outcome: 'permfail', message: `550 5.1.1 <${env.recipient}>: no such user here` });
+          continue;
+        }
+        targets = res.targets;
+      } catch (err: unknown) {
+        const permanent = err instanceof LocalResolveError && err.permanent;
+        results.set(env.envId, { outcome: permanent ? 'permfail' : 'tempfail', message: `${permanent ? '5.4.6' : '4.3.0'} ${(err as Error).message}` });
+        continue;
+      }
+      const got: DeliveryResult[] = [];
+      for (const t of targets) {
+        if (t.kind === 'remote') {
+          forwards.push(t.address);
+          got.push({ outcome: 'ok', message: `forwarded to <${t.address}>` });
+        } else if (t.kind === 'mailbox' && this.cfg.delivery === 'lmtp') {
+          lmtp.push({ env, user: t });
+        } else {
+          got.push(await this.deliverTarget(t, job, env));
+        }
+      }
+      partial.set(env.envId, got);
+    }
+    if (lmtp.length) {
+      const byRcpt = await deliverLmtp(lmtpTarget(this.cfg.lmtp), job.body, job.sender, lmtp.map((l) => l.user.user), this.hostname);
+      for (const l of lmtp) {
+        partial.get(l.env.envId)!.push(byRcpt.get(l.user.user) ?? { outcome: 'tempfail', message: 'no LMTP reply for this recipient' });
+      }
+    }
+    for (const [envId, got] of partial) results.set(envId, combine(got));
+    return { results, forwards };
+  }
+
+  private deliverTarget(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
+    const user = t.kind === 'mailbox' ? { name: t.user, uid: t.uid, gid: t.gid, home: t.home } : undefined;
+    const info = { sender: job.sender, recipient: env.recipient, user };
+    switch (t.kind) {
+      case 'file':
+        return deliverMbox(t.path, job.body, info);
+      case 'pipe':
+        return deliverMda(['/bin/sh', '-c', t.command], job.body, info);
+      case 'mailbox':
+        switch (this.cfg.delivery) {
+          case 'maildir':
+            return deliverMaildir(expandPath(this.cfg.maildir, user!), job.body, info);
+          case 'mbox':
+            return deliverMbox(expandPath(this.cfg.mbox, user!), job.body, info);
+          case 'mda':
+            return deliverMda(this.cfg.mda.map((a) => a.replaceAll('{user}', t.user)), job.body, info);
+          default:
+            throw new Error('unreachable: lmtp mailboxes are batched');
+        }
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Local delivery as the runner and the SMTP front use it. */
+export interface LocalDelivery extends LocalLane {
+  resolver: LocalResolver;
+}
+
+export function createLocalLane(config: Config, addRecipients: (msgid: string, addresses: string[]) => Promise<void>): LocalDelivery {
+  const resolver = new LocalResolver({
+    domains: [...new Set([...config.local.domains, config.hostname.toLowerCase()])],
+    hostname: config.hostname,
+    aliasesFile: config.local.aliases,
+    users: config.local.users,
+    virtual: config.local.virtual,
+    forward: config.local.forward,
+  });
+  return {
+    resolver,
+    // "/path" recipients are archive Maildirs ([local] archive).
+    isLocal: (a) => a.startsWith('/') || resolver.isLocal(a),
+    transport: new LocalTransport(config.local, resolver, config.hostname, addRecipients),
+  };
+}
+
+function combine(got: DeliveryResult[]): DeliveryResult {
+  if (!got.length) return { outcome: 'permfail', message: '5.1.1 the address expands to nothing' };
+  const temp = got.find((r) => r.outcome === 'tempfail');
+  if (temp) return temp;
+  const perm = got.find((r) => r.outcome === 'permfail');
+  if (perm) return perm;
+  return { outcome: 'ok', message: got.map((r) => r.message).join('; ') };
+}
+
+function lmtpTarget(spec: string): { socket?: string; host?: string; port?: number } {
+  if (spec.startsWith('/')) return { socket: spec };
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(spec);
+  return m ? { host: m[1], port: Number(m[2]) } : { host: spec, port: 24 };
+}

@@ -1,0 +1,443 @@
+// The aliases file (sendmail/Postfix aliases(5)), its compiled form, and :include: files.
+//
+// Text format:
+//   # comment                      lines whose first non-blank character is '#'
+//   name: target, target, …        name is a local part (case-insensitive; may be "quoted")
+//       target, …                  a line starting with white space continues the one above
+// A target is one of
+//   user, user@domain              an address; local ones are expanded again
+//   \user                          that user's mailbox, with no further alias or .forward expansion
+//   |command args                  a pipe (quote it when it holds commas: "|/bin/x a,b")
+//   /path/file                     append to a file (mbox format)
+//   :include:/path                 the targets listed in that file, read at delivery time
+// A whole target may be "quoted" (\" and \\ escape inside); "Name <addr>" and (comments) are
+// accepted around addresses. There are no comments after a target on the same line, as in
+// sendmail. A duplicate name is a warning and the first entry wins, as with postalias.
+// "foo-request" has no special meaning: it is just another alias name. "owner-foo" is where
+// errors for list foo go (see resolve.ts).
+//
+// Compiled form, written by newaliases next to the text file as `<file>.tidemail.json`:
+//   {"format":"tidemail-aliases 1","source":"/etc/aliases","sourceMtimeMs":…,"sourceSize":…,
+//    "count":N,"aliases":[["name",line,["target",…]],…]}
+// Names are lower-cased and sorted; targets are in the canonical unquoted form above
+// ("|cmd", "/file", ":include:/path", "\user", "addr"). The file is written to a temp name
+// and renamed, so a reader sees the old or the new table, never half of one. The recorded
+// mtime and size of the text file say whether the db is current: when the text was edited
+// after newaliases, AliasTable reads the text directly (and logs that the db is out of date).
+//
+// JSON rather than SQLite: the table is small enough to hold in memory (100k aliases load in
+// well under a second), a lookup is then a Map get with no I/O, and local/ does not reach into
+// queue/'s database wrapper.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError } from '../errors.js';
+import { log } from '../log/log.js';
+
+export interface AliasEntry {
+  /** Lower-cased local part. */
+  name: string;
+  /** Canonical targets, see the top of this file. */
+  targets: string[];
+  /** 1-based line of the entry in the text file. */
+  line: number;
+}
+
+export type AliasTarget =
+  | { kind: 'address'; address: string }
+  | { kind: 'user'; user: string }
+  | { kind: 'pipe'; command: string }
+  | { kind: 'file'; path: string }
+  | { kind: 'include'; path: string };
+
+const FORMAT = 'tidemail-aliases 1';
+
+/** Where newaliases writes the compiled table of an aliases file. */
+export function compiledAliasesPath(file: string): string {
+  return `${file}.tidemail.json`;
+}
+
+/** Reads a canonical target string. */
+export function classifyTarget(target: string): AliasTarget {
+  if (target.startsWith('|')) return { kind: 'pipe', command: target.slice(1) };
+  if (target.startsWith('/')) return { kind: 'file', path: target };
+  if (target.startsWith('\\')) return { kind: 'user', user: target.slice(1) };
+  if (/^:include:/i.test(target)) return { kind: 'include', path: target.slice(':include:'.length) };
+  return { kind: 'address', address: target };
+}
+
+interface Item {
+  text: string;
+  offset: number;
+}
+
+/** Splits a target list at commas outside "quotes" and (comments). */
+function splitItems(s: string): { items: Item[]; error?: { offset: number; message: string } } {
+  const items: Item[] = [];
+  let start = 0;
+  let quote = -1;
+  let paren = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (quote >= 0) {
+      if (c === '\\') i++;
+      else if (c === '"') quote = -1;
+    } else if (c === '"') quote = i;
+    else if (c === '(') paren++;
+    else if (c === ')' && paren > 0) paren--;
+    else if (c === ',' && paren === 0) {
+      items.push({ text: s.slice(start, i), offset: start });
+      start = i + 1;
+    }
+  }
+  if (quote >= 0) return { items, error: { offset: quote, message: 'unterminated quoted string' } };
+  items.push({ text: s.slice(start), offset: start });
+  return { items };
+}
+
+/** "…" → its contents, when the whole string is one quoted string; else null. */
+function unquoteWhole(s: string): string | null {
+  if (!s.startsWith('"')) return null;
+  let out = '';
+  for (let i = 1; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === '\\' && i + 1 < s.length) out += s[++i];
+    else if (c === '"') return i === s.length - 1 ? out : null;
+    else out += c;
+  }
+  return null;
+}
+
+/** Removes (comments) outside quotes. */
+function stripComments(s: string): string {
+  let out = '';
+  let quoted = false;
+  let paren = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (paren === 0 && c === '"' && s[i - 1] !== '\\') quoted = !quoted;
+    if (!quoted && c === '(') paren++;
+    else if (!quoted && c === ')' && paren > 0) paren--;
+    else if (paren === 0) out += c;
+  }
+  return out;
+}
+
+/** One raw list item → canonical target, or a problem. Empty items (a trailing comma) give null. */
+export function normalizeTarget(raw: string): { target: string } | { error: string } | null {
+  let t = raw.trim();
+  if (!t) return null;
+  const inner = unquoteWhole(t);
+  const quoted = inner !== null;
+  if (quoted) t = inner.trim();
+  else {
+    t = stripComments(t).trim();
+    const angle = /<([^<>]*)>\s*$/.exec(t);
+    if (angle) t = angle[1]!.trim();
+  }
+  if (!t) return { error: 'empty target' };
+  if (t.startsWith('|')) {
+    const command = t.slice(1).trim();
+    return command ? { target: `|${command}` } : { error: 'pipe target without a command' };
+  }
+  if (/^:include:/i.test(t)) {
+    const p = t.slice(':include:'.length).trim();
+    if (!p.startsWith('/')) return { error: `:include: needs an absolute path, got "${p}"` };
+    return { target: `:include:${p}` };
+  }
+  if (t.startsWith('/')) return { target: t };
+  if (t.startsWith('\\')) {
+    const user = t.slice(1).trim();
+    if (!user || /[\s@,]/.test(user)) return { error: `"${t}" is not a user name (write \\user)` };
+    return { target: `\\${user}` };
+  }
+  if (!quoted && /\s/.test(t.replace(/"(?:[^"\\]|\\.)*"/g, ''))) {
+    return { error: `"${t}" is not an address (quote a command with arguments: "|/path/cmd arg")` };
+  }
+  if (t.endsWith('@')) return { error: `"${t}" is not an address` };
+  return { target: t };
+}
+
+/** Parses a list of targets; `lineAt` maps an offset in `s` to a line for errors. */
+function parseTargetItems(s: string, where: (offset: number) => string): { targets: string[]; errors: string[] } {
+  const { items, error } = splitItems(s);
+  const targets: string[] = [];
+  const errors: string[] = [];
+  if (error) errors.push(`${where(error.offset)}: ${error.message}`);
+  for (const item of items) {
+    const r = normalizeTarget(item.text);
+    if (!r) continue;
+    if ('error' in r) errors.push(`${where(item.offset + item.text.search(/\S/))}: ${r.error}`);
+    else targets.push(r.target);
+  }
+  return { targets, errors };
+}
+
+/**
+ * Parses an :include: file or a ~/.forward: targets one per line or comma-separated,
+ * '#' comment lines, blank lines. Errors come back as "file:line: problem" strings.
+ */
+export function parseTargetFile(source: string, file: string): { targets: string[]; errors: string[] } {
+  const targets: string[] = [];
+  const errors: string[] = [];
+  source.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/\r$/, '');
+    if (/^\s*(#|$)/.test(line)) return;
+    const r = parseTargetItems(line, () => `${file}:${i + 1}`);
+    targets.push(...r.targets);
+    errors.push(...r.errors);
+  });
+  return { targets, errors };
+}
+
+export interface ParsedAliases {
+  aliases: Map<string, AliasEntry>;
+  /** "file:line: …" notes that do not stop compilation (duplicate names). */
+  warnings: string[];
+}
+
+/**
+ * Parses aliases text.
+ * @throws ConfigError listing every bad line as file:line.
+ */
+export function parseAliases(source: string, file: string): ParsedAliases {
+  const aliases = new Map<string, AliasEntry>();
+  const warnings: string[] = [];
+  const errors: string[] = [];
+
+  // Logical lines: a first line plus its continuations, with where each piece starts.
+  type Logical = { text: string; pieces: { offset: number; line: number }[] };
+  const logical: Logical[] = [];
+  source.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/\r$/, '');
+    if (/^\s*(#|$)/.test(line)) return;
+    const cur = logical[logical.length - 1];
+    if (/^\s/.test(line)) {
+      if (!cur) errors.push(`${file}:${i + 1}: continuation line (it starts with white space) with no alias above it`);
+      else {
+        cur.pieces.push({ offset: cur.text.length + 1, line: i + 1 });
+        cur.text += ' ' + line;
+      }
+      return;
+    }
+    logical.push({ text: line, pieces: [{ offset: 0, line: i + 1 }] });
+  });
+
+  for (const { text, pieces } of logical) {
+    const first = pieces[0]!.line;
+    const where = (offset: number) => `${file}:${[...pieces].reverse().find((p) => p.offset <= offset)?.line ?? first}`;
+    let name: string;
+    let rest: number;
+    if (text.startsWith('"')) {
+      const m = /^"((?:[^"\\]|\\.)*)"\s*:/.exec(text);
+      if (!m) {
+        errors.push(`${file}:${first}: expected "name": targets`);
+        continue;
+      }
+      name = m[1]!.replace(/\\(.)/g, '$1');
+      rest = m[0].length;
+    } else {
+      const colon = text.indexOf(':');
+      if (colon < 0) {
+        errors.push(`${file}:${first}: missing ':' after the alias name (write name: target, target)`);
+        continue;
+      }
+      name = text.slice(0, colon).trim();
+      rest = colon + 1;
+      if (/\s/.test(name)) {
+        errors.push(`${file}:${first}: alias name "${name}" contains white space (quote it, or indent continuation lines)`);
+        continue;
+      }
+    }
+    name = name.toLowerCase();
+    if (!name) {
+      errors.push(`${file}:${first}: empty alias name`);
+      continue;
+    }
+    if (name.includes('@')) {
+      errors.push(`${file}:${first}: alias names are local parts, not addresses: "${name}" (map whole addresses in [local.virtual])`);
+      continue;
+    }
+    const r = parseTargetItems(text.slice(rest), (off) => where(off + rest));
+    errors.push(...r.errors);
+    if (!r.errors.length && !r.targets.length) errors.push(`${file}:${first}: alias "${name}" has no targets`);
+    if (r.errors.length || !r.targets.length) continue;
+    const prev = aliases.get(name);
+    if (prev) {
+      warnings.push(`${file}:${first}: duplicate alias "${name}" (first at line ${prev.line}); the first one is used`);
+      continue;
+    }
+    aliases.set(name, { name, targets: r.targets, line: first });
+  }
+
+  if (errors.length) {
+    const more = errors.length > 1 ? `\n  (${errors.length} errors)` : '';
+    throw new ConfigError(`${errors.join('\n')}${more}\n  fix: correct these lines, then run newaliases`);
+  }
+  return { aliases, warnings };
+}
+
+/**
+ * newaliases: parses `file` and writes its compiled table atomically.
+ * @throws ConfigError for syntax errors or a missing file; fs errors (EACCES…) as they are.
+ */
+export async function compileAliases(file: string): Promise<{ count: number; warnings: string[]; dbPath: string }> {
+  let fd: fs.promises.FileHandle;
+  try {
+    fd = await fs.promises.open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ConfigError(`${file}: no such file\n  fix: create it (one "name: target" per line) or point [local] aliases elsewhere`, { cause: err });
+    }
+    throw err;
+  }
+  let source: string;
+  let st: fs.Stats;
+  try {
+    st = await fd.stat();
+    source = await fd.readFile('utf8');
+  } finally {
+    await fd.close();
+  }
+  const { aliases, warnings } = parseAliases(source, file);
+  const dbPath = compiledAliasesPath(file);
+  const rows = [...aliases.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((e) => [e.name, e.line, e.targets]);
+  const body = JSON.stringify({ format: FORMAT, source: file, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: rows.length, aliases: rows });
+  const tmp = path.join(path.dirname(dbPath), `.${path.basename(dbPath)}.${process.pid}.tmp`);
+  try {
+    const out = await fs.promises.open(tmp, 'w', 0o644);
+    try {
+      await out.writeFile(body + '\n');
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await fs.promises.rename(tmp, dbPath);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
+  return { count: rows.length, warnings, dbPath };
+}
+
+interface Compiled {
+  sourceMtimeMs: number;
+  sourceSize: number;
+  aliases: Map<string, AliasEntry>;
+}
+
+function readCompiled(text: string, dbPath: string): Compiled {
+  const j = JSON.parse(text) as { format?: unknown; sourceMtimeMs?: unknown; sourceSize?: unknown; aliases?: unknown };
+  if (j.format !== FORMAT || !Array.isArray(j.aliases)) throw new Error(`${dbPath}: not a ${FORMAT} file`);
+  const aliases = new Map<string, AliasEntry>();
+  for (const row of j.aliases as [string, number, string[]][]) aliases.set(row[0], { name: row[0], line: row[1], targets: row[2] });
+  return { sourceMtimeMs: Number(j.sourceMtimeMs), sourceSize: Number(j.sourceSize), aliases };
+}
+
+async function statOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await fs.promises.stat(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+const sig = (st: fs.Stats | null) => (st ? `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}` : '-');
+
+/** The aliases of one file, kept current with what is on disk. */
+export class AliasTable {
+  private aliases = new Map<string, AliasEntry>();
+  private signature = '';
+  private loading: Promise<void> | null = null;
+  readonly file: string | null;
+  readonly dbPath: string | null;
+
+  constructor(file: string | null) {
+    this.file = file;
+    this.dbPath = file === null ? null : compiledAliasesPath(file);
+  }
+
+  /**
+   * Re-reads the compiled table (or the text file, when the table is missing or older) if
+   * either changed since the last call: two stat() calls when nothing did.
+   * @throws ConfigError when the only usable source is a text file with errors.
+   */
+  refresh(): Promise<void> {
+    this.loading ??= this.load().finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
+  }
+
+  get(name: string): AliasEntry | undefined {
+    return this.aliases.get(name.toLowerCase());
+  }
+
+  get size(): number {
+    return this.aliases.size;
+  }
+
+  private async load(): Promise<void> {
+    if (this.file === null || this.dbPath === null) return;
+    const [src, db] = await Promise.all([statOrNull(this.file), statOrNull(this.dbPath)]);
+    const signature = `${sig(src)}|${sig(db)}`;
+    if (signature === this.signature) return;
+
+    let compiled: Compiled | null = null;
+    if (db) {
+      try {
+        compiled = readCompiled(await fs.promises.readFile(this.dbPath, 'utf8'), this.dbPath);
+      } catch (err) {
+        log.warn(null, 'aliases: ignoring unreadable compiled table', { file: this.dbPath, error: (err as Error).message });
+      }
+    }
+    const current = compiled && (!src || (compiled.sourceMtimeMs === src.mtimeMs && compiled.sourceSize === src.size));
+    if (compiled && current) {
+      this.aliases = compiled.aliases;
+    } else if (src) {
+      try {
+        this.aliases = parseAliases(await fs.promises.readFile(this.file, 'utf8'), this.file).aliases;
+        if (compiled) log.warn(null, 'aliases: compiled table is older than the text file; using the text (run newaliases)', { file: this.file });
+      } catch (err) {
+        // A broken edit must not take the aliases away: keep the last good table, like sendmail
+        // keeps using aliases.db until newaliases succeeds.
+        if (!compiled) throw err;
+        this.aliases = compiled.aliases;
+        log.warn(null, 'aliases: text file has errors; using the older compiled table', { file: this.file, error: (err as Error).message.split('\n')[0] });
+      }
+    } else {
+      this.aliases = new Map();
+    }
+    this.signature = signature;
+  }
+}
+
+export interface TargetFile {
+  targets: string[];
+  errors: string[];
+  /** Whether pipes and files listed here may be honoured, and why not. */
+  safe: boolean;
+  unsafeReason?: string;
+}
+
+/**
+ * Reads a target file (:include: or .forward) through one descriptor, so the ownership and
+ * mode we check belong to the bytes we read. `owners` are the uids trusted to own it.
+ * @throws fs errors (ENOENT, EACCES, …) as they are.
+ */
+export async function readTargetFile(file: string, owners: readonly number[]): Promise<TargetFile> {
+  const fd = await fs.promises.open(file, 'r');
+  try {
+    const st = await fd.stat();
+    if (!st.isFile()) throw Object.assign(new Error(`${file} is not a regular file`), { code: 'EISDIR' });
+    if (st.size > 1 << 20) throw Object.assign(new Error(`${file} is larger than 1 MiB`), { code: 'EFBIG' });
+    const { targets, errors } = parseTargetFile(await fd.readFile('utf8'), file);
+    let unsafeReason: string | undefined;
+    if (!owners.includes(st.uid)) unsafeReason = `${file} is owned by uid ${st.uid}`;
+    else if (st.mode & 0o022) unsafeReason = `${file} is writable by group or others`;
+    return { targets, errors, safe: !unsafeReason, ...(unsafeReason ? { unsafeReason } : {}) };
+  } finally {
+    await fd.close();
+  }
+}

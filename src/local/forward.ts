@@ -1,0 +1,47 @@
+// ~/.forward: a user's own redirection, in the target syntax of the aliases file (see
+// aliases.ts) minus :include:. Read only when [local] forward is on.
+//
+// Safety, after sendmail's checks (Postfix instead runs the file's pipes as its owner): a
+// .forward is honoured only when it is a regular file owned by the user (or root), not
+// writable by group or others, in a home directory that others cannot write to (unless it
+// is sticky). Otherwise whoever could write it could run commands or redirect the user's
+// mail, so the file is ignored and mail goes to the mailbox. Pipes and files listed in a
+// safe .forward run with the user's rights (LocalTarget `user`).
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { readTargetFile } from './aliases.js';
+import type { SystemUser } from './users.js';
+
+export type ForwardFile =
+  /** No .forward (or an empty one): deliver to the mailbox. */
+  | { kind: 'none' }
+  /** A .forward we must not trust or cannot read; the mailbox gets the mail. */
+  | { kind: 'ignored'; file: string; reason: string }
+  | { kind: 'targets'; file: string; targets: string[]; errors: string[] };
+
+/**
+ * Reads `~user/.forward`.
+ * @throws fs errors other than "missing", "not readable by us" (EACCES) and unsafe
+ * ownership, e.g. EIO on a home on a failing disk: the caller defers delivery then.
+ */
+export async function readForwardFile(user: SystemUser): Promise<ForwardFile> {
+  const file = path.join(user.home, '.forward');
+  try {
+    const dir = await fs.promises.stat(user.home);
+    if (dir.mode & 0o022 && !(dir.mode & 0o1000)) {
+      return { kind: 'ignored', file, reason: `home directory ${user.home} is writable by group or others` };
+    }
+    const f = await readTargetFile(file, [user.uid, 0]);
+    if (!f.safe) return { kind: 'ignored', file, reason: f.unsafeReason ?? 'unsafe' };
+    if (!f.targets.length && !f.errors.length) return { kind: 'none' };
+    return { kind: 'targets', file, targets: f.targets, errors: f.errors };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'none' };
+    // We may run as an unprivileged user who cannot read a 0600 .forward; refusing all of
+    // that user's mail would be worse than delivering to the mailbox.
+    if (code === 'EACCES' || code === 'EISDIR' || code === 'EFBIG') return { kind: 'ignored', file, reason: (err as Error).message };
+    throw err;
+  }
+}
