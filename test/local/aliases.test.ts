@@ -1,0 +1,159 @@
+// aliases(5) parsing, the compiled table, and AliasTable's reload rules.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import fs from 'node:fs';
+import path from 'node:path';
+import { AliasTable, classifyTarget, compileAliases, compiledAliasesPath, normalizeTarget, parseAliases, parseTargetFile } from '../../src/local/aliases.js';
+import { ConfigError } from '../../src/errors.js';
+import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
+
+const dir = tmpDir('tidemail-aliases-');
+test.after(() => cleanupTmp());
+
+const F = '/etc/aliases';
+const targetsOf = (src: string) => Object.fromEntries([...parseAliases(src, F).aliases].map(([k, e]) => [k, e.targets]));
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.instance(err, ConfigError);
+    return (err as Error).message;
+  }
+  assert.unreachable('expected a ConfigError');
+  return '';
+}
+
+async function configErrorAsync(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    assert.instance(err, ConfigError);
+    return (err as Error).message;
+  }
+  assert.unreachable('expected a ConfigError');
+  return '';
+}
+
+test('entries, comments, continuation lines, CRLF, lower-cased names with their lines', () => {
+  const src = '# head\r\n\r\nRoot: alice\r\nstaff: alice,\n\tbob ,\n  # inside\n   carol\n"odd name": dave\n';
+  const { aliases, warnings } = parseAliases(src, F);
+  assert.equal(warnings, []);
+  assert.equal([...aliases.values()], [
+    { name: 'root', targets: ['alice'], line: 3 },
+    { name: 'staff', targets: ['alice', 'bob', 'carol'], line: 4 },
+    { name: 'odd name', targets: ['dave'], line: 8 },
+  ]);
+});
+
+test('target forms: quoted, pipe, file, include, \\user, display names and comments', () => {
+  assert.equal(
+    targetsOf(
+      'a: "|/usr/bin/vacation alice", |/bin/cat, /var/mail/archive, "/path with space", :include:/etc/mail/list, :INCLUDE: /x, \\alice\n' +
+        'b: Alice Smith <alice@example.org>, bob (Bob), "\\\\carol", "|/bin/echo \\"a,b\\""\n',
+    ),
+    {
+      a: ['|/usr/bin/vacation alice', '|/bin/cat', '/var/mail/archive', '/path with space', ':include:/etc/mail/list', ':include:/x', '\\alice'],
+      b: ['alice@example.org', 'bob', '\\carol', '|/bin/echo "a,b"'],
+    },
+  );
+  assert.equal(classifyTarget('|/bin/cat -'), { kind: 'pipe', command: '/bin/cat -' });
+  assert.equal(classifyTarget('/var/x'), { kind: 'file', path: '/var/x' });
+  assert.equal(classifyTarget(':include:/l'), { kind: 'include', path: '/l' });
+  assert.equal(classifyTarget('\\bob'), { kind: 'user', user: 'bob' });
+  assert.equal(classifyTarget('Bob@Example.org'), { kind: 'address', address: 'Bob@Example.org' });
+  assert.is(normalizeTarget('  '), null);
+  assert.equal(normalizeTarget('"john doe"@example.org'), { target: '"john doe"@example.org' });
+});
+
+test('errors name file:line, all of them at once', () => {
+  const msg = configError(() =>
+    parseAliases('  stray\nok: alice\nnocolon alice\nx: "|unterminated\ny: alice,\n  "|"\nz:\nw@example.org: alice\nv: :include:relative\nu: alice smith\n', F),
+  );
+  for (const want of [
+    '/etc/aliases:1: continuation line',
+    "/etc/aliases:3: missing ':'",
+    '/etc/aliases:4: unterminated quoted string',
+    '/etc/aliases:6: pipe target without a command',
+    '/etc/aliases:7: alias "z" has no targets',
+    '/etc/aliases:8: alias names are local parts',
+    '/etc/aliases:9: :include: needs an absolute path',
+    '/etc/aliases:10: "alice smith" is not an address',
+  ]) {
+    assert.ok(msg.includes(want), `missing "${want}" in:\n${msg}`);
+  }
+  assert.match(msg, /\(8 errors\)/);
+  assert.match(msg, /fix: .*newaliases/);
+});
+
+test('a duplicate name is a warning and the first entry wins', () => {
+  const { aliases, warnings } = parseAliases('info: alice\nINFO: bob\n', F);
+  assert.equal(aliases.get('info')?.targets, ['alice']);
+  assert.equal(warnings, ['/etc/aliases:2: duplicate alias "info" (first at line 1); the first one is used']);
+});
+
+test('include/.forward files: one per line or comma-separated, comments, errors with lines', () => {
+  assert.equal(parseTargetFile('# c\nalice, bob\n\n"|/bin/x y"\n', '/l'), { targets: ['alice', 'bob', '|/bin/x y'], errors: [] });
+  assert.equal(parseTargetFile('alice\n"oops\n', '/l').errors, ['/l:2: unterminated quoted string']);
+});
+
+test('compileAliases writes the documented JSON table atomically', async () => {
+  const file = writeFile(path.join(dir, 'aliases'), 'b: x\na: y, "|/bin/z"\n');
+  const r = await compileAliases(file);
+  assert.is(r.count, 2);
+  assert.is(r.dbPath, compiledAliasesPath(file));
+  assert.is(r.dbPath, `${file}.tidemail.json`);
+  const j = JSON.parse(fs.readFileSync(r.dbPath, 'utf8'));
+  const st = fs.statSync(file);
+  assert.equal(j, { format: 'tidemail-aliases 1', source: file, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: 2, aliases: [['a', 2, ['y', '|/bin/z']], ['b', 1, ['x']]] });
+  assert.equal(fs.readdirSync(dir).sort(), ['aliases', 'aliases.tidemail.json'], 'no temp file left behind');
+});
+
+test('compileAliases: a missing file or a syntax error is a ConfigError, and the old table stays', async () => {
+  assert.match(await configErrorAsync(compileAliases(path.join(dir, 'nope'))), /nope: no such file/);
+  const file = writeFile(path.join(dir, 'aliases2'), 'a: x\n');
+  await compileAliases(file);
+  writeFile(file, 'a x\n');
+  assert.match(await configErrorAsync(compileAliases(file)), /aliases2:1: missing ':'/);
+  assert.equal(JSON.parse(fs.readFileSync(compiledAliasesPath(file), 'utf8')).aliases, [['a', 1, ['x']]]);
+});
+
+test('AliasTable: no file, text only, compiled only, and a new compiled table is picked up', async () => {
+  const none = new AliasTable(null);
+  await none.refresh();
+  assert.is(none.size, 0);
+
+  const missing = new AliasTable(path.join(dir, 'absent'));
+  await missing.refresh();
+  assert.is(missing.size, 0);
+
+  const file = writeFile(path.join(dir, 'aliases3'), 'a: x\n');
+  const t = new AliasTable(file);
+  await t.refresh();
+  assert.equal(t.get('A')?.targets, ['x']);
+
+  await compileAliases(file);
+  fs.rmSync(file); // the compiled table alone still answers
+  await t.refresh();
+  assert.equal(t.get('a')?.targets, ['x']);
+
+  // A new table written by newaliases (from a new text) replaces the old one on the next refresh.
+  writeFile(file, 'a: y\nb: z\n');
+  await compileAliases(file);
+  await t.refresh();
+  assert.equal(t.get('a')?.targets, ['y']);
+  assert.is(t.size, 2);
+});
+
+test('AliasTable: names that are Object.prototype keys are not aliases', async () => {
+  const file = writeFile(path.join(dir, 'aliases4'), '__proto__: x\n');
+  await compileAliases(file);
+  const t = new AliasTable(file);
+  await t.refresh();
+  assert.equal(t.get('__proto__')?.targets, ['x']);
+  assert.is(t.get('constructor'), undefined);
+  assert.is(t.get('toString'), undefined);
+});
+
+test.run();
