@@ -80,11 +80,13 @@ export async function deliverLmtp(
     return all({ outcome: 'tempfail', message: `4.4.1 cannot connect to LMTP ${label}: ${describe(err as SmtpErrorLike)}`, remote: label });
   }
 
+  let failed = false;
   const results = await new Promise<Map<string, DeliveryResult>>((resolve) => {
     const stream = body();
     const envelope = { from: sender, to: unique, use8BitMime: true };
     conn.send(envelope as never, stream, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[] }) => {
       stream.destroy();
+      failed = !!err;
       const out = new Map<string, DeliveryResult>();
       const rejected = new Map((err ? err.rejectedErrors : info?.rejectedErrors)?.map((e) => [e.recipient, e]) ?? []);
       for (const rcpt of unique) {
@@ -96,10 +98,16 @@ export async function deliverLmtp(
       resolve(out);
     });
   });
-  try {
-    conn.quit();
-  } catch {
-    conn.close();
+  // After a failed send the session may be stuck inside DATA (a read error of the queued
+  // message stops the data without its final "."): drop it, so the store discards the part
+  // it got instead of reading our QUIT as message text.
+  if (failed) conn.close();
+  else {
+    try {
+      conn.quit();
+    } catch {
+      conn.close();
+    }
   }
   return new Map(recipients.map((rcpt) => [rcpt, results.get(rcpt)!]));
 }

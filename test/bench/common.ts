@@ -198,3 +198,104 @@ export function nowMs(): number {
 export function fmtMiB(kib: number): string {
   return Number.isFinite(kib) ? `${(kib / 1024).toFixed(1)} MB` : 'n/a';
 }
+
+/** Clock ticks per second for /proc/<pid>/stat times (USER_HZ; 100 on every Linux we target). */
+const CLK_TCK = 100;
+
+/**
+ * CPU time (user + system) a process has used so far, in ms, all threads together; with `tid`,
+ * only that thread (tid === pid is the main thread: for Node, the JavaScript thread).
+ * Null when it is gone.
+ */
+export function cpuTimeMs(pid: number, tid?: number): number | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may contain spaces; fields after the closing ")" are fixed.
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(f[11]); // field 14
+  const stime = Number(f[12]); // field 15
+  return Number.isFinite(utime + stime) ? ((utime + stime) * 1000) / CLK_TCK : null;
+}
+
+/**
+ * Snapshot of CPU times for a set of processes; diff() gives the CPU ms used since, counting
+ * processes that appeared in between in full (processes that exited in between are lost).
+ * With mainThreadOnly, only each process's main thread is counted.
+ */
+export class CpuMeter {
+  private readonly start = new Map<number, number>();
+
+  constructor(
+    private readonly pids: () => number[],
+    private readonly mainThreadOnly = false,
+  ) {
+    for (const p of pids()) {
+      const t = this.read(p);
+      if (t !== null) this.start.set(p, t);
+    }
+  }
+
+  private read(pid: number): number | null {
+    return cpuTimeMs(pid, this.mainThreadOnly ? pid : undefined);
+  }
+
+  diff(): number {
+    let sum = 0;
+    for (const p of this.pids()) {
+      const t = this.read(p);
+      if (t !== null) sum += t - (this.start.get(p) ?? 0);
+    }
+    return sum;
+  }
+}
+
+/**
+ * Jiffies of the whole machine (all cores) from the first line of /proc/stat: `busy` = everything
+ * but idle/iowait (so it includes irq, softirq - e.g. loopback TCP - and steal), `proc` = user +
+ * nice + system only, i.e. time charged to processes.
+ */
+function machineJiffies(): { busy: number; proc: number; total: number } | null {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal (guest is inside user)
+    const idle = (v[3] ?? 0) + (v[4] ?? 0); // idle + iowait
+    return { busy: total - idle, proc: (v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0), total };
+  } catch {
+    return null;
+  }
+}
+
+/** Share of the whole machine's CPU capacity (0..1) used since construction. */
+export class MachineMeter {
+  private readonly start = machineJiffies();
+
+  /** busy: all non-idle time; proc: time charged to processes (user + nice + system). */
+  read(): { busy: number; proc: number } | null {
+    const end = machineJiffies();
+    if (!this.start || !end || end.total === this.start.total) return null;
+    const total = end.total - this.start.total;
+    return { busy: (end.busy - this.start.busy) / total, proc: (end.proc - this.start.proc) / total };
+  }
+}
+
+/**
+ * CPU ms used so far by this process plus its reaped children (from /proc/self/stat: utime,
+ * stime, cutime, cstime). Diffed around a run it gives the load client's CPU: the Node generator
+ * runs in this process, smtp-source is a child that has been waited for when the run ends.
+ */
+export function selfAndChildrenCpuMs(): number {
+  try {
+    const text = fs.readFileSync('/proc/self/stat', 'utf8');
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]); // fields 14-17
+    return (ticks * 1000) / CLK_TCK;
+  } catch {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  }
+}

@@ -2,11 +2,14 @@
 //
 // Measures messages/s accepted into the durable queue at several concurrencies, side by side for
 //   floor     a raw SMTP sink in its own node process that stores nothing (sink.ts)
-//   tidemail  the daemon (dist/src/main.js daemon) with a private config and state dir
+//   tidemail  the daemon (node bin/tidemail.js daemon, i.e. dist/src/main.js) with a private config
 //   postfix   a private Postfix instance holding all mail in its queue (postfix.ts), if installed
 // each driven by smtp-source (Postfix's load client, when installed) and by the Node generator
-// (load.ts, which pipelines). Then the daemon's memory: idle RSS, peak RSS over the load, and RSS
-// growth while it receives one 50 MB message. Prints a table and writes test/bench/RESULTS.md.
+// (load.ts, which pipelines). All three run at the same time and take turns, run by run. Then the
+// daemon's memory: idle RSS, peak RSS over the load, and RSS growth while a fresh daemon receives
+// one 50 MB message. Also recorded: CPU use of server, client and the rest of the machine, and
+// whether each queue holds exactly the messages that were accepted. Prints a report and writes
+// test/bench/RESULTS.md.
 //
 // Options (flags or environment):
 //   --messages N     BENCH_MESSAGES     messages per run               (2000)
@@ -18,6 +21,7 @@
 //   --client LIST    BENCH_CLIENT       subset of smtp-source,node     (both when available)
 //   --no-write                          do not write RESULTS.md
 //   --keep                              keep temp dirs (daemon logs, Postfix log) for inspection
+//   BENCH_DAEMON_NODE_ARGS="..."        extra node options for the daemon only (V8 experiments)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,19 +29,30 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
+  CpuMeter,
+  MachineMeter,
   descendants,
+  selfAndChildrenCpuMs,
   fmtMiB,
   freePort,
   nowMs,
   readProcMem,
   resetPeakRss,
+  runCommand,
   sleep,
   type ProcMem,
 } from './common.js';
 import { runLoad, sendHugeMessage } from './load.js';
 import { startSinkProcess } from './sink.js';
-import { abortPostfixSync, findPostfix, runSmtpSource, startPostfix, type PostfixTools } from './postfix.js';
-import { daemonEntry, startTidemail, type Daemon } from './tidemail.js';
+import {
+  abortPostfixSync,
+  findPostfix,
+  runSmtpSource,
+  startPostfix,
+  type PostfixInstance,
+  type PostfixTools,
+} from './postfix.js';
+import { daemonEntry, daemonNodeArgs, startTidemail, tidemailQueueCount, type Daemon } from './tidemail.js';
 
 // dist/test/bench/run.js -> repository root (BENCH_ROOT overrides, e.g. for a build elsewhere)
 const ROOT = process.env.BENCH_ROOT ?? path.resolve(fileURLToPath(import.meta.url), '../../../..');
@@ -113,32 +128,44 @@ interface Cell {
   elapsedMs: number;
   error: string; // empty when all messages were accepted
   spread?: number; // (max - min) / median over the repetitions
+  cpuMs?: number; // CPU time the server's processes used during the run
+  mainThreadMs?: number; // CPU time of the server's main thread (tidemail: the JS thread)
+  machineBusy?: number; // fraction of all cores busy during the run (client + server + rest)
+  machineProc?: number; // fraction of all cores charged to processes (user + nice + system)
+  clientMs?: number; // CPU time of the load client (this process or smtp-source)
 }
 
 const cells = new Map<string, Cell>(); // key `${target}|${client}|${c}`
 const key = (t: Target, cl: Client, c: number): string => `${t}|${cl}|${c}`;
 const problems: string[] = []; // things worth reporting (daemon misbehaviour, skipped parts)
+const checks: string[] = []; // sanity checks that passed or could not run (queue contents)
 const notes: string[] = [];
+
+interface HugeFigures {
+  before: ProcMem;
+  sampledMaxKiB: number;
+  hwmAfterKiB: number | null; // VmHWM after a reset just before the send, if the reset worked
+  accepted: boolean;
+  reply: string;
+  elapsedMs: number;
+  bytesSent: number;
+}
 
 interface MemoryFigures {
   nodeBaselineKiB?: number;
+  /** RSS of plain node after importing one dependency of the daemon, per dependency */
+  modules?: Array<{ name: string; rssKiB: number }>;
   idle?: ProcMem;
   afterLoad?: ProcMem;
   children?: number[];
-  huge?: {
-    before: ProcMem;
-    sampledMaxKiB: number;
-    hwmAfterKiB: number | null; // VmHWM after a reset just before the send, if the reset worked
-    accepted: boolean;
-    reply: string;
-    elapsedMs: number;
-    bytesSent: number;
-  };
+  huge?: HugeFigures;
+  /** the same with a smaller V8 young generation, to show where the growth comes from */
+  hugeExperiment?: { nodeArgs: string[]; figures: HugeFigures };
 }
 const mem: MemoryFigures = {};
 
 // ---------------------------------------------------------------------------------------------
-// Measuring one target
+// Measuring
 
 /** The run with the median rate; the cell carries the first error seen in any repetition. */
 function medianCell(runs: Cell[]): Cell {
@@ -148,93 +175,174 @@ function medianCell(runs: Cell[]): Cell {
   return { ...mid, error, spread: runs.length > 1 ? (sorted.at(-1)!.rate - sorted[0]!.rate) / mid.rate : 0 };
 }
 
-async function measure(target: Target, port: number, smtpSource: string | null): Promise<void> {
-  // Warm-up (not measured): JIT, page cache, the first queue files / tables.
-  const warm = await runLoad({ host: '127.0.0.1', port, messages: WARMUP, size: SIZE, concurrency: 10 });
-  if (warm.failed > 0) problems.push(`${target}: warm-up had ${warm.failed} failures: ${warm.errors.join(' | ')}`);
-  const useSource = smtpSource !== null && CLIENTS.has('smtp-source');
-  const useNode = CLIENTS.has('node') || !useSource;
+/** A server under test, up and listening. */
+interface Subject {
+  target: Target;
+  port: number;
+  /** the processes that make up the server (main one first), for CPU accounting */
+  pids: () => number[];
+  /** messages it accepted so far, warm-up included (compared with its queue at the end) */
+  accepted: number;
+  /** stop it and check / clean up; never throws */
+  stop: () => Promise<void>;
+}
+
+/** Start CPU meters for one run; the returned function reads them. */
+function startMeters(pids: () => number[]): () => CpuFigures {
+  const main = pids()[0];
+  const all = new CpuMeter(pids);
+  const thread = main ? new CpuMeter(() => [main], true) : null;
+  const box = new MachineMeter();
+  const client0 = selfAndChildrenCpuMs();
+  return () => ({
+    cpuMs: all.diff(),
+    mainThreadMs: thread?.diff(),
+    ...machine(box.read()),
+    clientMs: selfAndChildrenCpuMs() - client0,
+  });
+}
+
+/** One run: MESSAGES messages at concurrency c against one subject with one client. */
+async function runOnce(s: Subject, client: Client, c: number, rep: number, smtpSource: string | null): Promise<Cell> {
+  const tag = `${s.target.padEnd(8)} c=${String(c).padEnd(3)}${REPEAT > 1 ? ` #${rep}` : ''} ${client.padEnd(11)}`;
+  const stop = startMeters(s.pids);
+  let cell: Cell;
+  let extra = '';
+  if (client === 'smtp-source') {
+    const r = await runSmtpSource(smtpSource!, s.port, MESSAGES, SIZE, c);
+    cell = { rate: r.rate, accepted: r.accepted, elapsedMs: r.elapsedMs, error: r.error, ...stop() };
+  } else {
+    const r = await runLoad({ host: '127.0.0.1', port: s.port, messages: MESSAGES, size: SIZE, concurrency: c });
+    const error = r.failed ? `${r.failed} failed: ${r.errors.join(' | ')}` : '';
+    cell = { rate: r.rate, accepted: r.accepted, elapsedMs: r.elapsedMs, error, ...stop() };
+    if (r.pipelined) extra = ', pipelined';
+  }
+  s.accepted += cell.accepted;
+  log(`${tag} ${cell.rate.toFixed(0).padStart(6)} msg/s (${cell.accepted}/${MESSAGES} in ` +
+    `${(cell.elapsedMs / 1000).toFixed(2)} s${extra}; ${cpuSummary(cell, cell.elapsedMs)})` +
+    (cell.error ? ' ERROR: ' + cell.error : ''));
+  if (cell.error) problems.push(`${s.target}, ${client} c=${c}: ${cell.error}`);
+  return cell;
+}
+
+/**
+ * Warm every subject up, then measure. The targets take turns run by run (floor, tidemail,
+ * postfix, floor, ...), so background load that comes and goes (this may be a shared machine)
+ * hits all of them alike instead of skewing one row.
+ */
+async function measureAll(subjects: Subject[], smtpSource: string | null): Promise<void> {
+  for (const s of subjects) {
+    // Not measured: JIT, page cache, the first queue files / tables.
+    const warm = await runLoad({ host: '127.0.0.1', port: s.port, messages: WARMUP, size: SIZE, concurrency: 10 });
+    s.accepted += warm.accepted;
+    if (warm.failed > 0) problems.push(`${s.target}: warm-up had ${warm.failed} failures: ${warm.errors.join(' | ')}`);
+  }
+  const clients: Client[] = [];
+  if (smtpSource && CLIENTS.has('smtp-source')) clients.push('smtp-source');
+  if (CLIENTS.has('node') || clients.length === 0) clients.push('node');
   for (const c of CONCURRENCY) {
-    const sourceRuns: Cell[] = [];
-    const nodeRuns: Cell[] = [];
-    // Repetitions alternate the two clients so slow drift (e.g. a growing queue) hits both alike.
+    const runs = new Map<string, Cell[]>();
     for (let rep = 1; rep <= REPEAT; rep++) {
-      const tag = `${target.padEnd(8)} c=${String(c).padEnd(3)}${REPEAT > 1 ? ` #${rep}` : ''}`;
-      if (useSource) {
-        const r = await runSmtpSource(smtpSource!, port, MESSAGES, SIZE, c);
-        sourceRuns.push({ rate: r.rate, accepted: r.accepted, elapsedMs: r.elapsedMs, error: r.error });
-        log(`${tag} smtp-source ${r.rate.toFixed(0).padStart(6)} msg/s ` +
-          `(${r.accepted}/${MESSAGES} in ${(r.elapsedMs / 1000).toFixed(2)} s)${r.error ? ' ERROR: ' + r.error : ''}`);
-        if (r.error) problems.push(`${target}, smtp-source c=${c}: ${r.error}`);
-      }
-      if (useNode) {
-        const r = await runLoad({ host: '127.0.0.1', port, messages: MESSAGES, size: SIZE, concurrency: c });
-        const error = r.failed ? `${r.failed} failed: ${r.errors.join(' | ')}` : '';
-        nodeRuns.push({ rate: r.rate, accepted: r.accepted, elapsedMs: r.elapsedMs, error });
-        log(`${tag} node load   ${r.rate.toFixed(0).padStart(6)} msg/s ` +
-          `(${r.accepted}/${MESSAGES} in ${(r.elapsedMs / 1000).toFixed(2)} s${r.pipelined ? ', pipelined' : ''})` +
-          `${error ? ' ERROR: ' + error : ''}`);
-        if (error) problems.push(`${target}, node load c=${c}: ${error}`);
+      for (const s of subjects) {
+        for (const client of clients) {
+          const k = key(s.target, client, c);
+          runs.set(k, [...(runs.get(k) ?? []), await runOnce(s, client, c, rep, smtpSource)]);
+        }
       }
     }
-    if (sourceRuns.length) cells.set(key(target, 'smtp-source', c), medianCell(sourceRuns));
-    if (nodeRuns.length) cells.set(key(target, 'node', c), medianCell(nodeRuns));
+    for (const [k, r] of runs) cells.set(k, medianCell(r));
   }
 }
 
-async function benchFloor(smtpSource: string | null): Promise<void> {
-  log('floor: starting the raw sink in a child process');
+/** The floor: the raw sink in its own process. */
+async function startFloor(): Promise<Subject> {
   const sink = await startSinkProcess(0);
   const unregister = onCleanup(() => process.kill(sink.pid, 'SIGKILL'));
-  try {
-    await measure('floor', sink.port, smtpSource);
-  } finally {
-    await sink.stop();
-    unregister();
-  }
+  log(`floor: raw sink pid ${sink.pid} on 127.0.0.1:${sink.port}`);
+  return {
+    target: 'floor',
+    port: sink.port,
+    pids: () => [sink.pid],
+    accepted: 0,
+    stop: async () => {
+      await sink.stop();
+      unregister();
+    },
+  };
 }
 
-async function benchPostfix(tools: PostfixTools | null, smtpSource: string | null): Promise<void> {
+/** A private Postfix instance, or null (with a note) when that is not possible here. */
+async function startPostfixSubject(tools: PostfixTools | null): Promise<Subject | null> {
   if (!tools) {
     notes.push('Postfix is not installed: no postfix row.');
-    return;
+    return null;
   }
   if (process.getuid?.() !== 0) {
     notes.push('Postfix row skipped: a private Postfix instance needs root (postfix -c DIR start).');
-    return;
+    return null;
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidemail-bench-postfix-'));
   fs.chmodSync(dir, 0o755); // the postfix user must reach DIR/queue
   const port = await freePort();
-  log(`postfix: private instance ${tools.version} in ${dir}, smtpd on 127.0.0.1:${port}`);
+  const cleanup = (): void => {
+    if (KEEP) log(`postfix: kept ${dir}`);
+    else fs.rmSync(dir, { recursive: true, force: true });
+  };
   const unregister = onCleanup(() => {
     abortPostfixSync(tools, dir);
-    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    cleanup();
   });
+  let pf: PostfixInstance;
   try {
-    const pf = await startPostfix(tools, dir, port);
-    try {
-      await measure('postfix', port, smtpSource);
-      await sleep(500);
-      log(`postfix: ${pf.queuedCount()} messages in its queue (held, not delivered)`);
-    } finally {
-      await pf.stop();
-    }
+    pf = await startPostfix(tools, dir, port);
   } catch (e) {
     problems.push(`postfix: ${(e as Error).message}`);
     log(`postfix: FAILED ${(e as Error).message}`);
-  } finally {
     unregister();
-    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
-    else log(`postfix: kept ${dir}`);
+    cleanup();
+    return null;
   }
+  log(`postfix: private instance ${tools.version} in ${dir}, smtpd on 127.0.0.1:${port}, master pid ${pf.masterPid()}`);
+  const subject: Subject = {
+    target: 'postfix',
+    port,
+    pids: () => {
+      const master = pf.masterPid();
+      return master ? [master, ...descendants(master)] : [];
+    },
+    accepted: 0,
+    stop: async () => {
+      await sleep(500);
+      const queued = pf.queuedCount();
+      log(`postfix: ${queued} messages in its queue (held, not delivered); ${subject.accepted} were accepted`);
+      checks.push(`postfix: ${queued} messages in its queue for ${subject.accepted} accepted` +
+        (queued === subject.accepted ? ' (match)' : ''));
+      if (queued !== subject.accepted) problems.push(`postfix: ${queued} messages queued but ${subject.accepted} accepted`);
+      await pf.stop();
+      unregister();
+      cleanup();
+    },
+  };
+  return subject;
 }
 
-/** Start a daemon, registering emergency cleanup; returns it with a stop-and-clean function. */
-async function withDaemon<T>(label: string, fn: (d: Daemon) => Promise<T>): Promise<T> {
+/** A started daemon plus what it takes to stop it and clean up after it. */
+interface RunningDaemon {
+  daemon: Daemon;
+  configPath: string;
+  /** SIGTERM, record problems, run `afterStop` (daemon stopped, dir still there), remove the dir */
+  finish(afterStop?: (configPath: string) => Promise<void>): Promise<void>;
+}
+
+async function launchDaemon(label: string, nodeArgs?: string[]): Promise<RunningDaemon> {
   const port = await freePort();
-  const { daemon, dir, notes: startNotes } = await startTidemail(ROOT, port);
-  for (const n of startNotes) if (!notes.includes(`tidemail: ${n}`)) notes.push(`tidemail: ${n}`);
+  const { daemon, dir, notes: startNotes } = await startTidemail(ROOT, port, { nodeArgs });
+  // The same start-up note comes from every daemon start; keep one (ports differ, so compare
+  // without digits).
+  for (const n of startNotes) {
+    const bare = (x: string): string => x.replace(/\d+/g, '');
+    if (!notes.some((m) => bare(m) === bare(`tidemail: ${n}`))) notes.push(`tidemail: ${n}`);
+  }
   log(`tidemail (${label}): pid ${daemon.pid} on 127.0.0.1:${port} as user "${daemon.user}"` +
     `${daemon.readyLogged() ? ', "daemon ready" logged' : ''}`);
   const unregister = onCleanup(() => {
@@ -243,88 +351,170 @@ async function withDaemon<T>(label: string, fn: (d: Daemon) => Promise<T>): Prom
     } catch {
       // gone
     }
+    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
   });
-  try {
-    return await fn(daemon);
-  } finally {
-    if (daemon.exited()) {
-      problems.push(`tidemail (${label}): the daemon died during the run (${daemon.exitInfo()}); log tail:\n${daemon.logTail(15)}`);
-    } else {
-      const t0 = nowMs();
-      const how = await daemon.stop();
-      const ms = nowMs() - t0;
-      if (how !== 'exit code 0' && !how.startsWith('signal SIGTERM')) {
-        problems.push(`tidemail (${label}): SIGTERM shutdown ended with "${how}" after ${ms.toFixed(0)} ms; log tail:\n${daemon.logTail(10)}`);
+  const configPath = path.join(dir, 'tidemail.toml');
+  return {
+    daemon,
+    configPath,
+    finish: async (afterStop) => {
+      if (daemon.exited()) {
+        problems.push(`tidemail (${label}): the daemon died during the run (${daemon.exitInfo()}); log tail:\n${daemon.logTail(15)}`);
       } else {
-        log(`tidemail (${label}): stopped (${how}) in ${ms.toFixed(0)} ms`);
+        const t0 = nowMs();
+        const how = await daemon.stop();
+        const ms = nowMs() - t0;
+        if (how !== 'exit code 0') {
+          problems.push(`tidemail (${label}): SIGTERM shutdown ended with "${how}" after ${ms.toFixed(0)} ms; log tail:\n${daemon.logTail(10)}`);
+        } else {
+          log(`tidemail (${label}): stopped (${how}) in ${ms.toFixed(0)} ms`);
+        }
       }
-    }
-    unregister();
-    const errorLines = daemon.logTail(300).split('\n').filter((l) => /\b(error|fatal|uncaught|unhandled)\b/i.test(l));
-    if (errorLines.length) {
-      problems.push(`tidemail (${label}): ${errorLines.length} error-looking log lines, e.g.:\n  ${errorLines.slice(0, 3).join('\n  ')}`);
-    }
-    if (KEEP) log(`tidemail (${label}): kept ${dir} (daemon.log inside)`);
-    else fs.rmSync(dir, { recursive: true, force: true });
-  }
+      unregister();
+      try {
+        if (afterStop) await afterStop(configPath);
+      } catch (e) {
+        problems.push(`tidemail (${label}): ${(e as Error).message}`);
+      }
+      const errorLines = daemon.logTail(300).split('\n').filter((l) => /\b(error|fatal|uncaught|unhandled)\b/i.test(l));
+      if (errorLines.length) {
+        problems.push(`tidemail (${label}): ${errorLines.length} error-looking log lines, e.g.:\n  ${errorLines.slice(0, 3).join('\n  ')}`);
+      }
+      if (KEEP) log(`tidemail (${label}): kept ${dir} (daemon.log inside)`);
+      else fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
-async function benchTidemail(smtpSource: string | null): Promise<void> {
+/**
+ * The daemon for the throughput runs. Its idle RSS is taken here (start + 2 s, before any
+ * mail); stop() records the RSS after the load and checks that the queue holds every message
+ * that was answered 250.
+ */
+async function startTidemailSubject(): Promise<Subject | null> {
   if (!daemonEntry(ROOT)) {
     notes.push('tidemail row skipped: dist/src/main.js does not exist yet.');
-    return;
+    return null;
   }
+  let run: RunningDaemon;
   try {
-    // Throughput + idle/peak RSS.
-    await withDaemon('throughput', async (d) => {
-      await sleep(2000);
-      mem.idle = readProcMem(d.pid) ?? undefined;
-      log(`tidemail: idle RSS ${fmtMiB(mem.idle?.rssKiB ?? NaN)} (VmHWM so far ${fmtMiB(mem.idle?.hwmKiB ?? NaN)})`);
-      await measure('tidemail', d.port, smtpSource);
+    run = await launchDaemon('throughput');
+  } catch (e) {
+    problems.push(`tidemail: ${(e as Error).message}`);
+    log(`tidemail: FAILED ${(e as Error).message}`);
+    return null;
+  }
+  const d = run.daemon;
+  await sleep(2000);
+  mem.idle = readProcMem(d.pid) ?? undefined;
+  log(`tidemail: idle RSS ${fmtMiB(mem.idle?.rssKiB ?? NaN)} (VmHWM so far ${fmtMiB(mem.idle?.hwmKiB ?? NaN)})`);
+  const subject: Subject = {
+    target: 'tidemail',
+    port: d.port,
+    pids: () => [d.pid, ...descendants(d.pid)],
+    accepted: 0,
+    stop: async () => {
       mem.afterLoad = readProcMem(d.pid) ?? undefined;
       mem.children = descendants(d.pid);
       log(`tidemail: after load RSS ${fmtMiB(mem.afterLoad?.rssKiB ?? NaN)}, peak (VmHWM) ${fmtMiB(mem.afterLoad?.hwmKiB ?? NaN)}`);
-    });
-  } catch (e) {
-    problems.push(`tidemail throughput: ${(e as Error).message}`);
-    log(`tidemail: FAILED ${(e as Error).message}`);
-  }
-  if (!Number.isFinite(HUGE_MB) || HUGE_MB <= 0) return;
+      await run.finish(async (configPath) => {
+        const queued = await tidemailQueueCount(ROOT, configPath);
+        if (queued === null) {
+          checks.push('tidemail: could not read the queue size from `tidemail status` after the run');
+          return;
+        }
+        log(`tidemail: ${queued} messages in its queue after stopping; ${subject.accepted} were accepted`);
+        checks.push(`tidemail: ${queued} messages in its queue after SIGTERM for ${subject.accepted} accepted` +
+          (queued === subject.accepted ? ' (match)' : ''));
+        if (queued !== subject.accepted) {
+          problems.push(`tidemail: ${queued} messages in the queue but ${subject.accepted} were accepted (250)`);
+        }
+      });
+    },
+  };
+  return subject;
+}
+
+/** One huge message on a fresh daemon: how much its RSS grows. */
+async function benchHugeMessage(nodeArgs?: string[]): Promise<HugeFigures | undefined> {
+  if (!Number.isFinite(HUGE_MB) || HUGE_MB <= 0 || !daemonEntry(ROOT)) return undefined;
+  const label = nodeArgs ? `huge message, node ${nodeArgs.join(' ')}` : 'huge message';
+  let run: RunningDaemon;
   try {
-    // One huge message on a fresh daemon: RSS growth.
-    await withDaemon('huge message', async (d) => {
-      await sleep(2000);
-      const before = readProcMem(d.pid);
-      if (!before) throw new Error('cannot read /proc/<pid>/status of the daemon');
-      const hwmReset = resetPeakRss(d.pid);
-      let sampledMax = before.rssKiB;
-      const timer = setInterval(() => {
-        const m = readProcMem(d.pid);
-        if (m && m.rssKiB > sampledMax) sampledMax = m.rssKiB;
-      }, 50);
-      log(`tidemail: sending one ${HUGE_MB} MB message (RSS before ${fmtMiB(before.rssKiB)})`);
-      const r = await sendHugeMessage({ host: '127.0.0.1', port: d.port, bytes: HUGE_MB * 1024 * 1024 });
-      await sleep(1000); // whatever the daemon does right after the 250 counts too
-      clearInterval(timer);
-      const after = readProcMem(d.pid);
-      mem.huge = {
-        before,
-        sampledMaxKiB: sampledMax,
-        hwmAfterKiB: hwmReset && after ? after.hwmKiB : null,
-        accepted: r.accepted,
-        reply: r.reply,
-        elapsedMs: r.elapsedMs,
-        bytesSent: r.bytesSent,
-      };
-      log(`tidemail: huge message ${r.accepted ? 'accepted' : 'NOT accepted'} in ${(r.elapsedMs / 1000).toFixed(2)} s ` +
-        `(${r.reply}); RSS growth sampled ${fmtMiB(sampledMax - before.rssKiB)}` +
-        (mem.huge.hwmAfterKiB !== null ? `, by VmHWM ${fmtMiB(mem.huge.hwmAfterKiB - before.rssKiB)}` : ''));
-      if (!r.accepted) problems.push(`tidemail: the ${HUGE_MB} MB message was not accepted: ${r.reply}`);
-    });
+    run = await launchDaemon(label, nodeArgs);
   } catch (e) {
-    problems.push(`tidemail huge message: ${(e as Error).message}`);
-    log(`tidemail: FAILED ${(e as Error).message}`);
+    problems.push(`tidemail (${label}): ${(e as Error).message}`);
+    return undefined;
   }
+  const d = run.daemon;
+  try {
+    await sleep(2000);
+    const before = readProcMem(d.pid);
+    if (!before) throw new Error('cannot read /proc/<pid>/status of the daemon');
+    const hwmReset = resetPeakRss(d.pid);
+    let sampledMax = before.rssKiB;
+    const timer = setInterval(() => {
+      const m = readProcMem(d.pid);
+      if (m && m.rssKiB > sampledMax) sampledMax = m.rssKiB;
+    }, 50);
+    log(`tidemail: sending one ${HUGE_MB} MB message (RSS before ${fmtMiB(before.rssKiB)})`);
+    const r = await sendHugeMessage({ host: '127.0.0.1', port: d.port, bytes: HUGE_MB * 1024 * 1024 });
+    await sleep(1000); // whatever the daemon does right after the 250 counts too
+    clearInterval(timer);
+    const after = readProcMem(d.pid);
+    const huge: HugeFigures = {
+      before,
+      sampledMaxKiB: sampledMax,
+      hwmAfterKiB: hwmReset && after ? after.hwmKiB : null,
+      accepted: r.accepted,
+      reply: r.reply,
+      elapsedMs: r.elapsedMs,
+      bytesSent: r.bytesSent,
+    };
+    log(`tidemail: huge message ${r.accepted ? 'accepted' : 'NOT accepted'} in ${(r.elapsedMs / 1000).toFixed(2)} s ` +
+      `(${r.reply}); RSS growth sampled ${fmtMiB(sampledMax - before.rssKiB)}` +
+      (huge.hwmAfterKiB !== null ? `, by VmHWM ${fmtMiB(huge.hwmAfterKiB - before.rssKiB)}` : ''));
+    if (!r.accepted) problems.push(`tidemail: the ${HUGE_MB} MB message was not accepted: ${r.reply}`);
+    // The daemon logs "accepted ... size=N"; N should be the un-stuffed size we generated.
+    const size = /accepted .*\bsize=(\d+)/.exec(d.logTail(50))?.[1];
+    if (r.accepted && size !== undefined && !nodeArgs) {
+      const want = HUGE_MB * 1024 * 1024;
+      checks.push(`tidemail: the ${HUGE_MB} MB message was logged with size=${size} for ${want} bytes sent before ` +
+        `dot-stuffing${Number(size) === want ? ' (match)' : ''}`);
+    }
+    return huge;
+  } catch (e) {
+    problems.push(`tidemail (${label}): ${(e as Error).message}`);
+    return undefined;
+  } finally {
+    await run.finish();
+  }
+}
+
+/**
+ * RSS of plain `node` after importing each runtime dependency of the package on its own (in
+ * parallel child processes): where the daemon's idle RSS above plain node comes from.
+ */
+async function moduleFootprints(): Promise<Array<{ name: string; rssKiB: number }>> {
+  let deps: string[] = [];
+  try {
+    deps = Object.keys(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).dependencies ?? {});
+  } catch {
+    return [];
+  }
+  // Each child imports one module, idles 1.5 s, then prints its own VmRSS (KiB); an import that
+  // fails prints nothing and is left out.
+  const one = async (name: string): Promise<{ name: string; rssKiB: number } | null> => {
+    const code =
+      `await import(${JSON.stringify(name)});` +
+      `setTimeout(async () => { const fs = await import('node:fs');` +
+      ` console.log(/VmRSS:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]); }, 1500);`;
+    const r = await runCommand(process.execPath, ['--input-type=module', '-e', code], { cwd: ROOT, timeoutMs: 20_000 });
+    const kib = Number(r.stdout.trim());
+    return r.code === 0 && kib > 0 ? { name, rssKiB: kib } : null;
+  };
+  const got = await Promise.all(deps.map(one));
+  return got.filter((x): x is { name: string; rssKiB: number } => x !== null);
 }
 
 /** RSS of a plain `node` process doing nothing, as the reference for the idle target. */
@@ -360,6 +550,31 @@ function fsyncLatencyMs(): number {
 
 // ---------------------------------------------------------------------------------------------
 // Report
+
+/** CPU ms over wall ms as a percentage of one core. */
+function pct(cpuMs: number, wallMs: number): string {
+  return wallMs > 0 ? `${((cpuMs / wallMs) * 100).toFixed(0)}%` : 'n/a';
+}
+
+type CpuFigures = Pick<Cell, 'cpuMs' | 'mainThreadMs' | 'machineBusy' | 'machineProc' | 'clientMs'>;
+
+function machine(m: { busy: number; proc: number } | null): Pick<Cell, 'machineBusy' | 'machineProc'> {
+  return m ? { machineBusy: m.busy, machineProc: m.proc } : {};
+}
+
+/**
+ * CPU ms charged to other processes during a run (other users of the box): process time of the
+ * whole machine minus the server and the client. Kernel softirq time (loopback TCP) is not in it.
+ */
+function otherMs(m: CpuFigures, wallMs: number): number | undefined {
+  if (m.machineProc === undefined || m.cpuMs === undefined || m.clientMs === undefined) return undefined;
+  return Math.max(0, m.machineProc * os.cpus().length * wallMs - m.cpuMs - m.clientMs);
+}
+
+function cpuSummary(m: CpuFigures, wallMs: number): string {
+  return `CPU: server ${pct(m.cpuMs ?? NaN, wallMs)} (main thread ${pct(m.mainThreadMs ?? NaN, wallMs)}), ` +
+    `client ${pct(m.clientMs ?? NaN, wallMs)}, other ${pct(otherMs(m, wallMs) ?? NaN, wallMs)}`;
+}
 
 function fmtRate(c: Cell | undefined): string {
   if (!c) return '-';
@@ -402,6 +617,32 @@ function spreads(): string {
   return parts.join(', ');
 }
 
+/**
+ * CPU per cell, each in % of one core over the run: server processes (their main thread in
+ * brackets: for Node servers the JavaScript thread), the load client, everything else on the
+ * machine; then server CPU microseconds per accepted message.
+ */
+function cpuTable(client: Client): string[] {
+  const w = 22;
+  const rows = [
+    `CPU with ${client === 'node' ? 'the Node client' : 'smtp-source'} (% of one core): ` +
+      'server(main thread)/client/other; server CPU us per message',
+  ];
+  rows.push('  ' + 'target'.padEnd(12) + CONCURRENCY.map((c) => `c=${c}`.padStart(w)).join(''));
+  for (const t of ['floor', 'tidemail', 'postfix'] as const) {
+    if (!CONCURRENCY.some((c) => cells.has(key(t, client, c)))) continue;
+    const col = (c: number): string => {
+      const x = cells.get(key(t, client, c));
+      if (!x || x.cpuMs === undefined || !x.accepted) return '-';
+      const p = (ms: number | undefined): string => (ms === undefined ? '?' : ((ms / x.elapsedMs) * 100).toFixed(0));
+      const main = t === 'postfix' ? '' : `(${p(x.mainThreadMs)})`;
+      return `${p(x.cpuMs)}${main}/${p(x.clientMs)}/${p(otherMs(x, x.elapsedMs))} ${((x.cpuMs * 1000) / x.accepted).toFixed(0)}`;
+    };
+    rows.push('  ' + t.padEnd(12) + CONCURRENCY.map((c) => col(c).padStart(w)).join(''));
+  }
+  return rows;
+}
+
 const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
 
 function memoryLines(): string[] {
@@ -410,6 +651,11 @@ function memoryLines(): string[] {
     rows.push('  ' + label.padEnd(34) + value.padStart(9) + (extra ? '   ' + extra : ''));
   };
   if (mem.nodeBaselineKiB) line('plain `node` idle RSS (reference)', fmtMiB(mem.nodeBaselineKiB));
+  if (mem.modules?.length && mem.nodeBaselineKiB) {
+    const base = mem.nodeBaselineKiB;
+    rows.push('    plain node + one import: ' +
+      mem.modules.map((m) => `${m.name} ${m.rssKiB >= base ? '+' : ''}${((m.rssKiB - base) / 1024).toFixed(1)}`).join(', ') + ' MB');
+  }
   if (mem.idle) {
     line('idle RSS (start + 2 s)', fmtMiB(mem.idle.rssKiB),
       `target <= ${TARGET_IDLE_MIB} MB: ${verdict(mem.idle.rssKiB / 1024 <= TARGET_IDLE_MIB)}`);
@@ -432,6 +678,12 @@ function memoryLines(): string[] {
     rows.push(`    ${h.accepted ? 'accepted' : 'NOT accepted'} in ${(h.elapsedMs / 1000).toFixed(2)} s ` +
       `(${(h.bytesSent / 1048576 / (h.elapsedMs / 1000)).toFixed(0)} MB/s): ${h.reply}`);
   }
+  if (mem.hugeExperiment) {
+    const { nodeArgs, figures: h } = mem.hugeExperiment;
+    const worst = Math.max(h.sampledMaxKiB, h.hwmAfterKiB ?? 0) - h.before.rssKiB;
+    line(`  same, daemon run with`, fmtMiB(worst),
+      `node ${nodeArgs.join(' ')} (experiment; ${h.accepted ? 'accepted' : 'NOT accepted'} in ${(h.elapsedMs / 1000).toFixed(2)} s)`);
+  }
   return rows;
 }
 
@@ -440,14 +692,19 @@ function report(machine: string[], limits: string[]): string[] {
   out.push(...machine, '');
   out.push(`${MESSAGES} messages x ${SIZE} bytes per run; messages/s accepted (250 after DATA); higher is better;`);
   out.push(`each figure is the median of ${REPEAT} run(s) after a ${WARMUP}-message warm-up; run-to-run spread (max-min)/median up to: ${spreads()}.`);
-  out.push('"!" = not every message was accepted in that run (see problems).', '');
+  if ([...cells.values()].some((c) => c.error)) out.push('"!" = not every message was accepted in that run (see problems).');
+  out.push('');
   const hasSource = [...cells.keys()].some((k) => k.includes('|smtp-source|'));
   if (hasSource) out.push(...table('smtp-source', 'client: smtp-source -d (Postfix load client, no pipelining)'), '');
   if ([...cells.keys()].some((k) => k.includes('|node|'))) {
     out.push(...table('node', 'client: test/bench/load.ts (Node, PIPELINING when advertised)'), '');
   }
+  for (const client of ['smtp-source', 'node'] as const) {
+    if ([...cells.keys()].some((k) => k.includes(`|${client}|`))) out.push(...cpuTable(client), '');
+  }
   out.push(...memoryLines());
   if (problems.length) out.push('', 'problems:', ...problems.map((p) => '  - ' + p.replace(/\n/g, '\n    ')));
+  if (checks.length) out.push('', 'queue checks:', ...checks.map((n) => '  - ' + n));
   if (notes.length) out.push('', 'notes:', ...notes.map((n) => '  - ' + n));
   if (limits.length) out.push('', 'what limits the figures:', ...limits.map((n) => '  - ' + n));
   return out;
@@ -471,6 +728,45 @@ function limitNotes(cores: number, fsyncMs: number): string[] {
         (p ? `; Postfix reaches ${((p.rate / f.rate) * 100).toFixed(0)}%.` : '.'));
     }
   }
+  // Is the daemon CPU-bound (its JavaScript thread busy), starved (the machine is full) or
+  // waiting (commits, round trips)? Judged on the Node-client runs (smtp-source if none).
+  for (const c of CONCURRENCY) {
+    const t = cells.get(key('tidemail', 'node', c)) ?? cells.get(key('tidemail', 'smtp-source', c));
+    if (!t || t.cpuMs === undefined || !t.accepted) continue;
+    const busy = t.cpuMs / t.elapsedMs;
+    const js = (t.mainThreadMs ?? t.cpuMs) / t.elapsedMs;
+    const box = t.machineBusy ?? 0;
+    const client = (t.clientMs ?? 0) / t.elapsedMs;
+    const other = (otherMs(t, t.elapsedMs) ?? 0) / t.elapsedMs;
+    const cpuPerMsg = (t.cpuMs * 1000) / t.accepted;
+    const jsPerMsg = ((t.mainThreadMs ?? t.cpuMs) * 1000) / t.accepted;
+    const wallPerMsg = 1e6 / t.rate;
+    let why: string;
+    if (js >= 0.85) why = 'its JavaScript thread is saturated, so CPU per message sets the rate';
+    else if (box >= 0.85) {
+      why = `the machine is ${(box * 100).toFixed(0)}% busy (daemon ${(busy * 100).toFixed(0)}% + client ` +
+        `${(client * 100).toFixed(0)}% + other ${(other * 100).toFixed(0)}% of ${cores * 100}%), so the daemon is short of CPU`;
+    } else if (c === 1) {
+      why = `one session is serial: each message takes ${wallPerMsg.toFixed(0)} us, of which ${cpuPerMsg.toFixed(0)} us ` +
+        'is daemon CPU, so its CPU cost per message sets the rate';
+    } else {
+      why = `it is neither CPU-bound nor short of CPU, so ${c} sessions wait on something serial ` +
+        '(one queue writer: commit/fsync latency, statement round trips)';
+    }
+    out.push(`tidemail at c=${c}: daemon ${(busy * 100).toFixed(0)}% of one core (JS thread ${(js * 100).toFixed(0)}%), ` +
+      `${cpuPerMsg.toFixed(0)} us CPU per message (JS thread ${jsPerMsg.toFixed(0)} us) - ${why}.`);
+  }
+  // Other users of the machine disturb the figures; say how much.
+  const others = [...cells.values()].map((x) => (otherMs(x, x.elapsedMs) ?? 0) / x.elapsedMs);
+  if (others.length) {
+    const avg = others.reduce((a, b) => a + b, 0) / others.length;
+    const max = Math.max(...others);
+    out.push(`Other processes on the machine used on average ${(avg * 100).toFixed(0)}% of one core during the ` +
+      `measured runs (at most ${(max * 100).toFixed(0)}%)` +
+      (avg > 0.15 ? ': the figures are disturbed; rerun on a quiet machine for clean numbers.' : '.'));
+  }
+  out.push('CPU figures come from /proc tick counters (10 ms): the short floor runs are approximate, and a ' +
+    "process that exits during a run is lost from its server's column (it shows up as other).");
   out.push('smtp-source does not pipeline: every command costs a round trip, which is the same for all ' +
     'three servers; the Node client pipelines MAIL/RCPT/DATA when the server offers PIPELINING.');
   out.push('Postfix runs with its stock process model (one smtpd per session, cleanup writes and fsyncs ' +
@@ -490,16 +786,42 @@ async function main(): Promise<void> {
     `tidemail benchmark, ${new Date().toISOString()}`,
     `machine: ${cpus.length} core(s) ${cpus[0]?.model.trim() ?? ''}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ` +
       `${os.type()} ${os.release()}, node ${process.version}` +
-      (postfix ? `, postfix ${postfix.version}` : ', postfix not installed'),
+      (postfix ? `, postfix ${postfix.version}` : ', postfix not installed') +
+      `; load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
     `clients: ${smtpSource ? `smtp-source (${smtpSource})` : 'smtp-source not installed'}; test/bench/load.ts`,
   ];
+  if (daemonNodeArgs().length) machine.push(`daemon started with extra node options: ${daemonNodeArgs().join(' ')}`);
   log(machine.join(' | '));
   if (!smtpSource) notes.push('smtp-source not found: only the Node load generator was used.');
 
-  mem.nodeBaselineKiB = await nodeBaseline();
-  if (ONLY.has('floor')) await benchFloor(smtpSource);
-  if (ONLY.has('tidemail')) await benchTidemail(smtpSource);
-  if (ONLY.has('postfix')) await benchPostfix(postfix, smtpSource);
+  [mem.nodeBaselineKiB, mem.modules] = await Promise.all([nodeBaseline(), moduleFootprints()]);
+  // Start every server first, then measure them taking turns; stop them all; then the big message.
+  const subjects: Subject[] = [];
+  try {
+    if (ONLY.has('floor')) subjects.push(await startFloor());
+    if (ONLY.has('tidemail')) {
+      const t = await startTidemailSubject();
+      if (t) subjects.push(t);
+    }
+    if (ONLY.has('postfix')) {
+      const p = await startPostfixSubject(postfix);
+      if (p) subjects.push(p);
+    }
+    await measureAll(subjects, smtpSource);
+  } finally {
+    for (const s of subjects) await s.stop();
+  }
+  if (ONLY.has('tidemail')) {
+    mem.huge = await benchHugeMessage();
+    // Experiment: repeat with small V8 semi-spaces (young generation; up to 16 MB each by
+    // default on 64-bit). If the growth drops a lot, it is short-lived garbage rather than
+    // buffered message data. Skipped when the daemon already runs with custom node options.
+    if (mem.huge && daemonNodeArgs().length === 0) {
+      const nodeArgs = ['--max-semi-space-size=2'];
+      const figures = await benchHugeMessage(nodeArgs);
+      if (figures) mem.hugeExperiment = { nodeArgs, figures };
+    }
+  }
 
   const lines = report(machine, limitNotes(cpus.length, fsyncMs));
   lines.push('', `bench run took ${((nowMs() - t0) / 1000).toFixed(0)} s`);

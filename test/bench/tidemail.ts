@@ -10,7 +10,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { sleep, waitForSmtp } from './common.js';
+import { runCommand, sleep, waitForSmtp } from './common.js';
 
 export interface Daemon {
   pid: number;
@@ -29,10 +29,24 @@ export interface Daemon {
   stop(): Promise<string>;
 }
 
-/** The entry point to run: dist/src/main.js, compiled from src/main.ts. */
+/**
+ * The script to run: bin/tidemail.js, the package's launcher. dist/src/main.js only exports
+ * main(argv) and does nothing when run directly, so `node dist/src/main.js daemon` would exit at
+ * once; the launcher imports it and calls main(process.argv). Null until the daemon is built.
+ */
 export function daemonEntry(repoRoot: string): string | null {
   const main = path.join(repoRoot, 'dist', 'src', 'main.js');
-  return fs.existsSync(main) ? main : null;
+  const bin = path.join(repoRoot, 'bin', 'tidemail.js');
+  if (!fs.existsSync(main)) return null;
+  return fs.existsSync(bin) ? bin : main;
+}
+
+/**
+ * Extra node command-line options for the daemon, from BENCH_DAEMON_NODE_ARGS (space-separated),
+ * to try V8 settings (e.g. "--max-semi-space-size=2") without touching the package.
+ */
+export function daemonNodeArgs(): string[] {
+  return (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 }
 
 function configToml(stateDir: string, port: number, user: string): string {
@@ -62,7 +76,14 @@ function passwdEntry(user: string): { uid: number; gid: number } | null {
 }
 
 /** One attempt: write the config, spawn, wait until ready or exited. */
-async function launch(entry: string, dir: string, port: number, user: string, readyTimeoutMs: number): Promise<Daemon> {
+async function launch(
+  entry: string,
+  dir: string,
+  port: number,
+  user: string,
+  readyTimeoutMs: number,
+  nodeArgs: string[],
+): Promise<Daemon> {
   const stateDir = path.join(dir, 'state');
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
   if (user !== 'root' && process.getuid?.() === 0) {
@@ -74,7 +95,7 @@ async function launch(entry: string, dir: string, port: number, user: string, re
   const configPath = path.join(dir, 'tidemail.toml');
   fs.writeFileSync(configPath, configToml(stateDir, port, user));
 
-  const child: ChildProcess = spawn(process.execPath, [entry, 'daemon', '--config', configPath], {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, entry, 'daemon', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, TIDEMAIL_CONFIG: configPath },
     cwd: dir,
@@ -131,11 +152,10 @@ async function launch(entry: string, dir: string, port: number, user: string, re
   const portOk = await waitForSmtp('127.0.0.1', port, readyTimeoutMs, exited);
   if (!portOk || exited()) {
     if (!exited()) await daemon.stop();
-    throw new Error(
-      `tidemail did not answer on 127.0.0.1:${port} within ${readyTimeoutMs} ms ` +
-        `(${exitInfo || 'still running'}; "daemon ready" ${ready ? 'was' : 'was not'} logged); log:\n` +
-        daemon.logTail(30),
-    );
+    const why = exited()
+      ? `exited (${exitInfo}) before answering on 127.0.0.1:${port}`
+      : `did not answer on 127.0.0.1:${port} within ${readyTimeoutMs} ms`;
+    throw new Error(`tidemail ${why}; "daemon ready" ${ready ? 'was' : 'was not'} logged; log:\n${daemon.logTail(30)}`);
   }
   return daemon;
 }
@@ -147,19 +167,36 @@ async function launch(entry: string, dir: string, port: number, user: string, re
 export async function startTidemail(
   repoRoot: string,
   port: number,
-  opts: { readyTimeoutMs?: number; tmpParent?: string } = {},
+  opts: { readyTimeoutMs?: number; tmpParent?: string; nodeArgs?: string[] } = {},
 ): Promise<{ daemon: Daemon; dir: string; notes: string[] }> {
   const entry = daemonEntry(repoRoot);
   if (!entry) throw new Error('dist/src/main.js not found (build the daemon first)');
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
+  // Extra node options go before the script (V8 flags etc.); default BENCH_DAEMON_NODE_ARGS.
+  const nodeArgs = opts.nodeArgs ?? daemonNodeArgs();
   const notes: string[] = [];
   const dir = fs.mkdtempSync(path.join(opts.tmpParent ?? os.tmpdir(), 'tidemail-bench-'));
   try {
-    return { daemon: await launch(entry, dir, port, 'root', readyTimeoutMs), dir, notes };
+    return { daemon: await launch(entry, dir, port, 'root', readyTimeoutMs, nodeArgs), dir, notes };
   } catch (e) {
     if (process.getuid?.() !== 0) throw e;
-    notes.push(`user = "root" failed: ${(e as Error).message.split('\n').slice(0, 4).join(' | ')}; retried as "nobody"`);
+    // Keep the reason short: the first log line after the header (e.g. "refusing to run as root").
+    const [head, first] = (e as Error).message.split('\n');
+    notes.push(`with user = "root" the daemon ${head!.replace(/^tidemail /, '').replace(/;.*$/, '')}: ` +
+      `${(first ?? '').trim()}; ran it as user = "nobody" instead`);
   }
   fs.rmSync(path.join(dir, 'state'), { recursive: true, force: true });
-  return { daemon: await launch(entry, dir, port, 'nobody', readyTimeoutMs), dir, notes };
+  return { daemon: await launch(entry, dir, port, 'nobody', readyTimeoutMs, nodeArgs), dir, notes };
+}
+
+/**
+ * Messages in a (stopped) daemon's queue, from `tidemail status --config FILE`
+ * ("queue:   N message(s), ..."). Null when the command fails or the format is not recognised.
+ */
+export async function tidemailQueueCount(repoRoot: string, configPath: string): Promise<number | null> {
+  const entry = daemonEntry(repoRoot);
+  if (!entry) return null;
+  const r = await runCommand(process.execPath, [entry, 'status', '--config', configPath], { timeoutMs: 30_000 });
+  const m = /^queue:\s+(\d+) message/m.exec(r.stdout);
+  return m ? Number(m[1]) : null;
 }
