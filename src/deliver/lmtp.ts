@@ -116,14 +116,17 @@ function connectUnix(path: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.createConnection({ path });
     const timer = setTimeout(() => s.destroy(new Error(`no connection within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', (err) => {
+    const failed = (err: Error) => {
       clearTimeout(timer);
       reject(err);
+    };
+    s.once('error', failed);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      // SMTPConnection adds its own handler in connect(); until then an error must not throw.
+      s.removeListener('error', failed);
+      s.on('error', () => undefined);
+      resolve(s);
     });
   });
 }

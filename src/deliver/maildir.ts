@@ -53,7 +53,7 @@ export async function deliverMaildir(dir: string, body: () => Readable, info: Lo
     await fh.close();
   } catch (err) {
     await fh.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true });
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
     return err instanceof MessageReadError ? { outcome: 'tempfail', message: `4.3.0 ${err.message}` } : fileErrorResult(`cannot write ${tmp}`, err);
   }
 
@@ -61,14 +61,14 @@ export async function deliverMaildir(dir: string, body: () => Readable, info: Lo
   try {
     delivered = await moveToNew(tmp, path.join(dir, 'new'), size);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
     return fileErrorResult(`cannot move ${tmp} into new/`, err);
   }
   try {
     await syncDir(path.join(dir, 'new'));
   } catch (err) {
     // Not known to be on disk: take it back rather than risk "ok" for a message a crash loses.
-    await fs.rm(delivered, { force: true });
+    await fs.rm(delivered, { force: true }).catch(() => undefined);
     return fileErrorResult(`cannot sync ${path.join(dir, 'new')}`, err);
   }
   return { outcome: 'ok', message: `2.0.0 delivered to ${delivered}` };

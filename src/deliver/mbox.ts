@@ -51,8 +51,9 @@ export async function deliverMbox(file: string, body: () => Readable, info: Loca
     return fileErrorResult(`cannot lock ${file}`, err);
   }
   if (!unlock) {
-    const waited = Math.round((opts.lockWaitMs ?? 30_000) / 1000);
-    return { outcome: 'tempfail', message: `4.2.0 ${file} is locked by another program (${file}.lock, waited ${waited} s)` };
+    const ms = opts.lockWaitMs ?? 30_000;
+    const waited = ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
+    return { outcome: 'tempfail', message: `4.2.0 ${file} is locked by another program (${file}.lock, waited ${waited})` };
   }
   try {
     return await append(file, body, info);
@@ -99,7 +100,7 @@ async function takeDotlock(file: string, opts: MboxOptions): Promise<(() => Prom
   refresh.unref();
   return async () => {
     clearInterval(refresh);
-    await fs.rm(lock, { force: true });
+    await fs.rm(lock, { force: true }).catch((err: Error) => log.error(null, 'cannot remove our mbox lock', { lock, error: err.message }));
   };
 }
 
@@ -126,7 +127,7 @@ async function append(file: string, body: () => Readable, info: LocalDeliveryInf
   try {
     const st = await fh.stat();
     if (!st.isFile()) {
-      await fh.close();
+      await fh.close().catch(() => undefined);
       return { outcome: 'tempfail', message: `4.2.0 ${file} is not a regular file` };
     }
     start = st.size;
@@ -137,8 +138,6 @@ async function append(file: string, body: () => Readable, info: LocalDeliveryInf
     for await (const chunk of pipeline(localMessage(body(), info), quote, () => undefined)) await writeAll(fh, chunk as Buffer);
     await writeAll(fh, Buffer.from(quote.endsWithNewline ? '\n' : '\n\n'));
     await fh.sync();
-    await fh.close();
-    return { outcome: 'ok', message: `2.0.0 delivered to ${file}` };
   } catch (err) {
     // Never leave half a message: the next one would start inside it.
     const cut = await fh
@@ -149,6 +148,9 @@ async function append(file: string, body: () => Readable, info: LocalDeliveryInf
     if (!cut) log.error(null, 'could not cut a failed mbox append back', { file, size: start });
     return err instanceof MessageReadError ? { outcome: 'tempfail', message: `4.3.0 ${err.message}` } : fileErrorResult(`cannot write ${file}`, err);
   }
+  // On disk since the fsync; a failing close cannot take that back.
+  await fh.close().catch(() => undefined);
+  return { outcome: 'ok', message: `2.0.0 delivered to ${file}` };
 }
 
 /** The last two bytes of the file (fewer when it is shorter). */

@@ -12,7 +12,7 @@ import { makeSite, runCli, startDaemon, type RunningDaemon, type TestSite } from
 import { freePort, sleep, waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smarthost.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
-import { cleanupTmp } from '../helpers/tmp.js';
+import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
 
 // Things to shut down after each test, clients first: the daemon waits for open sessions.
 const clients: RawSmtp[] = [];
@@ -172,9 +172,15 @@ test('EHLO advertises PIPELINING, SIZE <max_message_size>, 8BITMIME, SMTPUTF8, E
   assert.not.ok(keywords.some((k) => /^(STARTTLS|AUTH)\b/.test(k)), ehlo);
 });
 
+/** Local users for the relay tests: they exist (RCPT is accepted) and their delivery defers. */
+function localUsersToml(): string {
+  const file = writeFile(path.join(tmpDir(), 'aliases'), 'me: "|exit 75"\nother: "|exit 75"\nyou: "|exit 75"\npostmaster: "|exit 75"\n');
+  return `[local]\naliases = "${file}"\n`;
+}
+
 (ipv6Loopback ? test : test.skip)('listens on IPv4 and IPv6 at once; trust is decided per client address', async () => {
   // Only the IPv4 loopback is trusted, so the same request relays over one listener and not the other.
-  const f = await front({ ipv6: true, trusted: ['127.0.0.0/8'], smarthost: true });
+  const f = await front({ ipv6: true, trusted: ['127.0.0.0/8'], smarthost: true, extraToml: localUsersToml() });
   assert.match(f.d.logs(), new RegExp(`listen=127\\.0\\.0\\.1:${f.site.port},\\[::1\\]:${f.port6}`));
   const v4 = await session(f.site.port, '127.0.0.1');
   const v6 = await connect(f.port6, '::1');
@@ -228,7 +234,7 @@ test('untrusted clients that talk before the greeting are refused (smtp-server e
 // --- relay control ------------------------------------------------------------------------
 
 test('untrusted clients may send to local domains only: others get 554 5.7.1 Relay access denied', async () => {
-  const f = await front({ trusted: ['10.0.0.0/8'], extraToml: '[local]\ndomains = ["tidemail.test", "lan.example"]' });
+  const f = await front({ trusted: ['10.0.0.0/8'], extraToml: localUsersToml() + 'domains = ["tidemail.test", "lan.example"]\n' });
   const c = await session(f.site.port);
   assert.match(await c.cmd('MAIL FROM:<someone@remote.example>'), /^250 /);
   for (const rcpt of ['far@remote.example', 'x@sub.tidemail.test', 'x@[192.0.2.1]']) {
