@@ -107,7 +107,7 @@ export class Daemon {
       /* no inotify: pokes and the scan still work */
     }
     this.runner.wake();
-    log.info(null, 'daemon ready', {
+    log.always('daemon ready', {
       listen: config.smtp.listen.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(','),
       state: config.stateDir,
       config: config.file ?? 'embedded local-only default',
@@ -252,6 +252,6 @@ export class Daemon {
     await this.runner.stop();
     await this.picking;
     await this.store.close();
-    log.info(null, 'daemon stopped');
+    log.always('daemon stopped');
   }
 }

@@ -34,8 +34,8 @@ export function formatFields(fields?: Fields): string {
   return out;
 }
 
-function write(level: LogLevel, id: string | null, msg: string, fields?: Fields): void {
-  if (ORDER[level] < threshold) return;
+function write(level: LogLevel, id: string | null, msg: string, fields?: Fields, always = false): void {
+  if (!always && ORDER[level] < threshold) return;
   const time = withTime ? new Date().toISOString() + ' ' : '';
   const line = `${time}${level.padEnd(5)} ${id ? id + ': ' : ''}${msg}${formatFields(fields)}\n`;
   process.stderr.write(line);
@@ -46,4 +46,6 @@ export const log = {
   info: (id: string | null, msg: string, fields?: Fields) => write('info', id, msg, fields),
   warn: (id: string | null, msg: string, fields?: Fields) => write('warn', id, msg, fields),
   error: (id: string | null, msg: string, fields?: Fields) => write('error', id, msg, fields),
+  /** Lifecycle lines (ready, stopped) that supervisors and scripts wait for, at any level. */
+  always: (msg: string, fields?: Fields) => write('info', null, msg, fields, true),
 };
