@@ -59,7 +59,7 @@ export interface RunningDaemon {
 }
 
 export async function startDaemon(site: TestSite, env: NodeJS.ProcessEnv = {}): Promise<RunningDaemon> {
-  const proc = spawn(process.execPath, [BIN, 'daemon', '--config', site.configPath], {
+  const proc = spawn(process.execPath, ['--max-semi-space-size=2', BIN, 'daemon', '--config', site.configPath], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
