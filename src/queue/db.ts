@@ -71,9 +71,20 @@ export class Statement {
   }
 }
 
+/** An SQL literal: strings quoted, buffers as X'hex', null as NULL. */
+export function sqlLiteral(v: string | number | Buffer | null): string {
+  if (v === null) return 'NULL';
+  if (typeof v === 'number') return String(v);
+  if (Buffer.isBuffer(v)) return `X'${v.toString('hex')}'`;
+  return `'${v.replaceAll("'", "''")}'`;
+}
+
 interface Op {
   durable: boolean;
-  run: (db: Db) => Promise<unknown>;
+  /** Either code to run inside the transaction… */
+  run?: (db: Db) => Promise<unknown>;
+  /** …or plain SQL text: a batch made only of these is one round trip to SQLite's thread. */
+  sql?: string;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
@@ -92,6 +103,18 @@ export class GroupCommitWriter {
   submit<T>(durable: boolean, run: (db: Db) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ durable, run, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  /**
+   * The hot path (message bodies and commits): statements as text, so a whole group commit —
+   * BEGIN, every session's inserts, COMMIT — is a single exec instead of one thread-pool round
+   * trip per statement.
+   */
+  submitSql(durable: boolean, sql: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ durable, sql, resolve: resolve as (v: unknown) => void, reject });
       if (!this.draining) void this.drain();
     });
   }
@@ -134,10 +157,20 @@ export class GroupCommitWriter {
 
   private async runBatch(batch: Op[]): Promise<unknown[]> {
     await this.setSync(batch.some((o) => o.durable) ? 'FULL' : 'NORMAL');
+    if (batch.every((o) => o.sql !== undefined)) {
+      try {
+        await this.db.exec(`BEGIN IMMEDIATE;\n${batch.map((o) => o.sql).join('\n')}\nCOMMIT;`);
+      } catch (err) {
+        await this.db.exec('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      this.commits++;
+      return batch.map(() => undefined);
+    }
     await this.db.exec('BEGIN IMMEDIATE');
     try {
       const results: unknown[] = [];
-      for (const op of batch) results.push(await op.run(this.db));
+      for (const op of batch) results.push(op.sql !== undefined ? await this.db.exec(op.sql) : await op.run!(this.db));
       await this.db.exec('COMMIT');
       this.commits++;
       return results;

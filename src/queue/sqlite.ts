@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { Db, GroupCommitWriter, type Statement } from './db.js';
+import { Db, GroupCommitWriter, sqlLiteral } from './db.js';
 import { envelopeId, isEnvelopeId, newMessageId } from './ids.js';
 import type { Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, RecipientStatus, Spool } from './store.js';
 
@@ -46,7 +46,6 @@ export class SqliteQueueStore implements QueueStore {
     private readonly writeDb: Db,
     private readonly readDb: Db,
     readonly writer: GroupCommitWriter,
-    private readonly stmts: { chunk: Statement; message: Statement; recipient: Statement },
   ) {}
 
   static async open(stateDir: string): Promise<SqliteQueueStore> {
@@ -60,16 +59,11 @@ export class SqliteQueueStore implements QueueStore {
       DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msgid = messages.id);`);
     const r = await Db.open(file);
     await r.exec('PRAGMA busy_timeout=10000;');
-    const stmts = {
-      chunk: w.prepare('INSERT INTO chunks (msgid, seq, data) VALUES (?, ?, ?)'),
-      message: w.prepare('INSERT INTO messages (id, sender, created, size, via, client, helo, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      recipient: w.prepare('INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (?, ?, ?, ?)'),
-    };
-    return new SqliteQueueStore(w, r, new GroupCommitWriter(w), stmts);
+    return new SqliteQueueStore(w, r, new GroupCommitWriter(w));
   }
 
   openMessage(msgid = newMessageId()): Spool {
-    return new SqliteSpool(msgid, this.writer, this.stmts);
+    return new SqliteSpool(msgid, this.writer);
   }
 
   async due(now: number, limit: number): Promise<Envelope[]> {
@@ -194,11 +188,14 @@ export class SqliteQueueStore implements QueueStore {
 
   async close(): Promise<void> {
     await this.writer.idle();
-    for (const s of Object.values(this.stmts)) await s.finalize();
     await this.readDb.close();
     await this.writeDb.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
     await this.writeDb.close();
   }
+}
+
+function chunkSql(msgid: string, seq: number, data: Buffer): string {
+  return `INSERT INTO chunks (msgid, seq, data) VALUES (${sqlLiteral(msgid)}, ${seq}, ${sqlLiteral(data)});\n`;
 }
 
 function idFilter(id: string | null): [string, unknown[]] {
@@ -233,7 +230,6 @@ class SqliteSpool implements Spool {
   constructor(
     readonly msgid: string,
     private readonly writer: GroupCommitWriter,
-    private readonly stmts: { chunk: Statement; message: Statement; recipient: Statement },
   ) {}
 
   get size(): number {
@@ -253,7 +249,7 @@ class SqliteSpool implements Spool {
       this.partsLength = rest.length;
       const seq = ++this.seq;
       try {
-        await this.writer.submit(false, () => this.stmts.chunk.run([this.msgid, seq, piece]));
+        await this.writer.submitSql(false, chunkSql(this.msgid, seq, piece));
       } catch (err) {
         this.failed = err;
         throw err;
@@ -269,12 +265,14 @@ class SqliteSpool implements Spool {
     const seq = last ? ++this.seq : 0;
     const now = Date.now();
     const due = meta.notBefore ?? now;
-    return this.writer.submit(true, async () => {
-      if (last) await this.stmts.chunk.run([this.msgid, seq, last]);
-      await this.stmts.message.run([this.msgid, meta.sender, now, this.written, meta.via, meta.client ?? null, meta.helo ?? null, meta.origin ?? null]);
-      let i = 0;
-      for (const rcpt of meta.recipients) await this.stmts.recipient.run([envelopeId(this.msgid, i++), this.msgid, rcpt, due]);
+    let sql = last ? chunkSql(this.msgid, seq, last) : '';
+    sql += `INSERT INTO messages (id, sender, created, size, via, client, helo, origin) VALUES (${[
+      this.msgid, meta.sender, now, this.written, meta.via, meta.client ?? null, meta.helo ?? null, meta.origin ?? null,
+    ].map(sqlLiteral).join(', ')});\n`;
+    meta.recipients.forEach((rcpt, i) => {
+      sql += `INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (${[envelopeId(this.msgid, i), this.msgid, rcpt, due].map(sqlLiteral).join(', ')});\n`;
     });
+    return this.writer.submitSql(true, sql);
   }
 
   async rollback(): Promise<void> {
