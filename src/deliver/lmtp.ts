@@ -5,8 +5,8 @@
 
 import net from 'node:net';
 import type { Readable } from 'node:stream';
-import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
-import type { DeliveryResult } from './transport.js';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { DeliveryResult, SmtpErrorLike } from './transport.js';
 
 export interface LmtpTarget {
   /** A unix socket path (Dovecot: /var/run/dovecot/lmtp). */
@@ -16,13 +16,6 @@ export interface LmtpTarget {
   port?: number;
 }
 
-interface SmtpErrorLike extends Error {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  recipient?: string;
-  rejectedErrors?: SmtpErrorLike[];
-}
 
 const CONNECT_TIMEOUT_MS = 30_000;
 const SOCKET_TIMEOUT_MS = 5 * 60_000;
@@ -54,7 +47,9 @@ export async function deliverLmtp(
       return all({ outcome: 'tempfail', message: `4.4.1 cannot connect to LMTP ${label}: ${(err as Error).message}`, remote: label });
     }
   }
-  const conn = new SMTPConnection({
+  // Loaded on first use, as in smtp.ts: the daemon does not carry the client while idle.
+  const { default: SMTPConnectionClass } = await import('nodemailer/lib/smtp-connection/index.js');
+  const conn = new SMTPConnectionClass({
     lmtp: true,
     host: target.host ?? 'localhost',
     port: target.port ?? 24,

@@ -44,7 +44,8 @@ export class DeliveryRunner {
   private running = false;
   private again = false;
   private stopped = false;
-  private readonly inFlight = new Set<string>();
+  /** Envelopes being delivered, with the job that has them. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
   private jobsInFlight = 0;
   private readonly jobDone: (() => void)[] = [];
   private transports = new Map<string, Transport>();
@@ -161,7 +162,8 @@ export class DeliveryRunner {
       for (const { lane, envs } of jobs.values()) {
         while (this.jobsInFlight >= MAX_JOBS_IN_FLIGHT) await new Promise<void>((r) => this.jobDone.push(r));
         if (this.stopped) break;
-        void this.startJob(lane, envs);
+        const free = envs.filter((e) => !this.inFlight.has(e.envId)); // a session may have taken some meanwhile
+        if (free.length) void this.startJob(lane, free);
       }
       if (due.length === BATCH) this.again = true;
     } catch (err) {
@@ -188,7 +190,6 @@ export class DeliveryRunner {
   /** Runs one job; resolves with its results once they are recorded (never rejects). */
   private startJob(lane: Lane, envs: Envelope[], decide?: (results: Map<string, DeliveryResult>) => Promise<boolean>): Promise<Map<string, DeliveryResult> | null> {
     const first = envs[0]!;
-    for (const e of envs) this.inFlight.add(e.envId);
     this.jobsInFlight++;
     const rewrite = lane.rewrite;
     const rw: RewriteContext | null = rewrite ? { spec: rewrite, localDomains: new Set([...this.config.local.domains, this.config.hostname.toLowerCase()]) } : null;
@@ -200,7 +201,7 @@ export class DeliveryRunner {
       recipients: envs,
       body: () => (headers ? pipeline(this.store.readBody(first.msgid), new HeaderRewriter(rw!), () => undefined) : this.store.readBody(first.msgid)),
     };
-    return lane
+    const running = lane
       .transport()
       .deliver(job)
       .then(async (results) => {
@@ -218,6 +219,8 @@ export class DeliveryRunner {
         this.jobDone.splice(0).forEach((r) => r());
         if (!this.running && !this.timer) void this.armTimer();
       });
+    for (const e of envs) this.inFlight.set(e.envId, running);
+    return running;
   }
 
   /**
@@ -232,10 +235,17 @@ export class DeliveryRunner {
     if (!this.local) return null;
     const msg = await this.store.getMessage(msgid);
     if (!msg) return null;
-    const local = msg.recipients.filter((e) => this.local!.isLocal(e.recipient) && e.status === 'queued' && !this.inFlight.has(e.envId));
-    if (!local.length) return null;
+    const mine = msg.recipients.filter((e) => this.local!.isLocal(e.recipient) && e.status === 'queued');
+    // Another pass may already be delivering some of them: wait for that too.
+    const busy = [...new Set(mine.map((e) => this.inFlight.get(e.envId)).filter((p) => p !== undefined))];
+    const local = mine.filter((e) => !this.inFlight.has(e.envId));
+    if (!local.length && !busy.length) return null;
     const allLocal = local.length === msg.recipients.length;
     let refusal: string | null = null;
+    if (!local.length) {
+      await Promise.race([Promise.all(busy), new Promise((r) => setTimeout(r, deadlineMs))]);
+      return null;
+    }
     const run = this.startJob(this.localLane(), local, async (results) => {
       const all = [...results.values()];
       if (!allLocal || !all.every((r) => r.outcome === 'permfail')) return false;
@@ -246,7 +256,7 @@ export class DeliveryRunner {
     });
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
-    const outcome = await Promise.race([run, deadline]);
+    const outcome = await Promise.race([Promise.all([run, ...busy]), deadline]);
     clearTimeout(timer);
     if (outcome === 'late') log.info(msgid, 'local delivery still running at the deadline; answering 250');
     return refusal;

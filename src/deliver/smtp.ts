@@ -12,7 +12,7 @@ import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { asSocket } from './stream-socket.js';
-import { sameForAll, type DeliveryJob, type DeliveryResult, type Transport } from './transport.js';
+import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
 export interface SmtpHop {
   /** For logs and DSNs: "host:port", or a description of the tunnel. */
@@ -42,12 +42,7 @@ export interface SmtpTransportOptions {
   beforeConnect?(): Promise<void>;
 }
 
-interface SmtpErrorLike extends Error {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  recipient?: string;
-  rejectedErrors?: SmtpErrorLike[];
+interface SmtpErrorLike extends BaseSmtpError {
   /** Failed in or right after the STARTTLS handshake (set by SmtpTransport.open). */
   duringTls?: boolean;
 }

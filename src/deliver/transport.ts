@@ -34,3 +34,12 @@ export interface Transport {
 export function sameForAll(job: DeliveryJob, result: DeliveryResult): Map<string, DeliveryResult> {
   return new Map(job.recipients.map((r) => [r.envId, result]));
 }
+
+/** What nodemailer's SMTP/LMTP client errors carry. */
+export interface SmtpErrorLike extends Error {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpErrorLike[];
+}

@@ -98,8 +98,10 @@ export async function receiveMessage(
   log.info(spool.msgid, 'accepted', {
     from: `<${meta.sender}>`, nrcpt: meta.recipients.length, size: checker.size, client: trace.clientAddress, via: meta.via,
   });
-  sink.committed?.(spool.msgid, meta);
+  // Local delivery first, then wake the runner for the rest: the runner must not race the
+  // session for the local recipients it is about to deliver itself.
   const refusal = sink.afterCommit ? await sink.afterCommit(spool.msgid, meta).catch(() => null) : null;
+  sink.committed?.(spool.msgid, meta);
   if (refusal) throw replies.deliveryFailed(refusal);
   return replies.queued(spool.msgid);
 }

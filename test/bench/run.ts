@@ -21,6 +21,7 @@
 //   --client LIST    BENCH_CLIENT       subset of smtp-source,node     (both when available)
 //   --no-write                          do not write RESULTS.md
 //   --keep                              keep temp dirs (daemon logs, Postfix log) for inspection
+//   --no-links       BENCH_LINKS=0      skip links.ts (link-up flush, idle CPU, local delivery)
 //   BENCH_DAEMON_NODE_ARGS="..."        extra node options for the daemon only (V8 experiments)
 
 import fs from 'node:fs';
@@ -52,7 +53,16 @@ import {
   type PostfixInstance,
   type PostfixTools,
 } from './postfix.js';
-import { daemonEntry, daemonNodeArgs, startTidemail, tidemailQueueCount, type Daemon } from './tidemail.js';
+import { cleanupTmp } from '../helpers/tmp.js';
+import { runLinkBenches } from './links.js';
+import {
+  daemonEntry,
+  daemonNodeArgs,
+  shebangNodeArgs,
+  startTidemail,
+  tidemailQueueCount,
+  type Daemon,
+} from './tidemail.js';
 
 // dist/test/bench/run.js -> repository root (BENCH_ROOT overrides, e.g. for a build elsewhere)
 const ROOT = process.env.BENCH_ROOT ?? path.resolve(fileURLToPath(import.meta.url), '../../../..');
@@ -74,6 +84,7 @@ const ONLY = new Set(opt('--only', 'BENCH_ONLY', 'floor,tidemail,postfix').split
 const CLIENTS = new Set(opt('--client', 'BENCH_CLIENT', 'smtp-source,node').split(','));
 const WRITE = !argv.includes('--no-write');
 const KEEP = argv.includes('--keep');
+const LINKS = !argv.includes('--no-links') && process.env.BENCH_LINKS !== '0';
 const REPEAT = Math.max(1, Number(opt('--repeat', 'BENCH_REPEAT', '3')));
 const WARMUP = Math.min(200, MESSAGES); // messages sent before measuring (JIT, caches, first files)
 
@@ -790,7 +801,14 @@ async function main(): Promise<void> {
       `; load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
     `clients: ${smtpSource ? `smtp-source (${smtpSource})` : 'smtp-source not installed'}; test/bench/load.ts`,
   ];
-  if (daemonNodeArgs().length) machine.push(`daemon started with extra node options: ${daemonNodeArgs().join(' ')}`);
+  const entry = daemonEntry(ROOT);
+  const deployedArgs = entry ? shebangNodeArgs(entry) : [];
+  const daemonArgs = [...deployedArgs, ...daemonNodeArgs()];
+  if (entry) {
+    machine.push(`daemon: node ${[...daemonArgs, path.relative(ROOT, entry)].join(' ')} daemon --config ...` +
+      (deployedArgs.length ? ' (options from the launcher\'s shebang' +
+        (daemonNodeArgs().length ? ' and BENCH_DAEMON_NODE_ARGS)' : ')') : ''));
+  }
   log(machine.join(' | '));
   if (!smtpSource) notes.push('smtp-source not found: only the Node load generator was used.');
 
@@ -815,8 +833,8 @@ async function main(): Promise<void> {
     mem.huge = await benchHugeMessage();
     // Experiment: repeat with small V8 semi-spaces (young generation; up to 16 MB each by
     // default on 64-bit). If the growth drops a lot, it is short-lived garbage rather than
-    // buffered message data. Skipped when the daemon already runs with custom node options.
-    if (mem.huge && daemonNodeArgs().length === 0) {
+    // buffered message data. Skipped when the daemon already runs with a semi-space setting.
+    if (mem.huge && !daemonArgs.some((a) => a.startsWith('--max-semi-space-size'))) {
       const nodeArgs = ['--max-semi-space-size=2'];
       const figures = await benchHugeMessage(nodeArgs);
       if (figures) mem.hugeExperiment = { nodeArgs, figures };
@@ -824,6 +842,19 @@ async function main(): Promise<void> {
   }
 
   const lines = report(machine, limitNotes(cpus.length, fsyncMs));
+
+  // Links and local delivery (test/bench/links.ts, issues 4 and 5), after the acceptance figures.
+  if (LINKS && daemonEntry(ROOT)) {
+    log('links and local delivery (test/bench/links.ts)');
+    try {
+      lines.push('', ...(await runLinkBenches()).lines);
+    } catch (e) {
+      lines.push('', `links and local delivery: FAILED: ${(e as Error).message.split('\n')[0]}`);
+      log(`links: FAILED ${(e as Error).message}`);
+    } finally {
+      if (!KEEP) cleanupTmp(); // the temp dirs the test helpers made for it
+    }
+  }
   lines.push('', `bench run took ${((nowMs() - t0) / 1000).toFixed(0)} s`);
   console.log('\n' + lines.join('\n'));
 

@@ -42,6 +42,25 @@ export function daemonEntry(repoRoot: string): string | null {
 }
 
 /**
+ * Node options in the launcher's shebang, e.g. "#!/usr/bin/env -S node --max-semi-space-size=2"
+ * -> ["--max-semi-space-size=2"]. The bench starts the launcher with process.execPath (the same
+ * node that runs the bench), which ignores the shebang, so these are passed explicitly: the daemon
+ * then runs with the options it is deployed with.
+ */
+export function shebangNodeArgs(script: string): string[] {
+  let first: string;
+  try {
+    first = fs.readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return [];
+  }
+  if (!first.startsWith('#!')) return [];
+  const words = first.slice(2).trim().split(/\s+/);
+  const i = words.findIndex((w) => path.basename(w) === 'node' || path.basename(w) === 'nodejs');
+  return i >= 0 ? words.slice(i + 1) : [];
+}
+
+/**
  * Extra node command-line options for the daemon, from BENCH_DAEMON_NODE_ARGS (space-separated),
  * to try V8 settings (e.g. "--max-semi-space-size=2") without touching the package.
  */
@@ -172,8 +191,9 @@ export async function startTidemail(
   const entry = daemonEntry(repoRoot);
   if (!entry) throw new Error('dist/src/main.js not found (build the daemon first)');
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
-  // Extra node options go before the script (V8 flags etc.); default BENCH_DAEMON_NODE_ARGS.
-  const nodeArgs = opts.nodeArgs ?? daemonNodeArgs();
+  // Node options go before the script: the launcher's shebang options, then the extra ones
+  // (V8 flags etc.; default BENCH_DAEMON_NODE_ARGS). A later flag overrides an earlier one.
+  const nodeArgs = [...shebangNodeArgs(entry), ...(opts.nodeArgs ?? daemonNodeArgs())];
   const notes: string[] = [];
   const dir = fs.mkdtempSync(path.join(opts.tmpParent ?? os.tmpdir(), 'tidemail-bench-'));
   try {

@@ -4,22 +4,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
+import { stopAfterEach } from '../helpers/cleanup.js';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/ports.js';
-import { startSmarthost, type Smarthost } from '../helpers/smarthost.js';
+import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
+import { tmpDir, writeFile } from '../helpers/tmp.js';
 
-const cleanup: (() => Promise<unknown>)[] = [];
-test.after.each(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
-});
-test.after(() => cleanupTmp());
-const keep = <T extends Smarthost | RunningDaemon>(x: T): T => {
-  cleanup.push('close' in x ? () => x.close() : () => x.stop());
-  return x;
-};
+const keep = stopAfterEach(test);
 
 /** A fake `uux`: records its argv and stdin, exits with the code in EXIT_CODE_FILE. */
 function fakeCommand(dir: string, exitCode: number): string {

@@ -6,22 +6,15 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
+import { stopAfterEach } from '../helpers/cleanup.js';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { sleep, waitFor } from '../helpers/ports.js';
-import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smarthost.js';
+import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { RawSmtp, sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
+import { tmpDir, writeFile } from '../helpers/tmp.js';
 
-const cleanup: (() => Promise<unknown>)[] = [];
-test.after.each(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
-});
-test.after(() => cleanupTmp());
-const keep = <T extends Smarthost | RunningDaemon>(x: T): T => {
-  cleanup.push('close' in x ? () => x.close() : () => x.stop());
-  return x;
-};
+const keep = stopAfterEach(test);
 
 /** A site delivering to Maildirs under a temp dir; "admin" is the system user "daemon". */
 async function localSite(extraLocal = '', aliases = 'root: admin\npostmaster: root\n') {

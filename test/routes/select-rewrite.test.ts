@@ -2,22 +2,14 @@
 // real From, address maps, Bcc never leaked, priorities, local-only routes.
 
 import { test } from 'uvu';
+import { stopAfterEach } from '../helpers/cleanup.js';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { sleep } from '../helpers/ports.js';
-import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smarthost.js';
+import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp } from '../helpers/tmp.js';
 
-const cleanup: (() => Promise<unknown>)[] = [];
-test.after.each(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
-});
-test.after(() => cleanupTmp());
-const keep = <T extends Smarthost | RunningDaemon>(x: T): T => {
-  cleanup.push('close' in x ? () => x.close() : () => x.stop());
-  return x;
-};
+const keep = stopAfterEach(test);
 
 test('each sender domain leaves through its own smarthost; the catch-all takes the rest', async () => {
   const work = keep(await startSmarthost());
