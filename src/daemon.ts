@@ -11,7 +11,8 @@ import { maildropDir, pickupMaildrop } from './queue/maildrop.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
 import { describeTarget } from './routes/profile.js';
-import { SmtpFront } from './smtp/server.js';
+import { SmtpFront, fmt } from './smtp/server.js';
+import { UsersStore } from './smtp/users-file.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { queueSummary } from './queue/summary.js';
 import { createLocalLane, type LocalDelivery } from './deliver/local.js';
@@ -19,7 +20,9 @@ import { LocalResolveError } from './local/resolve.js';
 import { replies } from './smtp/replies.js';
 import type { Spool } from './queue/store.js';
 import { LinkMonitor } from './online/monitor.js';
-import type { RouteProfile } from './routes/profile.js';
+import type { FetchSpec, RouteProfile } from './routes/profile.js';
+import { rfc5322Date } from './message/date.js';
+import { qualify } from './message/address.js';
 
 /** Safety net for a missed poke or inotify event: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
@@ -36,6 +39,7 @@ export class Daemon {
   private links!: LinkMonitor;
   private local!: LocalDelivery;
   private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
+  private fetcher: import('./fetch/scheduler.js').FetchScheduler | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
   private maildropWatch: fs.FSWatcher | null = null;
   private picking: Promise<void> | null = null;
@@ -68,9 +72,12 @@ export class Daemon {
 
     // Ports first (they may be privileged), then give up root before touching any input.
     this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a));
+    // The users file and the TLS key are read now, while we may still be root.
+    const users = new UsersStore(config.smtp.usersFile, config.smtp.usersFileWhere);
     this.front = new SmtpFront({
       config,
       via: 'smtp',
+      users,
       isLocal: (a) => this.local.isLocal(a),
       checkRecipient: (a) => this.checkLocalRecipient(a),
       sink: {
@@ -80,7 +87,9 @@ export class Daemon {
         afterCommit: async (id, meta) => (meta.recipients.some((r) => this.local.isLocal(r)) ? this.runner.deliverNow(id, this.config.local.preQueueDeadlineMs) : null),
       },
     });
-    await this.front.listen(config.smtp.listen);
+    await this.front.listen(config.smtp.listen, 'mx');
+    await this.front.listen(config.smtp.submission, 'submission');
+    await this.front.listen(config.smtp.smtps, 'smtps');
     if (runAs) dropPrivileges(runAs);
 
     this.store = await SqliteQueueStore.open(config.stateDir);
@@ -89,7 +98,12 @@ export class Daemon {
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
       // The moment a link comes up, everything waiting for it is due — not at the next tick.
       if (online) void this.store.releaseWaiting(route.name).then(() => this.runner.wake(), () => this.runner.wake());
+      // …and its POP3 mailboxes are fetched.
+      if (online) void this.fetcher?.fetchRoute(route.name);
     });
+    await this.setFetch(routes);
+    // Routes that are online from the start (always, or already up) fetch once at boot.
+    for (const r of routes) if (r.fetch.length && this.links.isOnline(r)) void this.fetcher?.fetchRoute(r.name);
     this.links.start();
     await this.setSchedules(routes);
     this.control = new ControlServer(controlSocketPath(config.stateDir), (req) => this.handleControl(req));
@@ -108,7 +122,9 @@ export class Daemon {
     }
     this.runner.wake();
     log.always('daemon ready', {
-      listen: config.smtp.listen.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(','),
+      listen: config.smtp.listen.map(fmt).join(','),
+      ...(config.smtp.submission.length ? { submission: config.smtp.submission.map(fmt).join(',') } : {}),
+      ...(config.smtp.smtps.length ? { smtps: config.smtp.smtps.map(fmt).join(',') } : {}),
       state: config.stateDir,
       config: config.file ?? 'embedded local-only default',
       routes: routes.map((r) => r.name).join(',') || 'none',
@@ -140,9 +156,42 @@ export class Daemon {
     if (!this.schedules && !routes.some((r) => r.schedule)) return;
     if (!this.schedules) {
       const { RouteSchedules } = await import('./schedule/cron.js');
-      this.schedules = new RouteSchedules((r) => void this.flushRoute(r.name));
+      this.schedules = new RouteSchedules((r) => {
+        void this.flushRoute(r.name);
+        void this.fetcher?.fetchRoute(r.name);
+      });
     }
     this.schedules.set(routes);
+  }
+
+  /** POP3 fetching, loaded only when some route has [[fetch]] accounts. */
+  private async setFetch(routes: readonly RouteProfile[]): Promise<void> {
+    if (!this.fetcher && !routes.some((r) => r.fetch.length)) return;
+    if (!this.fetcher) {
+      const [{ FetchScheduler }, { UidlStore }] = await Promise.all([import('./fetch/scheduler.js'), import('./fetch/uidl-store.js')]);
+      const uidls = await UidlStore.open(this.config.stateDir);
+      this.fetcher = new FetchScheduler(uidls, (r) => this.links.isOnline(r), (a, body) => this.submitFetched(a, body));
+      this.closeFetch = () => uidls.close();
+    }
+    this.fetcher.setRoutes(routes);
+  }
+
+  private closeFetch: (() => Promise<void>) | null = null;
+
+  /** A fetched message enters the queue like any other (null sender: it was delivered once). */
+  private async submitFetched(a: FetchSpec, body: AsyncIterable<Buffer>): Promise<void> {
+    const spool = this.openMessage();
+    try {
+      const trace = `Received: from ${a.host} by ${this.config.hostname} (tidemail) with POP3 id ${spool.msgid}\r\n\tfor <${a.user}>; ${rfc5322Date()}\r\n`;
+      await spool.write(Buffer.from(trace, 'utf8'));
+      for await (const chunk of body) await spool.write(chunk);
+      await spool.commit({ sender: '', recipients: a.deliverTo.map((r) => qualify(r, this.config.hostname)), via: 'fetch', client: a.host });
+    } catch (err) {
+      await spool.rollback();
+      throw err;
+    }
+    log.info(spool.msgid, 'accepted', { from: '<>', nrcpt: a.deliverTo.length, size: spool.size, via: 'fetch', account: a.name });
+    this.runner.wake();
   }
 
   private async flushRoute(name: string): Promise<number> {
@@ -171,6 +220,7 @@ export class Daemon {
     const routes = loadRoutes(config.configDir);
     setLogLevel(config.logLevel);
     await this.setSchedules(routes); // first: an invalid schedule keeps the old configuration
+    await this.setFetch(routes);
     this.config = config;
     Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a)));
     this.links.setRoutes(routes);
@@ -218,6 +268,7 @@ export class Daemon {
           config: this.config.file,
           queue: queueSummary(await this.store.listMessages()),
           noRoute: counts['*'] ?? 0,
+          fetch: this.fetcher?.states() ?? [],
           routes: this.runner.getRoutes().map((r) => ({
             name: r.name,
             target: describeTarget(r),
@@ -229,6 +280,9 @@ export class Daemon {
           })),
         };
       }
+      case 'fetch':
+        if (!this.fetcher) throw new Error('no route has [[fetch]] accounts');
+        return this.fetcher.fetchNow(req.account);
       case 'link': {
         const matched = await this.links.linkEvent(req.name, req.up);
         if (!matched.length) throw new Error(`no route or interface named "${req.name}" (routes: ${this.links.routeNames().join(', ') || 'none'})`);
@@ -250,6 +304,8 @@ export class Daemon {
     this.links.stop();
     this.schedules?.stop();
     await this.runner.stop();
+    await this.fetcher?.idle();
+    await this.closeFetch?.();
     await this.picking;
     await this.store.close();
     log.always('daemon stopped');

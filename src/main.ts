@@ -5,6 +5,7 @@ import path from 'node:path';
 import { runConfig } from './cli/config.js';
 import { runDaemon } from './cli/daemon.js';
 import { runLink } from './cli/link.js';
+import { runFetch } from './cli/fetch.js';
 import { runNewaliases } from './cli/newaliases.js';
 import { EX, reportError } from './cli/exit.js';
 import { runMailq, runMailrm, runQueueCommand } from './cli/queue.js';
@@ -12,6 +13,8 @@ import { runRmail } from './cli/rmail.js';
 import { runSendmail } from './cli/sendmail.js';
 import { runSmtpd } from './cli/smtpd.js';
 import { runStatus } from './cli/status.js';
+import { runTls } from './cli/tls.js';
+import { runUser } from './cli/user.js';
 
 const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   daemon                      run the mail daemon (foreground)
@@ -21,7 +24,10 @@ const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   runq                        try every queued message now
   status                      what is queued, why, and the state of each route
   link up|down NAME           a link hook: route or interface NAME changed
+  fetch [ROUTE/USER]          fetch POP3 mailboxes now
   config check|show           validate / print the configuration
+  user add|passwd|remove NAME SMTP AUTH users (password read from stdin); user list
+  tls selfsigned --out DIR    make a self-signed cert.pem + key.pem for STARTTLS
   smtpd                       one SMTP session on stdin/stdout (inetd)
   rmail RCPT...               accept a message from UUCP
   newaliases                  rebuild the aliases database
@@ -46,7 +52,10 @@ const SUBCOMMANDS: Record<string, Command> = {
   queue: runQueueCommand,
   status: runStatus,
   link: runLink,
+  fetch: runFetch,
   config: runConfig,
+  user: runUser,
+  tls: runTls,
 };
 
 export async function main(argv: string[]): Promise<void> {

@@ -25,6 +25,7 @@ interface DaemonStatus {
   queue: QueueSummary;
   noRoute?: number;
   routes: RouteStatus[];
+  fetch?: { account: string; route: string; lastRun: number | null; running: boolean; last: { fetched: number; error?: string } | null }[];
 }
 
 const ago = (t: number) => {
@@ -64,6 +65,14 @@ export async function runStatus(argv: string[]): Promise<number> {
     if (r.lastError) out.push(`  ${''.padEnd(14)} last error${r.lastErrorAt ? ` (${ago(r.lastErrorAt)})` : ''}: ${r.lastError}`);
   }
   if (st?.noRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) match no route`);
+  if (st?.fetch?.length) {
+    out.push('fetch:');
+    for (const f of st.fetch) {
+      const when = f.running ? 'running now' : f.lastRun ? `last run ${ago(f.lastRun)}` : 'not run yet';
+      const what = f.last ? (f.last.error ? `FAILING: ${f.last.error}` : `${f.last.fetched} fetched`) : '';
+      out.push(`  ${f.account.padEnd(20)} ${when}${what ? `, ${what}` : ''}`);
+    }
+  }
   process.stdout.write(out.join('\n') + '\n');
   return EX.OK;
 }

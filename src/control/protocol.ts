@@ -12,6 +12,7 @@ export type ControlRequest =
   | { cmd: 'requeue'; id: string }
   | { cmd: 'status' }
   | { cmd: 'link'; name: string; up: boolean }
+  | { cmd: 'fetch'; account?: string }
   | { cmd: 'reload' };
 
 export type ControlReply = { ok: true; data?: unknown } | { ok: false; error: string };

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseTomlFile } from '../config/load.js';
 import { ConfigReader } from '../config/reader.js';
 import type {
-  MxRoute, OnlineSpec, PipeRoute, PopBeforeSmtpSpec, RewriteSpec, RouteKind, RouteProfile, SmarthostRoute, SmtpAuthSpec,
+  FetchSpec, MxRoute, OnlineSpec, PipeRoute, PopBeforeSmtpSpec, RewriteSpec, RouteKind, RouteProfile, SmarthostRoute, SmtpAuthSpec,
   SmtpClientSpec, SshRoute, TlsMode, WrapperRoute,
 } from './profile.js';
 
@@ -70,6 +70,7 @@ export function loadRoute(file: string): RouteProfile {
     schedule: readSchedule(r),
     maxConnections: r.integer('max_connections', 2, 1),
     messagesPerConnection: r.integer('messages_per_connection', 100, 1),
+    fetch: r.subList('fetch').map((f) => readFetch(f, name)),
   };
   let route: RouteProfile;
   switch (kind) {
@@ -119,6 +120,32 @@ export function loadRoute(file: string): RouteProfile {
   }
   r.rejectUnknown();
   return route;
+}
+
+function readFetch(f: ConfigReader, route: string): FetchSpec {
+  const tls = f.oneOf('tls', ['implicit', 'starttls', 'none'] as const, 'implicit');
+  const hp = hostPort(f, 'server', f.string('server') ?? f.fail('server', 'is missing', 'add server = "pop.example.net:995" to the [[fetch]] entry'), tls === 'implicit' ? 995 : 110);
+  const user = f.string('user') ?? f.fail('user', 'is missing', 'add user = "me" to the [[fetch]] entry');
+  const pw = path.resolve(path.dirname(f.file), f.string('password_file') ?? f.fail('password_file', 'is missing', 'add password_file = "/etc/tidemail/secrets/pop" (mode 0600)'));
+  const deliverTo = f.stringList('deliver_to', []);
+  if (!deliverTo.length) f.fail('deliver_to', 'is missing', 'add deliver_to = "alice" (a local user or address) to the [[fetch]] entry');
+  const ca = f.string('tls_ca_file');
+  const spec: FetchSpec = {
+    name: `${route}/${user}`,
+    route,
+    ...hp,
+    tls,
+    user,
+    passwordFile: pw,
+    password: readSecret(pw, f),
+    auth: f.oneOf('auth', ['auto', 'user', 'apop'] as const, 'auto'),
+    keep: f.bool('keep', false),
+    deliverTo,
+    maxSize: f.has('max_size') ? f.size('max_size', 0) : undefined,
+    caFile: ca ? path.resolve(path.dirname(f.file), ca) : undefined,
+  };
+  f.rejectUnknown();
+  return spec;
 }
 
 function readOnline(r: ConfigReader): OnlineSpec {

@@ -68,6 +68,25 @@ export interface SmtpClientSpec {
   popBeforeSmtp?: PopBeforeSmtpSpec;
 }
 
+/** A POP3 mailbox fetched while the route is online ([[fetch]] in the route file). */
+export interface FetchSpec {
+  /** Unique: "ROUTE/USER". */
+  name: string;
+  route: string;
+  host: string;
+  port: number;
+  tls: 'implicit' | 'starttls' | 'none';
+  user: string;
+  password: string;
+  passwordFile: string;
+  auth: 'auto' | 'user' | 'apop';
+  keep: boolean;
+  /** Local recipients of every fetched message. */
+  deliverTo: string[];
+  maxSize?: number;
+  caFile?: string;
+}
+
 interface RouteBase extends RouteCriteria {
   name: string;
   file: string;
@@ -79,6 +98,8 @@ interface RouteBase extends RouteCriteria {
   schedule?: string;
   maxConnections: number;
   messagesPerConnection: number;
+  /** POP3 accounts fetched when this route is online. */
+  fetch: FetchSpec[];
 }
 
 export interface SmarthostRoute extends RouteBase, SmtpClientSpec {

@@ -1,0 +1,93 @@
+// When to fetch: every POP3 account of a route when the route comes online, on the route's
+// schedule, and on `tidemail fetch [ACCOUNT]` — never while the route is offline. One fetch per
+// account at a time; an account whose password was refused is not retried on every link event
+// (no retry storm): automatic fetches pause for an hour, `tidemail fetch` still tries.
+
+import { log } from '../log/log.js';
+import type { FetchSpec, RouteProfile } from '../routes/profile.js';
+import type { UidlStore } from './uidl-store.js';
+import { fetchAccount, type FetchResult } from './pop3.js';
+
+const AUTH_FAILURE_PAUSE_MS = 3_600_000;
+
+export interface AccountState {
+  account: string;
+  route: string;
+  lastRun: number | null;
+  last: FetchResult | null;
+  running: boolean;
+}
+
+export class FetchScheduler {
+  private accounts = new Map<string, FetchSpec>();
+  private readonly state = new Map<string, AccountState>();
+  private readonly running = new Map<string, Promise<FetchResult>>();
+
+  constructor(
+    private readonly uidls: UidlStore,
+    private readonly isOnline: (route: string) => boolean,
+    /** Queues one fetched message durably for the account's recipients. */
+    private readonly submit: (account: FetchSpec, body: AsyncIterable<Buffer>) => Promise<void>,
+  ) {}
+
+  setRoutes(routes: readonly RouteProfile[]): void {
+    this.accounts = new Map(routes.flatMap((r) => r.fetch.map((f) => [f.name, f] as const)));
+  }
+
+  /** The route came online or its schedule fired. */
+  async fetchRoute(route: string, automatic = true): Promise<FetchResult[]> {
+    const mine = [...this.accounts.values()].filter((a) => a.route === route);
+    return Promise.all(mine.map((a) => this.fetch(a, automatic)));
+  }
+
+  /** `tidemail fetch [ACCOUNT]`: the named account, or every account on an online route. */
+  async fetchNow(name?: string): Promise<Record<string, FetchResult>> {
+    const targets = name ? [this.accounts.get(name)].filter((a): a is FetchSpec => !!a) : [...this.accounts.values()];
+    if (name && !targets.length) throw new Error(`no fetch account "${name}" (accounts: ${[...this.accounts.keys()].join(', ') || 'none'})`);
+    const out: Record<string, FetchResult> = {};
+    for (const a of targets) out[a.name] = await this.fetch(a, false);
+    return out;
+  }
+
+  private fetch(a: FetchSpec, automatic: boolean): Promise<FetchResult> {
+    const st = this.stateOf(a);
+    if (!this.isOnline(a.route)) {
+      return Promise.resolve({ fetched: 0, deleted: 0, skipped: 0, bytes: 0, error: `route ${a.route} is offline; not fetched` });
+    }
+    if (automatic && st.last?.authFailed && st.lastRun && Date.now() - st.lastRun < AUTH_FAILURE_PAUSE_MS) {
+      return Promise.resolve(st.last);
+    }
+    const busy = this.running.get(a.name);
+    if (busy) return busy;
+    st.running = true;
+    const run = fetchAccount(a, { uidls: this.uidls, submit: (acct, body) => this.submit(acct as FetchSpec, body) })
+      .then((r) => {
+        st.last = r;
+        if (r.error) log.warn(null, 'fetch failed', { account: a.name, error: r.error });
+        else if (r.fetched || r.skipped) log.info(null, 'fetched', { account: a.name, fetched: r.fetched, deleted: r.deleted, skipped: r.skipped, bytes: r.bytes });
+        return r;
+      })
+      .finally(() => {
+        st.running = false;
+        st.lastRun = Date.now();
+        this.running.delete(a.name);
+      });
+    this.running.set(a.name, run);
+    return run;
+  }
+
+  private stateOf(a: FetchSpec): AccountState {
+    let st = this.state.get(a.name);
+    if (!st) this.state.set(a.name, (st = { account: a.name, route: a.route, lastRun: null, last: null, running: false }));
+    return st;
+  }
+
+  states(): AccountState[] {
+    return [...this.accounts.values()].map((a) => this.stateOf(a));
+  }
+
+  /** Resolves when no fetch is running (shutdown). */
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.running.values()]);
+  }
+}

@@ -1,0 +1,74 @@
+// Which messages of which POP3 account were already fetched, so that keep = true fetches only
+// new mail and an interrupted keep = false run does not fetch twice what it already queued.
+//
+// Format: <stateDir>/fetch.sqlite, WAL, synchronous=FULL (an add() is on disk when it resolves).
+//   fetched(account TEXT, uidl TEXT, fetched_at INTEGER ms since epoch, skipped INTEGER 0|1,
+//           PRIMARY KEY(account, uidl))
+// `skipped` = 1: not fetched but deliberately left on the server (larger than max size).
+// Migrations are numbered by PRAGMA user_version and never edited.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { Db } from '../queue/db.js';
+
+const MIGRATIONS = [
+  `CREATE TABLE fetched (
+     account TEXT NOT NULL,
+     uidl TEXT NOT NULL,
+     fetched_at INTEGER NOT NULL,
+     skipped INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (account, uidl)
+   ) WITHOUT ROWID;`,
+];
+
+export class UidlStore {
+  private readonly db: Db;
+
+  private constructor(db: Db) {
+    this.db = db;
+  }
+
+  /** Opens (creating when needed) `<stateDir>/fetch.sqlite`. */
+  static async open(stateDir: string): Promise<UidlStore> {
+    fs.mkdirSync(stateDir, { recursive: true });
+    const db = await Db.open(path.join(stateDir, 'fetch.sqlite'));
+    try {
+      await db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
+      const v = (await db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
+      for (let i = v; i < MIGRATIONS.length; i++) await db.exec(`BEGIN; ${MIGRATIONS[i]} PRAGMA user_version=${i + 1}; COMMIT;`);
+    } catch (err) {
+      await db.close().catch(() => undefined);
+      throw err;
+    }
+    return new UidlStore(db);
+  }
+
+  /** True when the message was fetched (or deliberately skipped) before. */
+  async has(account: string, uidl: string): Promise<boolean> {
+    return (await this.db.get('SELECT 1 AS x FROM fetched WHERE account = ? AND uidl = ?', [account, uidl])) !== undefined;
+  }
+
+  /** Remembers a message durably; `skipped` marks one left on the server on purpose. */
+  async add(account: string, uidl: string, skipped = false): Promise<void> {
+    await this.db.run('INSERT OR REPLACE INTO fetched (account, uidl, fetched_at, skipped) VALUES (?, ?, ?, ?)', [account, uidl, Date.now(), skipped ? 1 : 0]);
+  }
+
+  /** Forgets the account's UIDLs that are no longer on the server (`present`: the full list). */
+  async prune(account: string, present: Set<string>): Promise<void> {
+    const rows = await this.db.all<{ uidl: string }>('SELECT uidl FROM fetched WHERE account = ?', [account]);
+    const gone = rows.map((r) => r.uidl).filter((u) => !present.has(u));
+    if (!gone.length) return;
+    await this.db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const u of gone) await this.db.run('DELETE FROM fetched WHERE account = ? AND uidl = ?', [account, u]);
+      await this.db.exec('COMMIT');
+    } catch (err) {
+      await this.db.exec('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
