@@ -9,6 +9,10 @@
 //     queue manager never schedules it: nothing is delivered and nothing competes for the CPU;
 //   - logging goes to DIR/postfix.log through postlogd (there may be no syslog here).
 // Stopping = `postfix -c DIR stop` (then `abort` if needed), then the whole dir is removed.
+//
+// With `virtualMaildir` (PostfixOptions) the instance delivers instead of holding: recipients in
+// that one domain go through virtual(8) into a single Maildir (static map, trailing slash) under
+// virtual_mailbox_base, written as the given uid/gid. Used by links.ts for local delivery rates.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -69,6 +73,7 @@ function masterCf(port: number): string {
     'retry      unix  - - n -  - error',
     'discard    unix  - - n -  - discard',
     'local      unix  - n n -  - local',
+    'virtual    unix  - n n -  - virtual',
     'anvil      unix  - - n -  1 anvil',
     'scache     unix  - - n -  1 scache',
     'postlog    unix-dgram n - n - 1 postlogd',
@@ -76,7 +81,33 @@ function masterCf(port: number): string {
   ].join('\n');
 }
 
-function mainCf(dir: string): string {
+export interface PostfixOptions {
+  /**
+   * Deliver mail for `domain` with virtual(8) into the Maildir `base/mailbox/` (mailbox must end
+   * in "/") as uid:gid (not 0: virtual refuses root), instead of putting every message on HOLD.
+   */
+  virtualMaildir?: { domain: string; base: string; mailbox: string; uid: number; gid: number };
+}
+
+function mainCf(dir: string, opts: PostfixOptions = {}): string {
+  const v = opts.virtualMaildir;
+  const delivery = v
+    ? [
+        // accepted, queued, then delivered by virtual(8) into one Maildir
+        'smtpd_recipient_restrictions =',
+        `virtual_mailbox_domains = ${v.domain}`,
+        `virtual_mailbox_base = ${v.base}`,
+        `virtual_mailbox_maps = static:${v.mailbox}`,
+        `virtual_uid_maps = static:${v.uid}`,
+        `virtual_gid_maps = static:${v.gid}`,
+        `virtual_minimum_uid = ${Math.min(100, v.uid)}`,
+        // must not be below message_size_limit (below), or virtual(8) refuses to start
+        'virtual_mailbox_limit = 0',
+      ]
+    : [
+        // accepted into the durable queue, never delivered
+        'smtpd_recipient_restrictions = check_client_access static:HOLD',
+      ];
   return [
     '# private benchmark instance; see test/bench/postfix.ts',
     'compatibility_level = 3.6',
@@ -94,8 +125,7 @@ function mainCf(dir: string): string {
     'alias_maps =',
     'alias_database =',
     'smtpd_relay_restrictions = permit_mynetworks, reject',
-    // accepted into the durable queue, never delivered
-    'smtpd_recipient_restrictions = check_client_access static:HOLD',
+    ...delivery,
     'message_size_limit = 104857600',
     `maillog_file = ${dir}/postfix.log`,
     `maillog_file_prefixes = ${dir}`,
@@ -125,11 +155,16 @@ function countFiles(dir: string): number {
  * Create and start a private instance under `dir` (which must exist, be owned by root and be
  * traversable by the postfix user, i.e. mode 0755). Needs root.
  */
-export async function startPostfix(tools: PostfixTools, dir: string, port: number): Promise<PostfixInstance> {
+export async function startPostfix(
+  tools: PostfixTools,
+  dir: string,
+  port: number,
+  opts: PostfixOptions = {},
+): Promise<PostfixInstance> {
   const conf = path.join(dir, 'conf');
   fs.mkdirSync(conf, { recursive: true });
   fs.mkdirSync(path.join(dir, 'queue'), { recursive: true, mode: 0o755 });
-  fs.writeFileSync(path.join(conf, 'main.cf'), mainCf(dir));
+  fs.writeFileSync(path.join(conf, 'main.cf'), mainCf(dir, opts));
   fs.writeFileSync(path.join(conf, 'master.cf'), masterCf(port));
   const log = path.join(dir, 'postfix.log');
   const logTail = (): string => {
