@@ -34,6 +34,14 @@ export function defaultConfig(): Config {
       maxRecipients: 1000,
       maxClients: 100,
       commandTimeoutMs: 5 * 60_000,
+      submission: [],
+      smtps: [],
+      tlsCert: null,
+      tlsKey: null,
+      usersFile: null,
+      usersFileWhere: 'users_file',
+      senders: {},
+      allowPlainAuthOnLocalhost: false,
     },
     local: {
       domains: [...new Set([hostname, 'localhost'])],
@@ -95,6 +103,36 @@ export function parseListen(text: string): ListenAddress | null {
   return { host: m[1]!, port };
 }
 
+/** The [smtp] keys for submission, TLS and AUTH. */
+function loadSubmission(smtp: ConfigReader, cfg: Config): void {
+  const dir = cfg.configDir!;
+  const listeners = (key: string) => smtp.stringList(key, []).map((l) => {
+    return parseListen(l) ?? smtp.fail(key, `entry "${l}" is not HOST:PORT`, `write e.g. "127.0.0.1:${key === 'smtps' ? 465 : 587}"`);
+  });
+  cfg.smtp.submission = listeners('submission');
+  cfg.smtp.smtps = listeners('smtps');
+  const cert = smtp.string('tls_cert');
+  const key = smtp.string('tls_key');
+  if ((cert === undefined) !== (key === undefined)) {
+    smtp.fail(cert === undefined ? 'tls_key' : 'tls_cert', 'is set without its pair', 'set both tls_cert and tls_key (PEM files), or neither');
+  }
+  cfg.smtp.tlsCert = cert === undefined ? null : path.resolve(dir, cert);
+  cfg.smtp.tlsKey = key === undefined ? null : path.resolve(dir, key);
+  for (const k of ['submission', 'smtps'] as const) {
+    if (cfg.smtp[k].length && !cfg.smtp.tlsCert) {
+      smtp.fail(k, 'needs a TLS certificate (AUTH is only allowed over TLS)',
+        'set tls_cert = "/etc/tidemail/tls/cert.pem" and tls_key = "/etc/tidemail/tls/key.pem" in [smtp] (make a self-signed pair with `tidemail tls selfsigned --out /etc/tidemail/tls`)');
+    }
+  }
+  cfg.smtp.usersFile = path.resolve(dir, smtp.string('users_file', 'users'));
+  cfg.smtp.usersFileWhere = smtp.where('users_file');
+  cfg.smtp.allowPlainAuthOnLocalhost = smtp.bool('allow_plain_auth_on_localhost', false);
+  const senders = smtp.sub('senders');
+  for (const user of Object.keys(senders.table)) {
+    cfg.smtp.senders[user] = senders.stringList(user, []).map((s) => s.toLowerCase());
+  }
+}
+
 export function loadConfig(explicit?: string): Config {
   const file = resolveConfigPath(explicit);
   const cfg = defaultConfig();
@@ -123,6 +161,7 @@ export function loadConfig(explicit?: string): Config {
   cfg.smtp.maxRecipients = smtp.integer('max_recipients', cfg.smtp.maxRecipients, 1);
   cfg.smtp.maxClients = smtp.integer('max_clients', cfg.smtp.maxClients, 1);
   cfg.smtp.commandTimeoutMs = smtp.duration('command_timeout', cfg.smtp.commandTimeoutMs);
+  loadSubmission(smtp, cfg);
   smtp.rejectUnknown();
 
   const local: ConfigReader = top.sub('local');

@@ -15,6 +15,21 @@ export interface SmtpConfig {
   maxClients: number;
   /** Idle time allowed between commands (RFC 5321 §4.5.3.2 asks for ≥ 5 minutes). */
   commandTimeoutMs: number;
+  /** Message submission listeners (RFC 6409): STARTTLS offered, AUTH required before MAIL. */
+  submission: ListenAddress[];
+  /** Implicit-TLS submission listeners (RFC 8314), AUTH required before MAIL. */
+  smtps: ListenAddress[];
+  /** PEM certificate chain and key; STARTTLS is offered on every listener when set. */
+  tlsCert: string | null;
+  tlsKey: string | null;
+  /** `user:scrypt$…` lines (mode 0600); null for the embedded default (no config dir). */
+  usersFile: string | null;
+  /** file:line naming users_file in the config, for errors about the users file. */
+  usersFileWhere: string;
+  /** user → envelope/From patterns it may use ("*@domain" allowed); default user@each local domain. */
+  senders: Record<string, string[]>;
+  /** AUTH without TLS on a loopback listener (a local webmail, a test). */
+  allowPlainAuthOnLocalhost: boolean;
 }
 
 export interface QueueConfig {

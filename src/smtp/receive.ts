@@ -38,6 +38,9 @@ export function receivedHeader(t: TraceInfo, msgid: string): string {
     `\tby ${t.hostname} (tidemail) with ${t.protocol} id ${msgid}${forPart};\r\n\t${rfc5322Date()}\r\n`;
 }
 
+/** The most of a header section kept for checks; a longer one is checked as far as this. */
+const HEADER_CAP = 64 * 1024;
+
 const problemReply: Record<DataProblem, (max: number) => SmtpError> = {
   'bare-lf': () => replies.bareLf(),
   'bare-cr': () => replies.bareCr(),
@@ -55,9 +58,13 @@ export async function receiveMessage(
   meta: Omit<MessageMeta, 'recipients'> & { recipients: string[] },
   trace: TraceInfo,
   maxSize: number,
+  headerCheck?: (header: string) => Error | null,
 ): Promise<string> {
   const spool = sink.openMessage();
   const checker = new DataChecker(maxSize);
+  // Only the header section is kept in memory (capped), and only when something checks it.
+  let header: Buffer | null = headerCheck ? Buffer.alloc(0) : null;
+  let headerText = '';
   let writeError: unknown = null;
   try {
     await spool.write(Buffer.from(receivedHeader(trace, spool.msgid), 'utf8'));
@@ -67,6 +74,14 @@ export async function receiveMessage(
   try {
     for await (const chunk of data as AsyncIterable<Buffer>) {
       if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
+      if (header) {
+        header = Buffer.concat([header, chunk]);
+        const end = header.indexOf('\r\n\r\n');
+        if (end !== -1 || header.length >= HEADER_CAP) {
+          headerText = header.subarray(0, end === -1 ? HEADER_CAP : end + 2).toString('utf8');
+          header = null;
+        }
+      }
       try {
         await spool.write(chunk);
       } catch (err) {
@@ -81,6 +96,12 @@ export async function receiveMessage(
     throw err;
   }
   const problem = checker.finish();
+  if (header) headerText = header.toString('utf8');
+  const refusal = !problem && !writeError && headerCheck ? headerCheck(headerText) : null;
+  if (refusal) {
+    await spool.rollback();
+    throw refusal;
+  }
   if (problem || writeError) {
     await spool.rollback();
     if (problem) {
@@ -100,9 +121,9 @@ export async function receiveMessage(
   });
   // Local delivery first, then wake the runner for the rest: the runner must not race the
   // session for the local recipients it is about to deliver itself.
-  const refusal = sink.afterCommit ? await sink.afterCommit(spool.msgid, meta).catch(() => null) : null;
+  const failed = sink.afterCommit ? await sink.afterCommit(spool.msgid, meta).catch(() => null) : null;
   sink.committed?.(spool.msgid, meta);
-  if (refusal) throw replies.deliveryFailed(refusal);
+  if (failed) throw replies.deliveryFailed(failed);
   return replies.queued(spool.msgid);
 }
 

@@ -19,6 +19,13 @@ export const replies = {
   unknownUser: (rcpt: string) => new SmtpError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown in local recipient table`),
   aliasLoop: (rcpt: string, why: string) => new SmtpError(550, '5.4.6', `<${rcpt}>: ${why}`),
   lookupFailed: (rcpt: string, why: string) => new SmtpError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure: ${why}`),
+  authRequired: () => new SmtpError(530, '5.7.0', 'Authentication required'),
+  encryptionRequired: () => new SmtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'),
+  authFailed: () => new SmtpError(535, '5.7.8', 'Authentication credentials invalid'),
+  authUnavailable: () => new SmtpError(454, '4.7.0', 'Temporary authentication failure'),
+  senderNotOwned: (sender: string, user: string) => new SmtpError(553, '5.7.1', `<${sender}>: Sender address rejected: not owned by user ${user}`),
+  fromNotOwned: (from: string, user: string) => new SmtpError(553, '5.7.1', `Message refused: From: header address <${from}> not owned by user ${user}`),
+  fromUnparsable: (user: string) => new SmtpError(550, '5.7.1', `Message refused: From: header cannot be read, so it cannot be checked against the addresses of user ${user}`),
   deliveryFailed: (text: string) => {
     const m = /^(?:(5\d\d)[ -])?(5\.\d{1,3}\.\d{1,3})?\s*(.*)$/.exec(text);
     return new SmtpError(Number(m?.[1] ?? 550), m?.[2] ?? '5.0.0', `Delivery failed: ${m?.[3] ?? text}`);

@@ -1,5 +1,7 @@
 // The SMTP front door, built on smtp-server: one listener per configured address (IPv4 and
-// IPv6), relay control by trusted_networks, and the receive path into a MessageSink.
+// IPv6), relay control by trusted_networks or AUTH, and the receive path into a MessageSink.
+// Listener kinds: 'mx' (port 25: AUTH optional), 'submission' (587: STARTTLS, AUTH required)
+// and 'smtps' (465: implicit TLS, AUTH required).
 
 import type { Duplex } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -7,9 +9,15 @@ import { NetworkList, plainAddress } from '../config/cidr.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { domainOf, isValidEnvelopeAddress, qualify } from '../message/address.js';
+import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
 import { applySmtpServerPatches } from './patches.js';
 import { receiveMessage, type MessageSink } from './receive.js';
 import { replies } from './replies.js';
+import { fromAddresses, ownsAddress, sendersOf } from './sender-control.js';
+import { loadTlsCredentials, type TlsCredentials } from './tls.js';
+import type { UsersStore } from './users-file.js';
+
+export type ListenerKind = 'mx' | 'submission' | 'smtps';
 
 export interface SmtpFrontDeps {
   config: Config;
@@ -22,12 +30,15 @@ export interface SmtpFrontDeps {
   isLocal?(address: string): boolean;
   /** RCPT-time verdict for local recipients: an SmtpError refuses, null accepts. */
   checkRecipient?(address: string): Promise<Error | null>;
+  /** AUTH users; without it AUTH is not offered. */
+  users?: UsersStore;
 }
 
 export class SmtpFront {
   private readonly trusted: NetworkList;
   private readonly localDomains: Set<string>;
   private readonly servers: SMTPServer[] = [];
+  private tls: TlsCredentials | null | undefined;
 
   constructor(private readonly deps: SmtpFrontDeps) {
     applySmtpServerPatches();
@@ -39,9 +50,26 @@ export class SmtpFront {
     return this.deps.trustAll === true || this.trusted.contains(address);
   }
 
-  private options(): SMTPServerOptions & { isTrustedAddress: (a: string) => boolean } {
-    const { config } = this.deps;
+  private options(kind: ListenerKind = 'mx', listenHost = ''): SMTPServerOptions & {
+    isTrustedAddress: (a: string) => boolean;
+    refuseAuth: (secure: boolean) => Error | null;
+  } {
+    const { config, users } = this.deps;
+    // A stream session (inetd, `sendmail -bs`) has no listener and never does TLS.
+    const tls = listenHost ? (this.tls ?? null) : null;
+    const clearAuth = clearAuthAllowed(listenHost, config.smtp.allowPlainAuthOnLocalhost);
+    const disabled = ['WIZ', 'SHELL', 'KILL'];
+    if (!tls) disabled.push('STARTTLS');
+    if (!users) disabled.push('AUTH');
     return {
+      secure: kind === 'smtps',
+      ...(tls ? { key: tls.key, cert: tls.cert } : {}),
+      hideSTARTTLS: !tls,
+      authMethods: AUTH_METHODS,
+      // refuseAuth (patches.ts) is the real guard; smtp-server's own only gets in its way.
+      allowInsecureAuth: clearAuth,
+      refuseAuth: (secure) => (secure || clearAuth ? null : replies.encryptionRequired()),
+      ...(users ? { onAuth: createAuthHandler(users) } : {}),
       name: config.hostname,
       banner: 'tidemail',
       size: config.smtp.maxMessageSize,
@@ -50,8 +78,9 @@ export class SmtpFront {
       hide8BITMIME: false,
       hideSMTPUTF8: false,
       hideENHANCEDSTATUSCODES: false,
-      // AUTH and STARTTLS arrive with the submission/TLS work; the sendmail wizard jokes never.
-      disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
+      // The sendmail wizard jokes never. AUTH is optional here: submission listeners require it
+      // in onMailFrom, so the reply is ours (530 5.7.0) and AUTH-less listeners stay usable.
+      disabledCommands: disabled,
       authOptional: true,
       // Reverse DNS would stall greetings on an offline box; the address is in the trace header.
       disableReverseLookup: true,
@@ -66,7 +95,13 @@ export class SmtpFront {
       onConnect: (_session, cb) => cb(),
       onMailFrom: (address, session, cb) => {
         const sender = address.address;
+        if (kind !== 'mx' && !session.user) return cb(replies.authRequired());
         if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return cb(replies.badSender(sender));
+        const user = authUser(session);
+        if (user && sender && !ownsAddress(sendersOf(user, config), qualify(sender, config.hostname))) {
+          log.info(null, 'sender refused', { user, from: `<${sender}>`, client: session.remoteAddress });
+          return cb(replies.senderNotOwned(sender, user));
+        }
         cb();
       },
       onRcptTo: (address, session, cb) => {
@@ -74,7 +109,7 @@ export class SmtpFront {
         if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
         if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
         const local = this.deps.isLocal ? this.deps.isLocal(rcpt) : this.localDomains.has(domainOf(rcpt));
-        if (!local && !this.isTrusted(session.remoteAddress)) {
+        if (!local && !this.isTrusted(session.remoteAddress) && !session.user) {
           log.info(null, 'relay denied', { client: session.remoteAddress, rcpt: `<${rcpt}>` });
           return cb(replies.relayDenied(rcpt));
         }
@@ -105,13 +140,31 @@ export class SmtpFront {
       { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs },
       { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients },
       config.smtp.maxMessageSize,
+      this.headerCheck(session),
     );
   }
 
+  /** An authenticated user's From: must be theirs too (checked on the buffered header section). */
+  private headerCheck(session: SMTPServerSession): ((header: string) => Error | null) | undefined {
+    const user = authUser(session);
+    if (!user) return undefined;
+    const owned = sendersOf(user, this.deps.config);
+    return (header) => {
+      const from = fromAddresses(header);
+      if (!from) return replies.fromUnparsable(user);
+      const bad = from.map((a) => qualify(a, this.deps.config.hostname)).find((a) => !ownsAddress(owned, a));
+      if (bad === undefined) return null;
+      log.info(null, 'From: refused', { user, from: `<${bad}>`, client: session.remoteAddress });
+      return replies.fromNotOwned(bad, user);
+    };
+  }
+
   /** Starts one listener per address; rejects with a clear message when a bind fails. */
-  async listen(addresses: readonly ListenAddress[]): Promise<void> {
+  async listen(addresses: readonly ListenAddress[], kind: ListenerKind = 'mx'): Promise<void> {
+    // Read as root, before privileges are dropped; STARTTLS is offered wherever a cert exists.
+    if (this.tls === undefined) this.tls = loadTlsCredentials(this.deps.config);
     for (const a of addresses) {
-      const server = new SMTPServer(this.options());
+      const server = new SMTPServer(this.options(kind, a.host));
       server.on('error', (err) => log.warn(null, 'smtp error', { error: err.message }));
       await new Promise<void>((resolve, reject) => {
         const onError = (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${fmt(a)}: ${err.code ?? err.message}`));
@@ -140,6 +193,11 @@ export class SmtpFront {
   }
 }
 
-function fmt(a: ListenAddress): string {
+function authUser(session: SMTPServerSession): string | null {
+  const u = session.user as unknown;
+  return typeof u === 'string' && u ? u : null;
+}
+
+export function fmt(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }

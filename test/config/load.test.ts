@@ -72,6 +72,13 @@ test('a number where a string list belongs, and a string where a number belongs 
   await assertRefused(b.file, b.file, b.line, /max_recipients.*whole number/);
 });
 
+test('smtps without a certificate, and tls_cert without tls_key → 78 naming the key', async () => {
+  const a = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', 'smtps = ["127.0.0.1:1465"]'], /^smtps/);
+  await assertRefused(a.file, a.file, a.line, /'smtp\.smtps' needs a TLS certificate/);
+  const b = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', 'tls_cert = "cert.pem"'], /^tls_cert/);
+  await assertRefused(b.file, b.file, b.line, /tls_cert' is set without its pair/);
+});
+
 test('an unknown key (typo trusted_network) → 78 with a did-you-mean fix', async () => {
   const { file, line } = await mainConfig(
     ['hostname = "gw.test"', 'state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', 'trusted_network = ["192.168.1.0/24"]'],

@@ -2,6 +2,7 @@
 // (malformed commands, bare LF, pipelining) and read exactly what comes back.
 
 import net from 'node:net';
+import tls from 'node:tls';
 
 export class RawSmtp {
   private buf = '';
@@ -24,6 +25,25 @@ export class RawSmtp {
   static connect(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
       const s = net.createConnection({ port, host }, () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** Implicit TLS (port 465 style), trusting the CA in `caFile`'s PEM. */
+  static connectTls(port: number, ca: Buffer, host = '127.0.0.1'): Promise<RawSmtp> {
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({ port, host, ca, servername: 'localhost' }, () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
+  /** STARTTLS on this session; returns the client for the encrypted session (EHLO not yet sent). */
+  async startTls(ca: Buffer): Promise<RawSmtp> {
+    const r = await this.cmd('STARTTLS');
+    if (!r.startsWith('220')) throw new Error(`STARTTLS refused: ${r}`);
+    this.sock.removeAllListeners('data');
+    return new Promise((resolve, reject) => {
+      const s = tls.connect({ socket: this.sock, ca, servername: 'localhost' }, () => resolve(new RawSmtp(s)));
       s.once('error', reject);
     });
   }
