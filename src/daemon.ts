@@ -304,6 +304,7 @@ export class Daemon {
     this.links.stop();
     this.schedules?.stop();
     await this.runner.stop();
+    this.fetcher?.stop();
     await this.fetcher?.idle();
     await this.closeFetch?.();
     await this.picking;

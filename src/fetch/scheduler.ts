@@ -9,6 +9,8 @@ import type { UidlStore } from './uidl-store.js';
 import { fetchAccount, type FetchResult } from './pop3.js';
 
 const AUTH_FAILURE_PAUSE_MS = 3_600_000;
+/** After a temporary failure (server busy, mailbox in use, dropped connection) try again soon. */
+const RETRY_AFTER_ERROR_MS = 60_000;
 
 export interface AccountState {
   account: string;
@@ -30,8 +32,25 @@ export class FetchScheduler {
     private readonly submit: (account: FetchSpec, body: AsyncIterable<Buffer>) => Promise<void>,
   ) {}
 
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+
   setRoutes(routes: readonly RouteProfile[]): void {
     this.accounts = new Map(routes.flatMap((r) => r.fetch.map((f) => [f.name, f] as const)));
+    for (const [name, t] of this.timers) if (!this.accounts.has(name)) (clearTimeout(t), this.timers.delete(name));
+    for (const a of this.accounts.values()) this.arm(a, a.intervalMs);
+  }
+
+  /** The next automatic fetch of an account (it is skipped while the route is offline). */
+  private arm(a: FetchSpec, ms: number): void {
+    clearTimeout(this.timers.get(a.name));
+    const t = setTimeout(() => void this.fetch(this.accounts.get(a.name) ?? a, true), ms);
+    t.unref();
+    this.timers.set(a.name, t);
+  }
+
+  stop(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
   }
 
   /** The route came online or its schedule fired. */
@@ -71,6 +90,10 @@ export class FetchScheduler {
         st.running = false;
         st.lastRun = Date.now();
         this.running.delete(a.name);
+        if (this.accounts.has(a.name)) {
+          const temporary = st.last?.error && !st.last.authFailed;
+          this.arm(a, temporary ? Math.min(a.intervalMs, RETRY_AFTER_ERROR_MS) : a.intervalMs);
+        }
       });
     this.running.set(a.name, run);
     return run;

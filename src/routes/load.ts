@@ -143,6 +143,7 @@ function readFetch(f: ConfigReader, route: string): FetchSpec {
     deliverTo,
     maxSize: f.has('max_size') ? f.size('max_size', 0) : undefined,
     caFile: ca ? path.resolve(path.dirname(f.file), ca) : undefined,
+    intervalMs: f.duration('interval', 5 * 60_000),
   };
   f.rejectUnknown();
   return spec;

@@ -85,6 +85,8 @@ export interface FetchSpec {
   deliverTo: string[];
   maxSize?: number;
   caFile?: string;
+  /** Fetch again this often while the route is online. */
+  intervalMs: number;
 }
 
 interface RouteBase extends RouteCriteria {

@@ -78,7 +78,7 @@ const maildirNew = (dir: string) => {
     fs.chmodSync(mail, 0o777);
     const site = await makeSite(`[local]\naliases = "${writeFile(path.join(mail, 'aliases'), '')}"\nmaildir = "${mail}/%u/Maildir"\nusers = { alice = "daemon" }`);
     writeSecret(path.join(site.dir, 'secrets', 'pop'), 'secret\n');
-    site.route('isp', `smarthost = "127.0.0.1:9"\ntls = "none"\n[[fetch]]\nserver = "127.0.0.1:${dovecot.port}"\ntls = "none"\nuser = "me"\npassword_file = "${site.dir}/secrets/pop"\ndeliver_to = "alice"\n`);
+    site.route('isp', `smarthost = "127.0.0.1:9"\ntls = "none"\n[[fetch]]\nserver = "127.0.0.1:${dovecot.port}"\ntls = "none"\nuser = "me"\npassword_file = "${site.dir}/secrets/pop"\ndeliver_to = "alice"\ninterval = "2s"\n`);
     const box = `${mail}/daemon/Maildir`;
     const d = await startDaemon(site);
     await waitFor('a few fetched', () => maildirNew(box).length >= 3, 15_000, 5);
