@@ -11,15 +11,16 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openMilterSession, replyCodeVerdict, BODY_CHUNK, type MilterSession } from '../../src/checks/milter.js';
 import { freePort, waitFor } from '../helpers/ports.js';
-import { cleanupTmp, writeFile } from '../helpers/tmp.js';
+import { cleanupTmp, isRoot, writeFile } from '../helpers/tmp.js';
 
 const test = suite('milter');
 // OpenDKIM refuses a config or key under a world-writable directory such as /tmp, so its files
-// live under the build dir (dist/test-tmp) instead.
+// live under /run (root's, 0755) when we may write there, else under the build dir — which is
+// only safe when the checkout itself is not below /tmp.
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const safeDirs: string[] = [];
 function safeDir(): string {
-  const base = path.join(REPO, 'dist', 'test-tmp');
+  const base = isRoot() ? '/run/tidemail-test' : path.join(REPO, 'dist', 'test-tmp');
   fs.mkdirSync(base, { recursive: true, mode: 0o755 });
   const d = fs.mkdtempSync(path.join(base, 'opendkim-'));
   fs.chmodSync(d, 0o700);
