@@ -14,6 +14,7 @@ import path from 'node:path';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
+import { writeSecretFile } from '../config/secret-file.js';
 import type { SmtpAuthSpec } from '../routes/profile.js';
 
 export type OAuth2Spec = Extract<SmtpAuthSpec, { kind: 'oauth2' }>;
@@ -287,76 +288,6 @@ function readTokenFile(file: string, key: string): string {
     return fs.readFileSync(file, 'utf8').trim();
   } catch (err) {
     throw new OAuth2TokenError(`cannot read auth.oauth2.${key} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
-  }
-}
-
-/**
- * Replaces a secret file with mode 0600: a temp file in the same directory renamed over it (atomic),
- * or, when the directory is not ours to write (root-owned /etc/tidemail/secrets), the file
- * rewritten in place.
- */
-export function writeSecretFile(file: string, content: string): void {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let fd: number;
-  try {
-    fd = fs.openSync(tmp, 'wx', 0o600);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw err;
-    return rewriteInPlace(file, content);
-  }
-  try {
-    fs.writeFileSync(fd, content);
-    fs.fchmodSync(fd, 0o600);
-    const st = statOrNull(file);
-    if (st && process.getuid?.() === 0) fs.fchownSync(fd, st.uid, st.gid);
-    fs.fsyncSync(fd);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fs.closeSync(fd);
-  try {
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  syncDir(dir);
-}
-
-function rewriteInPlace(file: string, content: string): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    const buf = Buffer.from(content);
-    fs.writeSync(fd, buf, 0, buf.length, 0);
-    fs.ftruncateSync(fd, buf.length);
-    fs.fchmodSync(fd, 0o600);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function statOrNull(file: string): fs.Stats | null {
-  try {
-    return fs.statSync(file);
-  } catch {
-    return null;
-  }
-}
-
-function syncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // Some filesystems refuse fsync on a directory; the rename itself has happened.
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 

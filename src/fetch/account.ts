@@ -3,30 +3,10 @@
 
 import fs from 'node:fs/promises';
 import { ConfigError } from '../errors.js';
+import type { FetchSpec } from '../routes/profile.js';
 
-export interface FetchAccount {
-  /** Unique key, also the key of its UIDL memory, e.g. "isp/me" (route name + user). */
-  name: string;
-  route: string;
-  host: string;
-  port: number;
-  tls: 'implicit' | 'starttls' | 'none';
-  user: string;
-  /** Used when not empty; otherwise the first line of `passwordFile`. */
-  password: string;
-  /** A file only its owner may read (mode 0600 or stricter). */
-  passwordFile: string;
-  /** auto: APOP when the greeting offers it, else USER/PASS. */
-  auth: 'auto' | 'user' | 'apop';
-  /** Leave messages on the server (new ones are told apart by UIDL). */
-  keep: boolean;
-  /** Local recipients of every fetched message. */
-  deliverTo: string[];
-  /** Larger messages are skipped: left on the server, remembered, logged. */
-  maxSize?: number;
-  /** Extra trusted CA (PEM file) for a private server. */
-  caFile?: string;
-}
+/** An account as its route file defines it ([[fetch]]); see FetchSpec. */
+export type FetchAccount = FetchSpec;
 
 /**
  * The account's password: `password` when set, else the first line of `passwordFile`.

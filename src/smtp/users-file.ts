@@ -7,6 +7,7 @@
 // Written only by `tidemail user`, atomically (temp file + fsync + rename).
 
 import fs from 'node:fs';
+import { writeSecretFile } from '../config/secret-file.js';
 import path from 'node:path';
 import { ConfigError } from '../errors.js';
 import { isPasswordHash } from '../local/passwords.js';
@@ -57,27 +58,7 @@ export function readUsers(file: string, where: string): Users {
 
 /** Replaces the users file atomically with mode 0600, owned by `owner` when given. */
 export function writeUsers(file: string, users: Users, owner?: { uid: number; gid: number }): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const text = [...users].sort(([a], [b]) => a.localeCompare(b)).map(([u, h]) => `${u}:${h}\n`).join('');
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, text);
-    fs.fchmodSync(fd, 0o600);
-    if (owner) fs.fchownSync(fd, owner.uid, owner.gid);
-    fs.fsyncSync(fd);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-  const dirFd = fs.openSync(path.dirname(file), 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
+  writeSecretFile(file, [...users].sort(([a], [b]) => a.localeCompare(b)).map(([u, h]) => `${u}:${h}\n`).join(''), owner);
 }
 
 /**

@@ -32,6 +32,7 @@ function account(user: keyof typeof USERS, over: Partial<FetchAccount> = {}): Fe
   return {
     name: `isp/${user}`,
     route: 'isp',
+    intervalMs: 300_000,
     host: '127.0.0.1',
     port: dc.port,
     tls: 'none',
