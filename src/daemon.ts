@@ -143,6 +143,9 @@ export class Daemon {
 
   /** A spool whose commit adds the archive recipient ([local] archive), if one is set. */
   private openMessage(): Spool {
+    // Listeners are bound before the queue opens (ports first, then drop root): a message in
+    // that instant is told to come back rather than crashing the session.
+    if (!this.store) throw replies.localError();
     const spool = this.store.openMessage();
     const archive = this.config.local.archive;
     if (!archive) return spool;
