@@ -46,6 +46,8 @@ export class DeliveryRunner {
   private stopped = false;
   /** Envelopes being delivered, with the job that has them. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  /** Envelopes whose job ended while a pass was reading the queue (its snapshot may predate their removal). */
+  private readonly finishedDuringPass = new Set<string>();
   private jobsInFlight = 0;
   private readonly jobDone: (() => void)[] = [];
   private transports = new Map<string, Transport>();
@@ -132,7 +134,8 @@ export class DeliveryRunner {
     this.timer = null;
     try {
       const now = Date.now();
-      const due = (await this.store.due(now, BATCH)).filter((e) => !this.inFlight.has(e.envId));
+      this.finishedDuringPass.clear();
+      const due = (await this.store.due(now, BATCH)).filter((e) => !this.inFlight.has(e.envId) && !this.finishedDuringPass.has(e.envId));
       const jobs = new Map<string, { lane: Lane; envs: Envelope[] }>();
       const waiting: EnvelopeUpdate[] = [];
       for (const env of due) {
@@ -214,7 +217,10 @@ export class DeliveryRunner {
         return null;
       })
       .finally(() => {
-        for (const e of envs) this.inFlight.delete(e.envId);
+        for (const e of envs) {
+          this.inFlight.delete(e.envId);
+          if (this.running) this.finishedDuringPass.add(e.envId);
+        }
         this.jobsInFlight--;
         this.jobDone.splice(0).forEach((r) => r());
         if (!this.running && !this.timer) void this.armTimer();

@@ -115,7 +115,9 @@ export class SqliteQueueStore implements QueueStore {
       read() {
         seq++;
         db.get<{ data: Buffer }>('SELECT data FROM chunks WHERE msgid = ? AND seq = ?', [msgid, seq]).then(
-          (row) => this.push(row ? row.data : null),
+          // Every stored message has at least one chunk (our trace header): none means the message
+          // is gone, and an empty delivery must never happen.
+          (row) => (row ? this.push(row.data) : seq === 1 ? this.destroy(new Error(`message ${msgid} has no body in the queue`)) : this.push(null)),
           (err) => this.destroy(err as Error),
         );
       },

@@ -84,10 +84,16 @@ const maildirNew = (dir: string) => {
     await waitFor('a few fetched', () => maildirNew(box).length >= 3, 15_000, 5);
     await d.kill9();
     const d2 = keep(await startDaemon(site));
-    await waitFor('all fetched after restart', () => new Set(maildirNew(box).map((m) => /X-Tag: (m\d+)/.exec(m)?.[1])).size === N, 20_000, 50);
+    const tags = () => new Set(maildirNew(box).map((m) => /X-Tag: (m\d+)/.exec(m)?.[1]));
+    await waitFor('all fetched after restart', () => tags().size === N, 20_000, 50).catch((e: Error) => {
+      const odd = maildirNew(box).filter((m) => !/X-Tag: m\d+/.test(m)).map((m) => m.slice(0, 300));
+      throw new Error(`${e.message}: ${tags().size} of ${N} in the Maildir, ${dovecot.mailbox('me').length} left at the server; without a tag: ${JSON.stringify(odd)}\n${d2.logs().slice(-2000)}`);
+    });
     // At most the one message being fetched, plus local deliveries that had reached the Maildir
     // but whose removal from the queue was not committed yet (at-least-once, never lost).
     assert.ok(maildirNew(box).length <= N + 6, `${maildirNew(box).length - N} duplicates`);
+    // Never an empty or broken copy: every file in the Maildir is a whole fetched message.
+    assert.ok(maildirNew(box).every((m) => /X-Tag: m\d+\n\nz{50000}\n$/.test(m)), 'a delivered copy is not a whole message');
     void d2;
   } finally {
     await dovecot.stop();
