@@ -24,7 +24,9 @@ import fs from 'node:fs';
 const chunks = [];
 for await (const c of process.stdin) chunks.push(c);
 const n = Date.now() + '-' + process.pid;
-fs.writeFileSync(${JSON.stringify(out)} + '/' + n + '.json', JSON.stringify({ argv: process.argv.slice(2), body: Buffer.concat(chunks).toString() }));
+// Written aside and renamed, so the test never reads a half-written file.
+fs.writeFileSync(${JSON.stringify(out)} + '/.' + n, JSON.stringify({ argv: process.argv.slice(2), body: Buffer.concat(chunks).toString() }));
+fs.renameSync(${JSON.stringify(out)} + '/.' + n, ${JSON.stringify(out)} + '/' + n + '.json');
 process.stderr.write('fake uux says hi\\n');
 process.exit(${exitCode});
 `);
@@ -32,7 +34,7 @@ process.exit(${exitCode});
 
 function readRuns(dir: string): { argv: string[]; body: string }[] {
   const out = path.join(dir, 'out');
-  return fs.readdirSync(out).map((f) => JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')));
+  return fs.readdirSync(out).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')));
 }
 
 test('pipe route: the command gets sender and recipients as arguments and the message with LF line ends', async () => {

@@ -45,6 +45,8 @@ test('a POP3 login comes first, then the mail goes to the smarthost; the login i
   const { sh, site, d } = await setup((s) => pop(s, 'alice', 'pop-secret', `127.0.0.1:${dc.port}`, 'none'));
   await sendMessage(site.port, 'a@tidemail.test', ['x@remote.example'], 'Subject: 1\r\n\r\nx\r\n');
   await sh.waitForMessages(1);
+  // The smarthost has the message a moment before the daemon logs its reply.
+  await d.waitForLog(/delivered to=<x@remote\.example>/);
   const logs = d.logs();
   const popAt = logs.indexOf('pop-before-smtp login ok');
   assert.ok(popAt >= 0, 'no POP3 login logged');
