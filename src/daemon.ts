@@ -12,6 +12,7 @@ import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
 import { describeTarget } from './routes/profile.js';
 import { SmtpFront, fmt } from './smtp/server.js';
+import { allChecks, buildChecks, type CheckPlan } from './checks/registry.js';
 import { UsersStore } from './smtp/users-file.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { queueSummary } from './queue/summary.js';
@@ -38,6 +39,7 @@ export class Daemon {
   private control!: ControlServer;
   private links!: LinkMonitor;
   private local!: LocalDelivery;
+  private checks: CheckPlan | null = null;
   private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
   private fetcher: import('./fetch/scheduler.js').FetchScheduler | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
@@ -68,16 +70,22 @@ export class Daemon {
     const drop = maildropDir(config.stateDir);
     fs.mkdirSync(drop, { recursive: true });
     fs.chmodSync(drop, 0o1733);
-    if (runAs) chownTree(config.stateDir, runAs);
 
     // Ports first (they may be privileged), then give up root before touching any input.
     this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a));
-    // The users file and the TLS key are read now, while we may still be root.
+    // The users file, the TLS key and check keys (DKIM) are read now, while we may still be root.
     const users = new UsersStore(config.smtp.usersFile, config.smtp.usersFileWhere);
+    this.checks = await buildChecks(config, {
+      isLocal: (a) => this.local.isLocal(a),
+      checkRecipient: (a) => this.checkLocalRecipient(a),
+    });
+    // After the checks: state they created (the greylist database) must belong to the run user.
+    if (runAs) chownTree(config.stateDir, runAs);
     this.front = new SmtpFront({
       config,
       via: 'smtp',
       users,
+      checks: this.checks,
       isLocal: (a) => this.local.isLocal(a),
       checkRecipient: (a) => this.checkLocalRecipient(a),
       sink: {
@@ -93,6 +101,8 @@ export class Daemon {
     if (runAs) dropPrivileges(runAs);
 
     this.store = await SqliteQueueStore.open(config.stateDir);
+    // Every log line with a queue id also goes into the queue database (`tidemail log`).
+    (await import('./queue/events.js')).recordEvents(this.store.writer);
     this.links = new LinkMonitor(routes);
     this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local);
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
@@ -173,7 +183,7 @@ export class Daemon {
     if (!this.fetcher) {
       const [{ FetchScheduler }, { UidlStore }] = await Promise.all([import('./fetch/scheduler.js'), import('./fetch/uidl-store.js')]);
       const uidls = await UidlStore.open(this.config.stateDir);
-      this.fetcher = new FetchScheduler(uidls, (r) => this.links.isOnline(r), (a, body) => this.submitFetched(a, body));
+      this.fetcher = new FetchScheduler(uidls, (r) => this.links.isOnline(r), (a, body, env) => this.submitFetched(a, body, env));
       this.closeFetch = () => uidls.close();
     }
     this.fetcher.setRoutes(routes);
@@ -181,20 +191,11 @@ export class Daemon {
 
   private closeFetch: (() => Promise<void>) | null = null;
 
-  /** A fetched message enters the queue like any other (null sender: it was delivered once). */
-  private async submitFetched(a: FetchSpec, body: AsyncIterable<Buffer>): Promise<void> {
-    const spool = this.openMessage();
-    try {
-      const trace = `Received: from ${a.host} by ${this.config.hostname} (tidemail) with POP3 id ${spool.msgid}\r\n\tfor <${a.user}>; ${rfc5322Date()}\r\n`;
-      await spool.write(Buffer.from(trace, 'utf8'));
-      for await (const chunk of body) await spool.write(chunk);
-      await spool.commit({ sender: '', recipients: a.deliverTo.map((r) => qualify(r, this.config.hostname)), via: 'fetch', client: a.host });
-    } catch (err) {
-      await spool.rollback();
-      throw err;
-    }
-    log.info(spool.msgid, 'accepted', { from: '<>', nrcpt: a.deliverTo.length, size: spool.size, via: 'fetch', account: a.name });
-    this.runner.wake();
+  /** A fetched message enters the queue like any other (src/fetch/submit.ts). */
+  private async submitFetched(a: FetchSpec, body: AsyncIterable<Buffer>, env: { recipients: string[]; from?: string }): Promise<void> {
+    const { submitFetched } = await import('./fetch/submit.js');
+    const sink = { openMessage: () => this.openMessage(), hostname: this.config.hostname, checks: this.checks, checkTimeoutMs: this.config.checks.timeoutMs, committed: () => this.runner.wake() };
+    await submitFetched(sink, a, body, env);
   }
 
   private async flushRoute(name: string): Promise<number> {
@@ -303,6 +304,7 @@ export class Daemon {
     if (this.maildropTimer) clearInterval(this.maildropTimer);
     this.maildropWatch?.close();
     await this.front.close();
+    if (this.checks) await Promise.all(allChecks(this.checks).map((c) => c.close?.().catch(() => undefined)));
     await this.control.close();
     this.links.stop();
     this.schedules?.stop();

@@ -28,6 +28,12 @@ const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   config check|show           validate / print the configuration
   user add|passwd|remove NAME SMTP AUTH users (password read from stdin); user list
   tls selfsigned --out DIR    make a self-signed cert.pem + key.pem for STARTTLS
+  presets                     list the set-up presets
+  setup PRESET [flags]        write a working config for a preset (laptop, router, pi-home, …)
+  check [--json]              the startup doctor: config, ports, certificates, routes, DNS
+  log ID|ADDRESS|--since 1h   the history of a message, from the queue database
+  dkim keygen DOMAIN          make a DKIM key and print its DNS TXT record
+  import-masqmail FILE        convert a masqmail configuration
   smtpd                       one SMTP session on stdin/stdout (inetd)
   rmail RCPT...               accept a message from UUCP
   newaliases                  rebuild the aliases database
@@ -56,6 +62,13 @@ const SUBCOMMANDS: Record<string, Command> = {
   config: runConfig,
   user: runUser,
   tls: runTls,
+  // Set-up and diagnosis commands are loaded only when used.
+  setup: (a) => import('./cli/setup.js').then((m) => m.runSetup(a)),
+  presets: (a) => import('./cli/setup.js').then((m) => m.runPresets(a)),
+  check: (a) => import('./cli/check.js').then((m) => m.runCheck(a)),
+  log: (a) => import('./cli/log.js').then((m) => m.runLog(a)),
+  dkim: (a) => import('./cli/dkim.js').then((m) => m.runDkim(a)),
+  'import-masqmail': (a) => import('./cli/import-masqmail.js').then((m) => m.runImportMasqmail(a)),
 };
 
 export async function main(argv: string[]): Promise<void> {

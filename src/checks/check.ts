@@ -4,14 +4,33 @@
 
 export type Phase = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data';
 
+/** A header field a check adds to the message (prepended, above our Received:). */
+export interface HeaderField {
+  name: string;
+  value: string;
+}
+
 export type Verdict =
-  | { action: 'next' }
-  | { action: 'accept' }
-  | { action: 'reject' | 'tempfail' | 'disconnect'; code: number; enhanced: string; text: string };
+  | { action: 'next'; addHeaders?: HeaderField[] }
+  | { action: 'accept'; addHeaders?: HeaderField[] }
+  | { action: 'reject' | 'tempfail' | 'disconnect'; code: number; enhanced: string; text: string; by?: string };
+
+/** Which listener a session came in on ('stream' = inetd / `sendmail -bs`, 'pickup' = maildrop). */
+export type ListenerKind = 'mx' | 'submission' | 'smtps' | 'stream' | 'pickup';
 
 /** What a check may look at. Plain data; a check never changes it. */
 export interface CheckContext {
   phase: Phase;
+  /** Unique per SMTP connection; checks keep per-session state keyed by it (see sessionEnded). */
+  sessionId: string;
+  listener: ListenerKind;
+  /** The client is in trusted_networks (or a local user on stdin). */
+  trusted: boolean;
+  /**
+   * Per-connection scratch space shared by all checks (Haraka's notes): e.g. `spf` is set by the
+   * spf-dkim-dmarc check at MAIL and read by greylist at RCPT. Reset only when the session ends.
+   */
+  notes: Record<string, unknown>;
   clientAddress: string;
   clientHostname?: string;
   helo?: string;
@@ -23,10 +42,20 @@ export interface CheckContext {
   authUser?: string;
   tls: boolean;
   queueId?: string;
+  /** MAIL FROM SIZE= at mail/rcpt; the real size at data. */
   size?: number;
-  /** Unfolded header fields in order (data phase). */
-  headers?: { name: string; value: string }[];
-  /** A fresh stream of the raw message each call (data phase). */
+  /** The client said SMTPUTF8 on MAIL FROM. */
+  smtputf8?: boolean;
+  /** Messages accepted so far on this connection. */
+  messages?: number;
+  /** Header fields in order, value unfolded and without the leading space (data phase). */
+  headers?: HeaderField[];
+  /** The raw header section as received, CRLF line ends, up to 64 KiB (data phase). */
+  headerSection?: string;
+  /**
+   * A fresh stream of the whole message as received each call (data phase), our Received: on
+   * top, CRLF line ends, no dot-stuffing. Read it as a stream: never buffer the whole message.
+   */
   body?: () => NodeJS.ReadableStream;
 }
 
@@ -39,10 +68,20 @@ export interface Check {
    * @throws when the check cannot decide (peer down, protocol error); runChecks turns that into a tempfail.
    */
   run(phase: Phase, ctx: CheckContext): Promise<Verdict>;
+  /** The SMTP connection `sessionId` closed: drop per-session state (a milter connection, …). */
+  sessionEnded?(sessionId: string): void;
+  /** The daemon stops. */
   close?(): Promise<void>;
 }
 
 export const NEXT: Verdict = { action: 'next' };
+
+/** A refusal verdict from one of our SmtpError replies (smtp/replies.ts). */
+export function refusal(err: { responseCode: number; enhanced: string; message: string }): Verdict {
+  const code = err.responseCode;
+  const text = err.message.startsWith(`${err.enhanced} `) ? err.message.slice(err.enhanced.length + 1) : err.message;
+  return { action: code >= 500 ? 'reject' : code === 421 ? 'disconnect' : 'tempfail', code, enhanced: err.enhanced, text };
+}
 
 /** The verdict for a check that failed to decide: never accept, ask the client to retry. */
 export function checkFailed(name: string, why: string): Verdict {
@@ -61,6 +100,8 @@ export interface RunChecksOptions {
  */
 export async function runChecks(checks: readonly Check[], phase: Phase, ctx: CheckContext, opts: RunChecksOptions = {}): Promise<Verdict> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  // Headers added by checks that passed are kept, whatever the later checks say.
+  const added: HeaderField[] = [];
   for (const check of checks) {
     if (!check.phases.includes(phase)) continue;
     let timer: NodeJS.Timeout | undefined;
@@ -77,7 +118,9 @@ export async function runChecks(checks: readonly Check[], phase: Phase, ctx: Che
     } finally {
       clearTimeout(timer);
     }
-    if (verdict.action !== 'next') return verdict;
+    if ((verdict.action === 'next' || verdict.action === 'accept') && verdict.addHeaders) added.push(...verdict.addHeaders);
+    if (verdict.action === 'accept') return { action: 'accept', addHeaders: added };
+    if (verdict.action !== 'next') return { ...verdict, by: check.name };
   }
-  return NEXT;
+  return added.length ? { action: 'next', addHeaders: added } : NEXT;
 }

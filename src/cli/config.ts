@@ -15,6 +15,10 @@ export async function runConfig(argv: string[]): Promise<number> {
   const routes = loadRoutes(config.configDir);
   if (sub === 'check') {
     if (routes.some((r) => r.schedule)) new (await import('../schedule/cron.js')).RouteSchedules(() => undefined).validate(routes);
+    // Each check validates its own [checks.NAME] options when it is built.
+    const { allChecks, buildChecks } = await import('../checks/registry.js');
+    const plan = await buildChecks(config, { isLocal: () => true });
+    await Promise.all(allChecks(plan).map((c) => c.close?.().catch(() => undefined)));
     process.stdout.write(`${config.file ?? 'embedded default'}: ok (${routes.length} route(s))\n`);
     return EX.OK;
   }

@@ -42,6 +42,13 @@ export function defaultConfig(): Config {
       usersFileWhere: 'users_file',
       senders: {},
       allowPlainAuthOnLocalhost: false,
+      maxLineLength: 998,
+      maxCommandLength: 2048,
+      maxMessagesPerConnection: 100,
+      maxErrors: 20,
+      sessionTimeoutMs: 3_600_000,
+      maxConnectionsPerIp: 20,
+      greetDelayMs: 1000,
     },
     local: {
       domains: [...new Set([hostname, 'localhost'])],
@@ -64,8 +71,40 @@ export function defaultConfig(): Config {
       delayWarningMs: 4 * 3_600_000,
       noRouteRecheckMs: 3_600_000,
     },
+    checks: defaultChecks(null),
     logLevel: 'info',
   };
+}
+
+/** [checks] with the defaults: relay and recipients at RCPT, header syntax at end of DATA. */
+function defaultChecks(reader: ConfigReader | null): Config['checks'] {
+  const empty = (name: string) => new ConfigReader('(default)', '', {}, ['checks', name]);
+  return {
+    phases: { connect: [], helo: [], mail: [], rcpt: ['relay', 'recipients'], data: ['syntax'] },
+    options: (name) => (reader?.has(name) ? reader.sub(name) : empty(name)),
+    where: (phase) => reader?.where(phase) ?? '(default config)',
+    timeoutMs: 30_000,
+  };
+}
+
+const PHASES = ['connect', 'helo', 'mail', 'rcpt', 'data'] as const;
+
+function loadChecks(top: ConfigReader): Config['checks'] {
+  const reader = top.sub('checks');
+  const checks = defaultChecks(reader);
+  for (const phase of PHASES) {
+    const list = reader.stringList(phase, checks.phases[phase]);
+    if (new Set(list).size !== list.length) reader.fail(phase, 'names a check twice', 'list each check once per phase');
+    checks.phases[phase] = list;
+  }
+  // relay and recipients always run first at RCPT: leaving them out would make an open relay,
+  // or a server that accepts mail for unknown users and bounces it later.
+  checks.phases.rcpt = [...new Set(['relay', 'recipients', ...checks.phases.rcpt])];
+  checks.timeoutMs = reader.duration('timeout', checks.timeoutMs);
+  // The remaining keys are the per-check tables, validated by the checks themselves.
+  const optionTables = Object.keys(reader.table).filter((k) => !(PHASES as readonly string[]).includes(k) && k !== 'timeout');
+  reader.rejectUnknown(optionTables.filter((k) => typeof reader.table[k] === 'object'));
+  return checks;
 }
 
 /** Which file to read: explicit path, $TIDEMAIL_CONFIG, the system file, or none. */
@@ -89,7 +128,7 @@ export function parseTomlFile(file: string): { source: string; table: TomlTable 
   } catch (err) {
     if (err instanceof TomlError) {
       const first = err.message.split('\n')[0];
-      throw new ConfigError(`${file}:${err.line}: TOML syntax error: ${first}\n  fix: correct the TOML syntax at line ${err.line}, column ${err.column} (strings need "quotes", tables are [name])`);
+      throw new ConfigError(`${file}:${err.line}:${err.column}: TOML syntax error: ${first}\n  fix: correct the TOML syntax at line ${err.line}, column ${err.column} (strings need "quotes", tables are [name])`);
     }
     throw err;
   }
@@ -161,6 +200,13 @@ export function loadConfig(explicit?: string): Config {
   cfg.smtp.maxRecipients = smtp.integer('max_recipients', cfg.smtp.maxRecipients, 1);
   cfg.smtp.maxClients = smtp.integer('max_clients', cfg.smtp.maxClients, 1);
   cfg.smtp.commandTimeoutMs = smtp.duration('command_timeout', cfg.smtp.commandTimeoutMs);
+  cfg.smtp.maxLineLength = smtp.integer('max_line_length', cfg.smtp.maxLineLength, 0);
+  cfg.smtp.maxCommandLength = smtp.integer('max_command_length', cfg.smtp.maxCommandLength, 512);
+  cfg.smtp.maxMessagesPerConnection = smtp.integer('max_messages_per_connection', cfg.smtp.maxMessagesPerConnection, 1);
+  cfg.smtp.maxErrors = smtp.integer('max_errors', cfg.smtp.maxErrors, 1);
+  cfg.smtp.sessionTimeoutMs = smtp.duration('session_timeout', cfg.smtp.sessionTimeoutMs);
+  cfg.smtp.maxConnectionsPerIp = smtp.integer('max_connections_per_ip', cfg.smtp.maxConnectionsPerIp, 1);
+  cfg.smtp.greetDelayMs = smtp.duration('greet_delay', cfg.smtp.greetDelayMs);
   loadSubmission(smtp, cfg);
   smtp.rejectUnknown();
 
@@ -203,6 +249,7 @@ export function loadConfig(explicit?: string): Config {
   logs.rejectUnknown();
 
   // Sections owned by later features are accepted here and validated by their modules.
-  top.rejectUnknown(['checks', 'fetch', 'aliases']);
+  cfg.checks = loadChecks(top);
+  top.rejectUnknown(['fetch', 'aliases']);
   return cfg;
 }

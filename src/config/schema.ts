@@ -30,6 +30,23 @@ export interface SmtpConfig {
   senders: Record<string, string[]>;
   /** AUTH without TLS on a loopback listener (a local webmail, a test). */
   allowPlainAuthOnLocalhost: boolean;
+  /** Longest text line in DATA, without CRLF (RFC 5322 §2.1.1: 998); 0 = no limit. */
+  maxLineLength: number;
+  /** Longest command line, without CRLF (RFC 5321 §4.5.3.1.4: 512, plus room for ESMTP parameters). */
+  maxCommandLength: number;
+  /** Messages one connection may send before it is told to reconnect. */
+  maxMessagesPerConnection: number;
+  /** Refused commands in one session before we say 421 and hang up. */
+  maxErrors: number;
+  /** Longest a whole session may last, however busy (slowloris drip-feeding). */
+  sessionTimeoutMs: number;
+  /** Simultaneous connections from one client address. */
+  maxConnectionsPerIp: number;
+  /**
+   * How long untrusted clients on MX listeners wait for the greeting; one that talks first is an
+   * early talker (a spam bot that does not wait) and is refused. 0 disables the wait.
+   */
+  greetDelayMs: number;
 }
 
 export interface QueueConfig {
@@ -68,6 +85,17 @@ export interface LocalConfig {
   archive: string | null;
 }
 
+/** [checks]: which checks run at which SMTP phase, and each check's own options table. */
+export interface ChecksConfig {
+  phases: Record<'connect' | 'helo' | 'mail' | 'rcpt' | 'data', string[]>;
+  /** The `[checks.NAME]` table for a check (an empty reader when absent). */
+  options(name: string): import('./reader.js').ConfigReader;
+  /** file:line of a phase list, for errors. */
+  where(phase: string): string;
+  /** Deadline for one check's answer. */
+  timeoutMs: number;
+}
+
 export interface Config {
   /** The main config file, or null for the embedded local-only default. */
   file: string | null;
@@ -80,5 +108,6 @@ export interface Config {
   smtp: SmtpConfig;
   local: LocalConfig;
   queue: QueueConfig;
+  checks: ChecksConfig;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }

@@ -40,3 +40,22 @@ export function addressesIn(fields: readonly HeaderField[], names: readonly stri
 export function serializeFields(fields: readonly HeaderField[]): string {
   return fields.map((f) => f.lines.join('\r\n') + '\r\n').join('');
 }
+
+/**
+ * Splits a raw header section (CRLF or LF line ends) into fields with their name as written and
+ * the value unfolded (RFC 5322 §2.2.3: CRLF before WSP removed), leading whitespace trimmed.
+ * Lines that are neither a field nor a continuation are skipped (they are not headers).
+ */
+export function parseHeaderSection(section: string): { name: string; value: string }[] {
+  const out: { name: string; value: string }[] = [];
+  for (const line of section.split(/\r?\n/)) {
+    if (line === '') break;
+    if (isContinuation(line) && out.length) {
+      out[out.length - 1]!.value += line;
+    } else if (isFieldStart(line)) {
+      const colon = line.indexOf(':');
+      out.push({ name: line.slice(0, colon), value: line.slice(colon + 1).replace(/^[ \t]+/, '') });
+    }
+  }
+  return out;
+}

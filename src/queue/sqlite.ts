@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS recipients (
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_attempt);
 CREATE INDEX IF NOT EXISTS recipients_msg ON recipients(msgid);
 CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
+-- Each message's history (queue/events.ts), kept after the message leaves the queue.
+CREATE TABLE IF NOT EXISTS events (
+  t INTEGER NOT NULL, msgid TEXT NOT NULL, env_id TEXT, level TEXT NOT NULL, event TEXT NOT NULL, fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_msg ON events(msgid, t);
+CREATE INDEX IF NOT EXISTS events_t ON events(t);
 `;
 
 const ENVELOPE_SELECT = `SELECT r.env_id AS envId, r.msgid, r.address AS recipient, r.status, r.attempts,
@@ -63,7 +68,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   openMessage(msgid = newMessageId()): Spool {
-    return new SqliteSpool(msgid, this.writer);
+    return new SqliteSpool(msgid, this.writer, this.readDb);
   }
 
   async due(now: number, limit: number): Promise<Envelope[]> {
@@ -108,20 +113,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   readBody(msgid: string): Readable {
-    let seq = 0;
-    const db = this.readDb;
-    return new Readable({
-      highWaterMark: CHUNK_SIZE,
-      read() {
-        seq++;
-        db.get<{ data: Buffer }>('SELECT data FROM chunks WHERE msgid = ? AND seq = ?', [msgid, seq]).then(
-          // Every stored message has at least one chunk (our trace header): none means the message
-          // is gone, and an empty delivery must never happen.
-          (row) => (row ? this.push(row.data) : seq === 1 ? this.destroy(new Error(`message ${msgid} has no body in the queue`)) : this.push(null)),
-          (err) => this.destroy(err as Error),
-        );
-      },
-    });
+    return readChunks(this.readDb, msgid);
   }
 
   async listMessages(): Promise<QueuedMessage[]> {
@@ -222,6 +214,32 @@ function groupByMessage(rows: Envelope[]): QueuedMessage[] {
   return [...out.values()];
 }
 
+/**
+ * A message's chunks in order. Chunk 0 holds headers prepended by checks; the body is 1..n.
+ * Every stored message has at least one chunk (our trace header): none means the message is
+ * gone, and an empty delivery must never happen.
+ */
+function readChunks(db: Db, msgid: string): Readable {
+  let after = -1;
+  let first = true;
+  return new Readable({
+    highWaterMark: CHUNK_SIZE,
+    read() {
+      db.get<{ seq: number; data: Buffer }>('SELECT seq, data FROM chunks WHERE msgid = ? AND seq > ? ORDER BY seq LIMIT 1', [msgid, after]).then(
+        (row) => {
+          if (row) {
+            after = row.seq;
+            first = false;
+            this.push(row.data);
+          } else if (first) this.destroy(new Error(`message ${msgid} has no body in the queue`));
+          else this.push(null);
+        },
+        (err) => this.destroy(err as Error),
+      );
+    },
+  });
+}
+
 class SqliteSpool implements Spool {
   private parts: Buffer[] = [];
   private partsLength = 0;
@@ -229,10 +247,40 @@ class SqliteSpool implements Spool {
   private written = 0;
   private failed: unknown = null;
 
+  private prepended = false;
+
   constructor(
     readonly msgid: string,
     private readonly writer: GroupCommitWriter,
+    private readonly readDb: Db,
   ) {}
+
+  /** Writes what is buffered as a chunk (not durable: the commit's fsync covers it). */
+  private async flush(): Promise<void> {
+    if (!this.partsLength) return;
+    const data = Buffer.concat(this.parts, this.partsLength);
+    this.parts = [];
+    this.partsLength = 0;
+    const seq = ++this.seq;
+    try {
+      await this.writer.submitSql(false, chunkSql(this.msgid, seq, data));
+    } catch (err) {
+      this.failed = err;
+      throw err;
+    }
+  }
+
+  async readBack(): Promise<() => Readable> {
+    await this.flush();
+    return () => readChunks(this.readDb, this.msgid);
+  }
+
+  async prepend(header: Buffer): Promise<void> {
+    if (this.prepended) throw new Error('prepend() may be called once per message');
+    this.prepended = true;
+    this.written += header.length;
+    await this.writer.submitSql(false, chunkSql(this.msgid, 0, header));
+  }
 
   get size(): number {
     return this.written;
@@ -280,7 +328,7 @@ class SqliteSpool implements Spool {
   async rollback(): Promise<void> {
     this.parts = [];
     this.partsLength = 0;
-    if (this.seq === 0) return;
+    if (this.seq === 0 && !this.prepended) return;
     await this.writer.submit(false, (db) => db.run('DELETE FROM chunks WHERE msgid = ?', [this.msgid])).catch(() => undefined);
   }
 }

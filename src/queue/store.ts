@@ -65,6 +65,13 @@ export interface Spool {
   readonly size: number;
   /** Appends body bytes; resolves when the store can take more (backpressure). */
   write(chunk: Buffer): Promise<void>;
+  /**
+   * The message written so far, as a fresh stream each call (end-of-DATA checks read it before
+   * the commit). Optional: a spool that cannot read back gets no data-phase checks.
+   */
+  readBack?(): Promise<() => Readable>;
+  /** Puts header lines above everything written so far (headers added by checks). Once per message. */
+  prepend?(header: Buffer): Promise<void>;
   /** Makes the message visible to the scheduler. Resolves only after fsync. */
   commit(meta: MessageMeta): Promise<void>;
   rollback(): Promise<void>;

@@ -2,7 +2,7 @@
 // with bare line endings is refused rather than "fixed", because different MTAs on the path
 // would read its line structure differently (SMTP smuggling, CVE-2023-51764/51765/51766).
 
-export type DataProblem = 'bare-lf' | 'bare-cr' | 'nul' | 'too-big';
+export type DataProblem = 'bare-lf' | 'bare-cr' | 'nul' | 'too-big' | 'line-too-long';
 
 const CR = 13;
 const LF = 10;
@@ -11,8 +11,11 @@ export class DataChecker {
   problem: DataProblem | null = null;
   size = 0;
   private prevCR = false;
+  /** Length of the line in progress (bytes since the last LF). */
+  private lineLength = 0;
 
-  constructor(private readonly maxSize: number) {}
+  /** @param maxLineLength longest line without its CRLF; 0 = no limit. */
+  constructor(private readonly maxSize: number, private readonly maxLineLength = 0) {}
 
   /** Scans the next chunk; false once a problem has been found (the rest need not be stored). */
   scan(chunk: Buffer): boolean {
@@ -31,7 +34,22 @@ export class DataChecker {
       if (chunk[i + 1] !== LF) return this.found('bare-cr');
     }
     this.prevCR = chunk[last] === CR;
+    if (this.maxLineLength && !this.linesFit(chunk)) return this.found('line-too-long');
     return true;
+  }
+
+  /** Tracks line lengths across chunks; every LF here is known to follow a CR. */
+  private linesFit(chunk: Buffer): boolean {
+    const limit = this.maxLineLength + 2; // the CRLF itself
+    let start = 0;
+    for (let i = chunk.indexOf(LF); i !== -1; i = chunk.indexOf(LF, i + 1)) {
+      if (this.lineLength + (i + 1 - start) > limit) return false;
+      this.lineLength = 0;
+      start = i + 1;
+    }
+    this.lineLength += chunk.length - start;
+    // A line still in progress may hold its CR already; allow for it.
+    return this.lineLength <= limit - 1;
   }
 
   /** Call at end of data. */

@@ -2,9 +2,11 @@
 // the 250 is sent only after the store says the commit is on disk.
 
 import type { Readable } from 'node:stream';
+import type { HeaderField } from '../checks/check.js';
 import { SmtpError, isDiskFull } from '../errors.js';
 import { log } from '../log/log.js';
 import { rfc5322Date } from '../message/date.js';
+import { parseHeaderSection } from '../message/headers.js';
 import type { MessageMeta, Spool } from '../queue/store.js';
 import { DataChecker, type DataProblem } from './data-check.js';
 import { replies } from './replies.js';
@@ -41,12 +43,39 @@ export function receivedHeader(t: TraceInfo, msgid: string): string {
 /** The most of a header section kept for checks; a longer one is checked as far as this. */
 const HEADER_CAP = 64 * 1024;
 
-const problemReply: Record<DataProblem, (max: number) => SmtpError> = {
+const problemReply: Record<DataProblem, (limits: ReceiveLimits) => SmtpError> = {
   'bare-lf': () => replies.bareLf(),
   'bare-cr': () => replies.bareCr(),
   nul: () => replies.nul(),
-  'too-big': (max) => replies.tooBig(max),
+  'too-big': (l) => replies.tooBig(l.maxSize),
+  'line-too-long': (l) => replies.lineTooLong(l.maxLineLength),
 };
+
+export interface ReceiveLimits {
+  maxSize: number;
+  /** 0 = no limit. */
+  maxLineLength: number;
+}
+
+/** The spooled message as the end-of-DATA checks see it. */
+export interface SpooledMessage {
+  queueId: string;
+  size: number;
+  headers: HeaderField[];
+  headerSection: string;
+  body?: () => Readable;
+}
+
+/**
+ * End-of-DATA decision (the data-phase checks): an error refuses the message (nothing is
+ * queued), headers are prepended to it.
+ */
+export type DataPhase = (msg: SpooledMessage) => Promise<{ error: Error | null; addHeaders: HeaderField[] }>;
+
+/** Header fields as text, one per line; values with line breaks are folded onto a tab. */
+export function headerLines(fields: readonly HeaderField[]): string {
+  return fields.map((f) => `${f.name}: ${f.value.replace(/\r?\n(?![ \t])/g, '\r\n\t').replace(/\r?\n/g, '\r\n')}\r\n`).join('');
+}
 
 /**
  * Streams one message into the sink. Resolves with the 250 text; rejects with an SmtpError.
@@ -57,13 +86,14 @@ export async function receiveMessage(
   sink: MessageSink,
   meta: Omit<MessageMeta, 'recipients'> & { recipients: string[] },
   trace: TraceInfo,
-  maxSize: number,
+  limits: ReceiveLimits,
   headerCheck?: (header: string) => Error | null,
+  dataPhase?: DataPhase,
 ): Promise<string> {
   const spool = sink.openMessage();
-  const checker = new DataChecker(maxSize);
+  const checker = new DataChecker(limits.maxSize, limits.maxLineLength);
   // Only the header section is kept in memory (capped), and only when something checks it.
-  let header: Buffer | null = headerCheck ? Buffer.alloc(0) : null;
+  let header: Buffer | null = headerCheck || dataPhase ? Buffer.alloc(0) : null;
   let headerText = '';
   let writeError: unknown = null;
   try {
@@ -106,9 +136,26 @@ export async function receiveMessage(
     await spool.rollback();
     if (problem) {
       log.info(spool.msgid, 'refused', { reason: problem, from: `<${meta.sender}>`, client: trace.clientAddress });
-      throw problemReply[problem](maxSize);
+      throw problemReply[problem](limits);
     }
     return failCommit(spool.msgid, writeError);
+  }
+  if (dataPhase) {
+    let decision: Awaited<ReturnType<DataPhase>>;
+    try {
+      const body = spool.readBack ? await spool.readBack() : undefined;
+      decision = await dataPhase({
+        queueId: spool.msgid, size: checker.size, headers: parseHeaderSection(headerText), headerSection: headerText, ...(body ? { body } : {}),
+      });
+      if (!decision.error && decision.addHeaders.length) await spool.prepend!(Buffer.from(headerLines(decision.addHeaders), 'utf8'));
+    } catch (err) {
+      await spool.rollback();
+      return failCommit(spool.msgid, err);
+    }
+    if (decision.error) {
+      await spool.rollback();
+      throw decision.error;
+    }
   }
   try {
     await spool.commit(meta);

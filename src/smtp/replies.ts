@@ -12,6 +12,7 @@ export const replies = {
   bareLf: () => new SmtpError(554, '5.6.0', 'Message refused: bare LF in message data; lines must end with CRLF (RFC 5321 2.3.8)'),
   bareCr: () => new SmtpError(554, '5.6.0', 'Message refused: bare CR in message data; lines must end with CRLF (RFC 5321 2.3.8)'),
   nul: () => new SmtpError(554, '5.6.0', 'Message refused: NUL byte in message data'),
+  lineTooLong: (max: number) => new SmtpError(554, '5.6.0', `Message refused: a line is longer than ${max} characters (RFC 5322 2.1.1); use a transfer encoding such as quoted-printable`),
   tooBig: (max: number) => new SmtpError(552, '5.3.4', `Message size exceeds fixed limit of ${max} bytes`),
   diskFull: () => new SmtpError(452, '4.3.1', 'Insufficient system storage, try again later'),
   localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),

@@ -5,19 +5,32 @@
 
 import type { Duplex } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { runChecks, type CheckContext, type Phase, type Verdict } from '../checks/check.js';
+import { createCheck as createRelayCheck } from '../checks/relay.js';
+import { allChecks, type CheckPlan } from '../checks/registry.js';
 import { NetworkList, plainAddress } from '../config/cidr.js';
+import { ConfigReader } from '../config/reader.js';
+import { SmtpError } from '../errors.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { domainOf, isValidEnvelopeAddress, qualify } from '../message/address.js';
 import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
-import { applySmtpServerPatches } from './patches.js';
-import { receiveMessage, type MessageSink } from './receive.js';
+import { applySmtpServerPatches, type SessionLimitOptions } from './patches.js';
+import { receiveMessage, type DataPhase, type MessageSink } from './receive.js';
 import { replies } from './replies.js';
 import { fromAddresses, ownsAddress, sendersOf } from './sender-control.js';
 import { loadTlsCredentials, type TlsCredentials } from './tls.js';
 import type { UsersStore } from './users-file.js';
 
 export type ListenerKind = 'mx' | 'submission' | 'smtps';
+
+/** What one connection carries from phase to phase. */
+interface SessionState {
+  notes: Record<string, unknown>;
+  messages: number;
+  /** The HELO name whose helo-phase checks passed (they run at the first MAIL after it). */
+  heloChecked?: string;
+}
 
 export interface SmtpFrontDeps {
   config: Config;
@@ -32,6 +45,8 @@ export interface SmtpFrontDeps {
   checkRecipient?(address: string): Promise<Error | null>;
   /** AUTH users; without it AUTH is not offered. */
   users?: UsersStore;
+  /** The in-session checks ([checks]); without a plan only the relay check runs. */
+  checks?: CheckPlan;
 }
 
 export class SmtpFront {
@@ -39,21 +54,76 @@ export class SmtpFront {
   private readonly localDomains: Set<string>;
   private readonly servers: SMTPServer[] = [];
   private tls: TlsCredentials | null | undefined;
+  private readonly plan: CheckPlan;
+  private readonly sessions = new Map<string, SessionState>();
 
   constructor(private readonly deps: SmtpFrontDeps) {
     applySmtpServerPatches();
     this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
     this.localDomains = new Set(deps.config.local.domains);
+    this.plan = deps.checks ?? {
+      connect: [], helo: [], mail: [], data: [],
+      rcpt: [createRelayCheck({ config: deps.config, options: new ConfigReader('(default)', '', {}, ['checks', 'relay']), isLocal: (a) => this.isLocal(a) })],
+    };
+  }
+
+  private isLocal(address: string): boolean {
+    return this.deps.isLocal ? this.deps.isLocal(address) : this.localDomains.has(domainOf(address));
+  }
+
+  private state(session: SMTPServerSession): SessionState {
+    let st = this.sessions.get(session.id);
+    if (!st) this.sessions.set(session.id, (st = { notes: {}, messages: 0 }));
+    return st;
+  }
+
+  /** The check context for a phase, from what smtp-server knows of the session. */
+  private context(phase: Phase, session: SMTPServerSession, kind: ListenerKind | 'stream', extra: Partial<CheckContext> = {}): CheckContext {
+    const { config } = this.deps;
+    const st = this.state(session);
+    const mailFrom = session.envelope?.mailFrom;
+    return {
+      phase,
+      sessionId: session.id,
+      listener: kind,
+      trusted: this.isTrusted(session.remoteAddress),
+      notes: st.notes,
+      clientAddress: plainAddress(session.remoteAddress),
+      ...(session.clientHostname && !session.clientHostname.startsWith('[') ? { clientHostname: session.clientHostname } : {}),
+      ...(session.hostNameAppearsAs ? { helo: session.hostNameAppearsAs } : {}),
+      ...(mailFrom ? { sender: qualify(mailFrom.address, config.hostname) } : {}),
+      recipients: (session.envelope?.rcptTo ?? []).map((r) => qualify(r.address, config.hostname)),
+      ...(authUser(session) ? { authUser: authUser(session)! } : {}),
+      tls: !!session.secure,
+      smtputf8: !!(mailFrom && mailFrom.args && (mailFrom.args as Record<string, unknown>).SMTPUTF8),
+      messages: st.messages,
+      ...extra,
+    };
+  }
+
+  /** Runs a phase's checks; a refusal comes back as the SmtpError to reply with, and is logged. */
+  private async runPhase(phase: Phase, ctx: CheckContext): Promise<{ error: SmtpError | null; verdict: Verdict }> {
+    const verdict = await runChecks(this.plan[phase], phase, ctx, { timeoutMs: this.deps.config.checks.timeoutMs });
+    if (verdict.action === 'next' || verdict.action === 'accept') return { error: null, verdict };
+    if (phase !== 'rcpt' || !['relay', 'recipients'].includes(verdict.by ?? '')) {
+      // relay and recipients log their own refusals with the address.
+      log.info(ctx.queueId ?? null, 'refused by check', {
+        check: verdict.by, phase, client: ctx.clientAddress, ...(ctx.recipient ? { rcpt: `<${ctx.recipient}>` } : {}), reply: `${verdict.code} ${verdict.enhanced} ${verdict.text}`,
+      });
+    }
+    return { error: new SmtpError(verdict.action === 'disconnect' ? 421 : verdict.code, verdict.enhanced, verdict.text), verdict };
+  }
+
+  private ended(session: SMTPServerSession): void {
+    if (!this.sessions.delete(session.id)) return;
+    for (const c of allChecks(this.plan)) c.sessionEnded?.(session.id);
   }
 
   isTrusted(address: string): boolean {
     return this.deps.trustAll === true || this.trusted.contains(address);
   }
 
-  private options(kind: ListenerKind = 'mx', listenHost = ''): SMTPServerOptions & {
-    isTrustedAddress: (a: string) => boolean;
-    refuseAuth: (secure: boolean) => Error | null;
-  } {
+  private options(kind: ListenerKind | 'stream' = 'stream', listenHost = ''): SMTPServerOptions & SessionLimitOptions {
     const { config, users } = this.deps;
     // A stream session (inetd, `sendmail -bs`) has no listener and never does TLS.
     const tls = listenHost ? (this.tls ?? null) : null;
@@ -88,47 +158,65 @@ export class SmtpFront {
       maxClients: config.smtp.maxClients,
       socketTimeout: config.smtp.commandTimeoutMs,
       closeTimeout: 30_000,
+      maxCommandLength: config.smtp.maxCommandLength,
+      maxConnectionsPerIp: config.smtp.maxConnectionsPerIp,
+      sessionTimeoutMs: config.smtp.sessionTimeoutMs,
+      maxErrors: config.smtp.maxErrors,
+      // Early-talker detection is for the MX port; people's mail programs on 587/465 are not bots.
+      greetDelayMs: kind === 'mx' ? config.smtp.greetDelayMs : 0,
       isTrustedAddress: (a: string) => this.isTrusted(a),
-      // Synchronous on purpose: smtp-server's default defers with setImmediate, and a trusted
-      // client greeted at once (patches.ts) whose first command is read in that gap would get
-      // "421 You talk too soon".
-      onConnect: (_session, cb) => cb(),
+      // Synchronous when there is nothing to check: smtp-server's default defers with
+      // setImmediate, and a trusted client greeted at once (patches.ts) whose first command is
+      // read in that gap would get "421 You talk too soon".
+      onConnect: (session, cb) => {
+        this.state(session);
+        if (!this.plan.connect.length) return cb();
+        this.runPhase('connect', this.context('connect', session, kind)).then(({ error }) => cb(error ?? undefined), (err: Error) => cb(err));
+      },
+      onClose: (session) => this.ended(session),
       onMailFrom: (address, session, cb) => {
-        const sender = address.address;
-        if (kind !== 'mx' && !session.user) return cb(replies.authRequired());
-        if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return cb(replies.badSender(sender));
-        const user = authUser(session);
-        if (user && sender && !ownsAddress(sendersOf(user, config), qualify(sender, config.hostname))) {
-          log.info(null, 'sender refused', { user, from: `<${sender}>`, client: session.remoteAddress });
-          return cb(replies.senderNotOwned(sender, user));
-        }
-        cb();
+        this.mailFrom(address.address, session, kind).then((err) => cb(err ?? undefined), (err: Error) => cb(err));
       },
       onRcptTo: (address, session, cb) => {
         const rcpt = qualify(address.address, config.hostname);
         if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
         if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
-        const local = this.deps.isLocal ? this.deps.isLocal(rcpt) : this.localDomains.has(domainOf(rcpt));
-        if (!local && !this.isTrusted(session.remoteAddress) && !session.user) {
-          log.info(null, 'relay denied', { client: session.remoteAddress, rcpt: `<${rcpt}>` });
-          return cb(replies.relayDenied(rcpt));
-        }
-        if (!local || !this.deps.checkRecipient) return cb();
-        this.deps.checkRecipient(rcpt).then(
-          (err) => {
-            if (err) log.info(null, 'recipient refused', { client: session.remoteAddress, rcpt: `<${rcpt}>`, reason: err.message });
-            cb(err ?? undefined);
-          },
-          (err: Error) => cb(replies.lookupFailed(rcpt, err.message)),
-        );
+        this.runPhase('rcpt', this.context('rcpt', session, kind, { recipient: rcpt })).then(({ error }) => cb(error ?? undefined), (err: Error) => cb(err));
       },
       onData: (stream, session, cb) => {
-        this.receive(stream, session).then((reply) => cb(null, reply), (err: Error) => cb(err));
+        this.receive(stream, session, kind).then((reply) => cb(null, reply), (err: Error) => cb(err));
       },
     };
   }
 
-  private receive(stream: NodeJS.ReadableStream, session: SMTPServerSession): Promise<string> {
+  /** MAIL FROM: built-in rules (AUTH on submission, syntax, sender ownership), then helo and mail checks. */
+  private async mailFrom(sender: string, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<Error | null> {
+    const { config } = this.deps;
+    const st = this.state(session);
+    if (st.messages >= config.smtp.maxMessagesPerConnection) {
+      return new SmtpError(421, '4.7.0', `Too many messages in one session (at most ${config.smtp.maxMessagesPerConnection}), reconnect to send more`);
+    }
+    if ((kind === 'submission' || kind === 'smtps') && !session.user) return replies.authRequired();
+    if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return replies.badSender(sender);
+    const user = authUser(session);
+    if (user && sender && !ownsAddress(sendersOf(user, config), qualify(sender, config.hostname))) {
+      log.info(null, 'sender refused', { user, from: `<${sender}>`, client: session.remoteAddress });
+      return replies.senderNotOwned(sender, user);
+    }
+    // HELO checks run here, like Postfix's smtpd_delay_reject: smtp-server has no HELO hook, and
+    // a refusal at MAIL tells the client the same thing.
+    const helo = session.hostNameAppearsAs ?? '';
+    if (this.plan.helo.length && st.heloChecked !== helo) {
+      const { error } = await this.runPhase('helo', this.context('helo', session, kind));
+      if (error) return error;
+      st.heloChecked = helo;
+    }
+    if (!this.plan.mail.length) return null;
+    const ctx = this.context('mail', session, kind, { sender: qualify(sender, config.hostname) });
+    return (await this.runPhase('mail', ctx)).error;
+  }
+
+  private receive(stream: NodeJS.ReadableStream, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<string> {
     const { config } = this.deps;
     const recipients = session.envelope.rcptTo.map((r) => qualify(r.address, config.hostname));
     const sender = session.envelope.mailFrom ? qualify(session.envelope.mailFrom.address, config.hostname) : '';
@@ -139,9 +227,26 @@ export class SmtpFront {
       this.deps.sink,
       { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs },
       { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients },
-      config.smtp.maxMessageSize,
+      { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
       this.headerCheck(session),
-    );
+      this.dataPhase(session, kind),
+    ).then((reply) => {
+      this.state(session).messages++;
+      return reply;
+    });
+  }
+
+  /** End-of-DATA checks: the receive path calls this with the spooled message before committing. */
+  private dataPhase(session: SMTPServerSession, kind: ListenerKind | 'stream'): DataPhase {
+    return async (msg) => {
+      if ((session as { unsyncPipelining?: boolean }).unsyncPipelining) {
+        log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
+        return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
+      }
+      if (!this.plan.data.length) return { error: null, addHeaders: [] };
+      const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
+      return { error, addHeaders: verdict.action === 'next' || verdict.action === 'accept' ? (verdict.addHeaders ?? []) : [] };
+    };
   }
 
   /** An authenticated user's From: must be theirs too (checked on the buffered header section). */

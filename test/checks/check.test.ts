@@ -6,7 +6,7 @@ import { runChecks, type Check, type CheckContext, type Phase, type Verdict } fr
 
 const test = suite('runChecks');
 
-const ctx: CheckContext = { phase: 'rcpt', clientAddress: '192.0.2.1', recipients: [], tls: false };
+const ctx: CheckContext = { phase: 'rcpt', sessionId: 's1', listener: 'mx', trusted: false, notes: {}, clientAddress: '192.0.2.1', recipients: [], tls: false };
 const check = (name: string, run: () => Promise<Verdict>, phases: Phase[] = ['rcpt'], seen?: string[]): Check => ({
   name,
   phases,
@@ -26,7 +26,7 @@ test('the first verdict that is not next wins, later checks do not run', async (
     check('b', async () => reject, ['rcpt'], seen),
     check('c', async () => ({ action: 'accept' }), ['rcpt'], seen),
   ], 'rcpt', ctx);
-  assert.equal(v, reject);
+  assert.equal(v, { ...reject, by: 'b' });
   assert.equal(seen, ['a', 'b']);
 });
 

@@ -47,6 +47,10 @@ async function startPostgrey(extra: string[] = []): Promise<{ port: number; log:
 
 const ctx = (recipient: string): CheckContext => ({
   phase: 'rcpt',
+  sessionId: 's1',
+  listener: 'mx',
+  trusted: false,
+  notes: {},
   clientAddress: '192.0.2.10',
   helo: 'mx.example.org',
   sender: 'alice@example.org',

@@ -22,9 +22,10 @@ export class RawSmtp {
     sock.on('error', () => undefined);
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
+  /** `localAddress` picks the client's source address (e.g. 127.0.0.2: another client on loopback). */
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
-      const s = net.createConnection({ port, host }, () => resolve(new RawSmtp(s)));
+      const s = net.createConnection({ port, host, ...(localAddress ? { localAddress } : {}) }, () => resolve(new RawSmtp(s)));
       s.once('error', reject);
     });
   }

@@ -1,0 +1,172 @@
+// A message's history in the queue database: every log line that names a queue id (accepted,
+// deferred with the next hop's reply, delivered, bounced, …) is also kept in the `events` table,
+// so `tidemail log ID|ADDRESS` answers "where did my mail go" after the logs have rotated and
+// after the message has left the queue.
+//
+// The table is created with the rest of the queue schema (queue/sqlite.ts).
+//
+// Cost: events are written as plain SQL through the group-commit writer with durable=false, and
+// all events of one tick go in one statement batch. They ride along with the next message commit
+// (or, when the queue is idle, a synchronous=NORMAL transaction: a WAL append, no fsync). A crash
+// may lose the last few events; it never loses mail, and never makes a message wait for its log.
+
+import path from 'node:path';
+import { setEventSink, type LogEvent } from '../log/log.js';
+import { Db, sqlLiteral, type GroupCommitWriter } from './db.js';
+import { isEnvelopeId, isMessageId } from './ids.js';
+
+/** History older than this is pruned (at start, then daily). */
+export const EVENT_RETENTION_MS = 30 * 86_400_000;
+const PRUNE_EVERY_MS = 86_400_000;
+
+export interface StoredEvent {
+  /** ms since the epoch */
+  t: number;
+  msgid: string;
+  /** The recipient's 20-digit envelope id when the event is about one recipient. */
+  envId: string | null;
+  level: string;
+  event: string;
+  fields: string;
+}
+
+function insertSql(events: readonly LogEvent[]): string {
+  const rows = events.map((e) => {
+    const id = e.id.toUpperCase();
+    return `(${[e.time, id.slice(0, 16), isEnvelopeId(id) ? id : null, e.level, e.event, e.fields].map(sqlLiteral).join(', ')})`;
+  });
+  return `INSERT INTO events (t, msgid, env_id, level, event, fields) VALUES ${rows.join(',\n')};\n`;
+}
+
+function pruneSql(now: number): string {
+  return `DELETE FROM events WHERE t < ${now - EVENT_RETENTION_MS};\n`;
+}
+
+/**
+ * Starts keeping every logged event with a queue id in the queue database behind `writer`.
+ * Returns a stop function (the daemon need not call it: the writer's close drains what is queued).
+ */
+export function recordEvents(writer: GroupCommitWriter): () => void {
+  let pending: LogEvent[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const batch = pending;
+    pending = [];
+    if (batch.length) writer.submitSql(false, insertSql(batch)).catch(() => undefined);
+  };
+  setEventSink((e) => {
+    if (!isMessageId(e.id.slice(0, 16))) return; // not a queue id (e.g. a session tag)
+    pending.push(e);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  });
+  const prune = () => void writer.submitSql(false, pruneSql(Date.now())).catch(() => undefined);
+  prune();
+  const timer = setInterval(prune, PRUNE_EVERY_MS);
+  timer.unref();
+  return () => {
+    setEventSink(null);
+    clearInterval(timer);
+    flush();
+  };
+}
+
+export interface EventQuery {
+  /** A message or envelope id (the whole message's history either way). */
+  id?: string;
+  /** Messages with an event naming this address (from=<…>, to=<…>), case-insensitive. */
+  address?: string;
+  /** Only events at or after this time. */
+  since?: number;
+  limit?: number;
+}
+
+/** A message's history: its events, and the message row while it is still queued. */
+export interface MessageHistory {
+  msgid: string;
+  events: StoredEvent[];
+  queued: { sender: string; created: number; recipients: { envId: string; address: string; status: string; attempts: number; lastError: string | null; nextAttempt: number }[] } | null;
+}
+
+/**
+ * Reads histories straight from the database file (the daemon may be down). Opens it
+ * read-only, so looking never changes anything.
+ */
+export async function readHistories(stateDir: string, q: EventQuery): Promise<MessageHistory[]> {
+  const db = await openQueueDbReadOnly(stateDir);
+  try {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.id) {
+      const id = q.id.slice(0, 16).toUpperCase();
+      // A bounce or delay notice is its own message; it names the original with for=ID.
+      where.push(`(msgid = ? OR fields LIKE ?)`);
+      params.push(id, `%for=${id}%`);
+    }
+    if (q.address) {
+      where.push(`msgid IN (SELECT msgid FROM events WHERE fields LIKE ? ESCAPE '\\')`);
+      params.push(`%<${q.address.replace(/[\\%_]/g, (c) => '\\' + c)}>%`);
+    }
+    if (q.since !== undefined) {
+      where.push('t >= ?');
+      params.push(q.since);
+    }
+    const rows = await db.all<{ t: number; msgid: string; env_id: string | null; level: string; event: string; fields: string }>(
+      `SELECT t, msgid, env_id, level, event, fields FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+       ORDER BY t, rowid LIMIT ?`,
+      [...params, q.limit ?? 10_000],
+    );
+    const byMsg = new Map<string, MessageHistory>();
+    for (const r of rows) {
+      let h = byMsg.get(r.msgid);
+      if (!h) byMsg.set(r.msgid, (h = { msgid: r.msgid, events: [], queued: null }));
+      h.events.push({ t: r.t, msgid: r.msgid, envId: r.env_id, level: r.level, event: r.event, fields: r.fields });
+    }
+    for (const h of byMsg.values()) {
+      const m = await db.get<{ sender: string; created: number }>('SELECT sender, created FROM messages WHERE id = ?', [h.msgid]);
+      if (!m) continue;
+      const rcpts = await db.all<{ envId: string; address: string; status: string; attempts: number; lastError: string | null; nextAttempt: number }>(
+        `SELECT env_id AS envId, address, status, attempts, last_error AS lastError, next_attempt AS nextAttempt FROM recipients WHERE msgid = ? ORDER BY env_id`,
+        [h.msgid],
+      );
+      h.queued = { ...m, recipients: rcpts };
+    }
+    return [...byMsg.values()];
+  } finally {
+    await db.close();
+  }
+}
+
+/** Deferrals, bounces, warnings and errors since `since`, newest first (for `tidemail status`). */
+export async function recentProblems(db: Db, since: number, limit = 5): Promise<StoredEvent[]> {
+  const rows = await db.all<{ t: number; msgid: string; env_id: string | null; level: string; event: string; fields: string }>(
+    `SELECT t, msgid, env_id, level, event, fields FROM events
+     WHERE t >= ? AND (level IN ('warn', 'error') OR event LIKE 'deferred%' OR event LIKE 'bounced%' OR event LIKE 'refused%')
+     ORDER BY t DESC, rowid DESC LIMIT ?`,
+    [since, limit],
+  );
+  return rows.map((r) => ({ t: r.t, msgid: r.msgid, envId: r.env_id, level: r.level, event: r.event, fields: r.fields }));
+}
+
+/** When each POP3 account last brought a message in (its `accepted … account=NAME` events). */
+export async function lastFetched(db: Db): Promise<Map<string, number>> {
+  const rows = await db.all<{ fields: string; t: number }>(
+    `SELECT fields, MAX(t) AS t FROM events WHERE event = 'accepted' AND fields LIKE '%via=fetch%' GROUP BY substr(fields, instr(fields, 'account='))`,
+  );
+  const out = new Map<string, number>();
+  for (const r of rows) {
+    const name = /(?:^| )account=("(?:[^"\\]|\\.)*"|\S+)/.exec(r.fields)?.[1];
+    if (name) out.set(name.startsWith('"') ? (JSON.parse(name) as string) : name, r.t);
+  }
+  return out;
+}
+
+/** Opens the queue database read-only (for commands that must work with the daemon down). */
+export async function openQueueDbReadOnly(stateDir: string): Promise<Db> {
+  const db = await Db.open(path.join(stateDir, 'queue.sqlite'), true);
+  await db.exec('PRAGMA busy_timeout=10000;');
+  return db;
+}
