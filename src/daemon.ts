@@ -224,7 +224,15 @@ export class Daemon {
     const routes = loadRoutes(config.configDir);
     setLogLevel(config.logLevel);
     await this.setSchedules(routes); // first: an invalid schedule keeps the old configuration
+    // New checks before anything is swapped: a bad [checks.NAME] option keeps the old configuration.
+    const checks = await buildChecks(config, { isLocal: (a) => this.local.isLocal(a), checkRecipient: (a) => this.checkLocalRecipient(a) });
     await this.setFetch(routes);
+    const oldChecks = this.checks;
+    this.checks = checks;
+    this.front.setChecks(checks);
+    this.front.reloadTls(config);
+    // Checks the new plan still uses are fresh instances; close the old ones once sessions moved on.
+    if (oldChecks) setTimeout(() => void Promise.all(allChecks(oldChecks).map((c) => c.close?.().catch(() => undefined))), 60_000).unref();
     this.config = config;
     Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a)));
     this.links.setRoutes(routes);

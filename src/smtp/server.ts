@@ -54,7 +54,7 @@ export class SmtpFront {
   private readonly localDomains: Set<string>;
   private readonly servers: SMTPServer[] = [];
   private tls: TlsCredentials | null | undefined;
-  private readonly plan: CheckPlan;
+  private plan: CheckPlan;
   private readonly sessions = new Map<string, SessionState>();
 
   constructor(private readonly deps: SmtpFrontDeps) {
@@ -291,6 +291,30 @@ export class SmtpFront {
       stream.once('end', () => resolve());
       (server as unknown as { connect(s: Duplex, o: object): void }).connect(stream, { remoteAddress, remotePort: 0 });
     });
+  }
+
+  /** New checks for new sessions (SIGHUP); sessions already running keep theirs. */
+  setChecks(plan: CheckPlan): void {
+    this.plan = plan;
+  }
+
+  /**
+   * Re-reads the certificate pair (SIGHUP after a renewal). After privileges are dropped the key
+   * must be readable by the run user for this to work; otherwise the old pair stays, with a warning.
+   */
+  reloadTls(config: Config): void {
+    if (!this.tls) return;
+    let fresh: TlsCredentials | null;
+    try {
+      fresh = loadTlsCredentials(config);
+    } catch (err) {
+      log.warn(null, 'TLS certificate not reloaded, keeping the old one', { error: (err as Error).message.split('\n')[0], fix: 'make the key readable by the daemon user, or restart the daemon' });
+      return;
+    }
+    if (!fresh) return;
+    this.tls = fresh;
+    for (const s of this.servers) (s as unknown as { updateSecureContext(o: object): void }).updateSecureContext({ key: fresh.key, cert: fresh.cert });
+    log.info(null, 'TLS certificate reloaded', { cert: config.smtp.tlsCert });
   }
 
   async close(): Promise<void> {
