@@ -7,7 +7,10 @@ import { controlSocketPath, type ControlRequest } from './control/protocol.js';
 import { ControlServer } from './control/server.js';
 import { DeliveryRunner } from './deliver/runner.js';
 import { log, setLogLevel } from './log/log.js';
-import { maildropDir, pickupMaildrop } from './queue/maildrop.js';
+import { maildropDir, pickupMaildrop, type BeforeCommit } from './queue/maildrop.js';
+import { runChecks, type CheckContext } from './checks/check.js';
+import { parseHeaderSection } from './message/headers.js';
+import { headerLines } from './smtp/receive.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
 import { describeTarget } from './routes/profile.js';
@@ -213,10 +216,30 @@ export class Daemon {
     this.picking = (async () => {
       do {
         this.repick = false;
-        await pickupMaildrop(maildropDir(this.config.stateDir), { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, () => this.runner.wake());
+        await pickupMaildrop(maildropDir(this.config.stateDir), { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, () => this.runner.wake(), this.localSubmissionChecks());
       } while (this.repick);
     })().finally(() => (this.picking = null));
     return this.picking;
+  }
+
+  /** The data checks that also apply to sendmail's mail (DKIM signing), as a pickup hook. */
+  private localSubmissionChecks(): BeforeCommit | undefined {
+    const checks = this.checks?.data.filter((c) => c.localSubmissions) ?? [];
+    if (!checks.length) return undefined;
+    return async (spool, header, meta) => {
+      const ctx: CheckContext = {
+        phase: 'data', sessionId: `pickup-${spool.msgid}`, listener: 'pickup', trusted: true, notes: {},
+        clientAddress: '127.0.0.1', sender: meta.sender, recipients: meta.recipients, tls: false,
+        queueId: spool.msgid, size: spool.size, headers: parseHeaderSection(header), headerSection: header,
+        body: spool.readBack!(),
+      };
+      const v = await runChecks(checks, 'data', ctx, { timeoutMs: this.config.checks.timeoutMs });
+      if (v.action === 'next' || v.action === 'accept') {
+        if (v.addHeaders?.length) await spool.prepend!(Buffer.from(headerLines(v.addHeaders), 'utf8'));
+      } else {
+        log.warn(spool.msgid, 'check refused a local submission; queued anyway (sendmail had accepted it)', { check: v.by, reply: `${v.code} ${v.enhanced} ${v.text}` });
+      }
+    };
   }
 
   async reload(): Promise<void> {

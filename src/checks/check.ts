@@ -68,6 +68,12 @@ export interface Check {
    * @throws when the check cannot decide (peer down, protocol error); runChecks turns that into a tempfail.
    */
   run(phase: Phase, ctx: CheckContext): Promise<Verdict>;
+  /**
+   * Also run at 'data' for mail local users submit with sendmail (maildrop pickup): checks that
+   * add headers, such as DKIM signing. Their refusals are only logged there: sendmail has
+   * already told the user the message was accepted.
+   */
+  readonly localSubmissions?: boolean;
   /** The SMTP connection `sessionId` closed: drop per-session state (a milter connection, …). */
   sessionEnded?(sessionId: string): void;
   /** The daemon stops. */

@@ -120,7 +120,13 @@ export async function readMaildropEnvelope(file: string): Promise<{ env: Maildro
  * the file's name and inode are recorded as the message's origin, so a crash between commit
  * and unlink does not queue it twice.
  */
-export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, onCommitted?: (msgid: string) => void): Promise<number> {
+/**
+ * Runs between writing a picked-up body and committing it (checks that add headers, such as DKIM
+ * signing of local mail); `header` is the message's header section (up to 64 KiB).
+ */
+export type BeforeCommit = (spool: Spool, header: string, meta: MessageMeta) => Promise<void>;
+
+export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, onCommitted?: (msgid: string) => void, beforeCommit?: BeforeCommit): Promise<number> {
   let names: string[];
   try {
     names = await fsp.readdir(dir);
@@ -146,8 +152,20 @@ export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openM
       const spool = store.openMessage();
       try {
         const stream = fs.createReadStream(file, { start: 0, end: found.bodyLength - 1, highWaterMark: 64 * 1024 });
-        if (found.bodyLength > 0) for await (const chunk of stream as AsyncIterable<Buffer>) await spool.write(chunk);
-        await spool.commit({ sender: found.env.sender, recipients: found.env.recipients, via: found.env.via, client: `uid=${found.uid}`, origin });
+        let head: Buffer | null = beforeCommit ? Buffer.alloc(0) : null;
+        if (found.bodyLength > 0) {
+          for await (const chunk of stream as AsyncIterable<Buffer>) {
+            if (head && head.length < 64 * 1024) head = Buffer.concat([head, chunk]);
+            await spool.write(chunk);
+          }
+        }
+        const meta: MessageMeta = { sender: found.env.sender, recipients: found.env.recipients, via: found.env.via, client: `uid=${found.uid}`, origin };
+        if (beforeCommit && head) {
+          const text = head.subarray(0, 64 * 1024).toString('utf8');
+          const end = text.search(/\r?\n\r?\n/);
+          await beforeCommit(spool, end < 0 ? text : text.slice(0, end + 1), meta);
+        }
+        await spool.commit(meta);
       } catch (err) {
         await spool.rollback();
         log.error(null, 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });

@@ -11,7 +11,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { Db, GroupCommitWriter, sqlLiteral } from './db.js';
 import { envelopeId, isEnvelopeId, newMessageId } from './ids.js';
 import type { Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, RecipientStatus, Spool } from './store.js';
@@ -248,6 +248,8 @@ class SqliteSpool implements Spool {
   private failed: unknown = null;
 
   private prepended = false;
+  /** A flush started by readBack(); commit waits for it. */
+  private flushing: Promise<void> | null = null;
 
   constructor(
     readonly msgid: string,
@@ -270,9 +272,26 @@ class SqliteSpool implements Spool {
     }
   }
 
-  async readBack(): Promise<() => Readable> {
-    await this.flush();
-    return () => readChunks(this.readDb, this.msgid);
+  /**
+   * A stream factory over what was written so far. The buffered tail is flushed only when a
+   * check actually reads the body: checks that look at headers alone cost no extra write.
+   */
+  readBack(): () => Readable {
+    return () => {
+      const flushed = (this.flushing ??= this.flush());
+      let inner: Readable | null = null;
+      const out = new PassThrough();
+      flushed.then(
+        () => {
+          inner = readChunks(this.readDb, this.msgid);
+          inner.on('error', (err) => out.destroy(err));
+          inner.pipe(out);
+        },
+        (err: Error) => out.destroy(err),
+      );
+      out.on('close', () => inner?.destroy());
+      return out;
+    };
   }
 
   async prepend(header: Buffer): Promise<void> {
@@ -307,8 +326,9 @@ class SqliteSpool implements Spool {
     }
   }
 
-  commit(meta: MessageMeta): Promise<void> {
-    if (this.failed) return Promise.reject(this.failed);
+  async commit(meta: MessageMeta): Promise<void> {
+    if (this.flushing) await this.flushing;
+    if (this.failed) throw this.failed;
     const last = this.partsLength ? Buffer.concat(this.parts, this.partsLength) : null;
     this.parts = [];
     this.partsLength = 0;
@@ -326,6 +346,7 @@ class SqliteSpool implements Spool {
   }
 
   async rollback(): Promise<void> {
+    await this.flushing?.catch(() => undefined);
     this.parts = [];
     this.partsLength = 0;
     if (this.seq === 0 && !this.prepended) return;

@@ -69,7 +69,7 @@ export interface Spool {
    * The message written so far, as a fresh stream each call (end-of-DATA checks read it before
    * the commit). Optional: a spool that cannot read back gets no data-phase checks.
    */
-  readBack?(): Promise<() => Readable>;
+  readBack?(): () => Readable;
   /** Puts header lines above everything written so far (headers added by checks). Once per message. */
   prepend?(header: Buffer): Promise<void>;
   /** Makes the message visible to the scheduler. Resolves only after fsync. */

@@ -143,7 +143,7 @@ export async function receiveMessage(
   if (dataPhase) {
     let decision: Awaited<ReturnType<DataPhase>>;
     try {
-      const body = spool.readBack ? await spool.readBack() : undefined;
+      const body = spool.readBack?.();
       decision = await dataPhase({
         queueId: spool.msgid, size: checker.size, headers: parseHeaderSection(headerText), headerSection: headerText, ...(body ? { body } : {}),
       });

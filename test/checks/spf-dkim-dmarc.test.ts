@@ -1,0 +1,300 @@
+// spf-dkim-dmarc against real keys (made by `tidemail dkim keygen`), real signatures (made by the
+// dkim-sign check) and real DNS answers from the local DNS responder: SPF by client address,
+// DKIM pass and tamper, DMARC reject/quarantine, and strict alignment (adkim=s / aspf=s), which
+// mailauth 4.13 gets wrong on its own.
+
+import { Readable } from 'node:stream';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Check, CheckContext, HeaderField, Verdict } from '../../src/checks/check.js';
+import { createCheck as createVerify } from '../../src/checks/spf-dkim-dmarc.js';
+import { createCheck as createSign } from '../../src/checks/dkim-sign.js';
+import { loadConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
+import { makeSite, runCli } from '../helpers/daemon.js';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
+import { cleanupTmp } from '../helpers/tmp.js';
+
+const test = suite('spf-dkim-dmarc');
+
+const GOOD_IP = '192.0.2.10';
+const BAD_IP = '198.51.100.7';
+
+let dns: DnsServer;
+let signer: Check;
+let keyDir: string;
+
+/** `tidemail dkim keygen`, returning the TXT record it prints (its strings joined). */
+async function keygen(domain: string, dir: string, extra: string[] = []): Promise<string> {
+  const r = await runCli(['dkim', 'keygen', domain, '--out', dir, ...extra]);
+  assert.is(r.code, 0, r.stderr);
+  const line = /_domainkey\.\S+ IN TXT (.*)$/m.exec(r.stdout);
+  assert.ok(line, r.stdout);
+  return [...line[1]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]).join('');
+}
+
+/** A check built from a real config file, the way the daemon builds it. */
+async function build(create: typeof createVerify, name: string, optionsToml: string): Promise<Check> {
+  const site = await makeSite(`[checks.${name}]\n${optionsToml}\n`);
+  const config = loadConfig(site.configPath);
+  return create({ config, options: config.checks.options(name), isLocal: () => false });
+}
+
+function verifier(extra = ''): Promise<Check> {
+  return build(createVerify, 'spf-dkim-dmarc', `dns_servers = ["127.0.0.1:${dns.port}"]\n${extra}`);
+}
+
+let session = 0;
+function ctx(over: Partial<CheckContext> & { raw?: string }): CheckContext {
+  const { raw, ...rest } = over;
+  const c: CheckContext = {
+    phase: 'mail',
+    sessionId: `s${++session}`,
+    listener: 'mx',
+    trusted: false,
+    notes: {},
+    clientAddress: GOOD_IP,
+    helo: 'mail.example.org',
+    sender: 'alice@example.org',
+    recipients: ['bob@tidemail.test'],
+    tls: false,
+    ...rest,
+  };
+  if (raw !== undefined) {
+    // As the receive path hands it over: our Received: on top, CRLF line ends.
+    const full = `Received: from ${c.helo} ([${c.clientAddress}]) by tidemail.test with ESMTP id x1; Wed, 25 Nov 2026 21:00:00 +0000\r\n${raw.replace(/\r?\n/g, '\r\n')}`;
+    const headerSection = full.slice(0, full.indexOf('\r\n\r\n') + 2);
+    c.phase = 'data';
+    c.headerSection = headerSection;
+    c.headers = parseHeaders(headerSection);
+    c.body = () => Readable.from([Buffer.from(full)]);
+  }
+  return c;
+}
+
+function parseHeaders(section: string): HeaderField[] {
+  return section
+    .replace(/\r\n(?=[ \t])/g, '')
+    .split('\r\n')
+    .filter(Boolean)
+    .map((l) => ({ name: l.slice(0, l.indexOf(':')), value: l.slice(l.indexOf(':') + 1).trim() }));
+}
+
+function message(from: string, body = 'Hello Bob,\r\n\r\nthe meeting is at ten.\r\n'): string {
+  return `From: Alice <${from}>\r\nTo: bob@tidemail.test\r\nSubject: meeting\r\nDate: Wed, 25 Nov 2026 20:59:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n${body}`;
+}
+
+/** Signs `raw` as the submitting side would and returns it with the DKIM-Signature on top. */
+async function signed(raw: string, signWith = signer): Promise<string> {
+  const v = await signWith.run('data', ctx({ raw, trusted: true }));
+  assert.is(v.action, 'next');
+  const h = v.action === 'next' ? v.addHeaders?.[0] : undefined;
+  assert.ok(h && h.name === 'DKIM-Signature', 'no signature was added');
+  // The submitting MTA's Received: is signed too; keep it, as a relay would.
+  const sent = (await streamText(ctx({ raw, trusted: true }).body!())).toString();
+  return `${h.name}: ${h.value}\r\n${sent}`;
+}
+
+async function streamText(s: NodeJS.ReadableStream): Promise<string> {
+  let t = '';
+  for await (const c of s) t += c.toString();
+  return t;
+}
+
+function authResults(v: Verdict): string {
+  assert.is(v.action, 'next', JSON.stringify(v));
+  const h = v.action === 'next' ? v.addHeaders?.find((x) => x.name === 'Authentication-Results') : undefined;
+  assert.ok(h, 'no Authentication-Results header');
+  return h.value.replace(/\r\n\s+/g, ' ');
+}
+
+test.before(async () => {
+  const site = await makeSite();
+  keyDir = `${site.dir}/dkim`;
+  const orgKey = await keygen('example.org', keyDir);
+  const netKey = await keygen('example.net', keyDir);
+  const comKey = await keygen('example.com', keyDir);
+  dns = await startDnsServer({
+    'example.org': { TXT: [`v=spf1 ip4:${GOOD_IP} -all`] },
+    'mail.example.org': { A: [GOOD_IP] },
+    'tidemail._domainkey.example.org': { TXT: [orgKey] },
+    '_dmarc.example.org': { TXT: ['v=DMARC1; p=reject'] },
+    'example.com': { TXT: [`v=spf1 ip4:${GOOD_IP} -all`] },
+    'tidemail._domainkey.example.com': { TXT: [comKey] },
+    '_dmarc.example.com': { TXT: ['v=DMARC1; p=quarantine'] },
+    // example.net: strict alignment, mail sent from the subdomain mail.example.net.
+    'example.net': { TXT: ['v=spf1 -all'] },
+    'mail.example.net': { TXT: [`v=spf1 ip4:${GOOD_IP} -all`] },
+    'tidemail._domainkey.example.net': { TXT: [netKey] },
+    '_dmarc.example.net': { TXT: ['v=DMARC1; p=reject; adkim=s; aspf=s'] },
+    'broken.example': { servfail: true },
+  });
+  signer = await build(createSign, 'dkim-sign', `keys = { "example.org" = "${keyDir}/example.org.key", "example.net" = "${keyDir}/example.net.key", "example.com" = "${keyDir}/example.com.key" }`);
+});
+
+test.after(async () => {
+  await dns?.close();
+  cleanupTmp();
+});
+
+test('SPF pass and fail by client address, stored in notes at MAIL', async () => {
+  const check = await verifier();
+  const pass = ctx({});
+  assert.equal(await check.run('mail', pass), { action: 'next' });
+  assert.is(pass.notes.spf, 'pass');
+  const fail = ctx({ clientAddress: BAD_IP });
+  assert.equal(await check.run('mail', fail), { action: 'next' }); // spf_reject is off by default
+  assert.is(fail.notes.spf, 'fail');
+  const none = ctx({ sender: 'carol@nothing.example' });
+  await check.run('mail', none);
+  assert.is(none.notes.spf, 'none');
+  const temp = ctx({ sender: 'dave@broken.example' });
+  await check.run('mail', temp);
+  assert.is(temp.notes.spf, 'temperror');
+});
+
+test('spf_reject = true refuses a hard SPF fail with 550 5.7.23, not a pass', async () => {
+  const check = await verifier('spf_reject = true');
+  const v = await check.run('mail', ctx({ clientAddress: BAD_IP }));
+  assert.ok(v.action === 'reject' && v.code === 550 && v.enhanced === '5.7.23', JSON.stringify(v));
+  assert.match(v.action === 'reject' ? v.text : '', /SPF check failed/);
+  assert.equal(await check.run('mail', ctx({})), { action: 'next' });
+});
+
+test('a message signed by dkim-sign verifies: dkim=pass, spf=pass, dmarc=pass', async () => {
+  const check = await verifier('dmarc_policy = "honour"');
+  const raw = await signed(message('alice@example.org'));
+  const c = ctx({ raw });
+  await check.run('mail', c);
+  const ar = authResults(await check.run('data', c));
+  assert.ok(ar.startsWith('tidemail.test;'), ar);
+  assert.ok(/dkim=pass [^;]*header\.i=@example\.org/.test(ar), ar);
+  assert.match(ar, /spf=pass/);
+  assert.match(ar, /dmarc=pass/);
+  assert.is(c.notes.dkim, 'pass');
+  assert.is(c.notes.dmarc, 'pass');
+});
+
+test('a tampered body fails DKIM; with SPF failing too, DMARC p=reject is honoured', async () => {
+  const raw = (await signed(message('alice@example.org'))).replace('at ten', 'at eleven');
+  const report = await verifier();
+  const c = ctx({ raw, clientAddress: BAD_IP });
+  const ar = authResults(await report.run('data', c));
+  // mailauth says "neutral (body hash did not verify)" for a changed body, "fail" for a bad signature.
+  assert.ok(/dkim=(fail|neutral)/.test(ar), ar);
+  assert.match(ar, /spf=fail/);
+  assert.match(ar, /dmarc=fail/);
+  assert.ok(c.notes.dkim === 'fail' || c.notes.dkim === 'neutral', String(c.notes.dkim));
+
+  const honour = await verifier('dmarc_policy = "honour"');
+  const v = await honour.run('data', ctx({ raw, clientAddress: BAD_IP }));
+  assert.equal(v, { action: 'reject', code: 550, enhanced: '5.7.1', text: 'DMARC policy of example.org says reject' });
+  // SPF alone aligns, so the same tampered message from the right address still passes DMARC.
+  assert.match(authResults(await honour.run('data', ctx({ raw }))), /dmarc=pass/);
+});
+
+test('a tampered header fails DKIM', async () => {
+  const raw = (await signed(message('alice@example.org'))).replace('Subject: meeting', 'Subject: urgent payment');
+  const c = ctx({ raw, clientAddress: BAD_IP });
+  const ar = authResults(await (await verifier()).run('data', c));
+  assert.ok(/dkim=fail/.test(ar), ar);
+  assert.is(c.notes.dkim, 'fail');
+});
+
+test('DMARC p=quarantine with honour accepts and says so in the header', async () => {
+  const raw = message('alice@example.com'); // unsigned, and from an address SPF does not allow
+  const ar = authResults(await (await verifier('dmarc_policy = "honour"')).run('data', ctx({ raw, clientAddress: BAD_IP, sender: 'alice@example.com' })));
+  assert.match(ar, /dmarc=fail[^;]*policy\.dmarc=quarantine/);
+  assert.match(ar, /dkim=none/);
+});
+
+test('strict DKIM alignment (adkim=s): d=example.net does not align with From: mail.example.net', async () => {
+  // dkim-sign uses the parent domain's key for a subdomain From:, which relaxed alignment allows.
+  const raw = await signed(message('alice@mail.example.net'));
+  assert.match(raw, /d=example\.net;/);
+  const check = await verifier('dmarc_policy = "honour"');
+  // Envelope from a domain with no SPF, so only DKIM could make DMARC pass.
+  const c = ctx({ raw, sender: 'bounce@nothing.example' });
+  const v = await check.run('data', c);
+  assert.is(c.notes.dkim, 'pass');
+  assert.equal(v, { action: 'reject', code: 550, enhanced: '5.7.1', text: 'DMARC policy of example.net says reject' });
+});
+
+test('strict DKIM alignment passes when d= is exactly the From: domain', async () => {
+  const raw = await signed(message('alice@example.net'));
+  const ar = authResults(await (await verifier('dmarc_policy = "honour"')).run('data', ctx({ raw, sender: 'bounce@nothing.example' })));
+  assert.match(ar, /dkim=pass/);
+  assert.match(ar, /dmarc=pass/);
+});
+
+test('strict SPF alignment (aspf=s): an SPF pass for mail.example.net does not align with From: example.net', async () => {
+  const raw = message('alice@example.net'); // unsigned
+  const check = await verifier('dmarc_policy = "honour"');
+  const c = ctx({ raw, sender: 'bounce@mail.example.net', helo: 'mail.example.net' });
+  const v = await check.run('data', c);
+  assert.is(c.notes.spf, 'pass');
+  assert.ok(v.action === 'reject' && /example\.net says reject/.test(v.text), JSON.stringify(v));
+});
+
+test('an ARC chain sealed by a forwarder is verified and reported; arc = false leaves it out', async () => {
+  // example.com forwards alice@example.org's mail and seals it with its keygen-made key.
+  const { sealMessage } = await import('mailauth/lib/arc/index.js');
+  const fs = await import('node:fs');
+  const raw = message('alice@example.org');
+  const seal = await sealMessage(Buffer.from(raw), {
+    signingDomain: 'example.com',
+    selector: 'tidemail',
+    privateKey: fs.readFileSync(`${keyDir}/example.com.key`),
+    authResults: 'forwarder.example.com; spf=pass smtp.mailfrom=example.org',
+    cv: 'none',
+  } as Parameters<typeof sealMessage>[1]);
+  const sealed = seal.toString() + raw;
+  assert.match(sealed, /^ARC-Seal: /m);
+  const c = ctx({ raw: sealed, clientAddress: BAD_IP });
+  const ar = authResults(await (await verifier()).run('data', c));
+  assert.ok(/\barc=pass/.test(ar), ar);
+  assert.is(c.notes.arc, 'pass');
+  const broken = ctx({ raw: sealed.replace('the meeting', 'no meeting'), clientAddress: BAD_IP });
+  assert.ok(/\barc=fail/.test(authResults(await (await verifier()).run('data', broken))));
+  assert.is(broken.notes.arc, 'fail');
+  const off = ctx({ raw: sealed, clientAddress: BAD_IP });
+  const offAr = authResults(await (await verifier('arc = false')).run('data', off));
+  assert.ok(!/\barc=/.test(offAr), offAr);
+});
+
+test('trusted and authenticated clients are skipped unless check_trusted = true', async () => {
+  const raw = message('alice@example.org');
+  const check = await verifier('spf_reject = true');
+  const trusted = ctx({ raw, trusted: true, clientAddress: BAD_IP });
+  assert.equal(await check.run('mail', trusted), { action: 'next' });
+  assert.equal(await check.run('data', trusted), { action: 'next' });
+  assert.equal(trusted.notes, {});
+  assert.equal(await check.run('mail', ctx({ authUser: 'alice', clientAddress: BAD_IP })), { action: 'next' });
+  const strict = await verifier('spf_reject = true\ncheck_trusted = true');
+  assert.is((await strict.run('mail', ctx({ trusted: true, clientAddress: BAD_IP }))).action, 'reject');
+});
+
+test('SPF runs at DATA too when the check is listed only under data', async () => {
+  const c = ctx({ raw: message('alice@example.org'), clientAddress: BAD_IP });
+  assert.match(authResults(await (await verifier()).run('data', c)), /spf=fail/);
+  assert.is(c.notes.spf, 'fail');
+});
+
+test('bad options are config errors with file:line', async () => {
+  for (const [opts, re] of [
+    ['dmarc_policy = "strict"', /dmarc_policy.*not one of/],
+    ['dns_servers = ["not an address"]', /dns_servers/],
+    ['spf_rejct = true', /did you mean 'spf_reject'/],
+  ] as const) {
+    try {
+      await build(createVerify, 'spf-dkim-dmarc', opts);
+      assert.unreachable(`accepted ${opts}`);
+    } catch (err) {
+      assert.instance(err, ConfigError);
+      assert.match((err as Error).message, /tidemail\.toml:\d+/);
+      assert.match((err as Error).message, re);
+    }
+  }
+});
+
+test.run();
