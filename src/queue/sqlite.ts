@@ -68,7 +68,7 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   openMessage(msgid = newMessageId()): Spool {
-    return new SqliteSpool(msgid, this.writer, this.readDb);
+    return new SqliteSpool(msgid, this.writer, this.writeDb);
   }
 
   async due(now: number, limit: number): Promise<Envelope[]> {
@@ -254,7 +254,9 @@ class SqliteSpool implements Spool {
   constructor(
     readonly msgid: string,
     private readonly writer: GroupCommitWriter,
-    private readonly readDb: Db,
+    // The writing connection: it always sees its own commits, while the read connection may still
+    // hold the snapshot of a statement that has not been finalized yet (a stale, chunk-less view).
+    private readonly ownDb: Db,
   ) {}
 
   /** Writes what is buffered as a chunk (not durable: the commit's fsync covers it). */
@@ -283,7 +285,7 @@ class SqliteSpool implements Spool {
       const out = new PassThrough();
       flushed.then(
         () => {
-          inner = readChunks(this.readDb, this.msgid);
+          inner = readChunks(this.ownDb, this.msgid);
           inner.on('error', (err) => out.destroy(err));
           inner.pipe(out);
         },

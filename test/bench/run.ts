@@ -55,6 +55,7 @@ import {
 } from './postfix.js';
 import { cleanupTmp } from '../helpers/tmp.js';
 import { runLinkBenches } from './links.js';
+import { runCheckBenches } from './checks.js';
 import {
   daemonEntry,
   daemonNodeArgs,
@@ -853,6 +854,16 @@ async function main(): Promise<void> {
       log(`links: FAILED ${(e as Error).message}`);
     } finally {
       if (!KEEP) cleanupTmp(); // the temp dirs the test helpers made for it
+    }
+  }
+  if (daemonEntry(ROOT) && process.env.BENCH_CHECKS !== '0') {
+    log('checks (test/bench/checks.ts)');
+    try {
+      lines.push('', ...(await runCheckBenches()).lines);
+    } catch (e) {
+      lines.push('', `checks: FAILED: ${(e as Error).message.split('\n')[0]}`);
+    } finally {
+      if (!KEEP) cleanupTmp();
     }
   }
   lines.push('', `bench run took ${((nowMs() - t0) / 1000).toFixed(0)} s`);
