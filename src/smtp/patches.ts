@@ -27,6 +27,8 @@ export interface SessionLimitOptions {
   maxClients?: number;
   isTrustedAddress?: (a: string) => boolean;
   refuseAuth?: (secure: boolean) => Error | null;
+  /** False while there is nobody to authenticate: AUTH is then neither advertised nor accepted. */
+  authAvailable?: () => boolean;
   /** Connections at once from one client address. */
   maxConnectionsPerIp?: number;
   /** Whole-session deadline in ms. */
@@ -63,7 +65,8 @@ export function applySmtpServerPatches(): void {
   const send = proto.send;
   proto.send = function (this: PatchedConnection, code, data, context) {
     if (typeof data === 'string' && ENHANCED.test(data)) context = false;
-    if (code === 250 && Array.isArray(data) && this._server.options.refuseAuth?.(this.secure)) {
+    const opts = this._server.options;
+    if (code === 250 && Array.isArray(data) && (opts.refuseAuth?.(this.secure) || opts.authAvailable?.() === false)) {
       data = data.filter((l: unknown) => !(typeof l === 'string' && /^AUTH /.test(l)));
     }
     send.call(this, code, data, context);
@@ -91,6 +94,10 @@ export function applySmtpServerPatches(): void {
   };
   const handleAuth = proto.handler_AUTH;
   proto.handler_AUTH = function (this: PatchedConnection, command, callback) {
+    if (this._server.options.authAvailable?.() === false) {
+      this.send(503, '5.5.1 AUTH is not available here (no users are set up)');
+      return callback();
+    }
     const refusal = this._server.options.refuseAuth?.(this.secure);
     if (!refusal) return handleAuth.call(this, command, callback);
     this.send((refusal as { responseCode?: number }).responseCode ?? 538, refusal.message);

@@ -139,7 +139,7 @@ export class SmtpFront {
       // refuseAuth (patches.ts) is the real guard; smtp-server's own only gets in its way.
       allowInsecureAuth: clearAuth,
       refuseAuth: (secure) => (secure || clearAuth ? null : replies.encryptionRequired()),
-      ...(users ? { onAuth: createAuthHandler(users) } : {}),
+      ...(users ? { onAuth: createAuthHandler(users), authAvailable: () => users.hasUsers() } : {}),
       name: config.hostname,
       banner: 'tidemail',
       size: config.smtp.maxMessageSize,

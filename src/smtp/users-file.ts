@@ -86,11 +86,25 @@ export class UsersStore {
 
   /** The user's hash, or undefined. Throws ConfigError when the changed file is unsafe or malformed. */
   hashOf(user: string): string | undefined {
+    this.refresh();
+    return this.users.get(user);
+  }
+
+  /** Whether anyone could log in: without users, AUTH is not offered at all. */
+  hasUsers(): boolean {
+    try {
+      this.refresh();
+    } catch {
+      return true; // a broken file: offer AUTH so the failure is logged where it happens
+    }
+    return this.users.size > 0;
+  }
+
+  private refresh(): void {
     const stamp = this.currentStamp();
     if (stamp !== this.stamp && this.file) {
       this.users = readUsers(this.file, this.where);
       this.stamp = stamp;
     }
-    return this.users.get(user);
   }
 }

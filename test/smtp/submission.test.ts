@@ -199,11 +199,34 @@ test('allow_plain_auth_on_localhost lets a loopback listener take AUTH in clear'
   }
 });
 
+test('with no users, AUTH is neither offered nor accepted; adding one offers it without a restart', async () => {
+  const { site, submission } = await submissionSite();
+  fs.writeFileSync(path.join(site.dir, 'users'), '', { mode: 0o600 });
+  const d = await startDaemon(site);
+  try {
+    const c = await connect(submission);
+    await c.hello();
+    const t = await c.startTls(fs.readFileSync(testCerts().caFile));
+    assert.not.match(await t.cmd('EHLO client.test'), /AUTH/);
+    assert.match(await t.cmd(`AUTH PLAIN ${plain('alice', PASSWORD)}`), /^503 5\.5\.1 AUTH is not available/);
+    const add = await runCli(['user', 'add', 'alice', '--config', site.configPath], { input: `${PASSWORD}\n` });
+    assert.is(add.code, 0, add.stderr);
+    const c2 = await connect(submission);
+    await c2.hello();
+    const t2 = await c2.startTls(fs.readFileSync(testCerts().caFile));
+    assert.match(await t2.cmd('EHLO client.test'), /AUTH PLAIN LOGIN/);
+    assert.match(await t2.cmd(`AUTH PLAIN ${plain('alice', PASSWORD)}`), /^235 /);
+  } finally {
+    for (const c of clients.splice(0)) c.close();
+    await d.stop();
+  }
+});
+
 test('submission without a certificate is a config error that names the fix', async () => {
   const site = await makeSite('', { smtpToml: `submission = ["127.0.0.1:${await freePort()}"]\n` });
   const r = await runCli(['daemon', '--config', site.configPath], { timeoutMs: 15_000 });
   assert.is(r.code, 78);
-  assert.match(r.stderr, new RegExp(`${site.configPath.replace(/[.]/g, '\\.')}:\\d+: 'smtp\\.submission' needs a TLS certificate`));
+  assert.match(r.stderr, new RegExp(`${site.configPath.replace(/[.]/g, '\\.')}:\\d+(:\\d+)?: 'smtp\\.submission' needs a TLS certificate`));
   assert.match(r.stderr, /fix: set tls_cert = .* and tls_key = /);
 });
 
@@ -226,7 +249,7 @@ test('a users file that is not 0600 stops the daemon with exit 78 and file:line'
   fs.chmodSync(path.join(site.dir, 'users'), 0o644);
   const r = await runCli(['daemon', '--config', site.configPath], { timeoutMs: 15_000 });
   assert.is(r.code, 78);
-  assert.match(r.stderr, new RegExp(`${site.configPath.replace(/[.]/g, '\\.')}:\\d+: users file .*users has mode 0644; it must be 0600`));
+  assert.match(r.stderr, new RegExp(`${site.configPath.replace(/[.]/g, '\\.')}:\\d+(:\\d+)?: users file .*users has mode 0644; it must be 0600`));
   assert.match(r.stderr, /fix: chmod 600 /);
 });
 
