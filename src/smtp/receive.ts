@@ -92,30 +92,40 @@ export async function receiveMessage(
 ): Promise<string> {
   const spool = sink.openMessage();
   const checker = new DataChecker(limits.maxSize, limits.maxLineLength);
-  // Only the header section is kept in memory (capped), and only when something checks it.
-  let header: Buffer | null = headerCheck || dataPhase ? Buffer.alloc(0) : null;
+  // The header section is held back (up to 64 KiB) until it is complete: checks read it, and
+  // Authentication-Results fields that claim to be ours are removed before anything is stored.
+  let header: Buffer | null = Buffer.alloc(0);
   let headerText = '';
   let writeError: unknown = null;
-  try {
-    await spool.write(Buffer.from(receivedHeader(trace, spool.msgid), 'utf8'));
-  } catch (err) {
-    writeError = err;
-  }
+  const write = async (b: Buffer) => {
+    if (writeError || !b.length) return;
+    try {
+      await spool.write(b);
+    } catch (err) {
+      writeError = err;
+    }
+  };
+  /** Writes the held header section (cleaned) and whatever followed it in the same chunks. */
+  const release = async (all: Buffer, headerEnd: number) => {
+    const cleaned = withoutForgedAuthResults(all.subarray(0, headerEnd).toString('latin1'), trace.hostname);
+    headerText = Buffer.from(cleaned, 'latin1').toString('utf8');
+    await write(Buffer.from(cleaned, 'latin1'));
+    await write(all.subarray(headerEnd));
+  };
+  await write(Buffer.from(receivedHeader(trace, spool.msgid), 'utf8'));
   try {
     for await (const chunk of data as AsyncIterable<Buffer>) {
       if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
-      if (header) {
-        header = Buffer.concat([header, chunk]);
-        const end = header.indexOf('\r\n\r\n');
-        if (end !== -1 || header.length >= HEADER_CAP) {
-          headerText = header.subarray(0, end === -1 ? HEADER_CAP : end + 2).toString('utf8');
-          header = null;
-        }
+      if (!header) {
+        await write(chunk);
+        continue;
       }
-      try {
-        await spool.write(chunk);
-      } catch (err) {
-        writeError = err;
+      header = Buffer.concat([header, chunk]);
+      const end = header.indexOf('\r\n\r\n');
+      if (end !== -1 || header.length >= HEADER_CAP) {
+        const all = header;
+        header = null;
+        await release(all, end === -1 ? Math.min(all.length, HEADER_CAP) : end + 2);
       }
     }
   } catch (err) {
@@ -125,8 +135,9 @@ export async function receiveMessage(
     log.info(spool.msgid, 'aborted', { reason: (err as Error).message, from: `<${meta.sender}>`, client: trace.clientAddress });
     throw err;
   }
+  // A message that is all header (no empty line): release it now.
+  if (header && !checker.problem) await release(header, header.length);
   const problem = checker.finish();
-  if (header) headerText = header.toString('utf8');
   const refusal = !problem && !writeError && headerCheck ? headerCheck(headerText) : null;
   if (refusal) {
     await spool.rollback();
@@ -172,6 +183,30 @@ export async function receiveMessage(
   sink.committed?.(spool.msgid, meta);
   if (failed) throw replies.deliveryFailed(failed);
   return replies.queued(spool.msgid);
+}
+
+/**
+ * Removes Authentication-Results fields whose authserv-id is our host name (RFC 8601 §5): only
+ * we may say what we verified, and a sender must not be able to say it for us. Works on the raw
+ * header text (latin1, so bytes survive), leaving every other field exactly as it came.
+ */
+export function withoutForgedAuthResults(section: string, hostname: string): string {
+  if (!/^authentication-results:/im.test(section)) return section;
+  const lines = section.split('\r\n');
+  const out: string[] = [];
+  let dropping = false;
+  const ours = hostname.toLowerCase();
+  for (const line of lines) {
+    if (dropping && (line.startsWith(' ') || line.startsWith('\t'))) continue;
+    dropping = false;
+    const m = /^authentication-results:\s*(?:\([^)]*\)\s*)?([^\s;]+)/i.exec(line);
+    if (m && m[1]!.toLowerCase() === ours) {
+      dropping = true;
+      continue;
+    }
+    out.push(line);
+  }
+  return out.join('\r\n');
 }
 
 function failCommit(msgid: string, err: unknown): never {

@@ -26,7 +26,7 @@ async function sender(port: number, prefix: string, acked: Set<string>, stop: { 
       if (!(await c.cmd('MAIL FROM:<load@tidemail.test>')).startsWith('250')) return;
       if (!(await c.cmd('RCPT TO:<sink@remote.example>')).startsWith('250')) return;
       if (!(await c.cmd('DATA')).startsWith('354')) return;
-      c.write(`Subject: ${tag}\r\nX-Tag: ${tag}\r\n\r\n${'x'.repeat(2000)}\r\n.\r\n`);
+      c.write(`Subject: ${tag}\r\nX-Tag: ${tag}\r\n\r\n${('x'.repeat(98) + '\r\n').repeat(20)}.\r\n`);
       const r = await c.reply();
       if (r.startsWith('250')) acked.add(tag);
     }

@@ -249,6 +249,23 @@ test('SMTP smuggling: a fake end of data with bare CR/LF is refused as one messa
   assert.not.match(f.d.logs(), /evil@|victim@/);
 });
 
+test('Authentication-Results claiming our host name are removed (RFC 8601 §5); others stay byte for byte', async () => {
+  const f = await front({ smarthost: true });
+  const c = await session(f.site.port);
+  const body =
+    'Authentication-Results: TIDEMAIL.TEST;\r\n\tdkim=pass header.d=bank.example\r\n' +
+    'Authentication-Results: mx.elsewhere.example; spf=pass smtp.mailfrom=a@tidemail.test\r\n' +
+    'Authentication-Results: (forged) tidemail.test; dmarc=pass\r\n' +
+    'From: <a@tidemail.test>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\nSubject: a-r\r\n\r\n' +
+    'Authentication-Results: tidemail.test; in the body this is just text\r\n';
+  assert.match(await transaction(c, 'a@tidemail.test', ['far@remote.example'], body), /^250 2\.0\.0 /);
+  await assertDeliveredExactly(f, 1);
+  const raw = f.sh!.messages[0]!.raw.toString('latin1');
+  assert.not.match(raw, /dkim=pass header\.d=bank|dmarc=pass/);
+  assert.ok(raw.includes('Authentication-Results: mx.elsewhere.example; spf=pass smtp.mailfrom=a@tidemail.test\r\nFrom: <a@tidemail.test>\r\n'), raw);
+  assert.ok(raw.endsWith('\r\n\r\nAuthentication-Results: tidemail.test; in the body this is just text\r\n'), raw);
+});
+
 test('SIZE over the limit in MAIL FROM gets 552; the limit itself is allowed', async () => {
   const f = await front({ smtpToml: 'max_message_size = 300000' });
   const c = await session(f.site.port);
