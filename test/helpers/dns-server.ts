@@ -1,5 +1,5 @@
 // A tiny authoritative DNS server on UDP loopback, standing in for the Internet's DNS in the
-// direct-MX tests: answers A, AAAA, MX and TXT from a table, NXDOMAIN for names it does not
+// direct-MX tests: answers A, AAAA, MX, TXT and SRV from a table, NXDOMAIN for names it does not
 // know, NOERROR with no answers (NODATA) for a known name without records of the asked type,
 // and SERVFAIL for names marked so. No traffic leaves the machine.
 //
@@ -16,6 +16,10 @@ export interface DnsEntry {
   MX?: [number, string][];
   /** One string per TXT record (split into 255-byte chunks on the wire). */
   TXT?: string[];
+  /** [priority, weight, port, target] (RFC 2782); target "." means "not offered". */
+  SRV?: [number, number, number, string][];
+  /** Host names, for reverse names such as "1.0.0.127.in-addr.arpa". */
+  PTR?: string[];
   /** Answer SERVFAIL to every query for this name. */
   servfail?: boolean;
 }
@@ -36,7 +40,7 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-const TYPES: Record<number, keyof Omit<DnsEntry, 'servfail'>> = { 1: 'A', 28: 'AAAA', 15: 'MX', 16: 'TXT' };
+const TYPES: Record<number, keyof Omit<DnsEntry, 'servfail'>> = { 1: 'A', 28: 'AAAA', 15: 'MX', 16: 'TXT', 33: 'SRV', 12: 'PTR' };
 const RCODE = { noerror: 0, formerr: 1, servfail: 2, nxdomain: 3 } as const;
 
 export async function startDnsServer(zone: DnsZone, host = '127.0.0.1'): Promise<DnsServer> {
@@ -134,6 +138,16 @@ function records(e: DnsEntry, qtype: number): Buffer[] {
         }
         return Buffer.concat(chunks);
       });
+    case 'SRV':
+      return (e.SRV ?? []).map(([priority, weight, port, target]) => {
+        const fixed = Buffer.alloc(6);
+        fixed.writeUInt16BE(priority, 0);
+        fixed.writeUInt16BE(weight, 2);
+        fixed.writeUInt16BE(port, 4);
+        return Buffer.concat([fixed, encodeName(target)]);
+      });
+    case 'PTR':
+      return (e.PTR ?? []).map(encodeName);
     default:
       return [];
   }

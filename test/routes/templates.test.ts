@@ -39,8 +39,8 @@ function smarthost(r: RouteProfile): SmarthostRoute {
   return r as SmarthostRoute;
 }
 
-test('the shipped templates are the four documented ones', () => {
-  assert.equal(fs.readdirSync(TEMPLATES).filter((n) => n.endsWith('.toml')).sort(), ['gmail.toml', 'isp-465.toml', 'isp-generic.toml', 'outlook.toml']);
+test('the shipped templates are the five documented ones', () => {
+  assert.equal(fs.readdirSync(TEMPLATES).filter((n) => n.endsWith('.toml')).sort(), ['fastmail.toml', 'gmail.toml', 'isp-465.toml', 'isp-generic.toml', 'outlook.toml']);
 });
 
 test('gmail.toml: smtp.gmail.com:587 STARTTLS with OAuth2 from Google\'s token endpoint', () => {

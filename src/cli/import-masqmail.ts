@@ -1,0 +1,83 @@
+// `tidemail import-masqmail [FILE] [--out DIR | --root DIR] [--force]`: converts a masqmail
+// configuration (default /etc/masqmail/masqmail.conf) with its route, online-detection and get
+// files into tidemail.toml + routes/ + secrets/, prints what became what and — every one of them —
+// what could not be converted, and validates the result like `tidemail config check`.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { UsageError } from '../errors.js';
+import { convertMasqmail } from '../presets/masqmail.js';
+import { backupConfigDir, makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
+import { isRoot, resolveRunUser } from '../privileges.js';
+import { EX } from './exit.js';
+
+const USAGE = 'usage: tidemail import-masqmail [/etc/masqmail/masqmail.conf] [--out DIR | --root DIR] [--force]';
+
+export async function runImportMasqmail(argv: string[]): Promise<number> {
+  let file: string | undefined;
+  let out: string | undefined;
+  let force = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--out' || a === '--root') {
+      const v = argv[++i];
+      if (!v) throw new UsageError(`${a} needs a directory\n${USAGE}`);
+      out = a === '--root' ? path.join(v, 'etc', 'tidemail') : v;
+    } else if (a === '--force') force = true;
+    else if (a.startsWith('-')) throw new UsageError(`import-masqmail: unknown option ${a}\n${USAGE}`);
+    else if (file) throw new UsageError(`import-masqmail: one masqmail.conf at a time\n${USAGE}`);
+    else file = a;
+  }
+  const conf = path.resolve(file ?? '/etc/masqmail/masqmail.conf');
+  if (!fs.existsSync(conf)) throw new UsageError(`import-masqmail: ${conf} does not exist\n${USAGE}`);
+  const outDir = path.resolve(out ?? '/etc/tidemail');
+  const config = path.join(outDir, 'tidemail.toml');
+  const exists = fs.existsSync(config);
+  if (exists && !force) {
+    process.stderr.write(`tidemail: ${config} exists; not overwriting it\n  fix: pass --force to replace it (the old ${outDir} is kept as ${path.basename(outDir)}.backup-TIMESTAMP), or --out DIR to write elsewhere\n`);
+    return EX.CANTCREAT;
+  }
+
+  let result;
+  try {
+    result = convertMasqmail(conf, outDir);
+  } catch (err) {
+    process.stderr.write(`tidemail: cannot read the masqmail configuration: ${(err as Error).message}\n`);
+    return EX.DATAERR;
+  }
+  const { files, report } = result;
+  const say = (l: string) => process.stdout.write(`${l}\n`);
+
+  if (exists) say(`backup: the old configuration is kept in ${backupConfigDir(outDir)}`);
+  let owner: Owner | null = null;
+  if (isRoot()) {
+    const u = resolveRunUser('tidemail')!;
+    owner = { uid: u.uid, gid: u.gid };
+  }
+  fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true, mode: 0o755 });
+  if (files.some((f) => f.secret)) makePrivateDir(path.join(outDir, 'secrets'), owner);
+  writePlannedFiles(files, owner);
+
+  say(`converted ${conf}:`);
+  for (const f of files) say(`  wrote ${f.path}${f.secret ? ' (mode 0600)' : ''}`);
+  say('');
+  for (const c of report.converted) say(`  ${c.at} ${c.key} → ${c.to}`);
+  if (report.notes.length) {
+    say('');
+    say('check these:');
+    for (const n of report.notes) say(`  - ${n}`);
+  }
+  say('');
+  if (report.notConverted.length) {
+    say(`NOT converted (${report.notConverted.length}; also left as comments in the files above):`);
+    for (const n of report.notConverted) say(`  ${n.at} ${n.key} = ${JSON.stringify(n.value)}: ${n.reason}`);
+  } else {
+    say('every setting was converted.');
+  }
+  say('');
+  // Validate with the code behind `tidemail config check`; a ConfigError names file:line.
+  const { runConfig } = await import('./config.js');
+  await runConfig(['check', '--config', config]);
+  say('next: run `newaliases` if an aliases file is set, replace `masqmail -qo NAME` in your ip-up scripts with `tidemail link up NAME`, flush the masqmail queue (`masqmail -qf`), then start tidemail');
+  return EX.OK;
+}

@@ -1,0 +1,442 @@
+// `tidemail setup PRESET [flags]` writes a working configuration for one of the presets, and
+// `tidemail presets [NAME]` lists them. Flags fill the blanks; what is missing is asked on a
+// terminal and is a usage error (64, naming the flag) otherwise. Nothing existing is
+// overwritten without --force, and then the old config dir is kept as a timestamped backup.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { NetworkList, parseCidr } from '../config/cidr.js';
+import { parseListen } from '../config/load.js';
+import { UsageError } from '../errors.js';
+import { lookupUser } from '../local/users.js';
+import { chownTree, isRoot, resolveRunUser } from '../privileges.js';
+import { discoverServers, loadProviderTemplate, PROVIDERS, type Discovery, type ProviderName } from '../presets/discover.js';
+import { Asker } from '../presets/prompt.js';
+import { DKIM_SELECTOR, dkimKeyFile, findPreset, PRESETS, setupPaths, type Answers, type FetchAnswer, type Preset, type SmarthostAnswer } from '../presets/registry.js';
+import { backupConfigDir, makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
+import { parseHostPort } from '../routes/load.js';
+import type { TlsMode } from '../routes/profile.js';
+import { EX } from './exit.js';
+
+const VALUE_FLAGS = new Set([
+  'smarthost', 'tls', 'tls-ca-file', 'user', 'password-file', 'client-id', 'client-secret-file', 'domain', 'lan', 'admin',
+  'fetch', 'fetch-password-file', 'local-user', 'maildir', 'hostname', 'listen', 'tls-cert', 'tls-key', 'dns-server', 'root', 'wan',
+]);
+const BOOLEAN_FLAGS = new Set(['oauth2', 'no-auth', 'force']);
+const REPEATABLE = new Set(['fetch', 'fetch-password-file', 'listen']);
+
+const FLAG_HELP = `flags:
+  --smarthost gmail|outlook|fastmail|HOST[:PORT]   where mail leaves (default: found from --user)
+  --tls starttls|implicit|none    for HOST:PORT (default: implicit on 465, else starttls)
+  --tls-ca-file FILE              an extra CA for the smarthost / POP3 server
+  --user ADDRESS                  your login, and the address local senders leave as
+  --password-file FILE            the password (with --oauth2: the refresh token); asked when missing
+  --oauth2 --client-id ID [--client-secret-file FILE]   gmail/outlook: OAuth2 instead of an app password
+  --no-auth                       the smarthost takes mail without a login (e.g. on your LAN)
+  --domain DOMAIN                 your mail domain (internet-site), or an extra local domain
+  --lan CIDR                      the LAN that may relay, e.g. 192.168.1.0/24
+  --admin ADDRESS                 where root's and postmaster's mail goes
+  --fetch pop3s://USER@HOST[:PORT]  a mailbox to fetch (repeatable); --fetch-password-file FILE for each
+  --local-user NAME               whose mailbox local mail goes to (pi-home)
+  --maildir PATH                  deliver to this Maildir (%u = user) instead of the preset's default
+  --hostname NAME  --listen HOST:PORT (repeatable)  --wan IFACE (router, default wan)
+  --tls-cert FILE --tls-key FILE  internet-site: the certificate (default: a self-signed one)
+  --dns-server HOST[:PORT]        ask this DNS server for autodiscovery
+  --root DIR                      write under DIR (DIR/etc/tidemail, DIR/var/lib/tidemail)
+  --force                         replace an existing config (a backup is kept)`;
+
+type Flags = Record<string, string | string[] | boolean | undefined>;
+
+function parseFlags(argv: string[]): { positional: string[]; flags: Flags } {
+  const flags: Flags = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    if (BOOLEAN_FLAGS.has(name) && eq < 0) {
+      flags[name] = true;
+      continue;
+    }
+    if (!VALUE_FLAGS.has(name)) throw new UsageError(`setup: unknown option --${name}\n${FLAG_HELP}`);
+    const value = eq < 0 ? argv[++i] : a.slice(eq + 1);
+    if (value === undefined || value === '') throw new UsageError(`setup: --${name} needs a value`);
+    if (REPEATABLE.has(name)) flags[name] = [...((flags[name] as string[] | undefined) ?? []), value];
+    else flags[name] = value;
+  }
+  return { positional, flags };
+}
+
+const str = (f: Flags, k: string) => f[k] as string | undefined;
+const list = (f: Flags, k: string) => (f[k] as string[] | undefined) ?? [];
+
+const isAddress = (s: string) => (/^[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/.test(s) ? null : `"${s}" is not a mail address like me@example.net`);
+const isHostname = (s: string) => (/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(s) ? null : `"${s}" is not a host name`);
+const isCidr = (s: string) => (parseCidr(s) && s.includes('/') ? null : `"${s}" is not a network like 192.168.1.0/24`);
+
+/** The secret in FILE (first line kept whole, trailing newline dropped). */
+function readSecretArg(flag: string, file: string): string {
+  try {
+    const v = fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    if (!v) throw new UsageError(`setup: ${flag} ${file} is empty`);
+    return v;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`setup: cannot read ${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function readableFile(flag: string, file: string): string {
+  const p = path.resolve(file);
+  if (!fs.existsSync(p)) throw new UsageError(`setup: ${flag} ${file} does not exist`);
+  return p;
+}
+
+/** This machine's address inside the LAN (to listen on), if it has one. */
+function addressIn(cidr: string): string | undefined {
+  const net = new NetworkList([cidr]);
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const i of list ?? []) if (!i.internal && net.contains(i.address)) return i.address;
+  }
+  return undefined;
+}
+
+/** The network of the first non-internal IPv4 interface: a sensible --lan default. */
+function guessLan(): string | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (i.internal || i.family !== 'IPv4' || !i.cidr) continue;
+      const [addr, prefix] = i.cidr.split('/');
+      const bits = Number(prefix);
+      const n = addr!.split('.').reduce((acc, o) => (acc << 8) + Number(o), 0) >>> 0;
+      const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+      const net = (n & mask) >>> 0;
+      return `${[24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.')}/${bits}`;
+    }
+  }
+  return undefined;
+}
+
+function defaultHostname(domain?: string): string {
+  const h = os.hostname();
+  if (domain && !h.endsWith(`.${domain}`)) return `mail.${domain}`;
+  return h || 'localhost';
+}
+
+interface Collected {
+  answers: Answers;
+  discovery: Discovery | null;
+  notes: string[];
+}
+
+/** The smarthost from --smarthost, or discovered from --user (asked for when neither works). */
+async function chooseSmarthost(preset: Preset, flags: Flags, ask: Asker, user: string | undefined, notes: string[]): Promise<{ s: Omit<SmarthostAnswer, 'auth'>; discovery: Discovery | null }> {
+  let spec = str(flags, 'smarthost');
+  let discovery: Discovery | null = null;
+  const domain = user?.includes('@') ? user.slice(user.lastIndexOf('@') + 1).toLowerCase() : undefined;
+  if (!spec && user) {
+    discovery = await discoverServers(user, str(flags, 'dns-server'));
+    if (discovery) {
+      notes.push(`found ${discovery.smarthost.host}:${discovery.smarthost.port} (${discovery.smarthost.tls}) for ${user} by ${discovery.source}`);
+    } else {
+      notes.push(`no SRV records and no provider template for ${domain ?? user}`);
+    }
+  }
+  if (!spec && !discovery) {
+    spec = await ask.ask({
+      flag: '--smarthost',
+      text: user
+        ? `Your provider's SMTP server for ${user}, gmail, outlook, fastmail or HOST:PORT (no SRV records and no provider template for ${domain ?? user})`
+        : 'Your provider\'s SMTP server: gmail, outlook, fastmail or HOST:PORT',
+      validate: (v) => (PROVIDERS.includes(v as ProviderName) || parseHostPort(v, 587) ? null : `"${v}" is not gmail, outlook, fastmail or HOST:PORT`),
+    });
+  }
+  const caFile = str(flags, 'tls-ca-file') ? readableFile('--tls-ca-file', str(flags, 'tls-ca-file')!) : undefined;
+  if (discovery && !spec) {
+    const tpl = discovery.provider ? loadProviderTemplate(discovery.provider, domain) : null;
+    return {
+      s: { name: discovery.provider ?? 'isp', provider: discovery.provider, ...discovery.smarthost, caFile, source: discovery.source, messagesPerConnection: tpl?.messagesPerConnection },
+      discovery,
+    };
+  }
+  if (PROVIDERS.includes(spec as ProviderName)) {
+    const tpl = loadProviderTemplate(spec as ProviderName, domain);
+    return { s: { name: tpl.name, provider: tpl.name, ...tpl.smarthost, caFile, source: `--smarthost ${spec} (template ${tpl.file})`, messagesPerConnection: tpl.messagesPerConnection }, discovery };
+  }
+  const hp = parseHostPort(spec!, 587);
+  if (!hp) throw new UsageError(`setup ${preset.name}: --smarthost "${spec}" is not gmail, outlook, fastmail or HOST:PORT`);
+  const tlsFlag = str(flags, 'tls');
+  if (tlsFlag && !['starttls', 'implicit', 'none'].includes(tlsFlag)) throw new UsageError('setup: --tls must be starttls, implicit or none');
+  const tls = (tlsFlag as TlsMode | undefined) ?? (hp.port === 465 ? 'implicit' : 'starttls');
+  return { s: { name: 'isp', ...hp, tls, caFile, source: `--smarthost ${spec}` }, discovery };
+}
+
+async function chooseAuth(preset: Preset, flags: Flags, ask: Asker, s: Omit<SmarthostAnswer, 'auth'>, user: string | undefined): Promise<SmarthostAnswer['auth']> {
+  if (flags['no-auth']) return null;
+  if (!user) return null; // satellite without --user: a smarthost that takes mail without login
+  const where = `${s.host}:${s.port}`;
+  if (flags.oauth2) {
+    const tpl = s.provider ? loadProviderTemplate(s.provider, user.slice(user.lastIndexOf('@') + 1)) : null;
+    if (!tpl?.oauth2) throw new UsageError(`setup ${preset.name}: --oauth2 needs --smarthost gmail or outlook (their templates name the token endpoint)`);
+    const clientId = str(flags, 'client-id') ?? (await ask.ask({ flag: '--client-id', text: `OAuth2 client ID of your app registration at ${s.provider}` }));
+    const tokenFile = str(flags, 'password-file');
+    const refreshToken = tokenFile ? readSecretArg('--password-file', tokenFile) : await ask.secret({ flag: '--password-file', text: `OAuth2 refresh token for ${user}` });
+    const cs = str(flags, 'client-secret-file');
+    return {
+      kind: 'oauth2', user, tokenUrl: tpl.oauth2.tokenUrl, scope: tpl.oauth2.scope, mechanism: tpl.oauth2.mechanism, clientId, refreshToken,
+      clientSecret: cs ? readSecretArg('--client-secret-file', cs) : undefined,
+    };
+  }
+  const pwFile = str(flags, 'password-file');
+  const hint = s.provider ? ` (an app password from ${s.provider})` : '';
+  const password = pwFile ? readSecretArg('--password-file', pwFile) : await ask.secret({ flag: '--password-file', text: `Password for ${user} at ${where}${hint}` });
+  return { kind: 'password', user, password };
+}
+
+function parseFetchUrl(url: string): Omit<FetchAnswer, 'password'> {
+  const m = /^(pop3s?):\/\/(.+)@([^@/:]+|\[[^\]]+\])(?::(\d+))?\/?$/.exec(url);
+  if (!m) throw new UsageError(`setup: --fetch "${url}" is not pop3s://USER@HOST[:PORT] (or pop3:// for STARTTLS on 110)`);
+  const implicit = m[1] === 'pop3s';
+  return { user: decodeURIComponent(m[2]!), host: m[3]!.replace(/^\[|\]$/g, ''), port: m[4] ? Number(m[4]) : implicit ? 995 : 110, tls: implicit ? 'implicit' : 'starttls' };
+}
+
+async function collect(preset: Preset, flags: Flags, ask: Asker): Promise<Collected> {
+  const notes: string[] = [];
+  const paths = setupPaths(path.resolve(str(flags, 'root') ?? '/'));
+  const needs = preset.needs;
+
+  let user = str(flags, 'user');
+  if (!user && needs.user === 'required') user = await ask.ask({ flag: '--user', text: 'Your mail address (your login at the provider)', validate: isAddress });
+  if (user && needs.user === 'no') notes.push('--user is not used by this preset');
+
+  let smarthost: SmarthostAnswer | undefined;
+  let discovery: Discovery | null = null;
+  if (needs.smarthost !== 'no') {
+    const chosen = await chooseSmarthost(preset, flags, ask, user, notes);
+    discovery = chosen.discovery;
+    smarthost = { ...chosen.s, auth: await chooseAuth(preset, flags, ask, chosen.s, user) };
+    if (smarthost.provider === 'outlook' && smarthost.auth?.kind === 'password') {
+      notes.push('Microsoft turns password logins (SMTP AUTH) off for most accounts; if mail is deferred with "authentication failed", set up OAuth2: --oauth2 --client-id ID (see routes/outlook.toml)');
+    }
+  }
+
+  let domain = str(flags, 'domain');
+  if (!domain && needs.domain === 'required') domain = await ask.ask({ flag: '--domain', text: 'Your mail domain (mail for it is delivered here)', validate: isHostname });
+  if (domain && isHostname(domain)) throw new UsageError(`setup: --domain ${isHostname(domain)}`);
+
+  const hostname = str(flags, 'hostname') ?? defaultHostname(preset.name === 'internet-site' ? domain : undefined);
+  if (isHostname(hostname)) throw new UsageError(`setup: --hostname ${isHostname(hostname)}`);
+
+  let lan = str(flags, 'lan');
+  if (!lan && needs.lan === 'required') lan = await ask.ask({ flag: '--lan', text: 'Your LAN, which may send mail through this machine', default: guessLan(), validate: isCidr });
+  if (lan && isCidr(lan)) throw new UsageError(`setup: --lan ${isCidr(lan)}`);
+  const lanAddress = lan ? addressIn(lan) : undefined;
+  if (lan && !lanAddress && !flags.listen) notes.push(`no address of this machine is inside ${lan}: listening on loopback only (add the LAN address to [smtp] listen)`);
+
+  let localUser = str(flags, 'local-user');
+  const sudoUser = process.env.SUDO_USER && process.env.SUDO_USER !== 'root' ? process.env.SUDO_USER : undefined;
+  if (!localUser && needs.localUser === 'required') {
+    localUser = await ask.ask({ flag: '--local-user', text: 'The local user whose mailbox gets the mail', default: sudoUser, validate: (v) => (v === 'root' ? 'not root: pick the person\'s own account' : lookupUser(v) ? null : `no user "${v}" on this system`) });
+  }
+  if (!localUser && needs.localUser === 'optional') localUser = sudoUser;
+  if (localUser && needs.localUser !== 'no') {
+    if (localUser === 'root') throw new UsageError('setup: --local-user must not be root (the daemon would run as it)');
+    if (!lookupUser(localUser)) throw new UsageError(`setup: --local-user ${localUser}: no such user on this system`);
+  }
+
+  let admin = str(flags, 'admin');
+  if (!admin && needs.admin === 'required') {
+    admin = await ask.ask({ flag: '--admin', text: 'Where root\'s and postmaster\'s mail should go (an address)', default: user, validate: (v) => (v.includes('@') ? isAddress(v) : null) });
+  }
+  if (admin && needs.admin === 'no') notes.push('--admin is not used by this preset');
+
+  const fetch: FetchAnswer[] = [];
+  const fetchPw = list(flags, 'fetch-password-file');
+  const fetchUrls = list(flags, 'fetch');
+  if (fetchUrls.length && !needs.fetch) throw new UsageError(`setup ${preset.name}: --fetch is for pi-home (this preset delivers no mail locally)`);
+  for (const [i, url] of fetchUrls.entries()) {
+    const f = parseFetchUrl(url);
+    const pwFile = fetchPw[i];
+    const password = pwFile ? readSecretArg('--fetch-password-file', pwFile) : await ask.secret({ flag: '--fetch-password-file', text: `POP3 password for ${f.user} at ${f.host}` });
+    fetch.push({ ...f, password, caFile: smarthost?.caFile ?? (str(flags, 'tls-ca-file') ? path.resolve(str(flags, 'tls-ca-file')!) : undefined) });
+  }
+  if (needs.fetch && !fetchUrls.length && discovery?.pop3 && user && smarthost?.auth?.kind === 'password') {
+    if (await ask.confirm(`Fetch ${user}'s mailbox from ${discovery.pop3.host}:${discovery.pop3.port} with the same password?`, false)) {
+      fetch.push({ host: discovery.pop3.host, port: discovery.pop3.port, tls: 'implicit', user, password: smarthost.auth.password });
+    } else {
+      notes.push(`a POP3 server was found: add --fetch pop3s://${user}@${discovery.pop3.host}:${discovery.pop3.port} to fetch that mailbox`);
+    }
+  }
+
+  const maildirFlag = str(flags, 'maildir');
+  const dovecotLmtp = '/var/run/dovecot/lmtp';
+  let delivery: Answers['delivery'];
+  if (maildirFlag) delivery = { kind: 'maildir', maildir: maildirFlag };
+  else if ((preset.name === 'pi-home' || preset.name === 'internet-site') && fs.existsSync(dovecotLmtp)) delivery = { kind: 'lmtp', lmtp: dovecotLmtp };
+  else if (preset.name === 'pi-home') delivery = { kind: 'maildir', maildir: '~/Maildir' };
+  else delivery = { kind: 'mbox' };
+
+  const listen = list(flags, 'listen');
+  for (const l of listen) if (!parseListen(l)) throw new UsageError(`setup: --listen "${l}" is not HOST:PORT (e.g. 127.0.0.1:2525)`);
+
+  const certFlag = str(flags, 'tls-cert');
+  const keyFlag = str(flags, 'tls-key');
+  if (Boolean(certFlag) !== Boolean(keyFlag)) throw new UsageError('setup: give --tls-cert and --tls-key together');
+
+  const answers: Answers = {
+    paths,
+    hostname,
+    runUser: preset.runAsLocalUser && localUser ? localUser : 'tidemail',
+    listen: listen.length ? listen : undefined,
+    smarthost,
+    from: user?.includes('@') ? user : undefined,
+    domain,
+    lan,
+    lanAddress,
+    admin,
+    localUser,
+    delivery,
+    fetch,
+    wan: str(flags, 'wan') ?? 'wan',
+    tls: needs.tls
+      ? certFlag ? { cert: readableFile('--tls-cert', certFlag), key: readableFile('--tls-key', keyFlag!) } : { cert: path.join(paths.tls, 'cert.pem'), key: path.join(paths.tls, 'key.pem') }
+      : undefined,
+    ipv6Loopback: Object.values(os.networkInterfaces()).some((l) => l?.some((i) => i.address === '::1')),
+  };
+  return { answers, discovery, notes };
+}
+
+/** The run user's uid/gid when we are root (setup gives it the state dir and secrets). */
+function runOwner(runUser: string): { owner: Owner | null; name: string } {
+  if (!isRoot()) return { owner: null, name: os.userInfo().username };
+  const u = resolveRunUser(runUser)!;
+  return { owner: { uid: u.uid, gid: u.gid }, name: u.name };
+}
+
+/** Makes DIR/cert.pem + key.pem unless both exist; returns the exit code of the generator. */
+async function makeSelfSigned(dir: string, hostname: string, owner: Owner | null, out: (l: string) => void): Promise<number> {
+  const key = path.join(dir, 'key.pem');
+  if (fs.existsSync(path.join(dir, 'cert.pem')) && fs.existsSync(key)) {
+    out(`  kept the certificate in ${dir}`);
+    return EX.OK;
+  }
+  const { runTls } = await import('./tls.js');
+  const code = await runTls(['selfsigned', '--out', dir, '--name', hostname, '--force']);
+  if (code !== EX.OK) return code;
+  if (owner) fs.chownSync(key, owner.uid, owner.gid); // the daemon rereads it on SIGHUP, after dropping root
+  out(`  made a self-signed certificate for ${hostname} in ${dir} (replace it with a real one)`);
+  return EX.OK;
+}
+
+/** The DKIM key the dkim-sign check needs (kept when it exists: its DNS record may be published). */
+async function makeDkimKey(a: Answers, configPath: string, out: (l: string) => void): Promise<number> {
+  const file = dkimKeyFile(a);
+  if (fs.existsSync(file)) {
+    out(`  kept the DKIM key ${file}`);
+    return EX.OK;
+  }
+  const { runDkim } = await import('./dkim.js');
+  out('  making the DKIM key (setup has already put the config lines it mentions into the config):');
+  return runDkim(['keygen', a.domain!, '--selector', DKIM_SELECTOR, '--out', path.dirname(file), '--config', configPath]);
+}
+
+export async function runSetup(argv: string[]): Promise<number> {
+  const { positional, flags } = parseFlags(argv);
+  const name = positional[0];
+  if (!name) throw new UsageError(`usage: tidemail setup PRESET [flags]   (presets: ${PRESETS.map((p) => p.name).join(', ')}; \`tidemail presets\` describes them)\n${FLAG_HELP}`);
+  if (positional.length > 1) throw new UsageError(`setup: unexpected argument "${positional[1]}"`);
+  const preset = findPreset(name);
+  if (!preset) throw new UsageError(`setup: unknown preset "${name}"; use one of ${PRESETS.map((p) => p.name).join(', ')}`);
+
+  const paths = setupPaths(path.resolve(str(flags, 'root') ?? '/'));
+  const exists = fs.existsSync(paths.config);
+  if (exists && !flags.force) {
+    process.stderr.write(`tidemail: ${paths.config} exists; not overwriting it\n  fix: pass --force to replace it (the old ${paths.etc} is kept as ${path.basename(paths.etc)}.backup-TIMESTAMP)\n`);
+    return EX.CANTCREAT;
+  }
+
+  // Find out before asking anything whether we may write there at all.
+  const writable = [paths.etc, path.dirname(paths.etc), paths.root].find((d) => fs.existsSync(d))!;
+  try {
+    fs.accessSync(writable, fs.constants.W_OK);
+  } catch {
+    process.stderr.write(`tidemail: cannot write ${paths.etc}\n  fix: run setup as root (sudo tidemail setup ${preset.name} …), or pass --root DIR to write somewhere else\n`);
+    return EX.NOPERM;
+  }
+
+  const ask = Asker.forStdin(preset.name);
+  let collected: Collected;
+  try {
+    collected = await collect(preset, flags, ask);
+  } finally {
+    ask.close();
+  }
+  const { answers, notes } = collected;
+  const plan = preset.build(answers);
+  const { owner, name: ownerName } = runOwner(answers.runUser);
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  out(`tidemail setup ${preset.name}: ${preset.summary}`);
+  for (const n of notes) out(`  note: ${n}`);
+
+  if (exists) out(`  backup: the old configuration is kept in ${backupConfigDir(paths.etc)}`);
+  fs.mkdirSync(paths.routes, { recursive: true, mode: 0o755 });
+  if (plan.files.some((f) => f.secret && path.dirname(f.path) === paths.secrets)) makePrivateDir(paths.secrets, owner);
+  writePlannedFiles(plan.files, owner);
+  for (const f of plan.files) out(`  wrote ${f.path}${f.secret ? ` (mode 0600, owner ${ownerName})` : ''}`);
+
+  if (preset.needs.tls && answers.tls && answers.tls.cert === path.join(paths.tls, 'cert.pem')) {
+    const code = await makeSelfSigned(paths.tls, answers.hostname, owner, out);
+    if (code !== EX.OK) return code;
+  }
+
+  if (preset.name === 'internet-site') {
+    const code = await makeDkimKey(answers, paths.config, out);
+    if (code !== EX.OK) return code;
+  }
+
+  fs.mkdirSync(path.dirname(paths.state), { recursive: true, mode: 0o755 }); // /var/lib: others must pass through
+  fs.mkdirSync(paths.state, { recursive: true, mode: 0o750 });
+  if (owner && isRoot()) chownTree(paths.state, lookupUser(owner.uid)!);
+  out(`  state dir ${paths.state} (owner ${ownerName})`);
+
+  if (plan.files.some((f) => f.path === paths.aliases)) {
+    const { runNewaliases } = await import('./newaliases.js');
+    await runNewaliases(['--config', paths.config]);
+  }
+  // The same validation as `tidemail config check`: a preset that writes a config the loader
+  // refuses is a bug, and the user should hear it now rather than at daemon start.
+  const { runConfig } = await import('./config.js');
+  await runConfig(['check', '--config', paths.config]);
+
+  out('');
+  out('next:');
+  for (const step of plan.nextSteps) out(`  - ${step}`);
+  const rootFlag = paths.root === '/' ? '' : ` --config ${paths.config}`;
+  out(`  - start the daemon: systemctl restart tidemail (or: tidemail daemon${rootFlag})`);
+  const testTo = answers.admin ?? answers.from ?? answers.localUser ?? 'root';
+  out(`  - send a test message: echo "it works" | sendmail${rootFlag ? ` -C ${paths.config}` : ''} ${testTo}; then tidemail check and mailq`);
+  return EX.OK;
+}
+
+export async function runPresets(argv: string[]): Promise<number> {
+  const name = argv[0];
+  if (!name) {
+    const width = Math.max(...PRESETS.map((p) => p.name.length));
+    for (const p of PRESETS) process.stdout.write(`${p.name.padEnd(width)}  ${p.summary}\n`);
+    process.stdout.write('\n`tidemail presets NAME` describes one; `tidemail setup NAME [flags]` applies it.\n');
+    return EX.OK;
+  }
+  const p = findPreset(name);
+  if (!p) throw new UsageError(`presets: unknown preset "${name}"; use one of ${PRESETS.map((x) => x.name).join(', ')}`);
+  const flagOf: Record<string, string> = { smarthost: '--smarthost', user: '--user', lan: '--lan', domain: '--domain', admin: '--admin', localUser: '--local-user' };
+  const needed = Object.entries(flagOf).filter(([k]) => p.needs[k as keyof typeof flagOf & keyof Preset['needs']] === 'required').map(([, f]) => f);
+  const optional = Object.entries(flagOf).filter(([k]) => p.needs[k as keyof typeof flagOf & keyof Preset['needs']] === 'optional').map(([, f]) => f);
+  if (p.needs.fetch) optional.push('--fetch');
+  process.stdout.write(`${p.name}: ${p.summary}\n\n${p.details}\n\nneeds: ${needed.join(' ') || 'nothing'}${optional.length ? `; optional: ${optional.join(' ')}` : ''}\n\n${FLAG_HELP}\n`);
+  return EX.OK;
+}

@@ -1,0 +1,144 @@
+// `tidemail import-masqmail` on sample masqmail configurations written after masqmail.conf(5),
+// masqmail.route(5) and masqmail.get(5) (test/fixtures/masqmail): the result passes
+// `config check` and loads with the real route loader into what masqmail meant; every key of
+// every file is reported, converted or not — none is dropped silently.
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { loadConfig } from '../../src/config/load.js';
+import { loadRoutes } from '../../src/routes/load.js';
+import type { PipeRoute, SmarthostRoute } from '../../src/routes/profile.js';
+import { REPO, runCli } from '../helpers/daemon.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+
+test.after(() => cleanupTmp());
+
+const FIXTURES = path.join(REPO, 'test', 'fixtures', 'masqmail');
+
+/** Copies the sample masqmail config to a temp dir, pointing its /etc/masqmail paths there. */
+function sampleConfig(): string {
+  const dir = tmpDir('tidemail-masqmail-');
+  for (const name of fs.readdirSync(FIXTURES)) {
+    fs.writeFileSync(path.join(dir, name), fs.readFileSync(path.join(FIXTURES, name), 'utf8').split('/etc/masqmail').join(dir));
+  }
+  return dir;
+}
+
+async function importSample(conf = 'masqmail.conf', extra: string[] = []) {
+  const m = sampleConfig();
+  const out = path.join(tmpDir(), 'tidemail');
+  const r = await runCli(['import-masqmail', path.join(m, conf), '--out', out, ...extra]);
+  return { m, out, r };
+}
+
+/** "file:line key" for every setting in a masqmail file. */
+function keysOf(file: string): string[] {
+  return fs.readFileSync(file, 'utf8').split('\n').flatMap((l, i) => {
+    const k = /^([a-z_.0-9]+)\s*=/.exec(l);
+    return k ? [`${path.basename(file)}:${i + 1} ${k[1]}`] : [];
+  });
+}
+
+test('the sample masqmail 0.2 config converts into a config that `config check` accepts', async () => {
+  const { out, r } = await importSample();
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /tidemail\.toml: ok \(4 route\(s\)\)/);
+  const check = await runCli(['config', 'check', '--config', path.join(out, 'tidemail.toml')]);
+  assert.equal(check.code, 0, check.stderr);
+});
+
+test('every key of every masqmail file is reported, converted or not; unknown keys are listed as not converted', async () => {
+  const { m, r } = await importSample();
+  const [converted, notConverted] = r.stdout.split(/^NOT converted/m);
+  for (const name of ['masqmail.conf', 'isp.route', 'work.route', 'uucp.route', 'isp.get', 'work.get']) {
+    for (const key of keysOf(path.join(m, name))) assert.ok(r.stdout.includes(`${key} `), `${key} is not in the report`);
+  }
+  assert.match(notConverted!, /masqmail\.conf:35 frobnicate_headers = "yes": not a setting of masqmail\.conf\(5\)/);
+  assert.match(notConverted!, /isp\.route:10 set_h_from_domain = "isp\.example": .*rewrite\.map\.USER = "USER@isp\.example"/);
+  assert.match(notConverted!, /isp\.route:8 not_allowed_return_paths = "<>": tidemail routes cannot match the null sender/);
+  assert.match(notConverted!, /masqmail\.conf:17 maildir_users/);
+  assert.match(converted!, /isp\.route:11 map_h_from_addresses → rewrite\.map/);
+});
+
+test('the converted routes mean what masqmail meant', async () => {
+  const { out } = await importSample();
+  const config = loadConfig(path.join(out, 'tidemail.toml'));
+  assert.equal(config.hostname, 'pc.home.arpa');
+  assert.equal(config.local.domains, ['localhost', 'pc', 'pc.home.arpa']);
+  assert.equal(config.smtp.listen, [{ host: '127.0.0.1', port: 25 }, { host: '192.168.1.2', port: 25 }]);
+  assert.equal(config.local.mda, ['/usr/bin/procmail', '-Y', '-d', '{user}']);
+  assert.equal(config.queue.maxLifetimeMs, 4 * 86_400_000);
+  assert.equal(config.local.archive, 'archive@pc.home.arpa');
+
+  const routes = Object.fromEntries(loadRoutes(out).map((r) => [r.name, r]));
+  assert.equal(Object.keys(routes).sort(), ['isp', 'local-net', 'work-1', 'work-2']);
+  const isp = routes.isp as SmarthostRoute;
+  assert.equal([isp.host, isp.port, isp.tls], ['mail.isp.example', 25, 'starttls']);
+  assert.equal(isp.auth?.kind === 'password' && [isp.auth.user, isp.auth.password], ['meillo', 'secret with spaces']);
+  assert.equal(fs.statSync(path.join(out, 'secrets', 'isp')).mode & 0o777, 0o600);
+  assert.equal(isp.senders, ['meillo', 'root', 'cron']);
+  assert.equal(isp.notSenders, ['spam@*']);
+  assert.equal(isp.notRecipients, ['home.arpa', '*.intranet.example']);
+  assert.equal(isp.rewrite, { envelopeFrom: 'postmaster@isp.example', headerFrom: undefined, map: { meillo: 'meillo@isp.example', charlie: 'cmiller@mx.commercial.example' } });
+  assert.equal(isp.fetch.length, 1, 'online_gets.isp became a [[fetch]] of the isp route');
+  assert.equal([isp.fetch[0]!.host, isp.fetch[0]!.port, isp.fetch[0]!.user, isp.fetch[0]!.password, isp.fetch[0]!.deliverTo], ['pop.isp.example', 110, 'meillo', 'pop secret', ['meillo@pc.home.arpa']]);
+
+  const work = routes['work-1'] as SmarthostRoute;
+  assert.equal([work.host, work.port, work.tls, work.heloName], ['mail.work.example', 465, 'implicit', 'pc.work.example'], 'the openssl wrapper became implicit TLS');
+  assert.equal([work.popBeforeSmtp?.host, work.popBeforeSmtp?.port, work.popBeforeSmtp?.tls, work.popBeforeSmtp?.user], ['mail.work.example', 995, 'implicit', 'mschnalke']);
+  assert.ok(work.priority < routes['work-2']!.priority, 'the connection\'s route files are tried in masqmail\'s order');
+  const uucp = routes['work-2'] as PipeRoute;
+  assert.equal(uucp.command, ['/usr/bin/uux', '-', '-r', '-a{sender}', 'gateway!rmail', '{recipients}']);
+  assert.equal([routes['local-net']!.kind, routes['local-net']!.recipients, routes['local-net']!.priority], ['mx', ['*.home.arpa'], 10]);
+});
+
+test('online_detect = file: a route is online exactly while the file names its connection', async () => {
+  const { out } = await importSample();
+  const flag = path.join(tmpDir(), 'masqmail-route');
+  const command = (name: string) => fs.readFileSync(path.join(out, 'routes', `${name}.toml`), 'utf8').match(/^online\.command = (".*")$/m)![1]!;
+  const online = (name: string) => spawnSync('/bin/sh', ['-c', JSON.parse(command(name)).split('/var/run/masqmail/masqmail-route').join(flag)]).status === 0;
+  assert.not.ok(online('isp'), 'online without the file');
+  fs.writeFileSync(flag, 'isp\n');
+  assert.ok(online('isp'));
+  assert.not.ok(online('work-1'));
+  fs.writeFileSync(flag, 'work\n');
+  assert.ok(online('work-1') && online('work-2'));
+  assert.not.ok(online('isp'));
+});
+
+test('masqmail 0.3: query_routes + online_query, permanent_routes, a STARTTLS gnutls-cli wrapper, allowed_/denied_ conditions', async () => {
+  const { out, r } = await importSample('masqmail-0.3.conf');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const routes = Object.fromEntries(loadRoutes(out).map((x) => [x.name, x]));
+  const wifi = routes.wifi as SmarthostRoute;
+  assert.equal([wifi.host, wifi.port, wifi.tls], ['smtp.example.org', 587, 'starttls']);
+  assert.equal(wifi.senders, ['*@example.org', 'root']);
+  assert.equal(wifi.notRecipients, ['*@lan.example.org']);
+  assert.equal([wifi.rewrite.envelopeFrom, wifi.rewrite.headerFrom], ['me@example.org', 'me@example.org']);
+  assert.equal(wifi.online.command, 'test "$(/bin/cat /var/run/masqmail/route)" = \'wifi\'');
+  const lan = routes.permanent as SmarthostRoute;
+  assert.ok(lan.online.always, 'permanent routes are always online');
+  assert.equal(lan.recipients, ['*@lan.example.org']);
+});
+
+test('an existing config is kept unless --force, which keeps a backup; a broken masqmail file names file:line', async () => {
+  const first = await importSample();
+  assert.equal(first.r.code, 0);
+  const again = await runCli(['import-masqmail', path.join(first.m, 'masqmail.conf'), '--out', first.out]);
+  assert.equal(again.code, 73);
+  assert.match(again.stderr, /exists; not overwriting it/);
+  const forced = await runCli(['import-masqmail', path.join(first.m, 'masqmail.conf'), '--out', first.out, '--force']);
+  assert.equal(forced.code, 0, forced.stderr);
+  const backup = /kept in (\S+)/.exec(forced.stdout)![1]!;
+  assert.ok(fs.existsSync(path.join(backup, 'routes', 'isp.toml')));
+
+  fs.writeFileSync(path.join(first.m, 'broken.conf'), 'host_name = "x"\nlocal_hosts = "a;b\n');
+  const broken = await runCli(['import-masqmail', path.join(first.m, 'broken.conf'), '--out', path.join(tmpDir(), 'o')]);
+  assert.equal(broken.code, 65);
+  assert.match(broken.stderr, /broken\.conf:2: the quoted value of local_hosts is not closed/);
+});
+
+test.run();
