@@ -8,7 +8,7 @@
 import net from 'node:net';
 import type { Resolver } from 'node:dns/promises';
 import type { ConfigReader } from '../config/reader.js';
-import { plainAddress } from '../config/cidr.js';
+import { ipv6Groups, plainAddress } from '../config/cidr.js';
 import { log } from '../log/log.js';
 import { localPartOf } from '../message/address.js';
 import type { Check, CheckContext, Phase, Verdict } from './check.js';
@@ -48,15 +48,7 @@ export function reversedName(address: string, zone: string): string | null {
   const a = plainAddress(address);
   if (net.isIPv4(a)) return `${a.split('.').reverse().join('.')}.${zone}`;
   if (!net.isIPv6(a)) return null;
-  const [head = '', tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  // An embedded IPv4 tail (::ffff:1.2.3.4 style) counts as two groups.
-  const groups = (tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length - (t.at(-1)?.includes('.') ? 1 : 0)).fill('0'), ...t]).flatMap((g) => {
-    if (!g.includes('.')) return [g];
-    const b = g.split('.').map(Number);
-    return [((b[0]! << 8) | b[1]!).toString(16), ((b[2]! << 8) | b[3]!).toString(16)];
-  });
+  const groups = ipv6Groups(a)!;
   const hex = groups.map((g) => g.padStart(4, '0')).join('');
   return `${[...hex].reverse().join('.')}.${zone}`;
 }

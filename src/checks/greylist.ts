@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { plainAddress } from '../config/cidr.js';
+import { ipv6Network64, plainAddress } from '../config/cidr.js';
 import { log } from '../log/log.js';
 import type { Db } from '../queue/db.js';
 import type { Check, CheckContext, Verdict } from './check.js';
@@ -31,12 +31,7 @@ export interface GreylistOptions {
 export function clientNetwork(address: string): string {
   const a = plainAddress(address);
   if (net.isIPv4(a)) return a.split('.').slice(0, 3).join('.') + '.0/24';
-  if (!net.isIPv6(a)) return a;
-  const [head = '', tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  return groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':') + '::/64';
+  return ipv6Network64(a) ?? a;
 }
 
 /** Session notes that say another check already vouched for the client. */

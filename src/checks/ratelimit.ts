@@ -14,7 +14,7 @@
 // IPv6 clients are counted per /64: one host can use any address of its prefix.
 
 import net from 'node:net';
-import { plainAddress } from '../config/cidr.js';
+import { ipv6Network64, plainAddress } from '../config/cidr.js';
 import { formatDuration, parseDuration } from '../config/units.js';
 import { log } from '../log/log.js';
 import { domainOf } from '../message/address.js';
@@ -102,12 +102,7 @@ type Scope = 'ip' | 'user' | 'sender_domain';
 /** The client key: the address, or its /64 for IPv6. */
 export function ipKey(address: string): string {
   const a = plainAddress(address);
-  if (!net.isIPv6(a)) return a;
-  const [head = '', tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  return groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':') + '::/64';
+  return ipv6Network64(a) ?? a;
 }
 
 function keyFor(scope: Scope, ctx: CheckContext): string | null {
