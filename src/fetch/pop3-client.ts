@@ -1,5 +1,5 @@
 // A small POP3 client: RFC 1939 (USER/PASS, APOP, STAT, LIST, UIDL, RETR, DELE, QUIT),
-// RFC 2449 (CAPA) and RFC 2595 (STLS). Used for SMTP-after-POP logins and by the fetcher.
+// RFC 2449 (CAPA), RFC 2595 (STLS) and RFC 5034 (AUTH PLAIN with an initial response). Used for SMTP-after-POP logins and by the fetcher.
 //
 // Lines are read as bytes (messages may be 8-bit); multi-line responses are dot-unstuffed and
 // handed out line by line, so a large RETR can be streamed instead of held in memory.
@@ -11,6 +11,8 @@ import tls from 'node:tls';
 import { TidemailError } from '../errors.js';
 
 export type Pop3TlsMode = 'implicit' | 'starttls' | 'none';
+/** auto: see Pop3Client.login; user: USER/PASS; apop: APOP only; plain: SASL PLAIN (RFC 5034) only. */
+export type Pop3AuthMethod = 'auto' | 'user' | 'apop' | 'plain';
 
 export interface Pop3Options {
   host: string;
@@ -39,6 +41,11 @@ export class Pop3Error extends TidemailError {
   }
 }
 
+/** The TLS handshake failed, most often a certificate that does not verify: a setup problem. */
+export class Pop3TlsError extends Pop3Error {
+  override name = 'Pop3TlsError';
+}
+
 /** One line of a multi-line response, dot-unstuffed, without its line ending. */
 export type LineHandler = (line: Buffer) => void | Promise<void>;
 
@@ -56,15 +63,18 @@ export class Pop3Client {
   secure = false;
 
   private sock: net.Socket;
-  private buf: Buffer = Buffer.alloc(0);
+  /** Received, not yet read: the socket's own chunks, never copied into one growing buffer. */
+  private chunks: Buffer[] = [];
+  private buffered = 0;
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
   private queue: Promise<void> = Promise.resolve();
   private readonly o: Pop3Options;
   private readonly label: string;
   private readonly onData = (d: Buffer) => {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    if (this.buf.length > HIGH_WATER) this.sock.pause();
+    this.chunks.push(d);
+    this.buffered += d.length;
+    if (this.buffered > HIGH_WATER) this.sock.pause();
     this.notify();
   };
   private readonly onError = (err: Error) => this.fail(err);
@@ -134,7 +144,7 @@ export class Pop3Client {
     if (this.secure) throw new Pop3Error(`STLS on ${this.label}: the session already runs over TLS`);
     await this.command('STLS');
     // Anything sent after the +OK but before the handshake was injected by a third party.
-    if (this.buf.length) throw new Pop3Error(`${this.label} sent data after +OK to STLS; refusing to continue (possible injection)`);
+    if (this.buffered) throw new Pop3Error(`${this.label} sent data after +OK to STLS; refusing to continue (possible injection)`);
     const plain = this.sock;
     this.detach(plain);
     plain.setTimeout(0); // the TLS socket below keeps its own idle timer
@@ -160,22 +170,52 @@ export class Pop3Client {
   }
 
   /**
-   * Logs in. "auto" uses APOP when the greeting offers it, and USER/PASS otherwise or when APOP
-   * is refused: some servers stamp every greeting but keep only hashed passwords. (Refusing the
-   * fallback would not stop anyone who can alter the session: they can strip the stamp.)
+   * Logs in; returns the method used. "auto" picks, in order:
+   *  - over TLS: SASL PLAIN when CAPA lists it, else APOP when the greeting offers it, else USER/PASS;
+   *  - in plain text: APOP first (the password never crosses the wire), then SASL PLAIN, then USER/PASS.
+   * A refused APOP falls back to the next method: some servers stamp every greeting but keep only
+   * hashed passwords. (Refusing the fallback would not stop anyone who can alter the session:
+   * they can strip the stamp.)
    * @throws Pop3Error with the server's -ERR text.
    */
-  async login(user: string, password: string, method: 'auto' | 'user' | 'apop' = 'auto'): Promise<void> {
-    if (method === 'apop' || (method === 'auto' && this.apopTimestamp)) {
+  async login(user: string, password: string, method: Pop3AuthMethod = 'auto'): Promise<'user' | 'apop' | 'plain'> {
+    if (method === 'user') return this.userPass(user, password);
+    if (method === 'apop') return (await this.apop(user, password), 'apop');
+    if (method === 'plain') return (await this.authPlain(user, password), 'plain');
+    const sasl = await this.saslMechanisms();
+    if (this.secure && sasl.includes('PLAIN')) return (await this.authPlain(user, password), 'plain');
+    if (this.apopTimestamp) {
       try {
         await this.apop(user, password);
-        return;
+        return 'apop';
       } catch (err) {
-        if (method === 'apop' || !(err instanceof Pop3Error) || err.response === undefined) throw err;
+        if (!(err instanceof Pop3Error) || err.response === undefined) throw err;
       }
     }
+    if (sasl.includes('PLAIN')) return (await this.authPlain(user, password), 'plain');
+    return this.userPass(user, password);
+  }
+
+  /** RFC 2449 6.9: the mechanisms on the CAPA line "SASL …", upper-cased; none without CAPA. */
+  async saslMechanisms(): Promise<string[]> {
+    const line = (await this.capa()).find((c) => /^SASL(\s|$)/i.test(c));
+    return line ? line.split(/\s+/).slice(1).map((m) => m.toUpperCase()) : [];
+  }
+
+  /**
+   * RFC 5034 4 with RFC 4616: AUTH PLAIN and the credentials as initial response,
+   * base64("" NUL user NUL password) — no authorization identity, so the server logs in `user`.
+   */
+  async authPlain(user: string, password: string): Promise<void> {
+    if (/\0/.test(user + password)) throw new Pop3Error('a user name or password for SASL PLAIN must not contain NUL');
+    const ir = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
+    await this.command(`AUTH PLAIN ${ir}`, 'AUTH PLAIN ****');
+  }
+
+  private async userPass(user: string, password: string): Promise<'user'> {
     await this.command(`USER ${user}`);
     await this.command(`PASS ${password}`, 'PASS ****');
+    return 'user';
   }
 
   /** RFC 1939 7: APOP name md5(timestamp + secret). */
@@ -300,18 +340,30 @@ export class Pop3Client {
     throw new Pop3Error(`${this.label} answered ${what} with "${line.slice(0, 100)}", not +OK/-ERR (is this a POP3 server?)`);
   }
 
-  /** The next line, without CRLF (or a bare LF, which some servers send). */
+  /**
+   * The next line, without CRLF (or a bare LF, which some servers send). A line within one
+   * socket chunk is a view of it; only a line split across chunks is copied.
+   */
   private async readLine(): Promise<Buffer> {
     for (;;) {
-      const nl = this.buf.indexOf(LF);
-      if (nl >= 0) {
-        const end = nl > 0 && this.buf[nl - 1] === CR ? nl - 1 : nl;
-        const line = this.buf.subarray(0, end);
-        this.buf = this.buf.subarray(nl + 1);
-        if (this.buf.length <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
+      let before = 0;
+      for (let i = 0; i < this.chunks.length; i++) {
+        const c = this.chunks[i]!;
+        const nl = c.indexOf(LF);
+        if (nl < 0) {
+          before += c.length;
+          continue;
+        }
+        let line = i === 0 ? c.subarray(0, nl) : Buffer.concat([...this.chunks.slice(0, i), c.subarray(0, nl)], before + nl);
+        if (line.length && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
+        const rest = c.subarray(nl + 1);
+        if (rest.length) this.chunks.splice(0, i + 1, rest);
+        else this.chunks.splice(0, i + 1);
+        this.buffered -= before + nl + 1;
+        if (this.buffered <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
         return line;
       }
-      if (this.buf.length > MAX_LINE) {
+      if (this.buffered > MAX_LINE) {
         this.sock.destroy();
         throw new Pop3Error(`${this.label} sent a line longer than ${MAX_LINE} bytes`);
       }
@@ -363,8 +415,6 @@ function tlsOptions(o: Pop3Options): tls.ConnectionOptions {
 function connectError(label: string, err: NodeJS.ErrnoException): Pop3Error {
   if (err instanceof Pop3Error) return err;
   const tlsProblem = /certificate|self.signed|SSL|TLS|handshake|alert/i.test(err.message) || (err.code ?? '').startsWith('ERR_SSL') || (err.code ?? '').includes('CERT');
-  const text = tlsProblem
-    ? `TLS to POP3 server ${label} failed: ${err.message} (certificates are verified)`
-    : `cannot connect to POP3 server ${label}: ${err.code ?? err.message}`;
-  return new Pop3Error(text, undefined, { cause: err });
+  if (tlsProblem) return new Pop3TlsError(`TLS to POP3 server ${label} failed: ${err.message} (certificates are verified)`, undefined, { cause: err });
+  return new Pop3Error(`cannot connect to POP3 server ${label}: ${err.code ?? err.message}`, undefined, { cause: err });
 }

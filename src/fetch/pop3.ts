@@ -13,6 +13,13 @@
 // within one listing get "#2", "#3"… When TOP is missing too, keep = false fetches and deletes
 // everything (a connection lost before QUIT then duplicates that session's messages — the
 // only way to read such a server at all), and keep = true is refused with an error.
+//
+// Larger than max_size: oversize = "skip" leaves the message on the server; "headers" fetches
+// its header section with TOP n 0 and delivers that, with a note saying so. Either way it is
+// remembered as skipped and never deleted.
+//
+// Recipients: deliver_to, or read from the headers for a multidrop mailbox (recipients.ts); the
+// header section is read before submit is called, so the envelope is known up front.
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -20,7 +27,8 @@ import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
 import type { FetchAccount } from './account.js';
 import { readAccountPassword } from './account.js';
-import { Pop3Client, Pop3Error } from './pop3-client.js';
+import { Pop3Client, Pop3Error, Pop3TlsError } from './pop3-client.js';
+import { envelopeFor, HEADER_SCAN_LIMIT, type FetchEnvelope } from './recipients.js';
 import type { UidlStore } from './uidl-store.js';
 
 export interface FetchDeps {
@@ -30,20 +38,36 @@ export interface FetchDeps {
    * Must read `body` to its end; rejecting means "not taken now": the fetch stops and the
    * message stays on the server for the next run.
    */
-  submit(account: FetchAccount, body: AsyncIterable<Buffer>): Promise<void>;
-  onProgress?(p: { done: number; total: number; bytes: number }): void;
+  submit(account: FetchAccount, body: AsyncIterable<Buffer>, envelope: FetchEnvelope): Promise<void>;
+  /** After each message, and every 64 KiB within one (`bytes` counts the partial message too). */
+  onProgress?(p: FetchProgress): void;
   signal?: AbortSignal;
   /** Longest wait for any one server reply; the client's default otherwise. */
   timeoutMs?: number;
 }
 
+export interface FetchProgress {
+  /** Messages finished (fetched or skipped) of `total` new ones. */
+  done: number;
+  total: number;
+  bytes: number;
+}
+
 export interface FetchResult {
   fetched: number;
   deleted: number;
+  /** Left on the server for being over max_size (with or without their headers delivered). */
   skipped: number;
+  /** Of `skipped`: delivered as their header section (oversize = "headers"). */
+  headersOnly?: number;
+  /** Refused by a data-phase check (spam, virus): left on the server, logged. */
+  refused?: number;
   bytes: number;
   error?: string;
+  /** The server refused the credentials: retrying will not help until someone fixes them. */
   authFailed?: boolean;
+  /** The server's certificate did not verify: likewise a configuration problem. */
+  tlsFailed?: boolean;
 }
 
 /** Bytes per chunk handed to submit, and chunks waiting before RETR stops reading. */
@@ -52,13 +76,18 @@ const MAX_QUEUED = 4;
 
 /**
  * Fetches the account's new messages into `deps.submit`.
- * @returns counts; `error` (and `authFailed` for a refused login) instead of throwing.
+ * @returns counts; `error` (with `authFailed` for a refused login, `tlsFailed` for a certificate
+ *   that does not verify) instead of throwing.
  */
 export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise<FetchResult> {
   const result: FetchResult = { fetched: 0, deleted: 0, skipped: 0, bytes: 0 };
   let client: Pop3Client | undefined;
   try {
     const password = await readAccountPassword(acct);
+    let todo: { n: number; id: string | null; size: number }[] = [];
+    let done = 0;
+    /** `inflight`: bytes of the message being retrieved so far. */
+    const progress = (inflight = 0) => deps.onProgress?.({ done, total: todo.length, bytes: result.bytes + inflight });
     client = await Pop3Client.connect({
       host: acct.host,
       port: acct.port,
@@ -88,7 +117,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     if (ids) await deps.uidls.prune(acct.name, new Set(ids.values()));
 
     // What to fetch: every listed message not remembered, in server order.
-    const todo: { n: number; id: string | null; size: number }[] = [];
+    todo = [];
     for (const [n, size] of [...sizes].sort((a, b) => a[0] - b[0])) {
       const id = ids ? ids.get(n) : null;
       if (id === undefined) continue; // listed by LIST but not by UIDL: racing with another client
@@ -96,16 +125,36 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       todo.push({ n, id, size });
     }
 
-    let done = 0;
+    progress();
     for (const m of todo) {
       if (acct.maxSize !== undefined && m.size > acct.maxSize) {
-        log.warn(null, 'fetch: message larger than max size left on the server', { account: acct.name, msg: m.n, size: m.size, max: acct.maxSize });
+        // Without an id it could not be remembered, and would be handled again on every run.
+        const headers = acct.oversize === 'headers' && m.id !== null;
+        log.warn(null, `fetch: message larger than max_size left on the server${headers ? ', its headers delivered' : ''}`, { account: acct.name, msg: m.n, size: m.size, max: acct.maxSize });
+        if (headers) {
+          const bytes = await deliverHeaders(client, acct, m, deps);
+          result.bytes += bytes;
+          result.headersOnly = (result.headersOnly ?? 0) + 1;
+        }
         if (m.id !== null) await deps.uidls.add(acct.name, m.id, true);
         result.skipped++;
-        deps.onProgress?.({ done: ++done, total: todo.length, bytes: result.bytes });
+        done++;
+        progress();
         continue;
       }
-      const bytes = await retrieve(client, m.n, (body) => deps.submit(acct, body));
+      let bytes: number;
+      try {
+        bytes = await retrieve(client, m.n, acct.recipientsFrom.length > 0, (body, headerLines) => deps.submit(acct, body, envelopeFor(acct, headerLines)), progress);
+      } catch (err) {
+        const refused = err instanceof SubmitError && err.cause instanceof MessageRefused ? err.cause : null;
+        if (!refused) throw err;
+        log.warn(null, 'fetch: message refused by a check, left on the server', { account: acct.name, msg: m.n, uidl: m.id ?? undefined, error: refused.message });
+        if (refused.permanent && m.id !== null) await deps.uidls.add(acct.name, m.id, true);
+        result.refused = (result.refused ?? 0) + 1;
+        done++;
+        progress();
+        continue;
+      }
       result.fetched++;
       result.bytes += bytes;
       if (m.id !== null) await deps.uidls.add(acct.name, m.id);
@@ -113,12 +162,17 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
         await client.dele(m.n);
         result.deleted++;
       }
-      deps.onProgress?.({ done: ++done, total: todo.length, bytes: result.bytes });
+      done++;
+      progress();
     }
     await client.quit();
     client = undefined;
   } catch (err) {
     result.error = err instanceof Error ? err.message : String(err);
+    if (err instanceof Pop3TlsError) {
+      result.tlsFailed = true;
+      if (!acct.caFile) result.error += `; for a private CA set tls_ca_file in the [[fetch]] entry of account "${acct.name}"`;
+    }
     if (client && err instanceof SubmitError) {
       // The session is still in step: QUIT so the DELEs of the messages queued so far count.
       try {
@@ -133,6 +187,21 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     client?.close();
   }
   return result;
+}
+
+/**
+ * A data-phase check refused the message (thrown by submit): it stays on the server, never
+ * deleted. `permanent` (reject): remembered, not offered to the checks again; otherwise
+ * (tempfail) tried again at the next fetch.
+ */
+export class MessageRefused extends TidemailError {
+  override name = 'MessageRefused';
+  constructor(
+    message: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+  }
 }
 
 /** submit rejected the message (the POP3 session itself is fine). */
@@ -189,11 +258,35 @@ function headerId(lines: Buffer[]): string {
 
 /**
  * RETR n, its lines (dot-unstuffed, CRLF-terminated) streamed into `submit` through a bounded
- * queue of chunks: reading from the server pauses while submit is behind.
+ * queue of chunks: reading from the server pauses while submit is behind. With `wantHeaders`,
+ * submit is called once the header section is in (up to HEADER_SCAN_LIMIT) and gets its lines.
  * @returns the message's size in bytes.
  * @throws SubmitError when submit rejects or stops reading early; Pop3Error from RETR.
  */
-async function retrieve(client: Pop3Client, n: number, submit: (body: AsyncIterable<Buffer>) => Promise<void>): Promise<number> {
+async function retrieve(
+  client: Pop3Client,
+  n: number,
+  wantHeaders: boolean,
+  submit: (body: AsyncIterable<Buffer>, headerLines: Buffer[]) => Promise<void>,
+  onBytes: (bytes: number) => void,
+): Promise<number> {
+  // Below the queue's bound (MAX_QUEUED × CHUNK), so RETR never waits for a submit not yet called.
+  let headerLines: Buffer[] | null = wantHeaders ? [] : null;
+  let headerBytes = 0;
+  let headersDone!: () => void;
+  const headersIn = new Promise<void>((r) => (headersDone = r));
+  const headerLine = (line: Buffer) => {
+    if (!headerLines) return;
+    if (line.length === 0 || headerBytes > HEADER_SCAN_LIMIT) {
+      headerLines = null;
+      headersDone();
+      return;
+    }
+    headerLines.push(line);
+    headerBytes += line.length;
+  };
+  const collected = headerLines;
+  if (!wantHeaders) headersDone();
   const chunks: Buffer[] = [];
   let pending: Buffer[] = [];
   let pendingBytes = 0;
@@ -248,11 +341,13 @@ async function retrieve(client: Pop3Client, n: number, submit: (body: AsyncItera
 
   const onLine = async (line: Buffer) => {
     total += line.length + 2;
+    headerLine(line);
     if (consumerGone) return; // keep reading to stay in step with the server
     pending.push(line, CRLF);
     pendingBytes += line.length + 2;
     if (pendingBytes < CHUNK) return;
     flush();
+    onBytes(total);
     while (chunks.length >= MAX_QUEUED && !consumerGone) await new Promise<void>((r) => (wakeProducer = r));
   };
 
@@ -260,15 +355,18 @@ async function retrieve(client: Pop3Client, n: number, submit: (body: AsyncItera
     () => {
       flush();
       ended = true;
+      headersDone();
       poke();
     },
     (err: unknown) => {
       failure = err instanceof Error ? err : new Error(String(err));
+      headersDone();
       poke();
       throw err;
     },
   );
-  const submitted = submit(body).finally(stopConsuming);
+  await headersIn;
+  const submitted = (async () => submit(body, collected ?? []))().finally(stopConsuming);
   const [r, s] = await Promise.allSettled([retr, submitted]);
   if (r.status === 'rejected') throw r.reason;
   if (s.status === 'rejected') throw new SubmitError(`message ${n} was not queued: ${s.reason instanceof Error ? s.reason.message : String(s.reason)}`, { cause: s.reason });
@@ -277,3 +375,43 @@ async function retrieve(client: Pop3Client, n: number, submit: (body: AsyncItera
 }
 
 const CRLF = Buffer.from('\r\n');
+
+/** MIME fields that describe the body left behind; renamed so the note body reads as plain text. */
+const BODY_FIELDS = /^(content-type|content-transfer-encoding|content-disposition):/i;
+
+/**
+ * oversize = "headers": TOP n 0, and the header section delivered with a note field and a
+ * short plain-text body saying the message is still on the server.
+ * @returns bytes delivered.
+ */
+async function deliverHeaders(client: Pop3Client, acct: FetchAccount, m: { n: number; size: number }, deps: FetchDeps): Promise<number> {
+  const { lines } = await client.multiline(`TOP ${m.n} 0`);
+  const end = lines.findIndex((l) => l.length === 0);
+  const headerLines = end >= 0 ? lines.slice(0, end) : lines;
+  const where = `${acct.host} (account ${acct.name})`;
+  const out: string[] = [
+    `X-Tidemail-Oversize: ${m.size} bytes, over max_size ${acct.maxSize}; only the header section was fetched, the message is left on ${where}`,
+  ];
+  let renamed = false;
+  for (const l of headerLines) {
+    const s = l.toString('latin1');
+    if (BODY_FIELDS.test(s)) {
+      out.push('X-Original-' + s);
+      renamed = true;
+    } else if (/^[ \t]/.test(s) && renamed) out.push(s);
+    else {
+      renamed = false;
+      out.push(s);
+    }
+  }
+  out.push('Content-Type: text/plain; charset=us-ascii', '', `This message is ${m.size} bytes, more than the ${acct.maxSize} bytes allowed for`, `fetching by account ${acct.name}. Only its header section was fetched; the`, `whole message is still on ${acct.host}: read it there, or raise max_size.`, '');
+  const text = Buffer.from(out.join('\r\n'), 'latin1');
+  try {
+    await deps.submit(acct, (async function* () {
+      yield text;
+    })(), envelopeFor(acct, headerLines));
+  } catch (err) {
+    throw new SubmitError(`the header section of message ${m.n} was not queued: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  return text.length;
+}

@@ -1,12 +1,14 @@
 // When to fetch: every POP3 account of a route when the route comes online, on the route's
 // schedule, and on `tidemail fetch [ACCOUNT]` — never while the route is offline. One fetch per
-// account at a time; an account whose password was refused is not retried on every link event
-// (no retry storm): automatic fetches pause for an hour, `tidemail fetch` still tries.
+// account at a time; an account whose password was refused, or whose server's certificate does
+// not verify, is not retried on every link event (no retry storm): automatic fetches pause for an
+// hour, `tidemail fetch` still tries.
 
 import { log } from '../log/log.js';
 import type { FetchSpec, RouteProfile } from '../routes/profile.js';
 import type { UidlStore } from './uidl-store.js';
-import { fetchAccount, type FetchResult } from './pop3.js';
+import { fetchAccount, type FetchProgress, type FetchResult } from './pop3.js';
+import type { FetchEnvelope } from './recipients.js';
 
 const AUTH_FAILURE_PAUSE_MS = 3_600_000;
 /** After a temporary failure (server busy, mailbox in use, dropped connection) try again soon. */
@@ -18,7 +20,12 @@ export interface AccountState {
   lastRun: number | null;
   last: FetchResult | null;
   running: boolean;
+  /** While running: how far the current fetch is (for `tidemail fetch` on a terminal). */
+  progress?: FetchProgress;
 }
+
+/** Failures that the next automatic run would only repeat. */
+const needsAttention = (r: FetchResult | null | undefined) => !!(r?.authFailed || r?.tlsFailed);
 
 export class FetchScheduler {
   private accounts = new Map<string, FetchSpec>();
@@ -29,13 +36,16 @@ export class FetchScheduler {
     private readonly uidls: UidlStore,
     private readonly isOnline: (route: string) => boolean,
     /** Queues one fetched message durably for the account's recipients. */
-    private readonly submit: (account: FetchSpec, body: AsyncIterable<Buffer>) => Promise<void>,
+    private readonly submit: (account: FetchSpec, body: AsyncIterable<Buffer>, envelope: FetchEnvelope) => Promise<void>,
   ) {}
 
   private readonly timers = new Map<string, NodeJS.Timeout>();
 
   setRoutes(routes: readonly RouteProfile[]): void {
+    const before = this.accounts;
     this.accounts = new Map(routes.flatMap((r) => r.fetch.map((f) => [f.name, f] as const)));
+    // A changed account (new password, CA, server) gets a fresh start: no pause from old failures.
+    for (const [name, a] of this.accounts) if (before.has(name) && JSON.stringify(before.get(name)) !== JSON.stringify(a)) this.state.delete(name);
     for (const [name, t] of this.timers) if (!this.accounts.has(name)) (clearTimeout(t), this.timers.delete(name));
     for (const a of this.accounts.values()) this.arm(a, a.intervalMs);
   }
@@ -73,13 +83,15 @@ export class FetchScheduler {
     if (!this.isOnline(a.route)) {
       return Promise.resolve({ fetched: 0, deleted: 0, skipped: 0, bytes: 0, error: `route ${a.route} is offline; not fetched` });
     }
-    if (automatic && st.last?.authFailed && st.lastRun && Date.now() - st.lastRun < AUTH_FAILURE_PAUSE_MS) {
-      return Promise.resolve(st.last);
+    const last = st.last;
+    if (automatic && last && needsAttention(last) && st.lastRun && Date.now() - st.lastRun < AUTH_FAILURE_PAUSE_MS) {
+      return Promise.resolve(last);
     }
     const busy = this.running.get(a.name);
     if (busy) return busy;
     st.running = true;
-    const run = fetchAccount(a, { uidls: this.uidls, submit: (acct, body) => this.submit(acct as FetchSpec, body) })
+    st.progress = undefined;
+    const run = fetchAccount(a, { uidls: this.uidls, submit: (acct, body, env) => this.submit(acct as FetchSpec, body, env), onProgress: (p) => (st.progress = p) })
       .then((r) => {
         st.last = r;
         if (r.error) log.warn(null, 'fetch failed', { account: a.name, error: r.error });
@@ -88,10 +100,11 @@ export class FetchScheduler {
       })
       .finally(() => {
         st.running = false;
+        st.progress = undefined;
         st.lastRun = Date.now();
         this.running.delete(a.name);
         if (this.accounts.has(a.name)) {
-          const temporary = st.last?.error && !st.last.authFailed;
+          const temporary = st.last?.error && !needsAttention(st.last);
           this.arm(a, temporary ? Math.min(a.intervalMs, RETRY_AFTER_ERROR_MS) : a.intervalMs);
         }
       });

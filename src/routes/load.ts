@@ -130,6 +130,10 @@ function readFetch(f: ConfigReader, route: string): FetchSpec {
   const deliverTo = f.stringList('deliver_to', []);
   if (!deliverTo.length) f.fail('deliver_to', 'is missing', 'add deliver_to = "alice" (a local user or address) to the [[fetch]] entry');
   const ca = f.string('tls_ca_file');
+  const recipientsFrom = f.stringList('recipients_from', []);
+  const recipientsDomains = f.stringList('recipients_domains', []).map((d) => d.toLowerCase().replace(/^@/, ''));
+  if (recipientsFrom.some((h) => !/^[\x21-\x39\x3b-\x7e]+$/.test(h))) f.fail('recipients_from', 'holds something that is not a header name', 'write e.g. recipients_from = ["Delivered-To", "X-Original-To"]');
+  if (recipientsFrom.length && !recipientsDomains.length) f.fail('recipients_domains', 'is missing', 'add recipients_domains = ["example.org"]: only addresses in these domains are taken from the headers');
   const spec: FetchSpec = {
     name: `${route}/${user}`,
     route,
@@ -138,10 +142,13 @@ function readFetch(f: ConfigReader, route: string): FetchSpec {
     user,
     passwordFile: pw,
     password: readSecret(pw, f),
-    auth: f.oneOf('auth', ['auto', 'user', 'apop'] as const, 'auto'),
+    auth: f.oneOf('auth', ['auto', 'user', 'apop', 'plain'] as const, 'auto'),
     keep: f.bool('keep', false),
     deliverTo,
+    recipientsFrom,
+    recipientsDomains,
     maxSize: f.has('max_size') ? f.size('max_size', 0) : undefined,
+    oversize: f.oneOf('oversize', ['skip', 'headers'] as const, 'skip'),
     caFile: ca ? path.resolve(path.dirname(f.file), ca) : undefined,
     intervalMs: f.duration('interval', 5 * 60_000),
   };

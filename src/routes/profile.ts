@@ -79,11 +79,17 @@ export interface FetchSpec {
   user: string;
   password: string;
   passwordFile: string;
-  auth: 'auto' | 'user' | 'apop';
+  auth: 'auto' | 'user' | 'apop' | 'plain';
   keep: boolean;
-  /** Local recipients of every fetched message. */
+  /** Local recipients of every fetched message (the fallback when recipientsFrom finds none). */
   deliverTo: string[];
+  /** Header names tried in order for a multidrop mailbox (see src/fetch/recipients.ts). */
+  recipientsFrom: string[];
+  /** Only addresses in these domains are taken from recipientsFrom headers (lower case). */
+  recipientsDomains: string[];
   maxSize?: number;
+  /** A message over maxSize: left on the server, or its header section delivered with a note. */
+  oversize: 'skip' | 'headers';
   caFile?: string;
   /** Fetch again this often while the route is online. */
   intervalMs: number;

@@ -849,6 +849,7 @@ async function main(): Promise<void> {
     log('links and local delivery (test/bench/links.ts)');
     try {
       lines.push('', ...(await runLinkBenches()).lines);
+      lines.push('', ...(await (await import('./fetch.js')).runFetchBenches()).lines);
     } catch (e) {
       lines.push('', `links and local delivery: FAILED: ${(e as Error).message.split('\n')[0]}`);
       log(`links: FAILED ${(e as Error).message}`);

@@ -1,4 +1,4 @@
-// The POP3 client against a real, private Dovecot: greeting, CAPA, USER/PASS, APOP, STLS and
+// The POP3 client against a real, private Dovecot: greeting, CAPA, USER/PASS, APOP, SASL PLAIN, STLS and
 // implicit TLS with certificate checks, multi-line responses with dot-unstuffing, DELE + QUIT.
 
 import { createHash } from 'node:crypto';
@@ -15,7 +15,7 @@ test.before(async () => {
   if (!haveDovecot()) throw new Error('dovecot is not installed (apt-get install dovecot-pop3d; .ci/run does this)');
   // dave's password is stored hashed, so Dovecot cannot check an APOP digest for him.
   const hashed = `{SHA256}${createHash('sha256').update('hashed-pw').digest('base64')}`;
-  dc = await startDovecot({ users: { alice: 'wonder', bob: 'builder', carol: 'x', dave: hashed }, tls: true, apop: true });
+  dc = await startDovecot({ users: { alice: 'wonder', bob: 'builder', carol: 'x', dave: hashed }, tls: true, apop: true, rawlog: true });
 });
 test.after(async () => {
   await dc?.stop();
@@ -56,7 +56,7 @@ test('APOP is used when the greeting carries a timestamp', async () => {
   await waitFor('Dovecot to log an APOP login', () => /Login: user=<alice>, method=APOP/.test(dc.log()));
 });
 
-test('a refused APOP falls back to USER/PASS (the server keeps only a hash)', async () => {
+test('a refused APOP falls back to a PLAIN login (the server keeps only a hash)', async () => {
   const c = await plain();
   await c.login('dave', 'hashed-pw');
   await c.quit();
@@ -65,6 +65,40 @@ test('a refused APOP falls back to USER/PASS (the server keeps only a hash)', as
   const strict = await plain();
   await rejects(strict.login('dave', 'hashed-pw', 'apop'), /refused APOP dave [0-9a-f]{32}: -ERR/);
   strict.close();
+});
+
+/** What the client sent in the plain-text sessions so far (Dovecot's pre-login rawlog). */
+const sent = (from = 0) => dc.rawlog().slice(from).split(/\r?\n/).map((l) => l.replace(/^\d+\.\d+ /, ''));
+
+test('SASL PLAIN: AUTH PLAIN with the credentials as initial response (RFC 5034)', async () => {
+  const mark = dc.rawlog().length;
+  const c = await plain();
+  assert.ok((await c.saslMechanisms()).includes('PLAIN'));
+  assert.equal(await c.login('alice', 'wonder', 'plain'), 'plain');
+  assert.equal(await c.stat(), { count: 0, size: 0 });
+  await c.quit();
+  const ir = Buffer.from('\0alice\0wonder').toString('base64');
+  await waitFor('the AUTH line in the rawlog', () => sent(mark).includes(`AUTH PLAIN ${ir}`));
+  assert.not.ok(sent(mark).some((l) => /^(USER|PASS) /.test(l)), 'USER/PASS sent as well');
+  const bad = await plain();
+  const err = await rejects(bad.login('alice', 'wrong', 'plain'), /refused AUTH PLAIN \*\*\*\*: -ERR/);
+  assert.not.match(err.message, /wrong|d3Jvbmc/, 'neither the password nor its base64 in errors');
+  bad.close();
+});
+
+test('auto: APOP in plain text, SASL PLAIN over TLS when CAPA lists it', async () => {
+  const c = await plain();
+  assert.equal(await c.login('alice', 'wonder'), 'apop');
+  await c.quit();
+  const fs = await import('node:fs');
+  for (const [tls, port] of [['starttls', dc.port], ['implicit', dc.tlsPort]] as const) {
+    const before = (dc.log().match(/Login: user=<carol>, method=PLAIN, .*TLS/g) ?? []).length;
+    const t = await Pop3Client.connect({ host: '127.0.0.1', port, tls, ca: fs.readFileSync(ca()) });
+    assert.equal(await t.login('carol', 'x'), 'plain', tls);
+    await t.quit();
+    await waitFor(`a PLAIN login over ${tls} in the log`, () => (dc.log().match(/Login: user=<carol>, method=PLAIN, .*TLS/g) ?? []).length === before + 1);
+  }
+  assert.not.match(dc.log(), /user=<carol>, method=APOP/);
 });
 
 test('a wrong password is a Pop3Error carrying the -ERR line', async () => {

@@ -1,26 +1,34 @@
 // The fetch job against a real, private Dovecot: UIDL memory across runs and restarts,
-// keep = false deleting only after submit, wrong passwords, max size, a 5 MB message streamed
-// byte-exact, and a submit that fails half-way. A scripted stand-in covers what Dovecot always
+// keep = false deleting only after submit, wrong passwords, SASL PLAIN, STLS and POP3S with a
+// test CA (and without it), max size with oversize = skip | headers, recipients from headers, a
+// 5 MB message streamed byte-exact, a 50 MB one with RSS measured, and a submit that fails half-way. A scripted stand-in covers what Dovecot always
 // does right: servers without UIDL (and TOP), a connection dropped mid-RETR, a non-POP3 reply.
 
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { FetchAccount } from '../../src/fetch/account.js';
-import { fetchAccount, type FetchDeps } from '../../src/fetch/pop3.js';
+import { fetchAccount, MessageRefused, type FetchDeps } from '../../src/fetch/pop3.js';
+import type { FetchEnvelope } from '../../src/fetch/recipients.js';
+import { testCerts } from '../helpers/certs.js';
+import { waitFor } from '../helpers/ports.js';
 import { UidlStore } from '../../src/fetch/uidl-store.js';
 import { haveDovecot, startDovecot, type Dovecot } from '../helpers/dovecot.js';
 import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
 
-const USERS = { keeper: 'k33p', deleter: 'd3l', wrongpw: 'right', sizer: 's1ze', big: 'b1g', failer: 'f41l' };
+const USERS = {
+  keeper: 'k33p', deleter: 'd3l', wrongpw: 'right', sizer: 's1ze', big: 'b1g', failer: 'f41l',
+  sasl: 's4sl', refuser: 'r3f', stls: 'st1s', pop3s: 'p0p3s', untrusted: 'untr', header: 'h3ad', multi: 'mu1t', huge: 'hug3',
+};
 let dc: Dovecot;
 let stateDir: string;
 
 test.before(async () => {
   if (!haveDovecot()) throw new Error('dovecot is not installed (apt-get install dovecot-pop3d; .ci/run does this)');
-  dc = await startDovecot({ users: USERS, apop: true });
+  dc = await startDovecot({ users: USERS, apop: true, tls: true });
   stateDir = tmpDir('tidemail-fetch-');
 });
 test.after(async () => {
@@ -42,6 +50,9 @@ function account(user: keyof typeof USERS, over: Partial<FetchAccount> = {}): Fe
     auth: 'auto',
     keep: true,
     deliverTo: ['me'],
+    recipientsFrom: [],
+    recipientsDomains: [],
+    oversize: 'skip',
     ...over,
   };
 }
@@ -49,12 +60,14 @@ function account(user: keyof typeof USERS, over: Partial<FetchAccount> = {}): Fe
 const message = (subject: string, body = 'hello\r\n') => `From: a@example.test\r\nTo: me@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.test>\r\n\r\n${body}`;
 
 /** A submit that collects whole messages (fine for small ones) in `got`. */
-function collector(uidls: UidlStore, failOn?: number): FetchDeps & { got: string[]; calls: number } {
+function collector(uidls: UidlStore, failOn?: number): FetchDeps & { got: string[]; calls: number; envelopes: FetchEnvelope[] } {
   const deps = {
     uidls,
     got: [] as string[],
+    envelopes: [] as FetchEnvelope[],
     calls: 0,
-    async submit(_a: FetchAccount, body: AsyncIterable<Buffer>) {
+    async submit(_a: FetchAccount, body: AsyncIterable<Buffer>, env: FetchEnvelope) {
+      deps.envelopes.push(env);
       const call = ++deps.calls;
       const parts: Buffer[] = [];
       for await (const c of body) {
@@ -83,7 +96,7 @@ test('keep = true: three messages once, then none — also after reopening the s
   assert.equal(subjects(first.got), ['one', 'three', 'two']);
   assert.equal(first.got.find((m) => m.includes('Subject: one')), message('one'));
   assert.equal(r1.bytes, first.got.reduce((n, m) => n + Buffer.byteLength(m), 0));
-  assert.equal(progress.map((p) => `${p.done}/${p.total}`), ['1/3', '2/3', '3/3']);
+  assert.equal(progress.map((p) => `${p.done}/${p.total}`), ['0/3', '1/3', '2/3', '3/3']);
   assert.equal(dc.mailbox('keeper').length, 3);
 
   const second = collector(uidls);
@@ -132,6 +145,59 @@ test('a wrong password: authFailed and a clear error, no throw, password not sho
   await uidls.close();
 });
 
+test('auth = "plain": SASL PLAIN login, mail fetched; a wrong password is authFailed', async () => {
+  dc.deliver('sasl', message('sasl1'));
+  const uidls = await UidlStore.open(stateDir);
+  const deps = collector(uidls);
+  const r = await fetchAccount(account('sasl', { auth: 'plain' }), deps);
+  assert.equal([r.fetched, r.error], [1, undefined]);
+  assert.equal(subjects(deps.got), ['sasl1']);
+  const bad = await fetchAccount(account('sasl', { auth: 'plain', password: 'nope' }), deps);
+  assert.ok(bad.authFailed);
+  assert.match(bad.error ?? '', /as sasl refused \(wrong user name or password\?\): -ERR \[AUTH\]/);
+  await uidls.close();
+});
+
+test('STLS and POP3S: fetched with the certificate verified against tls_ca_file', async () => {
+  const uidls = await UidlStore.open(stateDir);
+  for (const [user, tls, port] of [['stls', 'starttls', dc.port], ['pop3s', 'implicit', dc.tlsPort]] as const) {
+    dc.deliver(user, message(`over ${tls}`));
+    const deps = collector(uidls);
+    // By name, as a real account would be: the certificate is for localhost and 127.0.0.1.
+    const r = await fetchAccount(account(user, { host: 'localhost', port, tls, caFile: testCerts().caFile, keep: false }), deps);
+    assert.equal([r.fetched, r.deleted, r.error], [1, 1, undefined], tls);
+    assert.equal(subjects(deps.got), [`over ${tls}`]);
+    assert.equal(dc.mailbox(user), []);
+    // Over TLS "auto" prefers SASL PLAIN to APOP (Dovecot logs USER/PASS as PLAIN too; the
+    // client tests tell those apart on the wire).
+    await waitFor(`a TLS login of ${user}`, () => new RegExp(`Login: user=<${user}>, method=PLAIN, .*TLS`).test(dc.log()));
+  }
+  await uidls.close();
+});
+
+test('an untrusted certificate: tlsFailed, an error that says what to set, nothing fetched or deleted', async () => {
+  dc.deliver('untrusted', message('secret'));
+  const uidls = await UidlStore.open(stateDir);
+  const deps = collector(uidls);
+  for (const [tls, port] of [['starttls', dc.port], ['implicit', dc.tlsPort]] as const) {
+    const r = await fetchAccount(account('untrusted', { tls, port, keep: false }), deps);
+    assert.ok(r.tlsFailed, tls);
+    assert.not.ok(r.authFailed);
+    assert.match(r.error ?? '', /TLS to POP3 server 127\.0\.0\.1:\d+ failed: .*(self.signed|unable to (verify|get local issuer))/i);
+    assert.match(r.error ?? '', /set tls_ca_file in the \[\[fetch\]\] entry of account "isp\/untrusted"/);
+    assert.equal(r.fetched, 0);
+  }
+  // A CA that is not the server's: still refused.
+  const otherCa = writeFile(path.join(stateDir, 'other-ca.pem'), fs.readFileSync('/etc/ssl/certs/ca-certificates.crt'), 0o644);
+  const r = await fetchAccount(account('untrusted', { tls: 'implicit', port: dc.tlsPort, caFile: otherCa }), deps);
+  assert.ok(r.tlsFailed);
+  assert.not.match(r.error ?? '', /set tls_ca_file/);
+  assert.equal(deps.calls, 0);
+  assert.equal(dc.mailbox('untrusted').length, 1);
+  assert.equal(dc.logins('untrusted'), 0, 'the password was sent to an unverified server');
+  await uidls.close();
+});
+
 test('max size: a larger message is skipped, left on the server, and remembered', async () => {
   dc.deliver('sizer', message('small'));
   dc.deliver('sizer', message('large', 'x'.repeat(10_000) + '\r\n'));
@@ -145,6 +211,119 @@ test('max size: a larger message is skipped, left on the server, and remembered'
   assert.equal(dc.mailbox('sizer').length, 1);
   const again = await fetchAccount(acct, collector(uidls));
   assert.equal([again.fetched, again.skipped, again.error], [0, 0, undefined]);
+  await uidls.close();
+});
+
+test('oversize = "headers": the header section arrives with a note, the message stays on the server', async () => {
+  const big = `From: a@example.test\r\nTo: me@example.test\r\nSubject: large\r\nMessage-ID: <large@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n boundary="b1"\r\n\r\n--b1\r\n${'x'.repeat(10_000)}\r\n--b1--\r\n`;
+  dc.deliver('header', message('small'));
+  dc.deliver('header', big);
+  const uidls = await UidlStore.open(stateDir);
+  const deps = collector(uidls);
+  const acct = account('header', { keep: false, maxSize: 5000, oversize: 'headers' });
+  const r = await fetchAccount(acct, deps);
+  assert.equal(r.error, undefined);
+  assert.equal([r.fetched, r.deleted, r.skipped, r.headersOnly], [1, 1, 1, 1]);
+  assert.equal(subjects(deps.got), ['large', 'small']);
+  const note = deps.got.find((m) => m.includes('Subject: large'))!;
+  assert.match(note, new RegExp(`^X-Tidemail-Oversize: ${Buffer.byteLength(big)} bytes, over max_size 5000; only the header section was fetched, the message is left on 127\\.0\\.0\\.1 \\(account isp/header\\)\\r\\n`));
+  assert.match(note, /\r\nMessage-ID: <large@example\.test>\r\n/);
+  assert.match(note, /\r\nX-Original-Content-Type: multipart\/mixed;\r\n boundary="b1"\r\nContent-Type: text\/plain; charset=us-ascii\r\n\r\nThis message is \d+ bytes/);
+  assert.not.match(note, /xxxx|--b1/);
+  assert.equal(r.bytes, deps.got.reduce((n, m) => n + Buffer.byteLength(m), 0));
+  assert.equal(dc.mailbox('header').length, 1, 'the large message must stay on the server');
+  const again = await fetchAccount(acct, collector(uidls));
+  assert.equal([again.fetched, again.skipped, again.deleted, again.error], [0, 0, 0, undefined]);
+  assert.equal(dc.mailbox('header').length, 1);
+  await uidls.close();
+});
+
+test('recipients_from: a multidrop mailbox is sorted by envelope headers in local domains, else deliver_to', async () => {
+  const mails = {
+    dt: 'Delivered-To: box@isp.example\r\nDelivered-To: Bob@Example.org\r\nTo: all@example.org\r\nSubject: dt\r\n\r\nx\r\n',
+    xot: 'X-Original-To: "Someone <x@example.org>" <carol@EXAMPLE.org>,\r\n dave@example.org (Dave <y@example.org>)\r\nTo: list@example.org\r\nSubject: xot\r\n\r\nx\r\n',
+    stranger: 'Delivered-To: eve@elsewhere.example\r\nTo: eve@elsewhere.example\r\nSubject: stranger\r\n\r\nx\r\n',
+    none: 'To: friend@example.org\r\nSubject: none\r\n\r\nDelivered-To: notme@example.org\r\n',
+  };
+  for (const m of Object.values(mails)) dc.deliver('multi', m);
+  const uidls = await UidlStore.open(stateDir);
+  const deps = collector(uidls);
+  const r = await fetchAccount(account('multi', { deliverTo: ['postmaster'], recipientsFrom: ['Delivered-To', 'X-Original-To'], recipientsDomains: ['example.org'] }), deps);
+  assert.equal([r.fetched, r.error], [4, undefined]);
+  const bySubject = Object.fromEntries(deps.got.map((m, i) => [/Subject: (\w+)/.exec(m)![1]!, deps.envelopes[i]]));
+  assert.equal(bySubject.dt, { recipients: ['Bob'], from: 'Delivered-To' });
+  assert.equal(bySubject.xot, { recipients: ['carol', 'dave'], from: 'X-Original-To' });
+  assert.equal(bySubject.stranger, { recipients: ['postmaster'] });
+  assert.equal(bySubject.none, { recipients: ['postmaster'] }, 'a header-like line in the body counts');
+  assert.equal(deps.got.find((m) => m.includes('Subject: xot')), mails.xot, 'the message itself is unchanged');
+  await uidls.close();
+});
+
+test('a 50 MB message over STLS streams through: byte-exact, RSS grows far less than the message', async () => {
+  // Written to disk in 1 MiB blocks: the test must not hold the message either.
+  const file = path.join(stateDir, 'huge.eml');
+  const fd = fs.openSync(file, 'w');
+  const expect = createHash('sha256');
+  const put = (b: Buffer) => (fs.writeSync(fd, b), expect.update(b));
+  put(Buffer.from('From: a@example.test\r\nSubject: huge\r\n\r\n'));
+  const block = Buffer.from(('.dot-stuffed on the wire ' + 'y'.repeat(50) + '\r\n').repeat(13_500));
+  for (let i = 0; i < 50; i++) put(block);
+  fs.closeSync(fd);
+  const size = fs.statSync(file).size;
+  dc.deliverFile('huge', file);
+  const uidls = await UidlStore.open(stateDir);
+  const got = createHash('sha256');
+  let bytes = 0;
+  let peak = 0;
+  const base = process.memoryUsage().rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - base)), 5);
+  const progress: number[] = [];
+  const r = await fetchAccount(account('huge', { host: 'localhost', tls: 'starttls', caFile: testCerts().caFile, keep: false }), {
+    uidls,
+    onProgress: (p) => void progress.push(p.bytes),
+    async submit(_a, body) {
+      for await (const c of body) {
+        got.update(c);
+        bytes += c.length;
+      }
+    },
+  });
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage().rss - base);
+  assert.equal(r.error, undefined);
+  assert.equal([r.fetched, r.deleted, r.bytes, bytes], [1, 1, size, size]);
+  assert.equal(got.digest('hex'), expect.digest('hex'));
+  assert.ok(progress.length > 100 && progress.some((b) => b > 0 && b < size), 'progress within the message');
+  const mib = peak / 1048576;
+  console.log(`  50 MB fetch over STLS: RSS grew ${mib.toFixed(1)} MiB`);
+  assert.ok(mib < 32, `RSS grew ${mib.toFixed(1)} MiB for a ${(size / 1048576).toFixed(0)} MiB message`);
+  assert.equal(dc.mailbox('huge'), []);
+  await uidls.close();
+});
+
+test('a message refused by a check stays on the server; the others are fetched; a tempfail is retried', async () => {
+  for (const s of ['ok1', 'spam', 'busy', 'ok2']) dc.deliver('refuser', message(s));
+  const uidls = await UidlStore.open(stateDir);
+  const acct = account('refuser', { keep: false });
+  const got: string[] = [];
+  let busy = true;
+  const submit = async (_a: FetchAccount, body: AsyncIterable<Buffer>) => {
+    let text = '';
+    for await (const c of body) text += c.toString('utf8');
+    const subject = /Subject: (\w+)/.exec(text)![1]!;
+    if (subject === 'spam') throw new MessageRefused('refused by check spamd: 550 5.7.1 spam', true);
+    if (subject === 'busy' && busy) throw new MessageRefused('refused by check clamd: 451 4.7.1 scanner busy', false);
+    got.push(subject);
+  };
+  const r = await fetchAccount(acct, { uidls, submit });
+  assert.equal([r.fetched, r.deleted, r.refused, r.error], [2, 2, 2, undefined]);
+  assert.equal(got.sort(), ['ok1', 'ok2']);
+  assert.equal(dc.mailbox('refuser').length, 2);
+  busy = false;
+  const r2 = await fetchAccount(acct, { uidls, submit });
+  assert.equal([r2.fetched, r2.deleted, r2.refused, r2.error], [1, 1, undefined, undefined], 'only the tempfailed one again');
+  assert.equal(got.sort(), ['busy', 'ok1', 'ok2']);
+  assert.equal(dc.mailbox('refuser').length, 1, 'the refused one stays');
   await uidls.close();
 });
 

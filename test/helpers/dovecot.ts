@@ -19,6 +19,8 @@ export interface DovecotOptions {
   tls?: boolean;
   /** Offer APOP (puts a timestamp in the greeting). */
   apop?: boolean;
+  /** Record every pre-login session (what the client sent) for `rawlog()`. */
+  rawlog?: boolean;
 }
 
 export interface Dovecot {
@@ -31,6 +33,10 @@ export interface Dovecot {
   logins(user: string): number;
   /** Puts a message into the user's Maildir/new. */
   deliver(user: string, raw: string | Buffer): void;
+  /** Moves a message file (e.g. one too big to hold in memory) into the user's Maildir/new. */
+  deliverFile(user: string, file: string): void;
+  /** With `rawlog`: everything clients sent before logging in, all sessions concatenated. */
+  rawlog(): string;
   /** Names of the user's messages still in the Maildir (new and cur). */
   mailbox(user: string): string[];
   stop(): Promise<void>;
@@ -53,6 +59,8 @@ export async function startDovecot(opts: DovecotOptions): Promise<Dovecot> {
   const me = os.userInfo();
   const [uid, gid] = isRoot() ? [65534, 65534] : [me.uid, me.gid];
   for (const d of ['run', 'state', 'home']) fs.mkdirSync(f(d), { mode: 0o755 });
+  // pop3-login runs chrooted into base_dir/login as root, so the rawlog path is relative to it.
+  const rawlogDir = isRoot() ? f('run', 'login', 'rawlog') : f('run', 'rawlog');
   writeFile(f('passwd'), Object.entries(opts.users).map(([u, p]) => `${u}:${p.startsWith('{') ? p : `{PLAIN}${p}`}\n`).join(''), 0o644); // read by Dovecot's auth process (user dovecot)
   for (const u of Object.keys(opts.users)) {
     for (const sub of ['cur', 'new', 'tmp']) fs.mkdirSync(f('home', u, 'Maildir', sub), { recursive: true, mode: 0o700 });
@@ -90,7 +98,7 @@ userdb {
   args = uid=${uid} gid=${gid} home=${f('home')}/%u
 }
 service pop3-login {
-  inet_listener pop3 {
+${opts.rawlog ? `  executable = pop3-login -R ${isRoot() ? 'rawlog' : rawlogDir}\n` : ''}  inet_listener pop3 {
     address = 127.0.0.1
     port = ${port}
   }
@@ -107,7 +115,13 @@ ${isRoot() ? '' : '  chroot =\n'}  unix_listener anvil-auth-penalty {
 }
 ${unprivileged}`,
   );
+  if (opts.rawlog && !isRoot()) fs.mkdirSync(rawlogDir, { mode: 0o777 });
   const dc = await runDovecot(dir, () => greets({ host: '127.0.0.1', port }, '+OK'));
+  if (opts.rawlog && isRoot()) {
+    // Dovecot made base_dir/login at start; the login processes (user dovenull) write in here.
+    fs.mkdirSync(rawlogDir, { mode: 0o777 });
+    fs.chmodSync(rawlogDir, 0o777);
+  }
   const log = dc.log;
   return {
     port,
@@ -120,6 +134,18 @@ ${unprivileged}`,
       const file = writeFile(f('home', user, 'Maildir', 'new', name), raw, 0o600);
       if (isRoot()) fs.chownSync(file, uid, gid);
     },
+    deliverFile: (user, file) => {
+      const dest = f('home', user, 'Maildir', 'new', `${Date.now()}.${Math.random().toString(36).slice(2)}.test`);
+      fs.renameSync(file, dest);
+      if (isRoot()) fs.chownSync(dest, uid, gid);
+    },
+    rawlog: () =>
+      fs
+        .readdirSync(rawlogDir)
+        .filter((n) => n.endsWith('.in'))
+        .sort()
+        .map((n) => fs.readFileSync(path.join(rawlogDir, n), 'utf8'))
+        .join(''),
     mailbox: (user) => ['new', 'cur'].flatMap((d) => fs.readdirSync(f('home', user, 'Maildir', d))),
     stop: dc.stop,
   };
