@@ -239,7 +239,8 @@ export class SmtpFront {
   /** End-of-DATA checks: the receive path calls this with the spooled message before committing. */
   private dataPhase(session: SMTPServerSession, kind: ListenerKind | 'stream'): DataPhase {
     return async (msg) => {
-      if ((session as { unsyncPipelining?: boolean }).unsyncPipelining) {
+      // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
+      if (kind !== 'stream' && (session as { unsyncPipelining?: boolean }).unsyncPipelining) {
         log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
         return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
       }

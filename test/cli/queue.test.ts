@@ -36,7 +36,7 @@ async function deferredQueue(n: number): Promise<{ site: TestSite; d: RunningDae
   const msgs: Queued[] = [];
   for (let i = 0; i < n; i++) {
     const m = { rcpt: `r${i}-${process.pid}@remote.example`, sender: `s${i}@tidemail.test`, id: '' };
-    const reply = await sendMessage(site.port, m.sender, [m.rcpt], `Subject: queued ${i}\r\n\r\n${'body '.repeat(100 * (i + 1))}\r\n`);
+    const reply = await sendMessage(site.port, m.sender, [m.rcpt], `Subject: queued ${i}\r\n\r\n${('body '.repeat(100) + '\r\n').repeat(i + 1)}`);
     m.id = /queued as ([0-9A-F]{16})/.exec(reply)?.[1] ?? '';
     assert.ok(m.id, reply);
     msgs.push(m);
