@@ -34,6 +34,7 @@ const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   log ID|ADDRESS|--since 1h   the history of a message, from the queue database
   dkim keygen DOMAIN          make a DKIM key and print its DNS TXT record
   import-masqmail FILE        convert a masqmail configuration
+  uci [--file F] [--out DIR]  OpenWrt: write /etc/tidemail/*.toml from /etc/config/tidemail
   smtpd                       one SMTP session on stdin/stdout (inetd)
   rmail RCPT...               accept a message from UUCP
   newaliases                  rebuild the aliases database
@@ -68,6 +69,7 @@ const SUBCOMMANDS: Record<string, Command> = {
   check: (a) => import('./cli/check.js').then((m) => m.runCheck(a)),
   log: (a) => import('./cli/log.js').then((m) => m.runLog(a)),
   dkim: (a) => import('./cli/dkim.js').then((m) => m.runDkim(a)),
+  uci: (a) => import('./cli/uci.js').then((m) => m.runUci(a)),
   'import-masqmail': (a) => import('./cli/import-masqmail.js').then((m) => m.runImportMasqmail(a)),
 };
 

@@ -13,7 +13,9 @@ import type { Config, ListenAddress } from './schema.js';
 export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
 
 export function defaultStateDir(): string {
-  if (process.getuid?.() === 0) return '/var/lib/tidemail';
+  // Root, and every user on a machine where the system daemon's state exists (the packages
+  // create it): everyone's sendmail must drop into the one maildrop the daemon reads.
+  if (process.getuid?.() === 0 || fs.existsSync('/var/lib/tidemail/maildrop')) return '/var/lib/tidemail';
   const xdg = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
   return path.join(xdg, 'tidemail');
 }

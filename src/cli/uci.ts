@@ -1,0 +1,233 @@
+// `tidemail uci [--file /etc/config/tidemail] [--out /etc/tidemail]`: on OpenWrt the UCI config
+// is the source of truth; this turns it into tidemail.toml and one routes/NAME.toml per route
+// section. The init script runs it before every start and reload. Files are rewritten only when
+// their content changes (flash wears), and only files this command generated are ever
+// replaced or removed: a hand-written tidemail.toml or route is left alone.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError, UsageError } from '../errors.js';
+import { EX } from './exit.js';
+
+const DEFAULT_FILE = '/etc/config/tidemail';
+const DEFAULT_OUT = '/etc/tidemail';
+/** /var is RAM on OpenWrt: a queue there would not survive a reboot. */
+const OPENWRT_STATE_DIR = '/srv/tidemail';
+const MARK = '# Generated from';
+
+export interface UciSection {
+  type: string;
+  name: string | null;
+  line: number;
+  options: Map<string, { value: string | string[]; line: number }>;
+}
+
+type Kind = 'string' | 'number' | 'bool' | 'list';
+/** UCI option → TOML key path(s). Options the init script reads itself map to null. */
+type OptionMap = Record<string, { keys: string[]; kind: Kind } | null>;
+
+const MAIN: OptionMap = {
+  enabled: null,
+  max_heap_mb: null,
+  lite_mode: null,
+  hostname: { keys: ['hostname'], kind: 'string' },
+  state_dir: { keys: ['state_dir'], kind: 'string' },
+  user: { keys: ['user'], kind: 'string' },
+  log_level: { keys: ['log.level'], kind: 'string' },
+  listen: { keys: ['smtp.listen'], kind: 'list' },
+  submission: { keys: ['smtp.submission'], kind: 'list' },
+  smtps: { keys: ['smtp.smtps'], kind: 'list' },
+  trusted_network: { keys: ['smtp.trusted_networks'], kind: 'list' },
+  max_message_size: { keys: ['smtp.max_message_size'], kind: 'string' },
+  max_clients: { keys: ['smtp.max_clients'], kind: 'number' },
+  tls_cert: { keys: ['smtp.tls_cert'], kind: 'string' },
+  tls_key: { keys: ['smtp.tls_key'], kind: 'string' },
+  users_file: { keys: ['smtp.users_file'], kind: 'string' },
+  local_domain: { keys: ['local.domains'], kind: 'list' },
+  aliases: { keys: ['local.aliases'], kind: 'string' },
+  delivery: { keys: ['local.delivery'], kind: 'string' },
+  maildir: { keys: ['local.maildir'], kind: 'string' },
+  mbox: { keys: ['local.mbox'], kind: 'string' },
+  lmtp: { keys: ['local.lmtp'], kind: 'string' },
+  retry_min: { keys: ['queue.retry_min'], kind: 'string' },
+  retry_max: { keys: ['queue.retry_max'], kind: 'string' },
+  max_lifetime: { keys: ['queue.max_lifetime'], kind: 'string' },
+  no_route_recheck: { keys: ['queue.no_route_recheck'], kind: 'string' },
+};
+
+const ROUTE: OptionMap = {
+  enabled: null,
+  kind: { keys: ['kind'], kind: 'string' },
+  smarthost: { keys: ['smarthost'], kind: 'string' },
+  tls: { keys: ['tls'], kind: 'string' },
+  tls_ca_file: { keys: ['tls_ca_file'], kind: 'string' },
+  port: { keys: ['port'], kind: 'number' },
+  priority: { keys: ['priority'], kind: 'number' },
+  auth_user: { keys: ['auth.user'], kind: 'string' },
+  password_file: { keys: ['auth.password_file'], kind: 'string' },
+  interface: { keys: ['online.interface'], kind: 'string' },
+  online_file: { keys: ['online.file'], kind: 'string' },
+  online_command: { keys: ['online.command'], kind: 'string' },
+  online_tcp: { keys: ['online.tcp'], kind: 'string' },
+  sender: { keys: ['senders'], kind: 'list' },
+  recipient: { keys: ['recipients'], kind: 'list' },
+  rewrite_from: { keys: ['rewrite.envelope_from', 'rewrite.header_from'], kind: 'string' },
+  schedule: { keys: ['schedule'], kind: 'string' },
+  max_connections: { keys: ['max_connections'], kind: 'number' },
+  messages_per_connection: { keys: ['messages_per_connection'], kind: 'number' },
+};
+
+/** Splits one UCI line into words: '…' and "…" quoting (concatenable), \ escapes outside '…'. */
+function words(line: string, where: string): string[] {
+  const out: string[] = [];
+  let cur: string | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === '#' && cur === null) break;
+    if (c === ' ' || c === '\t') {
+      if (cur !== null) out.push(cur);
+      cur = null;
+    } else if (c === "'" || c === '"') {
+      const end = line.indexOf(c, i + 1);
+      if (end < 0) throw new ConfigError(`${where}: unterminated ${c} quote; fix: close the quote`);
+      cur = (cur ?? '') + line.slice(i + 1, end).replace(c === '"' ? /\\(.)/g : /(?!)/g, '$1');
+      i = end;
+    } else if (c === '\\' && i + 1 < line.length) {
+      cur = (cur ?? '') + line[++i];
+    } else {
+      cur = (cur ?? '') + c;
+    }
+  }
+  if (cur !== null) out.push(cur);
+  return out;
+}
+
+/** Parses the UCI file format (`config TYPE 'name'`, `option K 'v'`, `list K 'v'`). */
+export function parseUci(text: string, file: string): UciSection[] {
+  const sections: UciSection[] = [];
+  text.split('\n').forEach((raw, idx) => {
+    const where = `${file}:${idx + 1}`;
+    const w = words(raw.trim(), where);
+    if (!w.length) return;
+    const [keyword, a, b] = w;
+    if (keyword === 'package') return;
+    if (keyword === 'config') {
+      if (!a) throw new ConfigError(`${where}: "config" needs a section type; fix: write e.g. config route 'isp'`);
+      sections.push({ type: a, name: b ?? null, line: idx + 1, options: new Map() });
+      return;
+    }
+    const s = sections[sections.length - 1];
+    if ((keyword === 'option' || keyword === 'list') && !s) throw new ConfigError(`${where}: "${keyword}" before any "config" line; fix: start with config tidemail 'main'`);
+    if (keyword === 'option' && a && b !== undefined) return void s!.options.set(a, { value: b, line: idx + 1 });
+    if (keyword === 'list' && a && b !== undefined) {
+      const prev = s!.options.get(a)?.value;
+      return void s!.options.set(a, { value: [...(Array.isArray(prev) ? prev : prev !== undefined ? [prev] : []), b], line: idx + 1 });
+    }
+    throw new ConfigError(`${where}: cannot read "${raw.trim()}"; fix: use config TYPE 'NAME', option KEY 'VALUE' or list KEY 'VALUE'`);
+  });
+  return sections;
+}
+
+type Table = { [k: string]: string | number | boolean | string[] | Table };
+
+function setPath(t: Table, dotted: string, v: Table[string]): void {
+  const parts = dotted.split('.');
+  let cur = t;
+  for (const p of parts.slice(0, -1)) cur = (cur[p] ??= {}) as Table;
+  cur[parts[parts.length - 1]!] = v;
+}
+
+function toTable(s: UciSection, map: OptionMap, file: string): Table {
+  const t: Table = {};
+  for (const [opt, { value, line }] of s.options) {
+    const where = `${file}:${line}`;
+    if (!(opt in map)) {
+      const known = Object.keys(map).join(', ');
+      throw new ConfigError(`${where}: unknown option "${opt}" in a ${s.type} section; fix: use one of ${known}`);
+    }
+    const m = map[opt];
+    if (!m) continue;
+    let v: Table[string];
+    if (m.kind === 'list') v = Array.isArray(value) ? value : [value];
+    else if (Array.isArray(value)) throw new ConfigError(`${where}: "${opt}" takes one value; fix: write option ${opt} '…' once, not as a list`);
+    else if (m.kind === 'number') {
+      if (!/^\d+$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be a whole number, not "${value}"`);
+      v = Number(value);
+    } else v = value;
+    for (const k of m.keys) setPath(t, k, v);
+  }
+  return t;
+}
+
+const enabled = (s: UciSection) => !['0', 'false', 'no', 'off'].includes(String(s.options.get('enabled')?.value ?? '1'));
+
+/** The files to write: relative path → TOML text. */
+export async function uciToToml(text: string, file: string): Promise<Map<string, string>> {
+  const { stringify } = await import('smol-toml');
+  const sections = parseUci(text, file);
+  const header = `${MARK} ${file} by \`tidemail uci\` (run by /etc/init.d/tidemail).\n# Edit the UCI config (uci set tidemail.…; uci commit tidemail), not this file.\n\n`;
+  const mains = sections.filter((s) => s.type === 'tidemail');
+  if (mains.length > 1) throw new ConfigError(`${file}:${mains[1]!.line}: a second "config tidemail" section; fix: keep one (config tidemail 'main')`);
+  const main: Table = mains[0] ? toTable(mains[0], MAIN, file) : {};
+  main.state_dir ??= OPENWRT_STATE_DIR;
+  const out = new Map<string, string>([['tidemail.toml', header + stringify(main)]]);
+  let anon = 0;
+  for (const s of sections) {
+    if (s.type === 'tidemail') continue;
+    if (s.type !== 'route') throw new ConfigError(`${file}:${s.line}: unknown section type "${s.type}"; fix: use config tidemail 'main' or config route 'NAME'`);
+    const name = s.name ?? `route${++anon}`;
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${file}:${s.line}: route name "${name}" is not a plain word; fix: use letters, digits, _ and -`);
+    const t = toTable(s, ROUTE, file);
+    if (!enabled(s)) continue;
+    out.set(path.join('routes', `${name}.toml`), header + stringify(t));
+  }
+  return out;
+}
+
+const generated = (p: string) => {
+  try {
+    return fs.readFileSync(p, 'utf8').startsWith(MARK);
+  } catch {
+    return false;
+  }
+};
+
+export async function runUci(argv: string[]): Promise<number> {
+  let file = DEFAULT_FILE;
+  let outDir = DEFAULT_OUT;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--file' && argv[i + 1]) file = argv[++i]!;
+    else if (a === '--out' && argv[i + 1]) outDir = argv[++i]!;
+    else throw new UsageError(`uci: unexpected argument "${a}"\nusage: tidemail uci [--file /etc/config/tidemail] [--out /etc/tidemail]`);
+  }
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as Error).message}; fix: install the default with the package, or create it (config tidemail 'main')`);
+  }
+  const files = await uciToToml(text, file);
+  fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true });
+  for (const [rel, content] of files) {
+    const p = path.join(outDir, rel);
+    if (fs.existsSync(p) && !generated(p)) {
+      process.stderr.write(`tidemail uci: ${p} is hand-written; left alone (delete it to let ${file} manage it)\n`);
+      continue;
+    }
+    if (fs.existsSync(p) && fs.readFileSync(p, 'utf8') === content) continue;
+    const tmp = `${p}.tmp`;
+    fs.writeFileSync(tmp, content, { mode: 0o644 });
+    fs.renameSync(tmp, p);
+    process.stdout.write(`wrote ${p}\n`);
+  }
+  // Routes removed (or disabled) in UCI disappear; hand-written route files stay.
+  for (const n of fs.readdirSync(path.join(outDir, 'routes'))) {
+    const p = path.join(outDir, 'routes', n);
+    if (n.endsWith('.toml') && !files.has(path.join('routes', n)) && generated(p)) {
+      fs.unlinkSync(p);
+      process.stdout.write(`removed ${p}\n`);
+    }
+  }
+  return EX.OK;
+}
