@@ -46,7 +46,7 @@ export function defaultConfig(): Config {
       allowPlainAuthOnLocalhost: false,
       maxLineLength: 998,
       maxCommandLength: 2048,
-      maxMessagesPerConnection: 100,
+      maxMessagesPerConnection: 1000,
       maxErrors: 20,
       sessionTimeoutMs: 3_600_000,
       maxConnectionsPerIp: 20,

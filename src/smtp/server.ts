@@ -193,7 +193,9 @@ export class SmtpFront {
   private async mailFrom(sender: string, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<Error | null> {
     const { config } = this.deps;
     const st = this.state(session);
-    if (st.messages >= config.smtp.maxMessagesPerConnection) {
+    // Like the per-address connection cap, for untrusted clients: our own bulk senders (a LAN
+    // application, the bench) may keep one session open.
+    if (st.messages >= config.smtp.maxMessagesPerConnection && !this.isTrusted(session.remoteAddress)) {
       return new SmtpError(421, '4.7.0', `Too many messages in one session (at most ${config.smtp.maxMessagesPerConnection}), reconnect to send more`);
     }
     if ((kind === 'submission' || kind === 'smtps') && !session.user) return replies.authRequired();
