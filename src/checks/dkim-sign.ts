@@ -26,7 +26,7 @@ export const DEFAULT_SIGNED_HEADERS = [
   'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Unsubscribe-Post', 'List-Post', 'List-Owner', 'List-Archive',
 ];
 
-interface SigningKey {
+export interface SigningKey {
   domain: string;
   /** PEM text (mailauth wants the key material, not a KeyObject). */
   pem: string;
@@ -61,10 +61,13 @@ export function createCheck(env: CheckEnv): Check {
   return new DkimSign(keys, selector, headers);
 }
 
-/** Reads and checks one private key; every problem is a config error at the key's line. */
-function readKey(domain: string, file: string, configDir: string | null, at: CheckEnv['options']): SigningKey {
+/**
+ * Reads and checks one private key; every problem is a config error at the line of `optionKey`
+ * (the domain's entry in keys = {…} here; spf-dkim-dmarc's arc_seal uses it for its `key`).
+ */
+export function readKey(domain: string, file: string, configDir: string | null, at: CheckEnv['options'], optionKey = domain): SigningKey {
   if (!path.isAbsolute(file) && !configDir) {
-    at.fail(domain, `is a relative path, but there is no config directory to resolve it against`, `write the absolute path of the key file`);
+    at.fail(optionKey, `is a relative path, but there is no config directory to resolve it against`, `write the absolute path of the key file`);
   }
   const full = path.resolve(configDir ?? '/', file);
   let st: fs.Stats;
@@ -72,12 +75,12 @@ function readKey(domain: string, file: string, configDir: string | null, at: Che
     st = fs.statSync(full);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') at.fail(domain, `key file ${full} does not exist`, `make it with: tidemail dkim keygen ${domain} --out ${path.dirname(full)}`);
-    at.fail(domain, `key file ${full} cannot be read (${e.code ?? e.message})`, `check the path and its permissions`);
+    if (e.code === 'ENOENT') at.fail(optionKey, `key file ${full} does not exist`, `make it with: tidemail dkim keygen ${domain} --out ${path.dirname(full)}`);
+    at.fail(optionKey, `key file ${full} cannot be read (${e.code ?? e.message})`, `check the path and its permissions`);
   }
   if (st.mode & 0o077) {
     const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    at.fail(domain, `key file ${full} has mode ${mode}: a private key must not be readable by group or others`, `chmod 600 ${full}`);
+    at.fail(optionKey, `key file ${full} has mode ${mode}: a private key must not be readable by group or others`, `chmod 600 ${full}`);
   }
   let pem: string;
   let key: crypto.KeyObject;
@@ -85,17 +88,17 @@ function readKey(domain: string, file: string, configDir: string | null, at: Che
     pem = fs.readFileSync(full, 'utf8');
     key = crypto.createPrivateKey(pem);
   } catch (err) {
-    at.fail(domain, `key file ${full} is not a PEM private key (${(err as Error).message})`, `make a new one with: tidemail dkim keygen ${domain} --force`);
+    at.fail(optionKey, `key file ${full} is not a PEM private key (${(err as Error).message})`, `make a new one with: tidemail dkim keygen ${domain} --force`);
   }
   const type = key.asymmetricKeyType;
   if (type === 'rsa') {
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
     // RFC 8301: verifiers must not accept keys under 1024 bits.
-    if (bits < 1024) at.fail(domain, `key file ${full} is a ${bits}-bit RSA key; receivers ignore keys under 1024 bits`, `make a 2048-bit key: tidemail dkim keygen ${domain} --force`);
+    if (bits < 1024) at.fail(optionKey, `key file ${full} is a ${bits}-bit RSA key; receivers ignore keys under 1024 bits`, `make a 2048-bit key: tidemail dkim keygen ${domain} --force`);
     return { domain, pem, algorithm: 'rsa-sha256' };
   }
   if (type === 'ed25519') return { domain, pem, algorithm: 'ed25519-sha256' };
-  return at.fail(domain, `key file ${full} is a ${type} key; DKIM signs with RSA or Ed25519`, `make a new one with: tidemail dkim keygen ${domain} --force`);
+  return at.fail(optionKey, `key file ${full} is a ${type} key; DKIM signs with RSA or Ed25519`, `make a new one with: tidemail dkim keygen ${domain} --force`);
 }
 
 /** The domains of the addresses in a From: value (quoted strings and comments dropped). */

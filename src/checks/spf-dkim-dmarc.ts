@@ -10,6 +10,16 @@
 // mailauth 4.13 gets DMARC strict alignment (adkim=s / aspf=s) wrong: when the exact From domain
 // does not match, it falls back to the relaxed (organizational-domain) match, so strict never
 // fails. We give it only the exactly matching domains in that case (see dmarcFor).
+//
+// With arc_seal set, the check also adds an ARC set (RFC 8617) for instance i = chain length + 1,
+// so that a receiver after us (a mailbox provider we forward to) can trust our Authentication-
+// Results even when forwarding broke SPF. mailauth's own sealing (createSeal) does the signing:
+// the verifier computes the relaxed body hash for the seal as the message streams past, and the
+// ARC-Authentication-Results carries the same results as our Authentication-Results header.
+// cv= is the verified chain's result: none (no chain, i=1), pass, or fail. A failed chain is
+// sealed once with cv=fail so later hops see where it broke (RFC 8617 5.1.2); a chain whose
+// newest seal already says cv=fail, or one too broken to number (i= gaps, duplicate sets), or
+// one already 50 sets long, is left as it is.
 
 import dns from 'node:dns';
 import net from 'node:net';
@@ -18,6 +28,7 @@ import { domainToASCII } from 'node:url';
 import type { AuthStatus, DMARCResult, SPFResult } from 'mailauth';
 import type { Check, CheckContext, HeaderField, Phase, Verdict } from './check.js';
 import { NEXT } from './check.js';
+import { DEFAULT_SIGNED_HEADERS, readKey } from './dkim-sign.js';
 import type { CheckEnv } from './registry.js';
 
 /** The mailauth functions we use, from its own modules rather than its index (see above). */
@@ -26,6 +37,7 @@ interface Mailauth {
   dkimVerify: typeof import('mailauth').dkimVerify;
   dmarc: typeof import('mailauth').dmarc;
   arc: typeof import('mailauth').arc;
+  createSeal: typeof import('mailauth/lib/arc/index.js').createSeal;
 }
 
 async function loadMailauth(): Promise<Mailauth> {
@@ -35,7 +47,7 @@ async function loadMailauth(): Promise<Mailauth> {
     import('mailauth/lib/dmarc/index.js'),
     import('mailauth/lib/arc/index.js'),
   ]);
-  return { spf: spf.spf, dkimVerify: dkim.dkimVerify, dmarc: dmarc.dmarc, arc: arc.arc };
+  return { spf: spf.spf, dkimVerify: dkim.dkimVerify, dmarc: dmarc.dmarc, arc: arc.arc, createSeal: arc.createSeal };
 }
 
 type Resolve = (name: string, rrtype: string) => Promise<string[][] | string[]>;
@@ -51,7 +63,27 @@ export interface SpfDkimDmarcOptions {
   arc: boolean;
   minKeyBits: number;
   dnsServers: string[];
+  /** Seal mail with ARC as this domain/selector; null: do not seal. */
+  arcSeal: ArcSealKey | null;
 }
+
+export interface ArcSealKey {
+  domain: string;
+  selector: string;
+  /** PEM text of an RSA key (RFC 8617 signs with rsa-sha256 only). */
+  pem: string;
+}
+
+/** RFC 8617 4.2.1: instance numbers run from 1 to 50. */
+const MAX_ARC_INSTANCE = 50;
+
+/**
+ * Header fields the ARC-Message-Signature covers: mailauth's ARC defaults (the DKIM list plus
+ * DKIM-Signature and Delivered-To), so a later receiver can re-check the DKIM signatures we saw.
+ */
+const ARC_SIGNED_HEADERS = ['DKIM-Signature', 'Delivered-To', ...DEFAULT_SIGNED_HEADERS].join(':');
+
+const DNS_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$/;
 
 export function createCheck(env: CheckEnv): Check {
   const o = env.options;
@@ -62,7 +94,11 @@ export function createCheck(env: CheckEnv): Check {
     arc: o.bool('arc', true),
     minKeyBits: o.integer('min_key_bits', 1024, 512),
     dnsServers: o.stringList('dns_servers', []),
+    arcSeal: o.has('arc_seal') ? arcSealFrom(o.sub('arc_seal'), env.config.configDir) : null,
   };
+  if (opts.arcSeal && !opts.arc) {
+    o.fail('arc', 'is false, but arc_seal is set: a seal has to say whether the chain it extends verified (cv=)', 'remove arc = false, or remove arc_seal');
+  }
   let resolve: Resolve | undefined;
   try {
     resolve = makeResolver(opts.dnsServers);
@@ -71,6 +107,23 @@ export function createCheck(env: CheckEnv): Check {
   }
   o.rejectUnknown();
   return new SpfDkimDmarc(env.config.hostname, opts, resolve);
+}
+
+/** arc_seal = { domain = "example.org", selector = "arc", key = "dkim/example.org.key" } */
+function arcSealFrom(t: CheckEnv['options'], configDir: string | null): ArcSealKey {
+  const example = 'write arc_seal = { domain = "example.org", selector = "arc", key = "dkim/example.org.key" }';
+  const domain = t.string('domain') ?? t.fail('domain', 'is missing: the domain whose DNS publishes the sealing key', example);
+  if (!DNS_NAME.test(domain)) t.fail('domain', `"${domain}" is not a domain name`, example);
+  const selector = t.string('selector', 'tidemail');
+  if (!DNS_NAME.test(selector) || selector.endsWith('.')) t.fail('selector', `"${selector}" is not a DNS label`, `use letters, digits and hyphens, e.g. selector = "arc"`);
+  const file = t.string('key') ?? t.fail('key', 'is missing: the private key file to seal with', `${example} (make a key with: tidemail dkim keygen ${domain} --selector ${selector})`);
+  t.rejectUnknown(); // a misspelt key first: it may be why the others look wrong
+  // The same loading and checks as dkim-sign's keys (0600, PEM, RSA ≥ 1024 bits), errors at `key`.
+  const key = readKey(domain, file, configDir, t, 'key');
+  if (key.algorithm !== 'rsa-sha256') {
+    t.fail('key', `${file} is an Ed25519 key; ARC (RFC 8617) seals with RSA only`, `make an RSA key: tidemail dkim keygen ${domain} --selector ${selector} (publish the record it prints)`);
+  }
+  return { domain: domain.replace(/\.$/, '').toLowerCase(), selector, pem: key.pem };
 }
 
 /** A resolver in the shape of dns.promises.resolve, aimed at `servers` (system servers when empty). */
@@ -141,10 +194,13 @@ class SpfDkimDmarc implements Check {
     if (!ctx.body) throw new Error('the message body is not available to the check');
     const ma = await this.load();
     const spfResult = await this.spfFor(ctx);
+    const sealKey = this.opts.arcSeal;
     const dkim = await ma.dkimVerify(ctx.body() as Readable, {
       resolver: this.resolve,
       sender: ctx.sender || undefined,
       minBitLength: this.opts.minKeyBits,
+      // A fresh object per message: mailauth writes the body hash for the seal into it.
+      seal: sealKey ? { signingDomain: sealKey.domain, selector: sealKey.selector, privateKey: sealKey.pem, algorithm: 'rsa-sha256' } : undefined,
     });
     const parts: string[] = dkim.results.map((r) => r.info);
     ctx.notes.dkim = dkim.results.some((r) => r.status.result === 'pass') ? 'pass' : (dkim.results[0]?.status.result ?? 'none');
@@ -178,8 +234,41 @@ class SpfDkimDmarc implements Check {
       }
     }
     if (verdict.action === 'reject') return verdict;
-    const header: HeaderField = { name: 'Authentication-Results', value: `${this.hostname};\r\n ${parts.join(';\r\n ')}` };
-    return { action: 'next', addHeaders: [header] };
+    const results = `${this.hostname};\r\n ${parts.join(';\r\n ')}`;
+    const header: HeaderField = { name: 'Authentication-Results', value: results };
+    const arcSet = arcResult && dkim.seal ? await this.seal(ma, dkim, arcResult, results) : [];
+    return { action: 'next', addHeaders: [...arcSet, header] };
+  }
+
+  /**
+   * The ARC set for this hop, ARC-Seal first (mailauth's order, and where RFC 8617's examples put
+   * it), or none when the chain is not to be extended (see the top of the file).
+   */
+  private async seal(
+    ma: Mailauth,
+    dkim: Awaited<ReturnType<Mailauth['dkimVerify']>>,
+    arcResult: Awaited<ReturnType<Mailauth['arc']>>,
+    authResults: string,
+  ): Promise<HeaderField[]> {
+    const cv = arcResult.status.result;
+    if (cv !== 'none' && cv !== 'pass' && !(cv === 'fail' && (arcResult.status as { shouldSeal?: boolean }).shouldSeal)) return [];
+    const i = (Number(arcResult.i) || 0) + 1;
+    if (i > MAX_ARC_INSTANCE) return [];
+    const { headers } = await ma.createSeal(false, {
+      headers: dkim.headers,
+      arc: dkim.arc,
+      seal: { ...dkim.seal, i, cv, authResults, signTime: new Date(), headerList: ARC_SIGNED_HEADERS },
+    });
+    const fields = headers.map((line): HeaderField | null => {
+      const colon = typeof line === 'string' ? line.indexOf(':') : -1;
+      return colon > 0 ? { name: line.slice(0, colon), value: line.slice(colon + 1).trimStart().replace(/\r\n$/, '') } : null;
+    });
+    const expected = ['arc-seal', 'arc-message-signature', 'arc-authentication-results'];
+    if (fields.length !== 3 || fields.some((f, n) => f?.name.toLowerCase() !== expected[n])) {
+      // mailauth leaves out the ARC-Message-Signature when signing fails; a broken set is worse than none.
+      throw new Error(`ARC sealing as ${dkim.seal!.signingDomain} failed: mailauth returned ${fields.map((f) => f?.name ?? 'nothing').join(', ')}`);
+    }
+    return fields as HeaderField[];
   }
 }
 

@@ -1,14 +1,18 @@
 // spf-dkim-dmarc against real keys (made by `tidemail dkim keygen`), real signatures (made by the
 // dkim-sign check) and real DNS answers from the local DNS responder: SPF by client address,
 // DKIM pass and tamper, DMARC reject/quarantine, and strict alignment (adkim=s / aspf=s), which
-// mailauth 4.13 gets wrong on its own.
+// mailauth 4.13 gets wrong on its own. arc_seal: the ARC sets we add verify with mailauth's own
+// ARC verifier (i=1, then i=2 on a second hop), and a failed chain is sealed once with cv=fail.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Check, CheckContext, HeaderField, Verdict } from '../../src/checks/check.js';
 import { createCheck as createVerify } from '../../src/checks/spf-dkim-dmarc.js';
 import { createCheck as createSign } from '../../src/checks/dkim-sign.js';
+import { headerLines } from '../../src/smtp/receive.js';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { makeSite, runCli } from '../helpers/daemon.js';
@@ -114,6 +118,9 @@ test.before(async () => {
   const orgKey = await keygen('example.org', keyDir);
   const netKey = await keygen('example.net', keyDir);
   const comKey = await keygen('example.com', keyDir);
+  // ARC sealing keys for two forwarding hops, with their own selectors.
+  const fwdKey = await keygen('forwarder.example', keyDir, ['--selector', 'arc']);
+  const relayKey = await keygen('relay.example', keyDir, ['--selector', 'arc2']);
   dns = await startDnsServer({
     'example.org': { TXT: [`v=spf1 ip4:${GOOD_IP} -all`] },
     'mail.example.org': { A: [GOOD_IP] },
@@ -128,6 +135,8 @@ test.before(async () => {
     'tidemail._domainkey.example.net': { TXT: [netKey] },
     '_dmarc.example.net': { TXT: ['v=DMARC1; p=reject; adkim=s; aspf=s'] },
     'broken.example': { servfail: true },
+    'arc._domainkey.forwarder.example': { TXT: [fwdKey] },
+    'arc2._domainkey.relay.example': { TXT: [relayKey] },
   });
   signer = await build(createSign, 'dkim-sign', `keys = { "example.org" = "${keyDir}/example.org.key", "example.net" = "${keyDir}/example.net.key", "example.com" = "${keyDir}/example.com.key" }`);
 });
@@ -278,6 +287,140 @@ test('SPF runs at DATA too when the check is listed only under data', async () =
   const c = ctx({ raw: message('alice@example.org'), clientAddress: BAD_IP });
   assert.match(authResults(await (await verifier()).run('data', c)), /spf=fail/);
   assert.is(c.notes.spf, 'fail');
+});
+
+/** The message as the receive path stores it: the added header fields on top of what arrived. */
+function delivered(v: Verdict, c: CheckContext): Promise<string> {
+  assert.is(v.action, 'next', JSON.stringify(v));
+  const added = v.action === 'next' ? (v.addHeaders ?? []) : [];
+  return streamText(c.body!()).then((arrived) => headerLines(added) + arrived);
+}
+
+/** mailauth's own ARC verification of a whole message, against the local DNS responder. */
+async function verifyArc(raw: string): Promise<{ result: string; i: unknown; comment?: string; aar?: unknown }> {
+  const [{ dkimVerify }, { arc }] = await Promise.all([import('mailauth/lib/dkim/verify.js'), import('mailauth/lib/arc/index.js')]);
+  const { Resolver } = (await import('node:dns')).promises;
+  const r = new Resolver();
+  r.setServers([`127.0.0.1:${dns.port}`]);
+  const resolver = (name: string, type: string) => r.resolve(name, type) as Promise<string[][] | string[]>;
+  const dkim = await dkimVerify(Buffer.from(raw), { resolver });
+  const res = await arc(dkim.arc as unknown as Parameters<typeof arc>[0], { resolver });
+  return { result: res.status.result, i: res.i, comment: res.status.comment, aar: (res as { authenticationResults?: unknown }).authenticationResults };
+}
+
+function sealer(domain: string, selector: string): Promise<Check> {
+  return verifier(`arc_seal = { domain = "${domain}", selector = "${selector}", key = "${keyDir}/${domain}.key" }`);
+}
+
+/** The tag=value pairs of an ARC header (whitespace unfolded). */
+function tags(h: HeaderField | undefined): Record<string, string> {
+  assert.ok(h, 'header missing');
+  return Object.fromEntries(h.value.replace(/\s+/g, '').split(';').filter(Boolean).map((t) => [t.slice(0, t.indexOf('=')), t.slice(t.indexOf('=') + 1)]));
+}
+
+test('arc_seal: ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results on top (i=1, cv=none); mailauth says arc=pass', async () => {
+  const raw = await signed(message('alice@example.org'));
+  const c = ctx({ raw, clientAddress: BAD_IP }); // forwarded: SPF fails at the forwarder's next hop
+  const v = await (await sealer('forwarder.example', 'arc')).run('data', c);
+  assert.is(v.action, 'next');
+  const added = v.action === 'next' ? (v.addHeaders ?? []) : [];
+  assert.equal(added.map((h) => h.name), ['ARC-Seal', 'ARC-Message-Signature', 'ARC-Authentication-Results', 'Authentication-Results']);
+  const as = tags(added[0]);
+  assert.is(as.i, '1');
+  assert.is(as.cv, 'none');
+  assert.is(as.d, 'forwarder.example');
+  assert.is(as.s, 'arc');
+  const ams = tags(added[1]);
+  assert.is(ams.i, '1');
+  assert.match(ams.h!.toLowerCase(), /dkim-signature/); // the next hop can re-check the signature we saw
+  // The AAR carries exactly our Authentication-Results.
+  assert.is(added[2]!.value, `i=1; ${added[3]!.value}`);
+
+  const out = await delivered(v, c);
+  const arc = await verifyArc(out);
+  assert.is(arc.result, 'pass', arc.comment);
+  assert.is(arc.i, 1);
+  assert.match(JSON.stringify(arc.aar), /"dkim":\[\{"result":"pass"/);
+  // The seal covers the body: a changed copy does not verify.
+  const changed = await verifyArc(out.replace('the meeting', 'no meeting'));
+  assert.is(changed.result, 'fail');
+});
+
+test('arc_seal: a second hop seals on top as i=2, cv=pass, and the chain still verifies', async () => {
+  const raw = await signed(message('alice@example.org'));
+  const c1 = ctx({ raw, clientAddress: BAD_IP });
+  const hop1 = await delivered(await (await sealer('forwarder.example', 'arc')).run('data', c1), c1);
+  const c2 = ctx({ raw: hop1, clientAddress: BAD_IP, helo: 'mx.forwarder.example' });
+  const v2 = await (await sealer('relay.example', 'arc2')).run('data', c2);
+  assert.match(authResults(v2), /\barc=pass/);
+  assert.is(c2.notes.arc, 'pass');
+  const added = v2.action === 'next' ? (v2.addHeaders ?? []) : [];
+  const as = tags(added.find((h) => h.name === 'ARC-Seal'));
+  assert.is(as.i, '2');
+  assert.is(as.cv, 'pass');
+  assert.is(as.d, 'relay.example');
+  const arc = await verifyArc(await delivered(v2, c2));
+  assert.is(arc.result, 'pass', arc.comment);
+  assert.is(arc.i, 2);
+});
+
+test('arc_seal: a broken chain is sealed once with cv=fail, then left alone', async () => {
+  const c1 = ctx({ raw: message('alice@example.org') });
+  const hop1 = await delivered(await (await sealer('forwarder.example', 'arc')).run('data', c1), c1);
+  const broken = hop1.replace('the meeting', 'no meeting'); // changed after hop 1 sealed it
+  const c2 = ctx({ raw: broken, clientAddress: BAD_IP });
+  const v2 = await (await sealer('relay.example', 'arc2')).run('data', c2);
+  assert.match(authResults(v2), /\barc=fail/);
+  const as = tags((v2.action === 'next' ? v2.addHeaders ?? [] : []).find((h) => h.name === 'ARC-Seal'));
+  assert.is(as.i, '2');
+  assert.is(as.cv, 'fail');
+  const hop2 = await delivered(v2, c2);
+  assert.is((await verifyArc(hop2)).result, 'fail');
+  // The newest seal says cv=fail: nothing more is added, only Authentication-Results.
+  const c3 = ctx({ raw: hop2, clientAddress: BAD_IP });
+  const v3 = await (await sealer('forwarder.example', 'arc')).run('data', c3);
+  assert.equal(v3.action === 'next' ? v3.addHeaders?.map((h) => h.name) : v3, ['Authentication-Results']);
+});
+
+test('arc_seal: key relative to the config dir; a group-readable, Ed25519 or missing key is a config error at its line', async () => {
+  const site = await makeSite();
+  await keygen('forwarder.example', path.join(site.dir, 'dkim'));
+  await keygen('ed.example', path.join(site.dir, 'dkim'), ['--type', 'ed25519']);
+  const withSeal = async (opts: string) => {
+    fs.appendFileSync(site.configPath, `\n[checks.spf-dkim-dmarc]\n${opts}\n`);
+    const config = loadConfig(site.configPath);
+    fs.writeFileSync(site.configPath, fs.readFileSync(site.configPath, 'utf8').replace(/\n\[checks\.spf-dkim-dmarc\][^]*$/, ''));
+    return createVerify({ config, options: config.checks.options('spf-dkim-dmarc'), isLocal: () => false });
+  };
+  const line = (text: string) => fs.readFileSync(site.configPath, 'utf8').split('\n').length + text.split('\n').findIndex((l) => l.startsWith('arc_seal')) + 1;
+  const good = 'arc_seal = { domain = "forwarder.example", selector = "arc", key = "dkim/forwarder.example.key" }';
+  assert.is((await withSeal(good)).name, 'spf-dkim-dmarc');
+
+  fs.chmodSync(path.join(site.dir, 'dkim', 'forwarder.example.key'), 0o640);
+  for (const [opts, re] of [
+    [good, /'checks\.spf-dkim-dmarc\.arc_seal\.key' key file \S+forwarder\.example\.key has mode 0640[^]*fix: chmod 600/],
+    ['arc_seal = { domain = "ed.example", key = "dkim/ed.example.key" }', /arc_seal\.key' dkim\/ed\.example\.key is an Ed25519 key; ARC \(RFC 8617\) seals with RSA only/],
+    ['arc_seal = { domain = "nokey.example", key = "dkim/nokey.example.key" }', /arc_seal\.key' key file \S+nokey\.example\.key does not exist/],
+    ['arc_seal = { domain = "ed.example" }', /arc_seal\.key' is missing/],
+    ['arc_seal = { domain = "ed.example", key = "dkim/ed.example.key", selctor = "x" }', /did you mean 'selector'/],
+  ] as const) {
+    try {
+      await withSeal(opts);
+      assert.unreachable(`accepted ${opts}`);
+    } catch (err) {
+      assert.instance(err, ConfigError);
+      const msg = (err as Error).message;
+      assert.match(msg, re);
+      assert.ok(msg.includes(`tidemail.toml:${line(`[checks.spf-dkim-dmarc]\n${opts}`)}:`), `${msg}\n(expected line ${line(`\n${opts}`)})`);
+    }
+  }
+  fs.chmodSync(path.join(site.dir, 'dkim', 'forwarder.example.key'), 0o600);
+  try {
+    await withSeal(`arc = false\n${good}`);
+    assert.unreachable('accepted arc = false with arc_seal');
+  } catch (err) {
+    assert.match((err as Error).message, /tidemail\.toml:\d+:\d+: 'checks\.spf-dkim-dmarc\.arc' is false, but arc_seal is set/);
+  }
 });
 
 test('bad options are config errors with file:line', async () => {
