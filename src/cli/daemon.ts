@@ -1,13 +1,17 @@
 // `tidemail daemon`: runs in the foreground (systemd, procd and runit supervise it).
 
 import { Daemon } from '../daemon.js';
-import { log } from '../log/log.js';
+import { UsageError } from '../errors.js';
+import { forceLogLevel, log, LOG_LEVELS, type LogLevel } from '../log/log.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 
 export async function runDaemon(argv: string[]): Promise<number> {
   const args = [...argv];
   const configPath = takeConfigOption(args);
+  const level = takeLogLevel(args);
+  if (args.length) throw new UsageError(`unknown argument ${args[0]}\nusage: tidemail daemon [--config FILE] [--log-level debug|info|warn|error]`);
+  if (level) forceLogLevel(level); // wins over [log] level, also after a reload
   const daemon = await Daemon.start({ configPath });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -23,4 +27,15 @@ export async function runDaemon(argv: string[]): Promise<number> {
       daemon.reload().catch((err: Error) => log.error(null, 'reload failed, keeping the old configuration', { error: err.message }));
     });
   });
+}
+
+/** `--log-level LEVEL` / `--log-level=LEVEL`, removed from args. */
+function takeLogLevel(args: string[]): LogLevel | undefined {
+  const i = args.findIndex((a) => a === '--log-level' || a.startsWith('--log-level='));
+  if (i < 0) return undefined;
+  const a = args[i]!;
+  const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : args[i + 1];
+  args.splice(i, a.includes('=') ? 1 : 2);
+  if (!(LOG_LEVELS as readonly string[]).includes(v ?? '')) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')} (got ${v ?? 'nothing'})`);
+  return v as LogLevel;
 }

@@ -1,8 +1,17 @@
-// `tidemail status`: one screen on what is queued, why, and which routes are up.
+// `tidemail status`: one screen on whether mail flows — the daemon, each route's link (with the
+// reason), what is queued per route and state, the oldest message, the latest problems, and
+// the POP3 accounts. With the daemon down it reads the queue database and asks each route's
+// link detectors once itself, so the answer is the same kind of screen.
 
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Db } from '../queue/db.js';
+import { lastFetched, openQueueDbReadOnly, recentProblems, type StoredEvent } from '../queue/events.js';
 import { loadRoutes } from '../routes/load.js';
 import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
+import { probeLinks } from '../doctor/links.js';
+import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 
@@ -18,6 +27,16 @@ interface RouteStatus {
   delivered?: number;
 }
 
+interface FetchStatus {
+  account: string;
+  route: string;
+  lastRun: number | null;
+  running: boolean;
+  last: { fetched: number; error?: string } | null;
+  /** When a message from this account last entered the queue (from the history). */
+  lastMessage?: number;
+}
+
 interface DaemonStatus {
   pid: number;
   since: number;
@@ -25,54 +44,140 @@ interface DaemonStatus {
   queue: QueueSummary;
   noRoute?: number;
   routes: RouteStatus[];
-  fetch?: { account: string; route: string; lastRun: number | null; running: boolean; last: { fetched: number; error?: string } | null }[];
+  fetch?: FetchStatus[];
+}
+
+/** Queued recipients per route and state; '' = not routed yet, '*' = no online route. */
+type ByRoute = Record<string, Record<string, number>>;
+
+export interface StatusReport {
+  daemon: { running: boolean; pid?: number; since?: number };
+  config: string | null;
+  queue: QueueSummary;
+  byRoute: ByRoute | null;
+  routes: RouteStatus[];
+  fetch: FetchStatus[];
+  problems: StoredEvent[];
 }
 
 const ago = (t: number) => {
-  const s = Math.round((Date.now() - t) / 1000);
-  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : s < 172_800 ? `${Math.round(s / 3600)}h ago` : `${Math.round(s / 86_400)}d ago`;
 };
+
+async function byRouteAndState(db: Db): Promise<ByRoute> {
+  const rows = await db.all<{ r: string; state: string; n: number }>(
+    `SELECT COALESCE(waiting, route, '') AS r,
+       CASE WHEN status = 'hold' THEN 'on hold' WHEN waiting IS NOT NULL THEN 'waiting for link'
+            WHEN attempts > 0 THEN 'deferred' ELSE 'not tried yet' END AS state,
+       COUNT(*) AS n
+     FROM recipients GROUP BY r, state`,
+  );
+  const out: ByRoute = {};
+  for (const x of rows) (out[x.r] ??= {})[x.state] = x.n;
+  return out;
+}
+
+const PROBLEM_WINDOW_MS = 24 * 3_600_000;
 
 export async function runStatus(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
+  const json = args.includes('--json');
+  const extra = args.filter((a) => a !== '--json');
+  if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"\nusage: tidemail status [--json] [--config FILE]`);
   const st = (await ctx.ask({ cmd: 'status' }, 10_000)) as DaemonStatus | null;
+
+  // The database, read-only: counts by route and state, recent problems, fetch history. A user
+  // who may not read it (it is the daemon's, mode 0600) still gets the daemon's view.
+  let db: Db | null = null;
+  if (fs.existsSync(path.join(ctx.config.stateDir, 'queue.sqlite'))) db = await openQueueDbReadOnly(ctx.config.stateDir).catch(() => null);
+  const report: StatusReport = {
+    daemon: st ? { running: true, pid: st.pid, since: st.since } : { running: false },
+    config: ctx.config.file,
+    queue: st?.queue ?? queueSummary([]),
+    byRoute: null,
+    routes: st?.routes ?? [],
+    fetch: st?.fetch ?? [],
+    problems: [],
+  };
+  try {
+    if (!st) {
+      if (db) {
+        const store = await ctx.openStore();
+        try {
+          report.queue = queueSummary(await store.listMessages());
+        } finally {
+          await store.close();
+        }
+      }
+      const routes = loadRoutes(ctx.config.configDir);
+      const links = await probeLinks(routes, { tcp: false });
+      report.routes = routes.map((r, i) => ({ name: r.name, target: describeTarget(r), online: links[i]!.online, why: links[i]!.why }));
+      report.fetch = routes.flatMap((r) => r.fetch.map((f) => ({ account: f.name, route: r.name, lastRun: null, running: false, last: null })));
+    }
+    if (db) {
+      report.byRoute = await byRouteAndState(db).catch(() => null);
+      report.problems = await recentProblems(db, Date.now() - PROBLEM_WINDOW_MS).catch(() => []);
+      const fetched = await lastFetched(db).catch(() => new Map<string, number>());
+      for (const f of report.fetch) f.lastMessage = fetched.get(f.account);
+      if (report.byRoute) {
+        for (const r of report.routes) r.queued = Object.values(report.byRoute[r.name] ?? {}).reduce((a, b) => a + b, 0);
+      }
+    }
+  } finally {
+    await db?.close();
+  }
+  if (json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else process.stdout.write(format(report, st));
+  return EX.OK;
+}
+
+function states(counts: Record<string, number> | undefined): string {
+  if (!counts) return '';
+  return Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([s, n]) => `${n} ${s}`).join(', ');
+}
+
+function format(r: StatusReport, st: DaemonStatus | null): string {
   const out: string[] = [];
-  let queue: QueueSummary;
-  let routes: RouteStatus[];
-  if (st) {
-    out.push(`daemon:  running (pid ${st.pid}, up since ${new Date(st.since).toISOString()})`);
-    queue = st.queue;
-    routes = st.routes;
-  } else {
-    out.push('daemon:  NOT running (start it: tidemail daemon, or systemctl start tidemail)');
-    const store = await ctx.openStore();
-    queue = queueSummary(await store.listMessages());
-    await store.close();
-    routes = loadRoutes(ctx.config.configDir).map((r) => ({ name: r.name, target: describeTarget(r), online: r.online.always }));
+  const pad = ''.padEnd(17);
+  out.push(r.daemon.running
+    ? `daemon:  running (pid ${r.daemon.pid}, up since ${new Date(r.daemon.since!).toISOString()}, ${ago(r.daemon.since!).replace(' ago', '')})`
+    : 'daemon:  NOT running — nothing is received or sent (start it: tidemail daemon, or systemctl start tidemail)');
+  out.push(`config:  ${r.config ?? 'embedded local-only default'}`);
+  const q = r.queue;
+  out.push(`queue:   ${q.messages} message(s), ${q.recipients} recipient(s), ${q.held} on hold, ${Math.ceil(q.bytes / 1024)} KiB` +
+    (q.oldest ? `, oldest ${ago(q.oldest)}` : ''));
+  for (const [why, n] of Object.entries(q.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`         ${String(n).padStart(5)} × ${why}`);
+  const known = new Set(r.routes.map((x) => x.name));
+  for (const [route, counts] of Object.entries(r.byRoute ?? {})) {
+    if (known.has(route)) continue;
+    const label = route === '' ? 'not routed yet' : route === '*' ? 'no online route' : route === 'local' ? 'local delivery' : `route ${route} (no longer configured)`;
+    out.push(`         ${label}: ${states(counts)}`);
   }
-  out.push(`config:  ${ctx.config.file ?? 'embedded local-only default'}`);
-  out.push(`queue:   ${queue.messages} message(s), ${queue.recipients} recipient(s), ${queue.held} on hold, ${Math.ceil(queue.bytes / 1024)} KiB` +
-    (queue.oldest ? `, oldest ${ago(queue.oldest)}` : ''));
-  for (const [why, n] of Object.entries(queue.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`         ${String(n).padStart(5)} × ${why}`);
-  out.push(`routes:  ${routes.length ? '' : 'none (mail for other hosts waits; add a route under routes/)'}`);
-  for (const r of routes) {
-    const since = r.since ? ` since ${ago(r.since)}` : '';
-    out.push(`  ${r.name.padEnd(14)} ${r.online ? 'ONLINE ' : 'offline'}${since}  ${r.target}`);
-    if (r.why) out.push(`  ${''.padEnd(14)} why: ${r.why}`);
-    const parts = [`${r.queued ?? 0} queued`, ...(r.delivered ? [`${r.delivered} delivered`] : [])];
-    out.push(`  ${''.padEnd(14)} ${parts.join(', ')}`);
-    if (r.lastError) out.push(`  ${''.padEnd(14)} last error${r.lastErrorAt ? ` (${ago(r.lastErrorAt)})` : ''}: ${r.lastError}`);
+  out.push(`routes:  ${r.routes.length ? '' : 'none (mail for other hosts waits; add a route under routes/)'}`);
+  for (const x of r.routes) {
+    const since = x.since ? ` since ${ago(x.since)}` : '';
+    out.push(`  ${x.name.padEnd(14)} ${x.online ? 'ONLINE ' : 'offline'}${since}  ${x.target}`);
+    if (x.why) out.push(`${pad}why: ${x.why}`);
+    const byState = states(r.byRoute?.[x.name]);
+    const parts = [`${x.queued ?? 0} queued${byState ? ` (${byState})` : ''}`, ...(x.delivered ? [`${x.delivered} delivered`] : [])];
+    out.push(`${pad}${parts.join(', ')}`);
+    if (x.lastError) out.push(`${pad}last error${x.lastErrorAt ? ` (${ago(x.lastErrorAt)})` : ''}: ${x.lastError}`);
   }
-  if (st?.noRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) match no route`);
-  if (st?.fetch?.length) {
+  if (st?.noRoute && !r.byRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) wait for an online route`);
+  if (r.fetch.length) {
     out.push('fetch:');
-    for (const f of st.fetch) {
-      const when = f.running ? 'running now' : f.lastRun ? `last run ${ago(f.lastRun)}` : 'not run yet';
+    for (const f of r.fetch) {
+      const when = f.running ? 'running now' : f.lastRun ? `last run ${ago(f.lastRun)}` : r.daemon.running ? 'not run yet' : 'daemon not running';
       const what = f.last ? (f.last.error ? `FAILING: ${f.last.error}` : `${f.last.fetched} fetched`) : '';
-      out.push(`  ${f.account.padEnd(20)} ${when}${what ? `, ${what}` : ''}`);
+      const msg = f.lastMessage ? `last message ${ago(f.lastMessage)}` : '';
+      out.push(`  ${f.account.padEnd(20)} ${[when, what, msg].filter(Boolean).join(', ')}`);
     }
   }
-  process.stdout.write(out.join('\n') + '\n');
-  return EX.OK;
+  if (r.problems.length) {
+    out.push('recent problems (tidemail log ID for the whole story):');
+    for (const p of r.problems) out.push(`  ${ago(p.t).padStart(8)}  ${p.envId ?? p.msgid} ${p.event}  ${p.fields}`);
+  }
+  return out.join('\n') + '\n';
 }

@@ -1,31 +1,61 @@
-// Typed access to a parsed TOML document with errors that name file:line and the fix.
-// smol-toml reports syntax errors with a line; for semantic errors (wrong type, unknown key)
-// we find the line by scanning the source for the key, which is enough for hand-written files.
+// Typed access to a parsed TOML document with errors that name file:line:column, the key, what
+// was expected, and a fix with an example. smol-toml reports syntax errors with a position; for
+// semantic errors (wrong type, unknown key) we find the key by scanning the source, which is
+// enough for hand-written files.
 
 import { ConfigError } from '../errors.js';
 import { parseDuration, parseSize } from './units.js';
 
 export type TomlTable = Record<string, unknown>;
 
-/** Finds the 1-based line where a dotted key path is set, or where its table starts. */
-export function lineOfKey(source: string, path: readonly string[]): number | null {
+export interface KeyPosition {
+  line: number;
+  /** 1-based column where the key (or the `[table]` header) starts. */
+  column: number;
+}
+
+/**
+ * Finds where a dotted key path is set, or where its table starts. A path segment "fetch#1"
+ * names the second `[[fetch]]` entry; without "#n" the first entry matches.
+ */
+export function positionOfKey(source: string, path: readonly string[]): KeyPosition | null {
   const lines = source.split('\n');
-  let table: string[] = [];
+  let table = '';
   const want = path.join('.');
+  const plain = (s: string) => s.replace(/#\d+(?=\.|$)/g, '');
+  const seen = new Map<string, number>();
+  let loose: KeyPosition | null = null;
+  const consider = (full: string, pos: KeyPosition): boolean => {
+    if (full === want || full.startsWith(want + '.')) return true;
+    if (!loose && (plain(full) === plain(want) || plain(full).startsWith(plain(want) + '.'))) loose = pos;
+    return false;
+  };
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.replace(/#.*$/, '');
-    const header = /^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$/.exec(line);
+    const header = /^(\s*)\[(\[?)\s*([^\]]+?)\s*\]\]?\s*$/.exec(line);
     if (header) {
-      table = header[1]!.split('.').map((s) => s.trim().replace(/^"|"$/g, ''));
-      if (table.join('.') === want) return i + 1; // the [table] line itself
+      const name = header[3]!.split('.').map((s) => s.trim().replace(/^"|"$/g, '')).join('.');
+      if (header[2]) {
+        const n = seen.get(name) ?? 0; // [[array.of.tables]]: the n-th entry
+        seen.set(name, n + 1);
+        table = `${name}#${n}`;
+      } else table = name;
+      const pos = { line: i + 1, column: header[1]!.length + 1 };
+      if (consider(table, pos)) return pos; // the [table] line itself
       continue;
     }
-    const kv = /^\s*([A-Za-z0-9_."-]+(?:\s*\.\s*[A-Za-z0-9_"-]+)*)\s*=/.exec(line);
+    const kv = /^(\s*)([A-Za-z0-9_."-]+(?:\s*\.\s*[A-Za-z0-9_"-]+)*)\s*=/.exec(line);
     if (!kv) continue;
-    const full = [...table, ...kv[1]!.split('.').map((s) => s.trim().replace(/^"|"$/g, ''))].join('.');
-    if (full === want || full.startsWith(want + '.')) return i + 1;
+    const key = kv[2]!.split('.').map((s) => s.trim().replace(/^"|"$/g, '')).join('.');
+    const pos = { line: i + 1, column: kv[1]!.length + 1 };
+    if (consider(table ? `${table}.${key}` : key, pos)) return pos;
   }
-  return null;
+  return loose;
+}
+
+/** The 1-based line where a dotted key path is set, or where its table starts. */
+export function lineOfKey(source: string, path: readonly string[]): number | null {
+  return positionOfKey(source, path)?.line ?? null;
 }
 
 /** Reads one table of a config file; `path` is where the table sits in the file. */
@@ -39,17 +69,17 @@ export class ConfigReader {
   ) {}
 
   /**
-   * file:line of a key. A key that is missing points at its table (or a sibling dotted key),
-   * and a missing top-level key at line 1, so there is always a line for an editor to jump to.
+   * file:line:column of a key. A key that is missing points at its table (or a sibling dotted
+   * key), and a missing top-level key at line 1, so there is always a place for an editor to jump to.
    */
   where(key?: string): string {
     const p = key === undefined ? this.path : [...this.path, key];
-    const line = lineOfKey(this.source, p) ?? (this.path.length ? lineOfKey(this.source, this.path) : null) ?? 1;
-    return `${this.file}:${line}`;
+    const pos = positionOfKey(this.source, p) ?? (this.path.length ? positionOfKey(this.source, this.path) : null) ?? { line: 1, column: 1 };
+    return `${this.file}:${pos.line}:${pos.column}`;
   }
 
   fail(key: string | undefined, problem: string, fix: string): never {
-    const name = key === undefined ? this.path.join('.') : [...this.path, key].join('.');
+    const name = [...this.path, ...(key === undefined ? [] : [key])].map((k) => k.replace(/#\d+$/, '')).join('.');
     throw new ConfigError(`${this.where(key)}: ${name ? `'${name}' ` : ''}${problem}\n  fix: ${fix}`);
   }
 
@@ -74,7 +104,7 @@ export class ConfigReader {
   oneOf<T extends string>(key: string, choices: readonly T[], dflt: T): T {
     const v = this.string(key, dflt);
     if (!(choices as readonly string[]).includes(v)) {
-      this.fail(key, `is "${v}", which is not one of ${choices.map((c) => `"${c}"`).join(', ')}`, `use one of those values`);
+      this.fail(key, `is "${v}", which is not one of ${choices.map((c) => `"${c}"`).join(', ')}`, `use one of those values, e.g. ${key} = "${dflt}"`);
     }
     return v as T;
   }
@@ -125,7 +155,7 @@ export class ConfigReader {
   sub(key: string): ConfigReader {
     const v = this.raw(key);
     if (v !== undefined && (typeof v !== 'object' || v === null || Array.isArray(v))) {
-      this.fail(key, `must be a table, got ${describe(v)}`, `write it as [${[...this.path, key].join('.')}] with keys below it`);
+      this.fail(key, `must be a table, got ${describe(v)}`, `write it as [${[...this.path, key].map((k) => k.replace(/#\d+$/, '')).join('.')}] with keys below it`);
     }
     return new ConfigReader(this.file, this.source, (v as TomlTable) ?? {}, [...this.path, key]);
   }
@@ -137,7 +167,7 @@ export class ConfigReader {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'object' || x === null || Array.isArray(x))) {
       this.fail(key, `must be a list of tables`, `write each entry as [[${key}]]`);
     }
-    return (v as TomlTable[]).map((t) => new ConfigReader(this.file, this.source, t, [...this.path, key]));
+    return (v as TomlTable[]).map((t, i) => new ConfigReader(this.file, this.source, t, [...this.path, `${key}#${i}`]));
   }
 
   /** Call after reading every known key: anything left is a typo or an unsupported option. */

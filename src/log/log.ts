@@ -1,14 +1,26 @@
 // One line per event, always with the queue id when there is one:
 //   2026-11-25T18:40:00.123Z info  3F2A1B2C3D4E5F60: accepted from=<a@b> size=1234 nrcpt=2
 // Written to stderr (journald/syslog/procd capture it). Field values with spaces are quoted.
+// Lines that carry a queue id also go to the event sink (queue/events.ts keeps them in the
+// queue database), so `tidemail log ID` still has a message's history after log rotation.
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 let threshold = ORDER.info;
-let withTime = true;
+/** `tidemail daemon --log-level` wins over [log] level, across reloads too. */
+let forced: LogLevel | null = null;
+// journald and procd stamp each line themselves; TIDEMAIL_LOG_TIME=0 drops ours by hand.
+let withTime = process.env.TIDEMAIL_LOG_TIME !== '0' && !process.env.JOURNAL_STREAM;
 
 export function setLogLevel(level: LogLevel): void {
+  threshold = ORDER[forced ?? level];
+}
+
+/** Pins the level (command line); later setLogLevel calls from the config are ignored. */
+export function forceLogLevel(level: LogLevel): void {
+  forced = level;
   threshold = ORDER[level];
 }
 
@@ -18,6 +30,26 @@ export function setLogTimestamps(on: boolean): void {
 }
 
 export type Fields = Record<string, string | number | boolean | undefined | null>;
+
+/** One logged event about a message (or one recipient of it: a 20-digit envelope id). */
+export interface LogEvent {
+  time: number;
+  level: LogLevel;
+  id: string;
+  event: string;
+  /** The key=value text as printed, without the leading space. */
+  fields: string;
+}
+
+let sink: ((e: LogEvent) => void) | null = null;
+
+/**
+ * Receives every event that has a queue id, at info level and above, whatever the log level
+ * (the history must not depend on how chatty stderr is). null removes it.
+ */
+export function setEventSink(fn: ((e: LogEvent) => void) | null): void {
+  sink = fn;
+}
 
 function formatValue(v: string | number | boolean): string {
   const s = String(v);
@@ -35,10 +67,22 @@ export function formatFields(fields?: Fields): string {
 }
 
 function write(level: LogLevel, id: string | null, msg: string, fields?: Fields, always = false): void {
+  const toSink = sink !== null && id !== null && ORDER[level] >= ORDER.info;
+  if (!toSink && !always && ORDER[level] < threshold) return;
+  // One event, one line: a message text never breaks the line (field values are quoted).
+  const text = /[\r\n]/.test(msg) ? msg.replace(/\s*[\r\n]+\s*/g, ' ') : msg;
+  const f = formatFields(fields);
+  const now = Date.now();
+  if (toSink) {
+    try {
+      sink!({ time: now, level, id: id!, event: text, fields: f.slice(1) });
+    } catch {
+      /* the history is a convenience; logging itself must never fail */
+    }
+  }
   if (!always && ORDER[level] < threshold) return;
-  const time = withTime ? new Date().toISOString() + ' ' : '';
-  const line = `${time}${level.padEnd(5)} ${id ? id + ': ' : ''}${msg}${formatFields(fields)}\n`;
-  process.stderr.write(line);
+  const time = withTime ? new Date(now).toISOString() + ' ' : '';
+  process.stderr.write(`${time}${level.padEnd(5)} ${id ? id + ': ' : ''}${text}${f}\n`);
 }
 
 export const log = {

@@ -5,10 +5,11 @@
 //
 // The table is created with the rest of the queue schema (queue/sqlite.ts).
 //
-// Cost: events are written as plain SQL through the group-commit writer with durable=false, and
-// all events of one tick go in one statement batch. They ride along with the next message commit
-// (or, when the queue is idle, a synchronous=NORMAL transaction: a WAL append, no fsync). A crash
-// may lose the last few events; it never loses mail, and never makes a message wait for its log.
+// Cost: events are buffered for up to 250 ms (or 256 events) and then written as one plain-SQL
+// batch through the group-commit writer with durable=false: they ride along with the next message
+// commit, or, when the queue is idle, take a synchronous=NORMAL transaction (a WAL append, no
+// fsync). A crash may lose the last quarter second of history; it never loses mail, and never
+// makes a message wait for its log line.
 
 import path from 'node:path';
 import { setEventSink, type LogEvent } from '../log/log.js';
@@ -42,15 +43,21 @@ function pruneSql(now: number): string {
   return `DELETE FROM events WHERE t < ${now - EVENT_RETENTION_MS};\n`;
 }
 
+/** Events wait in memory at most this long, so a quiet queue pays one small transaction per
+ * interval, not one per log line; a busy one fills a batch first. */
+const FLUSH_AFTER_MS = 250;
+const FLUSH_AT_EVENTS = 256;
+
 /**
  * Starts keeping every logged event with a queue id in the queue database behind `writer`.
- * Returns a stop function (the daemon need not call it: the writer's close drains what is queued).
+ * Returns a stop function (the daemon need not call it: closing the store drains the buffer).
  */
 export function recordEvents(writer: GroupCommitWriter): () => void {
   let pending: LogEvent[] = [];
-  let scheduled = false;
+  let timer: NodeJS.Timeout | null = null;
   const flush = () => {
-    scheduled = false;
+    if (timer) clearTimeout(timer);
+    timer = null;
     const batch = pending;
     pending = [];
     if (batch.length) writer.submitSql(false, insertSql(batch)).catch(() => undefined);
@@ -58,26 +65,36 @@ export function recordEvents(writer: GroupCommitWriter): () => void {
   setEventSink((e) => {
     if (!isMessageId(e.id.slice(0, 16))) return; // not a queue id (e.g. a session tag)
     pending.push(e);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
+    if (pending.length >= FLUSH_AT_EVENTS) flush();
+    else if (!timer) {
+      timer = setTimeout(flush, FLUSH_AFTER_MS);
+      timer.unref();
     }
   });
+  // The store's close() waits for writer.idle(): hand it what is still buffered first, so a
+  // clean shutdown keeps the last events without the daemon having to know about us.
+  const idle = writer.idle.bind(writer);
+  writer.idle = () => {
+    flush();
+    return idle();
+  };
   const prune = () => void writer.submitSql(false, pruneSql(Date.now())).catch(() => undefined);
   prune();
-  const timer = setInterval(prune, PRUNE_EVERY_MS);
-  timer.unref();
+  const pruneTimer = setInterval(prune, PRUNE_EVERY_MS);
+  pruneTimer.unref();
   return () => {
     setEventSink(null);
-    clearInterval(timer);
+    clearInterval(pruneTimer);
     flush();
+    writer.idle = idle;
   };
 }
 
 export interface EventQuery {
   /** A message or envelope id (the whole message's history either way). */
   id?: string;
-  /** Messages with an event naming this address (from=<…>, to=<…>), case-insensitive. */
+  /** Messages with an event naming this address (from=<…>, to=<…>), case-insensitive; a bare
+   * local part matches it at any domain. */
   address?: string;
   /** Only events at or after this time. */
   since?: number;
@@ -108,7 +125,9 @@ export async function readHistories(stateDir: string, q: EventQuery): Promise<Me
     }
     if (q.address) {
       where.push(`msgid IN (SELECT msgid FROM events WHERE fields LIKE ? ESCAPE '\\')`);
-      params.push(`%<${q.address.replace(/[\\%_]/g, (c) => '\\' + c)}>%`);
+      // A bare local part ("root") finds root@ any of our domains.
+      const esc = q.address.replace(/[\\%_]/g, (c) => '\\' + c);
+      params.push(q.address.includes('@') ? `%<${esc}>%` : `%<${esc}@%`);
     }
     if (q.since !== undefined) {
       where.push('t >= ?');
@@ -154,12 +173,13 @@ export async function recentProblems(db: Db, since: number, limit = 5): Promise<
 /** When each POP3 account last brought a message in (its `accepted … account=NAME` events). */
 export async function lastFetched(db: Db): Promise<Map<string, number>> {
   const rows = await db.all<{ fields: string; t: number }>(
-    `SELECT fields, MAX(t) AS t FROM events WHERE event = 'accepted' AND fields LIKE '%via=fetch%' GROUP BY substr(fields, instr(fields, 'account='))`,
+    `SELECT fields, t FROM events WHERE event = 'accepted' AND fields LIKE '%via=fetch%' ORDER BY t DESC LIMIT 5000`,
   );
   const out = new Map<string, number>();
   for (const r of rows) {
     const name = /(?:^| )account=("(?:[^"\\]|\\.)*"|\S+)/.exec(r.fields)?.[1];
-    if (name) out.set(name.startsWith('"') ? (JSON.parse(name) as string) : name, r.t);
+    const account = name?.startsWith('"') ? (JSON.parse(name) as string) : name;
+    if (account && !out.has(account)) out.set(account, r.t);
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // Configuration errors as an admin meets them: `tidemail config check` and `tidemail daemon`
 // (the real programs) refuse a broken main or route file with EX_CONFIG (78), and the message
-// names file:line and a fix. Without any config file the embedded default is used.
+// names file:line:column, the key, and a fix with an example. Without any config file the embedded default is used.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,15 +26,15 @@ async function mainConfig(lines: string[], mark: RegExp): Promise<{ file: string
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Both commands refuse the config with 78, naming file:line and a fix. */
-async function assertRefused(configPath: string, file: string, line: number, problem: RegExp): Promise<void> {
+/** Both commands refuse the config with 78, naming file:line:column and a fix. */
+async function assertRefused(configPath: string, file: string, line: number, problem: RegExp, column?: number): Promise<void> {
   const runs: [string, CliResult][] = [
     ['config check', await runCli(['config', 'check', '--config', configPath])],
     ['daemon', await runCli(['daemon', '--config', configPath], { timeoutMs: 15_000 })],
   ];
   for (const [what, r] of runs) {
     assert.is(r.code, 78, `${what}: exit ${r.code}\n${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`${escape(file)}:${line}\\b`), `${what} does not name ${file}:${line}:\n${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${escape(file)}:${line}:${column ?? '\\d+'}\\b`), `${what} does not name ${file}:${line}:${column ?? 'COLUMN'}:\n${r.stderr}`);
     assert.match(r.stderr, problem, `${what}: ${r.stderr}`);
     assert.match(r.stderr, /\n\s*fix: \S/, `${what} gives no fix:\n${r.stderr}`);
     assert.not.match(r.stderr, /\n\s+at /, `${what} printed a stack trace:\n${r.stderr}`);
@@ -118,6 +118,28 @@ test('a typo in a route file (sender for senders) → 78 with a did-you-mean fix
   const site = await makeSite();
   site.route('isp', 'smarthost = "smtp.example.net:587"\n\nsender = ["*@example.net"]\n');
   await assertRefused(site.configPath, path.join(site.dir, 'routes', 'isp.toml'), 3, /did you mean 'senders'/);
+});
+
+test('the column points at the key, also when it is indented', async () => {
+  const { file, line } = await mainConfig(['state_dir = "STATE"', '[smtp]', '   max_clients = "many"'], /max_clients/);
+  await assertRefused(file, file, line, /'smtp\.max_clients' must be a whole number[\s\S]*fix: write e\.g\. max_clients = \d+/, 4);
+  const syntax = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"', 'max_clients = 5'], /^max_clients/);
+  const r = await runCli(['config', 'check', '--config', syntax.file]);
+  assert.is(r.code, 78, r.stderr);
+  assert.match(r.stderr, new RegExp(`${escape(syntax.file)}:\\d+:\\d+: TOML syntax error`));
+});
+
+test('an error in the second [[fetch]] entry of a route names that entry\'s line', async () => {
+  const site = await makeSite();
+  const pw = path.join(site.dir, 'secrets', 'pop');
+  writeFile(pw, 'secret\n', 0o600);
+  const text = [
+    'smarthost = "smtp.example.net:587"',
+    '[[fetch]]', 'server = "pop.example.net:995"', 'user = "a"', `password_file = "${pw}"`, 'deliver_to = "root"',
+    '[[fetch]]', 'server = "pop.example.net:995"', 'user = "b"', `password_file = "${pw}"`, 'deliver_to = "root"', '  keep = "yes"',
+  ].join('\n') + '\n';
+  site.route('isp', text);
+  await assertRefused(site.configPath, path.join(site.dir, 'routes', 'isp.toml'), 12, /'fetch\.keep' must be true or false[\s\S]*fix: write keep = true/, 3);
 });
 
 test('TIDEMAIL_CONFIG is used when --config is not given', async () => {

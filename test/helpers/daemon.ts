@@ -58,8 +58,8 @@ export interface RunningDaemon {
   kill9(): Promise<void>;
 }
 
-export async function startDaemon(site: TestSite, env: NodeJS.ProcessEnv = {}): Promise<RunningDaemon> {
-  const proc = spawn(process.execPath, ['--max-semi-space-size=2', BIN, 'daemon', '--config', site.configPath], {
+export async function startDaemon(site: TestSite, env: NodeJS.ProcessEnv = {}, args: string[] = []): Promise<RunningDaemon> {
+  const proc = spawn(process.execPath, ['--max-semi-space-size=2', BIN, 'daemon', '--config', site.configPath, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,0 +1,101 @@
+// Probe: the state directory (queue.sqlite, maildrop) is writable, fsync works on it, and it sits
+// on a filesystem that keeps data across a reboot and honours fsync — tidemail's promise that
+// accepted mail is never lost rests on it.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/schema.js';
+import { fail, ok, warn, type Finding } from './finding.js';
+
+const AREA = 'state dir';
+// statfs f_type magic numbers (linux/magic.h).
+const TMPFS = 0x01021994;
+const RAMFS = 0x858458f6;
+const NFS = 0x6969;
+const LOW_SPACE = 50 * 1024 * 1024;
+const NO_SPACE = 5 * 1024 * 1024;
+
+/** The mount (point, type, options) holding `dir`, from /proc/mounts. */
+function mountOf(dir: string): { point: string; type: string; options: string[] } | null {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/mounts', 'utf8');
+  } catch {
+    return null;
+  }
+  let best: { point: string; type: string; options: string[] } | null = null;
+  for (const line of text.split('\n')) {
+    const [, point, type, options] = line.split(' ');
+    if (!point || !type) continue;
+    const p = point.replace(/\\040/g, ' ');
+    if ((dir === p || dir.startsWith(p.endsWith('/') ? p : p + '/')) && (!best || p.length > best.point.length)) {
+      best = { point: p, type, options: (options ?? '').split(',') };
+    }
+  }
+  return best;
+}
+
+export function probeState(config: Config): Finding[] {
+  const dir = config.stateDir;
+  const out: Finding[] = [];
+  let existing = dir;
+  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing);
+  if (existing !== dir) {
+    try {
+      fs.accessSync(existing, fs.constants.W_OK);
+    } catch {
+      return [fail(AREA, `${dir} does not exist and ${existing} is not writable`, `create it: install -d -o ${config.user} -m 755 ${dir}`)];
+    }
+    out.push(ok(AREA, `${dir} does not exist yet; the daemon creates it at start`));
+  } else {
+    // Write, fsync the file and the directory, remove: what a queue commit does.
+    const probe = path.join(dir, `.check-${process.pid}`);
+    let fd: number | null = null;
+    try {
+      fd = fs.openSync(probe, 'w', 0o600);
+      fs.writeSync(fd, Buffer.alloc(4096));
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fd = null;
+      const dfd = fs.openSync(dir, 'r');
+      try {
+        fs.fsyncSync(dfd);
+      } finally {
+        fs.closeSync(dfd);
+      }
+      out.push(ok(AREA, `${dir} is writable and fsync works`));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const fix = e.code === 'EACCES' || e.code === 'EPERM' ? `run check as root or as ${config.user}, or fix the owner: chown -R ${config.user} ${dir}` : `check the filesystem of ${dir} (dmesg, df -h)`;
+      return [fail(AREA, `cannot write and fsync in ${dir}: ${e.code ?? e.message}`, fix)];
+    } finally {
+      if (fd !== null) fs.closeSync(fd);
+      fs.rmSync(probe, { force: true });
+    }
+  }
+  let st: fs.StatsFs | null = null;
+  try {
+    st = fs.statfsSync(existing);
+  } catch {
+    /* old kernel or odd fs: the mount table below still says something */
+  }
+  const mount = mountOf(fs.realpathSync(existing));
+  const fsType = mount?.type ?? (st ? `0x${st.type.toString(16)}` : 'unknown');
+  if (st?.type === TMPFS || st?.type === RAMFS || mount?.type === 'tmpfs' || mount?.type === 'ramfs') {
+    out.push(warn(AREA, `${dir} is on ${fsType}: queued mail is lost at reboot or power loss`,
+      `set state_dir to a directory on flash or disk (on OpenWrt e.g. /overlay/tidemail or a USB stick; /var is RAM there)`));
+  } else if (st?.type === NFS || /^nfs/.test(mount?.type ?? '')) {
+    out.push(warn(AREA, `${dir} is on NFS: SQLite locking and fsync are not reliable there`, 'put state_dir on a local filesystem'));
+  } else if (mount && mount.options.some((o) => o === 'nobarrier' || o === 'barrier=0')) {
+    out.push(warn(AREA, `${mount.point} is mounted with ${mount.options.find((o) => /barrier/.test(o))}: fsync may return before data is on disk`, `remount ${mount.point} without that option`));
+  } else {
+    out.push(ok(AREA, `filesystem ${fsType}${mount ? ` (mounted at ${mount.point})` : ''} keeps data across reboots`));
+  }
+  if (st) {
+    const free = Number(st.bavail) * Number(st.bsize);
+    const mb = `${Math.floor(free / 1024 / 1024)} MiB free`;
+    if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
+    else if (free < LOW_SPACE) out.push(warn(AREA, `only ${mb} on ${existing}`, `free space on ${mount?.point ?? existing}, or lower [smtp] max_message_size`));
+  }
+  return out;
+}
