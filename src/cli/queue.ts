@@ -123,6 +123,8 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     return EX.OK;
   }
   const store = await ctx.openStore();
+  // The foreground run's attempts belong in the message histories (`tidemail log`) too.
+  (await import('../queue/events.js')).recordEvents(store.writer);
   try {
     await pickupMaildrop(maildropDir(ctx.config.stateDir), store);
     await store.requeue(null);

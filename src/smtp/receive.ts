@@ -70,7 +70,7 @@ export interface SpooledMessage {
  * End-of-DATA decision (the data-phase checks): an error refuses the message (nothing is
  * queued), headers are prepended to it.
  */
-export type DataPhase = (msg: SpooledMessage) => Promise<{ error: Error | null; addHeaders: HeaderField[] }>;
+export type DataPhase = (msg: SpooledMessage) => Promise<{ error: Error | null; addHeaders: HeaderField[]; /** names of the checks passed, for the log */ passed?: string }>;
 
 /** Header fields as text, one per line; values with line breaks are folded onto a tab. */
 export function headerLines(fields: readonly HeaderField[]): string {
@@ -151,8 +151,8 @@ export async function receiveMessage(
     }
     return failCommit(spool.msgid, writeError);
   }
+  let decision: Awaited<ReturnType<DataPhase>> | null = null;
   if (dataPhase) {
-    let decision: Awaited<ReturnType<DataPhase>>;
     try {
       const body = spool.readBack?.();
       decision = await dataPhase({
@@ -163,9 +163,9 @@ export async function receiveMessage(
       await spool.rollback();
       return failCommit(spool.msgid, err);
     }
-    if (decision.error) {
+    if (decision!.error) {
       await spool.rollback();
-      throw decision.error;
+      throw decision!.error;
     }
   }
   try {
@@ -175,7 +175,7 @@ export async function receiveMessage(
     return failCommit(spool.msgid, err);
   }
   log.info(spool.msgid, 'accepted', {
-    from: `<${meta.sender}>`, nrcpt: meta.recipients.length, size: checker.size, client: trace.clientAddress, via: meta.via,
+    from: `<${meta.sender}>`, nrcpt: meta.recipients.length, size: checker.size, client: trace.clientAddress, via: meta.via, checks: decision?.passed,
   });
   // Local delivery first, then wake the runner for the rest: the runner must not race the
   // session for the local recipients it is about to deliver itself.

@@ -246,9 +246,10 @@ export class SmtpFront {
         log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
         return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
       }
-      if (!this.plan.data.length) return { error: null, addHeaders: [] };
+      const passed = [...new Set(Object.values(this.plan).flat().map((c) => c.name))].join(',');
+      if (!this.plan.data.length) return { error: null, addHeaders: [], passed };
       const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
-      return { error, addHeaders: verdict.action === 'next' || verdict.action === 'accept' ? (verdict.addHeaders ?? []) : [] };
+      return { error, addHeaders: verdict.action === 'next' || verdict.action === 'accept' ? (verdict.addHeaders ?? []) : [], passed };
     };
   }
 

@@ -58,6 +58,7 @@ test('a deferred-then-delivered message: full history, with the daemon up and af
     assert.ok(i >= 0 && j > i && k > j, `accepted → deferred → delivered expected, got:\n${out}`);
     assert.match(ev[i]!, /from=<alice@tidemail\.test>/);
     assert.match(ev[i]!, /client=127\.0\.0\.1/);
+    assert.match(ev[i]!, /checks=relay,recipients,syntax/); // the in-session checks it passed
     assert.match(ev[j]!, new RegExp(`to=<${rcpt}>.*route=isp.*451 4\\.7\\.1 greylisted`));
     assert.match(ev[k]!, new RegExp(`to=<${rcpt}>.*route=isp.*result="?250`));
     assert.match(out, new RegExp(`=> <${rcpt}> delivered`));
