@@ -107,7 +107,21 @@ export function clamdScan(address: string, message: NodeJS.ReadableStream, timeo
     };
     const timer = setTimeout(() => done(new Error(`clamd ${address}: no answer within ${timeoutMs} ms`)), timeoutMs);
     sock.setEncoding('utf8');
-    sock.on('error', (err) => done(new Error(`clamd ${address}: ${err.message}`)));
+    let writeRefused: Error | null = null;
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      // clamd answers an over-long stream ("INSTREAM size limit exceeded") and hangs up while we
+      // are still writing: our write fails, but its answer may already be here — read it first.
+      if (sock.readyState !== 'opening' && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
+        writeRefused = err;
+        return;
+      }
+      done(new Error(`clamd ${address}: ${err.message}`));
+    });
+    sock.on('close', () => {
+      if (settled) return;
+      if (reply) onReply();
+      else done(new Error(`clamd ${address}: ${writeRefused?.message ?? 'closed the connection without an answer'}`));
+    });
     sock.on('drain', () => wakeWriter?.());
     const onReply = () => {
       const line = reply.replace(/\0[\s\S]*$/, '').trim();
