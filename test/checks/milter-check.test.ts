@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
+import { pkt } from '../helpers/milter-packets.js';
 import * as assert from 'uvu/assert';
 import { runChecks, type Check, type CheckContext, type HeaderField, type Phase, type Verdict } from '../../src/checks/check.js';
 import { createCheck } from '../../src/checks/milter-check.js';
@@ -129,20 +130,6 @@ interface Packet {
   data: Buffer;
 }
 
-const pkt = (cmd: string, ...parts: (string | number)[]) => {
-  const data = Buffer.concat(parts.map((p) => {
-    if (typeof p === 'number') {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(p);
-      return b;
-    }
-    return Buffer.from(p + '\0');
-  }));
-  const h = Buffer.alloc(5);
-  h.writeUInt32BE(data.length + 1);
-  h.write(cmd, 4, 'latin1');
-  return Buffer.concat([h, data]);
-};
 
 /** Answers OPTNEG (all steps, all replies), then each command with its script (default CONTINUE). */
 async function scriptedMilter(script: (p: Packet) => Buffer[] | undefined) {

@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
+import { pkt, raw } from '../helpers/milter-packets.js';
 import * as assert from 'uvu/assert';
 import { openMilterSession, replyCodeVerdict, BODY_CHUNK, type MilterSession } from '../../src/checks/milter.js';
 import { freePort, waitFor } from '../helpers/ports.js';
@@ -191,26 +192,6 @@ async function scriptedMilter(script: Record<string, Buffer[]>): Promise<{ port:
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { port: (server.address() as net.AddressInfo).port, seen, close: () => server.close() };
 }
-const pkt = (cmd: string, ...parts: (string | number)[]) => {
-  const data = Buffer.concat(parts.map((p) => {
-    if (typeof p === 'number') {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(p);
-      return b;
-    }
-    return Buffer.from(p + '\0');
-  }));
-  const h = Buffer.alloc(5);
-  h.writeUInt32BE(data.length + 1);
-  h.write(cmd, 4, 'latin1');
-  return Buffer.concat([h, data]);
-};
-const raw = (cmd: string, data: string) => {
-  const h = Buffer.alloc(5);
-  h.writeUInt32BE(Buffer.byteLength(data) + 1);
-  h.write(cmd, 4, 'latin1');
-  return Buffer.concat([h, Buffer.from(data)]);
-};
 
 test('recipient refusals, modifications and quarantine are reported as the milter sent them', async () => {
   const m = await scriptedMilter({

@@ -1,48 +1,29 @@
 // The policy client against a real policy daemon: postgrey (apt), greylisting with a 2 s delay.
 
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runChecks, type Check, type CheckContext } from '../../src/checks/check.js';
 import { policyCheck, policyDecision, createPolicyClient } from '../../src/checks/policy.js';
-import { freePort, sleep, waitFor } from '../helpers/ports.js';
-import { cleanupTmp, isRoot, tmpDir } from '../helpers/tmp.js';
+import { startPostgrey as startSharedPostgrey, type Postgrey } from '../helpers/postgrey.js';
+import { freePort, sleep } from '../helpers/ports.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 
 const test = suite('policy');
-const procs: ChildProcess[] = [];
+const servers: Postgrey[] = [];
 const checks: Check[] = [];
 test.after(async () => {
   for (const c of checks) await c.close?.();
-  for (const p of procs) p.kill('SIGKILL');
+  for (const p of servers) p.stop();
   cleanupTmp();
 });
 
-async function startPostgrey(extra: string[] = []): Promise<{ port: number; log: () => string }> {
-  const port = await freePort();
-  const dbdir = tmpDir('tidemail-postgrey-');
-  const args = [`--inet=127.0.0.1:${port}`, `--dbdir=${dbdir}`, '--delay=2', '--auto-whitelist-clients=0', ...extra];
-  if (isRoot()) {
-    // postgrey refuses to keep root; its db dir must belong to the user it becomes.
-    const uid = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).trim());
-    fs.chownSync(dbdir, uid, gid);
-    const group = execFileSync('id', ['-gn', 'nobody'], { encoding: 'utf8' }).trim();
-    args.push('--user=nobody', `--group=${group}`);
-  }
-  const proc = spawn('postgrey', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(proc);
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  await waitFor('postgrey listening', () =>
-    new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-      s.on('error', () => r(false));
-    }), 10_000, 100);
-  return { port, log: () => out };
+/** postgrey from the shared helper with a 2 s delay, stopped after the suite. */
+async function startPostgrey(extra: string[] = []): Promise<Postgrey> {
+  const pg = await startSharedPostgrey(2, extra);
+  servers.push(pg);
+  return pg;
 }
 
 const ctx = (recipient: string): CheckContext => ({
