@@ -4,6 +4,7 @@
 // site on the Internet its DNS records and port 25. Exits 0 when nothing FAILs, 78 when the
 // configuration is invalid, 69 (EX_UNAVAILABLE) for any other FAIL.
 
+import { eachArg } from './args.js';
 import { controlRequest } from '../control/client.js';
 import { controlSocketPath } from '../control/protocol.js';
 import { UsageError } from '../errors.js';
@@ -27,21 +28,13 @@ interface CheckArgs {
 
 function parseArgs(args: string[]): CheckArgs {
   const out: CheckArgs = { json: false, dns: {} };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const eq = a.indexOf('=');
-    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (!v) throw new UsageError(`${flag} needs a value\n${USAGE}`);
-      return v;
-    };
+  eachArg(args, USAGE, ({ flag, raw, value }) => {
     if (flag === '--json') out.json = true;
     else if (flag === '--dns-server') (out.dns.servers ??= []).push(value());
     else if (flag === '--domain') (out.dns.domains ??= []).push(value());
     else if (flag === '--port25-domain') out.dns.port25Domain = value();
-    else throw new UsageError(`unexpected argument "${a}"\n${USAGE}`);
-  }
+    else throw new UsageError(`unexpected argument "${raw}"\n${USAGE}`);
+  });
   return out;
 }
 

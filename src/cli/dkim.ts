@@ -2,6 +2,7 @@
 // makes a DKIM signing key (mode 0600) and prints the DNS TXT record to publish and the config
 // lines that make the dkim-sign check use it.
 
+import { eachArg } from './args.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -69,18 +70,10 @@ function parseKeygenArgs(args: string[]): KeygenArgs {
   let domain: string | undefined;
   let selector = 'tidemail';
   let bits: number | undefined;
-  let type: 'rsa' | 'ed25519' = 'rsa';
+  let type = 'rsa' as 'rsa' | 'ed25519'; // widened: the arg visitor below assigns it
   let out: string | undefined;
   let force = false;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const eq = a.indexOf('=');
-    const [flag, inline] = a.startsWith('--') && eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined || v === '') throw new UsageError(`${flag} needs a value\n${USAGE}`);
-      return v;
-    };
+  eachArg(args, USAGE, ({ flag, raw: a, value }) => {
     switch (flag) {
       case '--selector':
         selector = value();
@@ -107,7 +100,7 @@ function parseKeygenArgs(args: string[]): KeygenArgs {
         if (a.startsWith('-') || domain !== undefined) throw new UsageError(`unexpected argument "${a}"\n${USAGE}`);
         domain = a;
     }
-  }
+  });
   if (!domain) throw new UsageError(USAGE);
   const ascii = domainToASCII(domain.replace(/\.$/, '').toLowerCase());
   if (!ascii || !/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$/.test(ascii)) {

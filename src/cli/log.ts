@@ -3,6 +3,7 @@
 // log files have rotated: received from whom, each route tried and the next hop's reply, and
 // whether it was delivered, bounced, or is still waiting (and why).
 
+import { eachArg } from './args.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseDuration } from '../config/units.js';
@@ -23,20 +24,19 @@ interface LogArgs {
 
 function parseArgs(args: string[]): LogArgs {
   const out: LogArgs = { json: false };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
+  eachArg(args, USAGE, ({ flag, raw: a, value }) => {
     if (a === '--json') out.json = true;
-    else if (a === '--since' || a.startsWith('--since=')) {
-      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : args[++i];
+    else if (flag === '--since') {
+      const v = value();
       const ms = parseDuration(v);
-      if (ms === null) throw new UsageError(`--since needs a duration such as 30m, 1h or 2d (got ${v ?? 'nothing'})\n${USAGE}`);
+      if (ms === null) throw new UsageError(`--since needs a duration such as 30m, 1h or 2d (got ${v})\n${USAGE}`);
       out.since = Date.now() - ms;
     } else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n${USAGE}`);
     else if (out.id || out.address) throw new UsageError(`one ID or ADDRESS at a time\n${USAGE}`);
     else if (isMessageId(a) || isEnvelopeId(a)) out.id = a.toUpperCase();
     else if (/^<?[^\s<>@]+@[^\s<>@]+>?$/.test(a) || /^<?[^\s<>@]+>?$/.test(a)) out.address = a.replace(/^<|>$/g, '');
     else throw new UsageError(`"${a}" is neither a queue id (16 or 20 hex digits) nor an address\n${USAGE}`);
-  }
+  });
   if (!out.id && !out.address && out.since === undefined) throw new UsageError(USAGE);
   return out;
 }
