@@ -12,16 +12,10 @@ import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { freePort, waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smarthost.js';
-import { cleanupTmp, isRoot, tmpDir, writeFile } from '../helpers/tmp.js';
+import { canUseNetns, createVethNamespace } from '../helpers/netns.js';
+import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
 
-const n = process.pid % 200;
-const NS = `tmrl${process.pid}`;
-const HOST_IF = `tmrh${process.pid % 10000}`;
-const NS_IF = `tmrn${process.pid % 10000}`;
-const HOST_IP = `10.78.${n}.1`;
-const CLIENT_IP = `10.78.${n}.2`;
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-const canNetns = isRoot() && (() => { try { ip('-V'); return true; } catch { return false; } })();
+const canNetns = canUseNetns();
 
 /** Relay attempts, by the name the relay-test lists give them. */
 function probes(ourIp: string): [string, string][] {
@@ -105,19 +99,11 @@ test('open-relay probes from loopback with loopback untrusted are all refused at
 
 if (canNetns) {
   test('open-relay probes from a foreign address (a network namespace) are all refused at RCPT', async () => {
-    ip('netns', 'add', NS);
+    const veth = createVethNamespace('r', 78);
     try {
-      ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF);
-      ip('link', 'set', NS_IF, 'netns', NS);
-      ip('addr', 'add', `${HOST_IP}/24`, 'dev', HOST_IF);
-      ip('-n', NS, 'addr', 'add', `${CLIENT_IP}/24`, 'dev', NS_IF);
-      ip('-n', NS, 'link', 'set', 'lo', 'up');
-      ip('-n', NS, 'link', 'set', NS_IF, 'up');
-      ip('link', 'set', HOST_IF, 'up');
-      await suiteFor(HOST_IP, (script, args) => execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', script, ...args], { encoding: 'utf8' }), HOST_IP);
+      await suiteFor(veth.hostIp, (script, args) => execFileSync('ip', ['netns', 'exec', veth.ns, 'python3', '-c', script, ...args], { encoding: 'utf8' }), veth.hostIp);
     } finally {
-      try { ip('link', 'del', HOST_IF); } catch { /* gone with the namespace */ }
-      try { ip('netns', 'del', NS); } catch { /* already gone */ }
+      veth.teardown();
     }
   });
 } else {

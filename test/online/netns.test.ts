@@ -2,22 +2,22 @@
 // behind a veth pair. While the link is down, mail waits and not one connection attempt reaches
 // the far side; the moment the link comes up (a netlink event, not a retry timer), it all goes.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { REPO, makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { sleep, waitFor } from '../helpers/ports.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp, isRoot } from '../helpers/tmp.js';
+import { canUseNetns, createVethNamespace, ip, type VethNamespace } from '../helpers/netns.js';
+import { cleanupTmp } from '../helpers/tmp.js';
 
-const n = process.pid % 200;
-const NS = `tmns${process.pid}`;
-const HOST_IF = `tmh${process.pid % 100000}`;
-const NS_IF = `tmn${process.pid % 100000}`;
-const HOST_IP = `10.77.${n}.1`;
-const FAR_IP = `10.77.${n}.2`;
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+let veth: VethNamespace | null = null;
+// Filled in by setup(); the names the tests below use.
+let NS = '';
+let HOST_IF = '';
+let HOST_IP = '';
+let FAR_IP = '';
 
 interface FarSide {
   proc: ChildProcess;
@@ -50,20 +50,13 @@ let far: FarSide | null = null;
 let daemon: RunningDaemon | null = null;
 
 function setup(): void {
-  ip('netns', 'add', NS);
-  ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF);
-  ip('link', 'set', NS_IF, 'netns', NS);
-  ip('addr', 'add', `${HOST_IP}/24`, 'dev', HOST_IF);
-  ip('-n', NS, 'addr', 'add', `${FAR_IP}/24`, 'dev', NS_IF);
-  ip('-n', NS, 'link', 'set', 'lo', 'up');
-  ip('-n', NS, 'link', 'set', NS_IF, 'up');
-  ip('link', 'set', HOST_IF, 'up');
+  veth = createVethNamespace('', 77);
+  ({ ns: NS, hostIf: HOST_IF, hostIp: HOST_IP, farIp: FAR_IP } = veth);
 }
 
 function teardown(): void {
   far?.proc.kill();
-  try { ip('link', 'del', HOST_IF); } catch { /* gone */ }
-  try { ip('netns', 'del', NS); } catch { /* gone */ }
+  veth?.teardown();
 }
 
 async function inject(port: number, tags: string[]): Promise<void> {
@@ -73,7 +66,7 @@ async function inject(port: number, tags: string[]): Promise<void> {
   }
 }
 
-const canRun = isRoot() && (() => { try { ip('-V'); return true; } catch { return false; } })();
+const canRun = canUseNetns();
 
 if (!canRun) {
   test.skip('link up/down through a network namespace (needs root and iproute2)', () => undefined);
