@@ -10,9 +10,20 @@ export interface HeaderField {
   value: string;
 }
 
+/**
+ * Edits a check asks for beyond adding headers (a milter's CHGHEADER and REPLBODY): applied to
+ * the spooled message before it is committed.
+ */
+export interface MessageEdits {
+  /** The `index`-th (1-based) field called `name`, counting our Received: on top: a new value, or deleted when ''. */
+  changeHeaders?: { name: string; index: number; value: string }[];
+  /** The new body (everything after the empty line), CRLF line ends. */
+  replaceBody?: Buffer[];
+}
+
 export type Verdict =
-  | { action: 'next'; addHeaders?: HeaderField[] }
-  | { action: 'accept'; addHeaders?: HeaderField[] }
+  | ({ action: 'next'; addHeaders?: HeaderField[] } & MessageEdits)
+  | ({ action: 'accept'; addHeaders?: HeaderField[] } & MessageEdits)
   | { action: 'reject' | 'tempfail' | 'disconnect'; code: number; enhanced: string; text: string; by?: string };
 
 /** Which listener a session came in on ('stream' = inetd / `sendmail -bs`, 'pickup' = maildrop). */
@@ -106,8 +117,9 @@ export interface RunChecksOptions {
  */
 export async function runChecks(checks: readonly Check[], phase: Phase, ctx: CheckContext, opts: RunChecksOptions = {}): Promise<Verdict> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  // Headers added by checks that passed are kept, whatever the later checks say.
+  // Headers added (and edits asked for) by checks that passed are kept, whatever the later checks say.
   const added: HeaderField[] = [];
+  const edits: MessageEdits = {};
   for (const check of checks) {
     if (!check.phases.includes(phase)) continue;
     let timer: NodeJS.Timeout | undefined;
@@ -124,9 +136,13 @@ export async function runChecks(checks: readonly Check[], phase: Phase, ctx: Che
     } finally {
       clearTimeout(timer);
     }
-    if ((verdict.action === 'next' || verdict.action === 'accept') && verdict.addHeaders) added.push(...verdict.addHeaders);
-    if (verdict.action === 'accept') return { action: 'accept', addHeaders: added };
+    if (verdict.action === 'next' || verdict.action === 'accept') {
+      if (verdict.addHeaders) added.push(...verdict.addHeaders);
+      if (verdict.changeHeaders) (edits.changeHeaders ??= []).push(...verdict.changeHeaders);
+      if (verdict.replaceBody) edits.replaceBody = verdict.replaceBody;
+    }
+    if (verdict.action === 'accept') return { action: 'accept', addHeaders: added, ...edits };
     if (verdict.action !== 'next') return { ...verdict, by: check.name };
   }
-  return added.length ? { action: 'next', addHeaders: added } : NEXT;
+  return added.length || edits.changeHeaders || edits.replaceBody ? { action: 'next', addHeaders: added, ...edits } : NEXT;
 }

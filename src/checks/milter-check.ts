@@ -267,9 +267,7 @@ export class MilterCheck implements Check {
   private applyResult(r: MilterResult, ctx: CheckContext): Verdict {
     const id = ctx.queueId ?? null;
     const notApplied = (what: string, fields: Record<string, string | number>) =>
-      log.warn(id, `milter asked to ${what}; not applied (tidemail only prepends headers)`, { check: 'milter', milter: this.opts.address, ...fields });
-    for (const c of r.changeHeaders) notApplied(c.value ? 'change a header' : 'delete a header', { header: c.name, index: c.index, value: c.value });
-    if (r.replaceBody) notApplied('replace the body', { bytes: r.replaceBody.reduce((n, b) => n + b.length, 0) });
+      log.warn(id, `milter asked to ${what}; not applied`, { check: 'milter', milter: this.opts.address, ...fields });
     if (r.quarantine !== undefined) notApplied('quarantine the message', { reason: r.quarantine });
     if (r.discard) notApplied('discard the message', {});
     if (r.verdict.action !== 'next' && r.verdict.action !== 'accept') return r.verdict;
@@ -278,7 +276,15 @@ export class MilterCheck implements Check {
       .sort((a, b) => a.index - b.index)
       .map((h) => ({ name: h.name, value: crlf(h.value) }))
       .concat(r.addHeaders.map((h) => ({ name: h.name, value: crlf(h.value) })));
-    return added.length ? { action: 'next', addHeaders: added } : NEXT;
+    // CHGHEADER and REPLBODY are applied to the spooled message before it is committed.
+    const changes = r.changeHeaders.map((c) => ({ name: c.name, index: c.index, value: crlf(c.value) }));
+    if (!added.length && !changes.length && !r.replaceBody) return NEXT;
+    return {
+      action: 'next',
+      addHeaders: added,
+      ...(changes.length ? { changeHeaders: changes } : {}),
+      ...(r.replaceBody ? { replaceBody: r.replaceBody } : {}),
+    };
   }
 }
 

@@ -296,6 +296,32 @@ class SqliteSpool implements Spool {
     };
   }
 
+  async rewrite(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void> {
+    await (this.flushing ??= this.flush());
+    // The chunks holding the field lines (usually the first one), read over our own connection.
+    const rows: { seq: number; data: Buffer }[] = [];
+    let length = 0;
+    for (let after = 0; length < headerEnd; ) {
+      const row = await this.ownDb.get<{ seq: number; data: Buffer }>('SELECT seq, data FROM chunks WHERE msgid = ? AND seq > ? ORDER BY seq LIMIT 1', [this.msgid, after]);
+      if (!row) break;
+      rows.push(row);
+      length += row.data.length;
+      after = row.seq;
+    }
+    const all = Buffer.concat(rows.map((r) => r.data));
+    const head = all.subarray(0, headerEnd);
+    const newHead = edit.header ? Buffer.from(edit.header(head.toString('latin1')), 'latin1') : head;
+    const rest = edit.body ? Buffer.concat([Buffer.from('\r\n'), ...edit.body]) : all.subarray(headerEnd);
+    const last = rows.at(-1)?.seq ?? 0;
+    // One chunk replaces the rewritten ones (chunks may be any size; readers go by seq order).
+    const data = Buffer.concat([newHead, rest]);
+    const lid = sqlLiteral(this.msgid);
+    const sql = `DELETE FROM chunks WHERE msgid = ${lid} AND seq >= 1${edit.body ? '' : ` AND seq <= ${last}`};\n` + chunkSql(this.msgid, 1, data);
+    const before = edit.body ? this.written : all.length;
+    await this.writer.submitSql(false, sql);
+    this.written += data.length - before;
+  }
+
   async prepend(header: Buffer): Promise<void> {
     if (this.prepended) throw new Error('prepend() may be called once per message');
     this.prepended = true;

@@ -70,6 +70,12 @@ export interface Spool {
    * the commit). Optional: a spool that cannot read back gets no data-phase checks.
    */
   readBack?(): () => Readable;
+  /**
+   * Rewrites what was written so far: `header` gets the bytes before `headerEnd` (the field
+   * lines) and returns their new text; `body`, when given, replaces everything after the field
+   * lines (the empty line is kept). Used for a milter's header changes and body replacement.
+   */
+  rewrite?(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void>;
   /** Puts header lines above everything written so far (headers added by checks). Once per message. */
   prepend?(header: Buffer): Promise<void>;
   /** Makes the message visible to the scheduler. Resolves only after fsync. */

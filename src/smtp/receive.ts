@@ -2,7 +2,8 @@
 // the 250 is sent only after the store says the commit is on disk.
 
 import type { Readable } from 'node:stream';
-import type { HeaderField } from '../checks/check.js';
+import type { HeaderField, MessageEdits } from '../checks/check.js';
+import { applyHeaderChanges } from '../message/header-edit.js';
 import { SmtpError, isDiskFull } from '../errors.js';
 import { log } from '../log/log.js';
 import { rfc5322Date } from '../message/date.js';
@@ -70,7 +71,14 @@ export interface SpooledMessage {
  * End-of-DATA decision (the data-phase checks): an error refuses the message (nothing is
  * queued), headers are prepended to it.
  */
-export type DataPhase = (msg: SpooledMessage) => Promise<{ error: Error | null; addHeaders: HeaderField[]; /** names of the checks passed, for the log */ passed?: string }>;
+export type DataPhase = (msg: SpooledMessage) => Promise<{
+  error: Error | null;
+  addHeaders: HeaderField[];
+  /** Header changes and body replacement (a milter's), applied before the commit. */
+  edits?: MessageEdits;
+  /** Names of the checks passed, for the log. */
+  passed?: string;
+}>;
 
 /** Header fields as text, one per line; values with line breaks are folded onto a tab. */
 export function headerLines(fields: readonly HeaderField[]): string {
@@ -96,6 +104,8 @@ export async function receiveMessage(
   // Authentication-Results fields that claim to be ours are removed before anything is stored.
   let header: Buffer | null = Buffer.alloc(0);
   let headerText = '';
+  /** Where the field lines end in the stored message (our Received: plus theirs). */
+  let storedHeaderEnd = 0;
   let writeError: unknown = null;
   const write = async (b: Buffer) => {
     if (writeError || !b.length) return;
@@ -109,10 +119,13 @@ export async function receiveMessage(
   const release = async (all: Buffer, headerEnd: number) => {
     const cleaned = withoutForgedAuthResults(all.subarray(0, headerEnd).toString('latin1'), trace.hostname);
     headerText = Buffer.from(cleaned, 'latin1').toString('utf8');
+    storedHeaderEnd += Buffer.byteLength(cleaned, 'latin1');
     await write(Buffer.from(cleaned, 'latin1'));
     await write(all.subarray(headerEnd));
   };
-  await write(Buffer.from(receivedHeader(trace, spool.msgid), 'utf8'));
+  const received = Buffer.from(receivedHeader(trace, spool.msgid), 'utf8');
+  storedHeaderEnd = received.length;
+  await write(received);
   try {
     for await (const chunk of data as AsyncIterable<Buffer>) {
       if (!checker.scan(chunk) || writeError) continue; // keep reading: the client is still sending
@@ -158,6 +171,15 @@ export async function receiveMessage(
       decision = await dataPhase({
         queueId: spool.msgid, size: checker.size, headers: parseHeaderSection(headerText), headerSection: headerText, ...(body ? { body } : {}),
       });
+      const edits = decision.error ? undefined : decision.edits;
+      if (edits?.changeHeaders?.length || edits?.replaceBody) {
+        const changes = edits.changeHeaders ?? [];
+        await spool.rewrite!(storedHeaderEnd, {
+          ...(changes.length ? { header: (section: string) => applyHeaderChanges(section, changes) } : {}),
+          ...(edits.replaceBody ? { body: edits.replaceBody } : {}),
+        });
+        log.info(spool.msgid, 'message edited by a check', { headers: changes.length || undefined, body: edits.replaceBody ? 'replaced' : undefined });
+      }
       if (!decision.error && decision.addHeaders.length) await spool.prepend!(Buffer.from(headerLines(decision.addHeaders), 'utf8'));
     } catch (err) {
       await spool.rollback();

@@ -249,7 +249,9 @@ export class SmtpFront {
       const passed = [...new Set(Object.values(this.plan).flat().map((c) => c.name))].join(',');
       if (!this.plan.data.length) return { error: null, addHeaders: [], passed };
       const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
-      return { error, addHeaders: verdict.action === 'next' || verdict.action === 'accept' ? (verdict.addHeaders ?? []) : [], passed };
+      if (verdict.action !== 'next' && verdict.action !== 'accept') return { error, addHeaders: [], passed };
+      const { changeHeaders, replaceBody } = verdict;
+      return { error, addHeaders: verdict.addHeaders ?? [], edits: { ...(changeHeaders ? { changeHeaders } : {}), ...(replaceBody ? { replaceBody } : {}) }, passed };
     };
   }
 

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
-import { pkt } from '../helpers/milter-packets.js';
+import { pkt, raw } from '../helpers/milter-packets.js';
 import * as assert from 'uvu/assert';
 import { runChecks, type Check, type CheckContext, type HeaderField, type Phase, type Verdict } from '../../src/checks/check.js';
 import { createCheck } from '../../src/checks/milter-check.js';
@@ -184,7 +184,7 @@ test('one connection per session: every step in order, headers as sent (folds as
   m.close();
 });
 
-test('a recipient refusal, a refusal at end of message; added headers go on top, edits are logged and not applied', async () => {
+test('a recipient refusal, a refusal at end of message; added headers go on top, header changes are passed on, quarantine is logged', async () => {
   const m = await scriptedMilter((p) => {
     if (p.cmd === 'R' && text(p)[0] === '<spamtrap@example.net>') return [pkt('y', '550 5.1.1 no such user')];
     if (p.cmd === 'E') {
@@ -207,10 +207,11 @@ test('a recipient refusal, a refusal at end of message; added headers go on top,
   } finally {
     process.stderr.write = write;
   }
-  assert.equal(v, { action: 'next', addHeaders: [
-    { name: 'X-Top', value: 'inserted' }, { name: 'X-Tail', value: 'appended' }, { name: 'X-Folded', value: 'one\r\n\ttwo' },
-  ] });
-  assert.match(logged, /Q7: milter asked to change a header; not applied .* header=Subject index=1 value="\[SPAM\] hi"/);
+  assert.equal(v, {
+    action: 'next',
+    addHeaders: [{ name: 'X-Top', value: 'inserted' }, { name: 'X-Tail', value: 'appended' }, { name: 'X-Folded', value: 'one\r\n\ttwo' }],
+    changeHeaders: [{ name: 'Subject', index: 1, value: '[SPAM] hi' }],
+  });
   assert.match(logged, /Q7: milter asked to quarantine the message; not applied .* reason="looks odd"/);
   check.sessionEnded?.(base.sessionId);
   m.close();
@@ -263,6 +264,36 @@ test('bad options are config errors with file:line', async () => {
   await bad('timeout = "5s"', /tidemail\.toml:1(:\d+)?: 'checks\.milter\.address' is missing/);
   await bad('address = "opendkim"', /:2(:\d+)?: .*not a milter address/);
   await bad('address = "inet:8891@localhost"\non_failure = "reject"', /:3(:\d+)?: .*"reject", which is not one of "tempfail", "accept"/);
+});
+
+test('end to end: a milter\'s header changes, deletions and body replacement reach the next hop; nothing else moves', async () => {
+  const m = await scriptedMilter((p) => {
+    if (p.cmd !== 'E') return undefined;
+    return [pkt('m', 1, 'Subject', ' [SPAM] was: hello'), pkt('m', 2, 'X-Drop', ''), pkt('m', 1, 'X-New', 'added by chgheader'),
+      raw('b', 'Replaced body line 1.\r\nLine 2.\r\n'), raw('b', 'Line 3.\r\n'), pkt('a')];
+  });
+  const sh = await startSmarthost();
+  const site = await makeSite(`[checks]\ndata = ["milter"]\n[checks.milter]\naddress = "${m.address}"\n`);
+  site.route('isp', smarthostRoute(sh.port));
+  const d = await startDaemon(site);
+  try {
+    const body = 'From: <alice@example.org>\r\nX-Drop: first stays\r\nSubject: hello\r\nX-Drop: second\r\n\tgoes, fold and all\r\n' +
+      'Date: Wed, 25 Nov 2026 22:00:00 +0000\r\n\r\nThe original body.\r\n';
+    assert.match(await sendMessage(site.port, 'alice@example.org', ['bob@remote.example'], body), /^250/);
+    const [got] = await sh.waitForMessages(1);
+    const raw = got!.raw.toString('latin1');
+    const [head, rest] = [raw.slice(0, raw.indexOf('\r\n\r\n') + 2), raw.slice(raw.indexOf('\r\n\r\n') + 4)];
+    assert.match(head, /^Received: /);
+    assert.ok(head.includes('\r\nFrom: <alice@example.org>\r\nX-Drop: first stays\r\nSubject: [SPAM] was: hello\r\nDate: '), head);
+    assert.not.match(head, /second|fold and all/);
+    assert.match(head, /\r\nX-New: added by chgheader\r\n$/);
+    assert.is(rest, 'Replaced body line 1.\r\nLine 2.\r\nLine 3.\r\n');
+    assert.match(d.logs(), /message edited by a check headers=3 body=replaced/);
+  } finally {
+    await d.stop();
+    await sh.close();
+    m.close();
+  }
 });
 
 test('end to end: the daemon relays a message with OpenDKIM\'s signature on top, and it verifies there', async () => {
