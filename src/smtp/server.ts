@@ -54,17 +54,19 @@ export class SmtpFront {
   private readonly localDomains: Set<string>;
   private readonly servers: SMTPServer[] = [];
   private tls: TlsCredentials | null | undefined;
-  private plan: CheckPlan;
+  private plan!: CheckPlan;
+  /** The plan's check names, for the accepted line of the log. */
+  private planNames = '';
   private readonly sessions = new Map<string, SessionState>();
 
   constructor(private readonly deps: SmtpFrontDeps) {
     applySmtpServerPatches();
     this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
     this.localDomains = new Set(deps.config.local.domains);
-    this.plan = deps.checks ?? {
+    this.setChecks(deps.checks ?? {
       connect: [], helo: [], mail: [], data: [],
       rcpt: [createRelayCheck({ config: deps.config, options: new ConfigReader('(default)', '', {}, ['checks', 'relay']), isLocal: (a) => this.isLocal(a) })],
-    };
+    });
   }
 
   private isLocal(address: string): boolean {
@@ -246,7 +248,7 @@ export class SmtpFront {
         log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
         return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
       }
-      const passed = [...new Set(Object.values(this.plan).flat().map((c) => c.name))].join(',');
+      const passed = this.planNames;
       if (!this.plan.data.length) return { error: null, addHeaders: [], passed };
       const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
       if (verdict.action !== 'next' && verdict.action !== 'accept') return { error, addHeaders: [], passed };
@@ -302,6 +304,7 @@ export class SmtpFront {
   /** New checks for new sessions (SIGHUP); sessions already running keep theirs. */
   setChecks(plan: CheckPlan): void {
     this.plan = plan;
+    this.planNames = [...new Set(Object.values(plan).flat().map((c) => c.name))].join(',');
   }
 
   /**
