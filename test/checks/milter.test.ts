@@ -11,7 +11,7 @@ import { suite } from 'uvu';
 import { pkt, raw } from '../helpers/milter-packets.js';
 import * as assert from 'uvu/assert';
 import { openMilterSession, replyCodeVerdict, BODY_CHUNK, type MilterSession } from '../../src/checks/milter.js';
-import { freePort, waitFor } from '../helpers/ports.js';
+import { canConnect, freePort, waitFor } from '../helpers/ports.js';
 import { cleanupTmp, isRoot, writeFile } from '../helpers/tmp.js';
 
 const test = suite('milter');
@@ -36,12 +36,6 @@ test.after(async () => {
   cleanupTmp();
   for (const d of safeDirs) fs.rmSync(d, { recursive: true, force: true });
 });
-
-const canConnect = (port: number) =>
-  new Promise<boolean>((r) => {
-    const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-    s.on('error', () => r(false));
-  });
 
 async function startOpendkim(): Promise<{ port: number; log: () => string; publicKey: KeyObject }> {
   const dir = safeDir();

@@ -6,9 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { freePort, waitFor } from './ports.js';
+import { canConnect, freePort, waitFor } from './ports.js';
 import { tmpDir, writeFile } from './tmp.js';
 
 export interface Clamd {
@@ -70,10 +69,7 @@ export async function startClamd(opts: ClamdOptions): Promise<Clamd> {
   try {
     await waitFor('clamd listening', async () => {
       if (exited) throw new Error(`clamd exited:\n${log()}`);
-      return new Promise<boolean>((r) => {
-        const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-        s.on('error', () => r(false));
-      });
+      return canConnect(port);
     }, 60_000, 50);
   } catch (err) {
     kill();

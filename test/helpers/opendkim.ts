@@ -4,10 +4,9 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { REPO } from './daemon.js';
-import { freePort, waitFor } from './ports.js';
+import { canConnect, freePort, waitFor } from './ports.js';
 import { isRoot, writeFile } from './tmp.js';
 
 export interface Opendkim {
@@ -62,10 +61,7 @@ export async function startOpendkim(domain = 'example.org', selector = 'test'): 
   process.on('exit', stop);
   await waitFor('opendkim listening', async () => {
     if (exited) throw new Error(`opendkim exited:\n${out}`);
-    return new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-      s.on('error', () => r(false));
-    });
+    return canConnect(port);
   }, 10_000, 100);
   // The TXT record: "v=DKIM1; h=sha256; k=rsa; " "p=MIIB…" split into strings.
   const txt = fs.readFileSync(path.join(dir, `${selector}.txt`), 'utf8').replace(/"\s*"/g, '');

@@ -26,3 +26,11 @@ export async function waitFor<T>(what: string, check: () => T | Promise<T>, time
     await sleep(everyMs);
   }
 }
+
+/** Whether something accepts TCP connections on 127.0.0.1:port (a peer we started is up). */
+export function canConnect(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise<boolean>((r) => {
+    const s = net.connect(port, host, () => (s.destroy(), r(true)));
+    s.on('error', () => r(false));
+  });
+}

@@ -2,8 +2,7 @@
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import { freePort, waitFor } from './ports.js';
+import { canConnect, freePort, waitFor } from './ports.js';
 import { isRoot, tmpDir } from './tmp.js';
 
 export interface Postgrey {
@@ -33,10 +32,7 @@ export async function startPostgrey(delaySeconds = 2, extra: string[] = []): Pro
   const kill = () => proc.kill('SIGKILL');
   process.on('exit', kill);
   await waitFor('postgrey listening', () =>
-    new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-      s.on('error', () => r(false));
-    }), 10_000, 100);
+    canConnect(port), 10_000, 100);
   return {
     port,
     address: `127.0.0.1:${port}`,

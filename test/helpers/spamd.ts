@@ -4,9 +4,8 @@
 // It uses the rules the package ships in /usr/share/spamassassin (sa-update never ran here).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
-import { freePort, waitFor } from './ports.js';
+import { canConnect, freePort, waitFor } from './ports.js';
 import { isRoot, tmpDir } from './tmp.js';
 
 export interface Spamd {
@@ -20,12 +19,6 @@ export interface Spamd {
   log(): string;
   stop(): Promise<void>;
 }
-
-const canConnect = (port: number) =>
-  new Promise<boolean>((r) => {
-    const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-    s.on('error', () => r(false));
-  });
 
 export async function startSpamd(): Promise<Spamd> {
   const port = await freePort();
