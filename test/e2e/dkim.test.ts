@@ -105,7 +105,7 @@ test('mail a local user submits with sendmail (cron) is signed as well', async (
       return v;
     },
   });
-  assert.is(res.results[0]?.status.result, 'pass', JSON.stringify(res.results[0]?.status));
+  assert.is(res.results[0]?.status.result, 'pass', `${JSON.stringify(res.results[0]?.status)}\n${raw}`);
 });
 
 test.run();
