@@ -22,6 +22,8 @@ export interface SmarthostOptions {
   rcptReply?: (address: string) => string | null;
   /** Return an error reply to refuse at end of DATA. */
   dataReply?: (raw: Buffer) => string | null;
+  /** Runs when a message has been received, before the reply (e.g. to fill the client's disk then). */
+  onMessage?: (raw: Buffer) => void;
 }
 
 export interface Smarthost {
@@ -72,6 +74,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
         const raw = Buffer.concat(parts);
         const r = opts.dataReply?.(raw);
         if (r) return cb(smtpError(r));
+        opts.onMessage?.(raw);
         messages.push({
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((x) => x.address),
