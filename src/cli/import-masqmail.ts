@@ -47,6 +47,15 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
   }
   const { files, report } = result;
   const say = (l: string) => process.stdout.write(`${l}\n`);
+  // Errors stop the import before anything is written: a half-converted config that says
+  // "every setting was converted" would be worse than none.
+  if (report.errors.length) {
+    const shown = report.errors.slice(0, 20);
+    process.stderr.write(`tidemail: ${conf} was not converted: ${report.errors.length} error(s)\n${shown.map((e) => `  ${e}\n`).join('')}`);
+    if (report.errors.length > shown.length) process.stderr.write(`  … and ${report.errors.length - shown.length} more\n`);
+    process.stderr.write('  fix: correct these in the masqmail files, then run import-masqmail again (nothing was written)\n');
+    return EX.DATAERR;
+  }
 
   if (exists) say(`backup: the old configuration is kept in ${backupConfigDir(outDir)}`);
   let owner: Owner | null = null;
@@ -70,7 +79,7 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
   say('');
   if (report.notConverted.length) {
     say(`NOT converted (${report.notConverted.length}; also left as comments in the files above):`);
-    for (const n of report.notConverted) say(`  ${n.at} ${n.key} = ${JSON.stringify(n.value)}: ${n.reason}`);
+    for (const n of report.notConverted) say(`  ${n.at} ${n.key}${n.value === null ? ' (value not shown)' : ` = ${JSON.stringify(n.value)}`}: ${n.reason}`);
   } else {
     say('every setting was converted.');
   }

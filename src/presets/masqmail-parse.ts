@@ -14,8 +14,10 @@ export interface MasqEntry {
 }
 
 export interface ImportReport {
+  /** "file:line: problem": any of these and nothing is written (exit 65). */
+  errors: string[];
   converted: { at: string; key: string; to: string }[];
-  notConverted: { at: string; key: string; value: string; reason: string }[];
+  notConverted: { at: string; key: string; value: string | null; reason: string }[];
   notes: string[];
 }
 
@@ -24,9 +26,42 @@ export interface ImportResult {
   report: ImportReport;
 }
 
-/** Parses masqmail's `key = value` format: "quoted" values may span lines and escape \" ; # starts a comment line. */
+/** Largest masqmail file we read; masqmail's own files are a few KiB. */
+const MAX_FILE = 1 << 20;
+
+/**
+ * Reads a file the masqmail config names. Checks the file before reading: a regular file, not
+ * huge, no NUL bytes. `publicOnly`: list and host-name files hold no secrets, so one that others
+ * may not read (like /etc/shadow) is refused rather than copied into a 0644 config.
+ * Errors name the file only, never its content.
+ */
+export function readMasqText(file: string, publicOnly: boolean): string {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw new Error(`${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${file}: not a regular file`);
+    if (st.size > MAX_FILE) throw new Error(`${file}: larger than 1 MiB; not a masqmail file`);
+    if (publicOnly && !(st.mode & 0o004)) throw new Error(`${file}: not readable by everyone, so it may hold secrets; not read (copy its entries by hand)`);
+    const buf = fs.readFileSync(fd);
+    if (buf.includes(0)) throw new Error(`${file}: holds binary data; not a masqmail file`);
+    return buf.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Parses masqmail's `key = value` format: "quoted" values may span lines and escape \" ; # starts
+ * a comment line. Errors say file:line and what was expected, never the text found there: the
+ * file may be one the config only points at (a route file that is really /etc/shadow).
+ */
 export function parseMasqFile(file: string): MasqEntry[] {
-  const text = fs.readFileSync(file, 'utf8');
+  const text = readMasqText(file, false);
   const entries: MasqEntry[] = [];
   let i = 0;
   let line = 1;
@@ -50,9 +85,9 @@ export function parseMasqFile(file: string): MasqEntry[] {
     const startLine = line;
     const eol = text.indexOf('\n', i) < 0 ? n : text.indexOf('\n', i);
     const eq = text.indexOf('=', i);
-    if (eq < 0 || eq > eol) throw new Error(`${file}:${startLine}: expected "key = value", found "${text.slice(i, eol).trim()}"`);
+    if (eq < 0 || eq > eol) throw new Error(`${file}:${startLine}: expected "key = value"; this line has no "=" (is ${path.basename(file)} a masqmail file?)`);
     const key = text.slice(i, eq).trim();
-    if (!/^[A-Za-z0-9_.-]+$/.test(key)) throw new Error(`${file}:${startLine}: "${key}" is not a masqmail setting name`);
+    if (!/^[A-Za-z0-9_.-]+$/.test(key)) throw new Error(`${file}:${startLine}: expected a masqmail setting name (letters, digits, _ . -) before "="`);
     i = eq + 1;
     while (i < n && (text[i] === ' ' || text[i] === '\t')) i++;
     let value = '';
@@ -97,9 +132,9 @@ export function masqList(e: MasqEntry, files: boolean, problems: string[]): stri
     if (!item) continue;
     if (files && item.startsWith('/')) {
       try {
-        for (const l of fs.readFileSync(item, 'utf8').split('\n')) if (l.trim() && !l.trim().startsWith('#')) out.push(l.trim());
+        for (const l of readMasqText(item, true).split('\n')) if (l.trim() && !l.trim().startsWith('#')) out.push(l.trim());
       } catch (err) {
-        problems.push(`${at(e)} ${e.key}: cannot read the included file ${item} (${(err as NodeJS.ErrnoException).code})`);
+        problems.push(`${e.file}:${e.line}: ${e.key}: the included file ${(err as Error).message}`);
       }
       continue;
     }
@@ -108,7 +143,17 @@ export function masqList(e: MasqEntry, files: boolean, problems: string[]): stri
   return out;
 }
 
-export const bool = (v: string) => /^(on|yes|true)$/i.test(v.trim());
+/**
+ * A masqmail boolean, as strictly as masqmail's parse_boolean (which exits on anything else):
+ * yes/on/true/1 or no/off/false/0. Anything else is an error, not a silent "false".
+ */
+export function flag(acc: Accounting, e: MasqEntry): boolean {
+  const v = e.value.trim().toLowerCase();
+  if (['yes', 'on', 'true', '1'].includes(v)) return true;
+  if (['no', 'off', 'false', '0'].includes(v)) return false;
+  acc.report.errors.push(`${e.file}:${e.line}: ${e.key} = ${JSON.stringify(e.value)} is not a boolean (yes/no, on/off, true/false, 1/0)`);
+  return false;
+}
 
 /** masqmail's "1h" / "4d" / plain seconds, as a tidemail duration; null if not one. */
 export function duration(v: string): string | null {
@@ -144,6 +189,8 @@ export function mapVariables(arg: string): string | null {
 
 export interface Accounting {
   report: ImportReport;
+  /** The masqmail.conf the user named; values of unknown keys in other files are not shown. */
+  mainFile: string;
   /** Comments for not-converted keys, per output file. */
   leftovers: Map<string, string[]>;
 }
@@ -152,9 +199,14 @@ export function converted(acc: Accounting, e: MasqEntry, to: string): void {
   acc.report.converted.push({ at: at(e), key: e.key, to });
 }
 
-export function notConverted(acc: Accounting, e: MasqEntry, reason: string, target: string): void {
-  acc.report.notConverted.push({ at: at(e), key: e.key, value: e.value, reason });
+/**
+ * A key we did not convert, reported with its value. `hide`: the value of a key we do not know,
+ * in a file the config only points at, is not ours to show — it may be a line of a secret.
+ */
+export function notConverted(acc: Accounting, e: MasqEntry, reason: string, target: string, hide = false): void {
+  const value = hide && e.file !== acc.mainFile ? null : e.value;
+  acc.report.notConverted.push({ at: at(e), key: e.key, value, reason });
   const list = acc.leftovers.get(target) ?? [];
-  list.push(`masqmail ${at(e)}: ${e.key} = ${JSON.stringify(e.value)} — not converted: ${reason}`);
+  list.push(`masqmail ${at(e)}: ${e.key}${value === null ? '' : ` = ${JSON.stringify(value)}`} — not converted: ${reason}`);
   acc.leftovers.set(target, list);
 }

@@ -3,7 +3,7 @@
 
 import path from 'node:path';
 import { TomlText, type PlannedFile, type TomlValue } from './writer.js';
-import { at, bareAddress, bool, converted, mapVariables, masqList, notConverted, parseMasqFile, splitCommand, type Accounting, type MasqEntry } from './masqmail-parse.js';
+import { at, bareAddress, flag, converted, mapVariables, masqList, notConverted, parseMasqFile, splitCommand, type Accounting, type MasqEntry } from './masqmail-parse.js';
 /** How the online state of a named route was detected in masqmail. */
 export type OnlineMethod =
   | { kind: 'file'; file: string }
@@ -28,7 +28,7 @@ export function convertGetFile(file: string, acc: Accounting, target: string): G
   try {
     entries = parseMasqFile(file);
   } catch (err) {
-    acc.report.notes.push(`cannot read the get file ${file}: ${(err as Error).message}`);
+    acc.report.errors.push(`get file: ${(err as Error).message}`);
     return null;
   }
   let host = '';
@@ -64,11 +64,12 @@ export function convertGetFile(file: string, acc: Accounting, target: string): G
         converted(acc, e, 'deliver_to');
         break;
       case 'do_keep':
-        g.keep = bool(e.value);
+        g.keep = flag(acc, e);
         converted(acc, e, 'keep');
         break;
       case 'do_uidl':
       case 'do_uidl_dele':
+        flag(acc, e);
         converted(acc, e, '(tidemail always keeps a UIDL list and deletes only after the message is queued)');
         break;
       case 'max_size':
@@ -93,7 +94,7 @@ export function convertGetFile(file: string, acc: Accounting, target: string): G
         converted(acc, e, '(not needed: the server name is resolved normally)');
         break;
       default:
-        notConverted(acc, e, unknownKey('masqmail.get(5)'), target);
+        notConverted(acc, e, unknownKey('masqmail.get(5)'), target, true);
     }
   }
   if (!host) {
@@ -165,7 +166,7 @@ export function convertRouteFile(file: string, name: string, outDir: string, acc
     body.push(['kind', 'mx']);
     if (smtpPort) body.push(['port', Number(smtpPort)]);
   }
-  if (protocol === 'pipe' && !pipe) problems.push(`${target}: protocol = "pipe" without a pipe command; made a direct MX route instead`);
+  if (protocol === 'pipe' && !pipe) acc.report.notes.push(`${target}: protocol = "pipe" without a pipe command; made a direct MX route instead`);
 
   for (const e of entries) {
     const list = (files = true) => masqList(e, files, problems);
@@ -282,6 +283,7 @@ export function convertRouteFile(file: string, name: string, outDir: string, acc
         break;
       case 'expand_h_sender_address':
       case 'expand_h_sender_domain':
+        flag(acc, e);
         converted(acc, e, '(tidemail rewrites a local Sender: header together with From:)');
         break;
       case 'auth_login':
@@ -313,38 +315,38 @@ export function convertRouteFile(file: string, name: string, outDir: string, acc
         converted(acc, e, 'helo_name');
         break;
       case 'do_correct_helo':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail says its hostname (or helo_name); set helo_name to the public name', target);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail says its hostname (or helo_name); set helo_name to the public name', target);
         else converted(acc, e, '(off: the default)');
         break;
       case 'instant_helo':
-        if (bool(e.value)) converted(acc, e, '(only needed for STARTTLS wrappers, which tidemail replaces)');
+        if (flag(acc, e)) converted(acc, e, '(only needed for STARTTLS wrappers, which tidemail replaces)');
         else converted(acc, e, '(off: the default)');
         break;
       case 'do_pipelining':
-        if (bool(e.value)) converted(acc, e, '(tidemail pipelines when the server offers it)');
+        if (flag(acc, e)) converted(acc, e, '(tidemail pipelines when the server offers it)');
         else notConverted(acc, e, 'tidemail always uses PIPELINING when the server offers it', target);
         break;
       case 'resolve_list':
         converted(acc, e, '(not needed: smarthosts are resolved by name, MX routes by DNS)');
         break;
       case 'connect_error_fail':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail never bounces for a failed connection; the message waits until max_lifetime', target);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail never bounces for a failed connection; the message waits until max_lifetime', target);
         else converted(acc, e, '(the tidemail behaviour: connection errors defer)');
         break;
       case 'last_route':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail tries the first matching online route; a message that fails there is retried on whichever matching route is online next time — narrow the other routes\' criteria to keep it on this one', target);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail tries the first matching online route; a message that fails there is retried on whichever matching route is online next time — narrow the other routes\' criteria to keep it on this one', target);
         else converted(acc, e, '(off: the default)');
         break;
       case 'pipe_fromline':
       case 'pipe_fromhack':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail pipes the message without a "From " line; use a wrapper script that adds it', target);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail pipes the message without a "From " line; use a wrapper script that adds it', target);
         else converted(acc, e, '(off: the default)');
         break;
       default:
-        notConverted(acc, e, unknownKey('masqmail.route(5)'), target);
+        notConverted(acc, e, unknownKey('masqmail.route(5)'), target, true);
     }
   }
-  for (const p of problems) acc.report.notes.push(p);
+  for (const p of problems) acc.report.errors.push(p);
 
   if (priority !== undefined) t.set('priority', priority);
   for (const [k, v, c] of body) t.set(k, v, c);

@@ -10,14 +10,24 @@ import path from 'node:path';
 import { parseSize } from '../config/units.js';
 import { TomlText, type PlannedFile, type TomlValue } from './writer.js';
 
-import { at, bool, converted, duration, mapVariables, masqList, notConverted, parseMasqFile, splitCommand, type Accounting, type MasqEntry, type ImportResult } from './masqmail-parse.js';
+import { at, flag, converted, duration, mapVariables, masqList, notConverted, parseMasqFile, readMasqText, splitCommand, type Accounting, type MasqEntry, type ImportResult } from './masqmail-parse.js';
 import { convertGetFile, convertRouteFile, unknownKey, type OnlineMethod, type RouteOut } from './masqmail-route.js';
 
 export type { ImportReport, ImportResult, MasqEntry } from './masqmail-parse.js';
 
+/** A regular file others may read (an aliases file is public). */
+function isPublicFile(file: string): boolean {
+  try {
+    const st = fs.statSync(file);
+    return st.isFile() && (st.mode & 0o004) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 /** The converted configuration for masqmail.conf `confFile`, to be written to `outDir`. */
 export function convertMasqmail(confFile: string, outDir: string): ImportResult {
-  const acc: Accounting = { report: { converted: [], notConverted: [], notes: [] }, leftovers: new Map() };
+  const acc: Accounting = { report: { errors: [], converted: [], notConverted: [], notes: [] }, mainFile: confFile, leftovers: new Map() };
   const entries = parseMasqFile(confFile);
   const main = 'tidemail.toml';
   const problems: string[] = [];
@@ -50,10 +60,16 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
       case 'host_name': {
         let h = e.value;
         if (h.startsWith('/')) {
+          // Like /etc/mailname: a public file whose first line is the name. Anything else is
+          // reported by path only.
           try {
-            h = fs.readFileSync(h, 'utf8').split('\n')[0]!.trim();
+            h = readMasqText(h, true).split('\n')[0]!.trim();
           } catch (err) {
-            notConverted(acc, e, `cannot read ${h} (${(err as NodeJS.ErrnoException).code})`, main);
+            acc.report.errors.push(`${e.file}:${e.line}: host_name: ${(err as Error).message}`);
+            break;
+          }
+          if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(h)) {
+            acc.report.errors.push(`${e.file}:${e.line}: host_name: the first line of ${e.value} is not a host name`);
             break;
           }
         }
@@ -88,11 +104,18 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
         converted(acc, e, 'routes/permanent.toml (always online)');
         break;
       case 'alias_file':
+        // Not read here; but a private file is no aliases file (the daemon reads it as its own
+        // user, newaliases compiles it): say so now, by path only.
+        if (!isPublicFile(e.value)) {
+          notConverted(acc, e, 'not a regular file readable by everyone; point [local] aliases at your aliases file by hand', main);
+          break;
+        }
         local.push(['aliases', e.value, 'run `newaliases` once to compile it for tidemail']);
         converted(acc, e, '[local] aliases');
         break;
       case 'alias_local_caseless':
       case 'caseless_matching':
+        flag(acc, e);
         notConverted(acc, e, 'tidemail has no switch for this; aliases match as newaliases compiled them', main);
         break;
       case 'mail_dir':
@@ -124,7 +147,7 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
       case 'mda_fromhack':
       case 'pipe_fromline':
       case 'pipe_fromhack':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail does not add a "From " line for MDAs or alias pipes (procmail and dovecot-lda do not need it)', main);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail does not add a "From " line for MDAs or alias pipes (procmail and dovecot-lda do not need it)', main);
         else converted(acc, e, '(off: the default)');
         break;
       case 'online_detect':
@@ -178,15 +201,16 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
         converted(acc, e, '[local] archive');
         break;
       case 'do_relay':
-        if (bool(e.value)) acc.report.notes.push(`${at(e)} do_relay = true: tidemail relays only for [smtp] trusted_networks (loopback by default) and authenticated users — add your LAN there`);
+        if (flag(acc, e)) acc.report.notes.push(`${at(e)} do_relay = true: tidemail relays only for [smtp] trusted_networks (loopback by default) and authenticated users — add your LAN there`);
         converted(acc, e, '[smtp] trusted_networks (relaying is closed by default)');
         break;
       case 'spool_dir':
         converted(acc, e, '(tidemail keeps its queue in state_dir; flush the masqmail queue with `masqmail -qf` before switching)');
         break;
-      case 'log_dir':
       case 'use_syslog':
+      case 'log_dir':
       case 'debug_level':
+        if (e.key === 'use_syslog') flag(acc, e);
         converted(acc, e, '(tidemail logs to stderr for journald/logread; [log] level)');
         break;
       case 'run_as_user':
@@ -203,10 +227,14 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
         break;
       case 'do_queue':
       case 'defer_all':
-        if (bool(e.value)) notConverted(acc, e, 'tidemail always tries at once (online routes only); `tidemail queue hold` holds single messages', main);
+        if (flag(acc, e)) notConverted(acc, e, 'tidemail always tries at once (online routes only); `tidemail queue hold` holds single messages', main);
         else converted(acc, e, '(off: the default)');
         break;
       case 'do_save_envelope_to':
+        if (!flag(acc, e)) {
+          converted(acc, e, '(off: the default)');
+          break;
+        }
         notConverted(acc, e, 'tidemail does not rename Envelope-to: headers', main);
         break;
       case 'ident_trusted_nets':
@@ -217,10 +245,10 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
         notConverted(acc, e, 'tidemail writes standard RFC 3464 delivery reports; templates are not supported', main);
         break;
       default:
-        notConverted(acc, e, unknownKey('masqmail.conf(5)'), main);
+        notConverted(acc, e, unknownKey('masqmail.conf(5)'), main, true);
     }
   }
-  for (const p of problems) acc.report.notes.push(p);
+  for (const p of problems) acc.report.errors.push(p);
 
   // How each named route learns it is online, from online_detect / online_file / online_pipe.
   if (online.kind === 'file') online = { kind: 'file', file: onlineFile?.value ?? '/var/run/masqmail/masqmail-route' };
@@ -260,7 +288,7 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
         // Several files for one connection were tried in order: keep that order with priorities.
         routes.push(convertRouteFile(file, name, outDir, acc, onlineFor(r.name, r.permanent), r.files.length > 1 ? 50 + i : undefined));
       } catch (err) {
-        acc.report.notes.push(`cannot convert the route file ${file}: ${(err as Error).message}`);
+        acc.report.errors.push(`route file of ${r.name}: ${(err as Error).message}`);
       }
     });
   }
@@ -271,7 +299,7 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
       try {
         r = convertRouteFile(localNetRoute, 'local-net', outDir, acc, (t) => t.blank().comment('The local net is always reachable.'), 10);
       } catch (err) {
-        acc.report.notes.push(`cannot convert the local_net_route ${localNetRoute}: ${(err as Error).message}`);
+        acc.report.errors.push(`local_net_route: ${(err as Error).message}`);
         r = { name: 'local-net', text: new TomlText().set('priority', 10).set('kind', 'mx'), secrets: [], fetch: [] };
       }
     } else {

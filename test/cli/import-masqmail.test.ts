@@ -141,4 +141,79 @@ test('an existing config is kept unless --force, which keeps a backup; a broken 
   assert.match(broken.stderr, /broken\.conf:2: the quoted value of local_hosts is not closed/);
 });
 
+/** A private file holding a marker line, as /etc/shadow would: it must never reach the output. */
+const MARKER = 'SHADOW-MARKER-4b1d';
+function secretFile(dir: string): string {
+  const f = path.join(dir, 'shadow');
+  fs.writeFileSync(f, `root:${MARKER}:19000:0:99999:7:::\n${MARKER}_key = ${MARKER}\nmore = "${MARKER}\n`, { mode: 0o640 });
+  fs.chmodSync(f, 0o640);
+  return f;
+}
+
+/** Everything the import showed and wrote. */
+function allOutput(r: { stdout: string; stderr: string }, out: string): string {
+  let text = r.stdout + r.stderr;
+  const walk = (d: string) => {
+    for (const n of fs.existsSync(d) ? fs.readdirSync(d) : []) {
+      const p = path.join(d, n);
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else text += fs.readFileSync(p, 'utf8');
+    }
+  };
+  walk(out);
+  return text;
+}
+
+for (const [what, conf] of [
+  ['alias_file', (s: string) => `alias_file = "${s}"\n`],
+  ['host_name', (s: string) => `host_name = "${s}"\n`],
+  ['a route file', (s: string) => `online_routes.isp = "${s}"\n`],
+  ['a get file', (s: string) => `online_routes.isp = "ROUTE"\nonline_gets.isp = "${s}"\n`],
+  ['a list file of a route', (s: string) => `online_routes.isp = "ROUTE_WITH_LIST"\n`],
+  ['the pop3_login of a route', (s: string) => `online_routes.isp = "ROUTE_WITH_POP"\n`],
+] as [string, (s: string) => string][]) {
+  test(`a private file reached through ${what} is never echoed or copied`, async () => {
+    const dir = tmpDir('tidemail-masqmail-');
+    const shadow = secretFile(dir);
+    const route = (name: string, extra: string) => {
+      const f = path.join(dir, name);
+      fs.writeFileSync(f, `mail_host = "mail.isp.example"\n${extra}`);
+      return f;
+    };
+    const text = conf(shadow)
+      .replace('ROUTE_WITH_LIST', route('list.route', `allowed_mail_locals = "${shadow}"\nmap_h_from_addresses = "${shadow}"\n`))
+      .replace('ROUTE_WITH_POP', route('pop.route', `pop3_login = "${shadow}"\n`))
+      .replace('ROUTE', route('isp.route', ''));
+    fs.writeFileSync(path.join(dir, 'masqmail.conf'), `host_name = "pc.example"\n${text.replace(/^host_name = "pc.example"\n/, '')}`);
+    const out = path.join(tmpDir(), 'tidemail');
+    const r = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', out]);
+    assert.not.ok(allOutput(r, out).includes(MARKER), `the marker leaked:\n${allOutput(r, out)}`);
+    assert.not.match(r.stderr, /\n\s+at /, 'a stack trace');
+  });
+}
+
+test('an unterminated quote in a route file is an error naming file:line; nothing is written', async () => {
+  const dir = tmpDir('tidemail-masqmail-');
+  fs.writeFileSync(path.join(dir, 'isp.route'), 'mail_host = "mail.isp.example"\nauth_login = "me\n');
+  fs.writeFileSync(path.join(dir, 'masqmail.conf'), `host_name = "pc.example"\nonline_routes.isp = "${dir}/isp.route"\n`);
+  const out = path.join(tmpDir(), 'tidemail');
+  const r = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', out]);
+  assert.equal(r.code, 65, r.stdout + r.stderr);
+  assert.match(r.stderr, /isp\.route:2: the quoted value of auth_login is not closed/);
+  assert.not.match(r.stdout + r.stderr, /every setting was converted/);
+  assert.not.ok(fs.existsSync(path.join(out, 'tidemail.toml')), 'a config was written despite the error');
+});
+
+test('booleans are validated strictly: do_queue = maybe is an error naming file:line', async () => {
+  const dir = tmpDir('tidemail-masqmail-');
+  fs.writeFileSync(path.join(dir, 'masqmail.conf'), 'host_name = "pc.example"\ndo_queue = maybe\ndefer_all = off\nuse_syslog = 1\n');
+  const out = path.join(tmpDir(), 'tidemail');
+  const r = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', out]);
+  assert.equal(r.code, 65, r.stdout + r.stderr);
+  assert.match(r.stderr, /masqmail\.conf:2: do_queue = "maybe" is not a boolean/);
+  assert.not.match(r.stderr, /defer_all|use_syslog/, 'valid booleans were reported');
+  assert.not.match(r.stdout + r.stderr, /every setting was converted/);
+  assert.not.ok(fs.existsSync(path.join(out, 'tidemail.toml')));
+});
+
 test.run();
