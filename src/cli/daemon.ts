@@ -2,6 +2,7 @@
 
 import { Daemon } from '../daemon.js';
 import { UsageError } from '../errors.js';
+import { stateError } from '../queue/state-error.js';
 import { forceLogLevel, log, LOG_LEVELS, type LogLevel } from '../log/log.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -12,7 +13,15 @@ export async function runDaemon(argv: string[]): Promise<number> {
   const level = takeLogLevel(args);
   if (args.length) throw new UsageError(`unknown argument ${args[0]}\nusage: tidemail daemon [--config FILE] [--log-level debug|info|warn|error]`);
   if (level) forceLogLevel(level); // wins over [log] level, also after a reload
-  const daemon = await Daemon.start({ configPath });
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({ configPath });
+  } catch (err) {
+    // A file-system failure in the state dir at start (read-only, full, not ours): one clear
+    // sentence and a sysexits code instead of a stack trace (queue/state-error.ts).
+    const p = (err as NodeJS.ErrnoException).path;
+    throw p ? stateError(err, p) : err;
+  }
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {

@@ -2,6 +2,7 @@
 
 import { ConfigError, TempFailError, UsageError, isDiskFull } from '../errors.js';
 import { DaemonError } from '../control/client.js';
+import { StateError } from '../queue/state-error.js';
 
 export const EX = {
   OK: 0,
@@ -22,6 +23,11 @@ export const EX = {
 /** Prints a one-line error for the user and returns the exit code. */
 export function reportError(prog: string, err: unknown): number {
   const e = err as NodeJS.ErrnoException;
+  // The state dir or a database in it (read-only, full, damaged, newer): the message says the fix.
+  if (err instanceof StateError) {
+    process.stderr.write(`${prog}: ${e.message}\n`);
+    return err.exitCode;
+  }
   if (err instanceof ConfigError) {
     process.stderr.write(`${prog}: configuration error: ${e.message}\n`);
     return EX.CONFIG;

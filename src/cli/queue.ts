@@ -110,8 +110,10 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
     }
     case 'flush':
       return flush(ctx, id);
+    case 'salvage':
+      return (await import('./queue-salvage.js')).runSalvage(ctx);
     default:
-      throw new UsageError(`unknown queue command "${sub}" (list, show, remove, hold, release, requeue, flush)`);
+      throw new UsageError(`unknown queue command "${sub}" (list, show, remove, hold, release, requeue, flush, salvage)`);
   }
 }
 

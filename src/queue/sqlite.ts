@@ -14,11 +14,18 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Db, GroupCommitWriter, sqlLiteral } from './db.js';
 import { envelopeId, isEnvelopeId, newMessageId } from './ids.js';
+import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck, writeMarker } from './integrity.js';
+import { addColumnIfMissing, migrate, type Migration } from './migrate.js';
+import { stateError } from './state-error.js';
 import type { Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, RecipientStatus, Spool } from './store.js';
 
 export const CHUNK_SIZE = 64 * 1024;
 
-const SCHEMA = `
+// Numbered migrations (queue/migrate.ts), never edited once released: append one to change the
+// schema. Before 0.1.0 the schema was edited in place (7cd1f98: no waiting; a83b466: + waiting;
+// 0110878: + route, first_attempt; 226baa0: + events) and files carried no version, so
+// migration 1 recognises every one of those shapes and brings it to the 0.1.0 schema.
+const V1_TABLES = `
 CREATE TABLE IF NOT EXISTS messages (
   id TEXT PRIMARY KEY, sender TEXT NOT NULL, created INTEGER NOT NULL, size INTEGER NOT NULL,
   via TEXT NOT NULL, client TEXT, helo TEXT, origin TEXT UNIQUE);
@@ -27,15 +34,27 @@ CREATE TABLE IF NOT EXISTS recipients (
   status TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
   next_attempt INTEGER NOT NULL, last_error TEXT, warned INTEGER NOT NULL DEFAULT 0,
   waiting TEXT, route TEXT, first_attempt INTEGER);
+CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
+`;
+const V1_REST = `
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_attempt);
 CREATE INDEX IF NOT EXISTS recipients_msg ON recipients(msgid);
-CREATE TABLE IF NOT EXISTS chunks (msgid TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (msgid, seq));
 -- Each message's history (queue/events.ts), kept after the message leaves the queue.
 CREATE TABLE IF NOT EXISTS events (
   t INTEGER NOT NULL, msgid TEXT NOT NULL, env_id TEXT, level TEXT NOT NULL, event TEXT NOT NULL, fields TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_msg ON events(msgid, t);
 CREATE INDEX IF NOT EXISTS events_t ON events(t);
 `;
+
+export const QUEUE_MIGRATIONS: readonly Migration[] = [
+  async (db) => {
+    await db.exec(V1_TABLES);
+    await addColumnIfMissing(db, 'recipients', 'waiting', 'TEXT');
+    await addColumnIfMissing(db, 'recipients', 'route', 'TEXT');
+    await addColumnIfMissing(db, 'recipients', 'first_attempt', 'INTEGER');
+    await db.exec(V1_REST);
+  },
+];
 
 const ENVELOPE_SELECT = `SELECT r.env_id AS envId, r.msgid, r.address AS recipient, r.status, r.attempts,
   r.next_attempt AS nextAttempt, r.last_error AS lastError, r.warned, r.first_attempt AS firstAttempt, m.sender, m.created, m.size, m.via
@@ -54,17 +73,32 @@ export class SqliteQueueStore implements QueueStore {
   ) {}
 
   static async open(stateDir: string): Promise<SqliteQueueStore> {
-    fs.mkdirSync(stateDir, { recursive: true, mode: 0o750 });
-    const file = path.join(stateDir, 'queue.sqlite');
-    const w = await Db.open(file);
-    await w.exec('PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;');
-    await w.exec(SCHEMA);
-    // Leftovers of sessions that died mid-DATA, and messages whose last recipient went away.
-    await w.exec(`DELETE FROM chunks WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = chunks.msgid);
-      DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msgid = messages.id);`);
-    const r = await Db.open(file);
-    await r.exec('PRAGMA busy_timeout=10000;');
-    return new SqliteQueueStore(w, r, new GroupCommitWriter(w));
+    const file = path.join(stateDir, QUEUE_FILE);
+    try {
+      fs.mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+      preflightQueue(stateDir);
+      const w = await Db.open(file);
+      try {
+        await w.exec('PRAGMA busy_timeout=10000;');
+        // Before anything writes: a damaged file is refused as it is.
+        await quickCheck(w, file);
+        await w.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;');
+        await migrate(w, file, QUEUE_MIGRATIONS);
+        // Leftovers of sessions that died mid-DATA, and messages whose last recipient went away.
+        await w.exec(`DELETE FROM chunks WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = chunks.msgid);
+          DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msgid = messages.id);`);
+        writeMarker(stateDir);
+        const r = await Db.open(file);
+        await r.exec('PRAGMA busy_timeout=10000;');
+        return new SqliteQueueStore(w, r, new GroupCommitWriter(w));
+      } catch (err) {
+        await w.close().catch(() => undefined);
+        throw err;
+      }
+    } catch (err) {
+      if (isCorruption(err)) throw damaged(file, (err as Error).message, err);
+      throw stateError(err, stateDir);
+    }
   }
 
   openMessage(msgid = newMessageId()): Spool {
