@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { UsageError } from '../errors.js';
 import { currentUserName } from '../local/users.js';
-import { isValidEnvelopeAddress, qualify } from '../message/address.js';
+import { isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { writeSubmission } from '../message/submission.js';
 import { MaildropSpool, maildropDir } from '../queue/maildrop.js';
 import type { MessageMeta, Spool } from '../queue/store.js';
@@ -75,6 +75,10 @@ export function parseRecipientArgs(words: readonly string[], hostname: string): 
 export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.ReadableStream, via: string, traceWith?: string): Promise<number> {
   const { hostname } = ctx.config;
   const sender = senderFor(args, hostname);
+  if (sender && nonMailboxReason(sender)) {
+    process.stderr.write(`sendmail: <${sender}>: not a mailbox address (${nonMailboxReason(sender)}); give -f a mailbox\n`);
+    return EX.DATAERR;
+  }
   if (sender && !isValidEnvelopeAddress(sender)) {
     process.stderr.write(`sendmail: bad sender address <${sender}>\n`);
     return EX.DATAERR;
@@ -100,6 +104,13 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.
     if (recipients.length === 0) {
       await spool.rollback();
       process.stderr.write('sendmail: no recipient addresses found in the message header\n');
+      return EX.DATAERR;
+    }
+    // "/path" or "|cmd" as a recipient: files and pipes are set in the aliases file or ~/.forward.
+    const notMailbox = recipients.find((r) => nonMailboxReason(r));
+    if (notMailbox) {
+      await spool.rollback();
+      process.stderr.write(`sendmail: <${notMailbox}>: not a mailbox address (${nonMailboxReason(notMailbox)}); mail to files and commands is set up in the aliases file or ~/.forward\n`);
       return EX.DATAERR;
     }
     const bad = recipients.find((r) => !isValidEnvelopeAddress(r));

@@ -11,6 +11,7 @@ import type { Config, LocalConfig } from '../config/schema.js';
 import { LocalResolveError, LocalResolver, type LocalTarget } from '../local/resolve.js';
 import type { LocalLane } from './runner.js';
 import type { Envelope } from '../queue/store.js';
+import { nonMailboxReason } from '../message/address.js';
 import { deliverLmtp } from './lmtp.js';
 import { deliverMaildir } from './maildir.js';
 import { deliverMbox } from './mbox.js';
@@ -54,9 +55,14 @@ export class LocalTransport implements Transport {
     const lmtp: { env: Envelope; user: User }[] = [];
     const partial = new Map<string, DeliveryResult[]>();
     for (const env of job.recipients) {
-      if (env.recipient.startsWith('/')) {
-        // An archive Maildir ([local] archive = "/path"), not an address.
+      if (isArchive(this.cfg, env.recipient)) {
         results.set(env.envId, await deliverMaildir(env.recipient, job.body, { sender: job.sender, recipient: env.recipient }));
+        continue;
+      }
+      // Never a path or a command from an envelope address, whatever let it into the queue.
+      const notMailbox = nonMailboxReason(env.recipient);
+      if (notMailbox) {
+        results.set(env.envId, { outcome: 'permfail', message: `553 5.1.3 <${env.recipient}>: not a mailbox address (${notMailbox})` });
         continue;
       }
       let targets: LocalTarget[];
@@ -74,7 +80,9 @@ export class LocalTransport implements Transport {
       }
       const got: DeliveryResult[] = [];
       for (const t of targets) {
-        if (t.kind === 'remote') {
+        if (t.kind === 'remote' && nonMailboxReason(t.address)) {
+          got.push({ outcome: 'permfail', message: `5.1.3 <${t.address}>: not a mailbox address (${nonMailboxReason(t.address)})` });
+        } else if (t.kind === 'remote') {
           forwards.push(t.address);
           got.push({ outcome: 'ok', message: `forwarded to <${t.address}>` });
         } else if (t.kind === 'mailbox' && this.cfg.delivery === 'lmtp') {
@@ -136,10 +144,16 @@ export function createLocalLane(config: Config, addRecipients: (msgid: string, a
   });
   return {
     resolver,
-    // "/path" recipients are archive Maildirs ([local] archive).
-    isLocal: (a) => a.startsWith('/') || resolver.isLocal(a),
+    // The archive Maildir is exactly the configured path: no envelope address can be a path
+    // (message/address.ts nonMailboxReason), so no sender can name it or any other.
+    isLocal: (a) => isArchive(config.local, a) || resolver.isLocal(a),
     transport: new LocalTransport(config.local, resolver, config.hostname, addRecipients),
   };
+}
+
+/** The [local] archive recipient when it is a Maildir path ("/path"), not an address. */
+function isArchive(cfg: LocalConfig, recipient: string): boolean {
+  return cfg.archive !== null && cfg.archive.startsWith('/') && recipient === cfg.archive;
 }
 
 function combine(got: DeliveryResult[]): DeliveryResult {

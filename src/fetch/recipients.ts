@@ -13,6 +13,7 @@
 // envelope header when the provider adds one.
 
 import type { FetchAccount } from './account.js';
+import { nonMailboxReason } from '../message/address.js';
 
 /** Enough for any real header section; past it the headers are not scanned further. */
 export const HEADER_SCAN_LIMIT = 128 * 1024;
@@ -39,6 +40,8 @@ export function envelopeFor(acct: Pick<FetchAccount, 'deliverTo' | 'recipientsFr
       for (const addr of addresses(f.slice(want.length))) {
         const at = addr.lastIndexOf('@');
         const local = addr.slice(0, at);
+        // A header can say "/path@our.domain": that is nobody's mailbox, never a file.
+        if (nonMailboxReason(addr)) continue;
         if (domains.has(addr.slice(at + 1).toLowerCase()) && local && !found.has(local.toLowerCase()) && found.size < MAX_RECIPIENTS) found.set(local.toLowerCase(), local);
       }
     }

@@ -24,7 +24,7 @@
 // Source-routed forms (a%b@local, a!b@local, @relay:a@local) are refused: they would make us
 // an open relay for old-style routing.
 
-import { domainOf, localPartOf } from '../message/address.js';
+import { domainOf, localPartOf, nonMailboxReason } from '../message/address.js';
 import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
 import { AliasTable, classifyTarget, readTargetFile } from './aliases.js';
@@ -197,6 +197,12 @@ export class LocalResolver {
 
   /** false: nobody here by that address. */
   private async resolveAddress(address: string, chain: string[], walk: Walk): Promise<boolean> {
+    // "/path@x" kept through a virtual "@domain" or written in a map is an address, never a file.
+    const notMailbox = nonMailboxReason(address);
+    if (notMailbox) {
+      walk.fail(address, `not a mailbox address (${notMailbox})`);
+      return true;
+    }
     const domain = normDomain(domainOf(address));
     // RFC 5321 4.1.2: "alice"@x is alice@x when the quotes hide nothing.
     const lp = localPartOf(address).replace(/^"([^"\\]*)"$/, '$1');

@@ -18,11 +18,29 @@ export function qualify(address: string, hostname: string): string {
 }
 
 /**
+ * Why an address is not a mailbox even if its syntax passes: its local part (quotes and
+ * backslashes removed) starts like a target of the aliases file — "/file", "|command",
+ * "\\user", ":include:" (local/aliases.ts). Those targets may only come from our own aliases
+ * and .forward files, never from an envelope, where they would let a sender name a path.
+ * @returns the reason, or null for an address that may be a mailbox.
+ */
+export function nonMailboxReason(address: string): string | null {
+  const local = localPartOf(address).replace(/^"(.*)"$/s, '$1').replace(/\\(.)/gs, '$1');
+  if (local.startsWith('/')) return 'a local part starting with "/" would name a file';
+  if (local.startsWith('|')) return 'a local part starting with "|" would name a command';
+  if (local.startsWith('\\')) return 'a local part starting with "\\" is an aliases-file form';
+  if (/^:include:/i.test(local)) return 'a local part starting with ":include:" is an aliases-file form';
+  return null;
+}
+
+/**
  * A conservative syntax check for envelope addresses we accept into the queue: no spaces or
  * control characters, no angle brackets, at most one unquoted @, domain made of labels
- * (or an address literal). SMTPUTF8 addresses (non-ASCII) are allowed.
+ * (or an address literal), and a mailbox (nonMailboxReason). SMTPUTF8 addresses (non-ASCII)
+ * are allowed.
  */
 export function isValidEnvelopeAddress(address: string): boolean {
+  if (nonMailboxReason(address) !== null) return false;
   if (address.length > 320 || /[\s<>()\\,;\x00-\x1f\x7f]/.test(address)) return false;
   const at = address.lastIndexOf('@');
   if (at <= 0) return false;

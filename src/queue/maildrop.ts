@@ -11,7 +11,12 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { Config } from '../config/schema.js';
+import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
+import { isValidEnvelopeAddress } from '../message/address.js';
+import { rfc5322Date } from '../message/date.js';
+import { nonMailboxReason } from '../message/address.js';
 import type { MessageMeta, QueueStore, Spool } from './store.js';
 
 export interface MaildropEnvelope {
@@ -92,47 +97,95 @@ export class MaildropSpool implements Spool {
   }
 }
 
-/** Reads a maildrop file's envelope; null when the file is not (yet) a complete maildrop file. */
-export async function readMaildropEnvelope(file: string): Promise<{ env: MaildropEnvelope; bodyLength: number; uid: number; ino: number } | null> {
-  const fh = await fsp.open(file, 'r');
+/** The parsed tail of a maildrop file: the envelope and where the message bytes end. */
+interface FoundEnvelope {
+  env: MaildropEnvelope;
+  bodyLength: number;
+}
+
+/** Parses the envelope at the end of an open maildrop file; null when it is not a complete one. */
+async function envelopeOf(fh: fsp.FileHandle, size: number): Promise<FoundEnvelope | null> {
   try {
-    const st = await fh.stat();
-    if (st.size < TRAILER_DIGITS + 1) return null;
+    if (size < TRAILER_DIGITS + 1) return null;
     const tail = Buffer.alloc(TRAILER_DIGITS + 1);
-    await fh.read(tail, 0, tail.length, st.size - tail.length);
+    await fh.read(tail, 0, tail.length, size - tail.length);
     const jsonLength = Number(tail.toString('ascii', 0, TRAILER_DIGITS));
-    if (!Number.isInteger(jsonLength) || jsonLength <= 0 || jsonLength > st.size) return null;
+    if (!Number.isInteger(jsonLength) || jsonLength <= 0 || jsonLength > Math.min(size - tail.length, MAX_ENVELOPE_BYTES)) return null;
     const json = Buffer.alloc(jsonLength);
-    const start = st.size - tail.length - jsonLength;
+    const start = size - tail.length - jsonLength;
     await fh.read(json, 0, jsonLength, start);
     const env = JSON.parse(json.toString('utf8')) as MaildropEnvelope;
-    if (env.v !== 1 || !Array.isArray(env.recipients)) return null;
-    return { env, bodyLength: start, uid: st.uid, ino: st.ino };
+    // Anyone can write this file: check the shape before anything uses it.
+    if (env?.v !== 1 || typeof env.sender !== 'string' || !Array.isArray(env.recipients) || env.recipients.length === 0) return null;
+    if (env.sender !== '' && !isValidEnvelopeAddress(env.sender)) return null;
+    if (!env.recipients.every((r) => typeof r === 'string' && isValidEnvelopeAddress(r))) return null;
+    return { env, bodyLength: start };
   } catch {
     return null;
+  }
+}
+
+/** The envelope of a maildrop file (not following symlinks); null when it is not a complete one. */
+export async function readMaildropEnvelope(file: string): Promise<(FoundEnvelope & { uid: number; ino: number }) | null> {
+  const fh = await fsp.open(file, OPEN_FLAGS);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return null;
+    const found = await envelopeOf(fh, st.size);
+    return found && { ...found, uid: st.uid, ino: st.ino };
   } finally {
     await fh.close();
   }
 }
 
 /**
- * Moves maildrop files into the queue. A file is removed only after its message is committed;
- * the file's name and inode are recorded as the message's origin, so a crash between commit
- * and unlink does not queue it twice.
- */
-/**
  * Runs between writing a picked-up body and committing it (checks that add headers, such as DKIM
  * signing of local mail); `header` is the message's header section (up to 64 KiB).
  */
 export type BeforeCommit = (spool: Spool, header: string, meta: MessageMeta) => Promise<void>;
 
-export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, onCommitted?: (msgid: string) => void, beforeCommit?: BeforeCommit): Promise<number> {
+/** What the pickup needs to know to judge a file: who may claim which sender, the size limit. */
+export interface PickupPolicy {
+  hostname: string;
+  /** Our domains: an ordinary user may send as login@any of these (and @hostname). */
+  domains: readonly string[];
+  maxMessageSize: number;
+  /** Login names that may set any envelope sender (like sendmail's trusted users). */
+  trustedUsers: readonly string[];
+}
+
+export function pickupPolicy(config: Config): PickupPolicy {
+  return { hostname: config.hostname, domains: config.local.domains, maxMessageSize: config.smtp.maxMessageSize, trustedUsers: config.trustedUsers };
+}
+
+export interface PickupOptions {
+  onCommitted?: (msgid: string) => void;
+  beforeCommit?: BeforeCommit;
+}
+
+/**
+ * Moves maildrop files into the queue. A file is removed only after its message is committed;
+ * the file's name and inode are recorded as the message's origin, so a crash between commit
+ * and unlink does not queue it twice.
+ *
+ * Every local user can create entries here, so each is opened without following symlinks and
+ * without blocking (a FIFO), and judged on what fstat says about the opened file: a regular
+ * file with one link. Its owner is the submitter; the envelope's own uid and via are not trusted.
+ */
+export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, opts: PickupOptions = {}): Promise<number> {
+  const dir = maildropDir(config.stateDir);
+  const policy = pickupPolicy(config);
   let names: string[];
   try {
     names = await fsp.readdir(dir);
   } catch {
     return 0;
   }
+  const users = new Map<number, string | null>();
+  const loginOf = (uid: number) => {
+    if (!users.has(uid)) users.set(uid, lookupUser(uid)?.name ?? null);
+    return users.get(uid)!;
+  };
   let count = 0;
   for (const name of names.sort()) {
     const file = path.join(dir, name);
@@ -140,50 +193,139 @@ export async function pickupMaildrop(dir: string, store: Pick<QueueStore, 'openM
       await removeStaleTemp(file);
       continue;
     }
-    if (name.startsWith('.')) continue;
-    const found = await readMaildropEnvelope(file);
-    if (!found) {
-      log.warn(null, 'maildrop: ignoring malformed file', { file });
-      await fsp.rename(file, path.join(dir, `.bad-${name}`)).catch(() => undefined);
-      continue;
+    if (name.startsWith('.')) continue; // .bad-*: refused earlier, kept for the administrator
+    try {
+      if (await pickupFile(dir, name, store, policy, loginOf, opts)) count++;
+    } catch (err) {
+      log.error(null, 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });
     }
-    const origin = `maildrop:${name}:${found.ino}`;
-    if (!(await store.hasOrigin(origin))) {
-      const spool = store.openMessage();
-      try {
-        const stream = fs.createReadStream(file, { start: 0, end: found.bodyLength - 1, highWaterMark: 64 * 1024 });
-        let head: Buffer | null = beforeCommit ? Buffer.alloc(0) : null;
-        if (found.bodyLength > 0) {
-          for await (const chunk of stream as AsyncIterable<Buffer>) {
-            if (head && head.length < 64 * 1024) head = Buffer.concat([head, chunk]);
-            await spool.write(chunk);
-          }
-        }
-        const meta: MessageMeta = { sender: found.env.sender, recipients: found.env.recipients, via: found.env.via, client: `uid=${found.uid}`, origin };
-        if (beforeCommit && head) {
-          const text = head.subarray(0, 64 * 1024).toString('utf8');
-          const end = text.search(/\r?\n\r?\n/);
-          await beforeCommit(spool, end < 0 ? text : text.slice(0, end + 1), meta);
-        }
-        await spool.commit(meta);
-      } catch (err) {
-        await spool.rollback();
-        log.error(null, 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });
-        continue;
-      }
-      log.info(spool.msgid, 'accepted', { from: `<${found.env.sender}>`, nrcpt: found.env.recipients.length, size: found.bodyLength, via: found.env.via, uid: found.uid });
-      onCommitted?.(spool.msgid);
-      count++;
-    }
-    await fsp.unlink(file).catch(() => undefined);
   }
   if (count) await fsyncDir(dir).catch(() => undefined);
   return count;
 }
 
+const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY;
+const MAX_ENVELOPE_BYTES = 1024 * 1024;
+const READ_CHUNK = 64 * 1024;
+
+/** Why an entry is refused, and what to do with it: unlinking a name is safe for links, FIFOs and sockets (it removes only the name); directories and files we cannot read are set aside. */
+type Refusal = { reason: string; action: 'remove' | 'set aside' };
+
+async function refuse(dir: string, name: string, r: Refusal, fields: Record<string, string | number> = {}): Promise<void> {
+  const file = path.join(dir, name);
+  let owner: number | undefined;
+  try {
+    owner = (await fsp.lstat(file)).uid;
+  } catch {
+    /* gone */
+  }
+  const done = r.action === 'remove'
+    ? await fsp.unlink(file).then(() => 'removed', (e: NodeJS.ErrnoException) => `not removed: ${e.code}`)
+    : await fsp.rename(file, path.join(dir, `.bad-${name}`)).then(() => `set aside as .bad-${name}`, (e: NodeJS.ErrnoException) => `not set aside: ${e.code}`);
+  log.warn(null, 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { owner } : {}), ...fields, action: done });
+}
+
+/** One maildrop entry; true when it became a queued message. */
+async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<boolean> {
+  const file = path.join(dir, name);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, OPEN_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    if (code === 'ELOOP') await refuse(dir, name, { reason: 'a symbolic link (never followed)', action: 'remove' });
+    else if (code === 'ENXIO' || code === 'EOPNOTSUPP') await refuse(dir, name, { reason: 'not a regular file (a socket)', action: 'remove' });
+    else if (code === 'EACCES' || code === 'EPERM') await refuse(dir, name, { reason: 'not readable by the daemon', action: 'set aside' });
+    else throw err;
+    return false;
+  }
+  let found: FoundEnvelope | null;
+  let uid: number;
+  let origin: string;
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) return void (await refuse(dir, name, { reason: 'a directory (not walked)', action: 'set aside' })), false;
+    if (!st.isFile()) return void (await refuse(dir, name, { reason: 'not a regular file (a FIFO or device)', action: 'remove' })), false;
+    // A second link means the file lives elsewhere too: someone else's file linked in.
+    if (st.nlink !== 1) return void (await refuse(dir, name, { reason: `has ${st.nlink} links (hard-linked)`, action: 'remove' })), false;
+    uid = st.uid;
+    origin = `maildrop:${name}:${st.ino}`;
+    found = await envelopeOf(fh, st.size);
+    if (!found) return void (await refuse(dir, name, { reason: 'malformed (not a complete maildrop file)', action: 'set aside' })), false;
+    if (found.bodyLength > policy.maxMessageSize) {
+      return void (await refuse(dir, name, { reason: `larger than max_message_size (${found.bodyLength} > ${policy.maxMessageSize} bytes)`, action: 'remove' }, { uid })), false;
+    }
+    if (!(await store.hasOrigin(origin))) await queueFile(fh, found, uid, origin, store, policy, loginOf, opts);
+  } finally {
+    await fh.close();
+  }
+  await fsp.unlink(file).catch(() => undefined);
+  return true;
+}
+
+/** Copies an accepted file into the queue, with our own trace line and the sender checked. */
+async function queueFile(fh: fsp.FileHandle, found: FoundEnvelope, uid: number, origin: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<void> {
+  const { env, bodyLength } = found;
+  const login = loginOf(uid);
+  const sender = senderFor(uid, login, env.sender, policy);
+  // Only labels of our local submission programs; "bounce" or "smtp" would claim a trust the file does not have.
+  const via = LOCAL_VIAS.has(env.via) ? env.via : 'sendmail';
+  const spool = store.openMessage();
+  try {
+    let added = `Received: by ${policy.hostname} (tidemail pickup, from userid ${uid})\r\n\tid ${spool.msgid}; ${rfc5322Date()}\r\n`;
+    if (sender !== env.sender) {
+      const claimed = env.sender === '' ? '<>' : env.sender;
+      added += `X-Authentication-Warning: ${policy.hostname}: ${login ?? `uid ${uid}`} set sender to ${claimed} using -f\r\n`;
+      log.warn(spool.msgid, 'maildrop: sender not allowed for this user; rewritten', { claimed: `<${claimed}>`, from: `<${sender}>`, uid, ...(login ? { user: login } : {}) });
+    }
+    const first = Buffer.from(added, 'utf8');
+    await spool.write(first);
+    let head: Buffer | null = opts.beforeCommit ? first : null;
+    for (let pos = 0; pos < bodyLength;) {
+      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, bodyLength - pos));
+      const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
+      if (bytesRead === 0) throw new Error('the file shrank while being read');
+      const part = chunk.subarray(0, bytesRead);
+      if (head && head.length < 64 * 1024) head = Buffer.concat([head, part]);
+      await spool.write(part);
+      pos += bytesRead;
+    }
+    const meta: MessageMeta = { sender, recipients: env.recipients, via, client: `uid=${uid}`, origin };
+    if (opts.beforeCommit && head) {
+      const text = head.subarray(0, 64 * 1024).toString('utf8');
+      const end = text.search(/\r?\n\r?\n/);
+      await opts.beforeCommit(spool, end < 0 ? text : text.slice(0, end + 1), meta);
+    }
+    await spool.commit(meta);
+  } catch (err) {
+    await spool.rollback();
+    throw err;
+  }
+  log.info(spool.msgid, 'accepted', { from: `<${sender}>`, nrcpt: env.recipients.length, size: bodyLength, via, uid });
+  opts.onCommitted?.(spool.msgid);
+}
+
+const LOCAL_VIAS = new Set(['sendmail', 'sendmail-bs', 'rmail', 'smtpd']);
+
+/**
+ * The envelope sender a maildrop file from `uid` may have: root, the daemon's own user and
+ * trusted users keep what they set; anyone else may use their login name at one of our domains,
+ * and is otherwise rewritten to login@hostname (what sendmail and Postfix do with -f).
+ */
+export function senderFor(uid: number, login: string | null, claimed: string, policy: PickupPolicy): string {
+  if (uid === 0 || uid === process.getuid?.()) return claimed;
+  if (login && policy.trustedUsers.includes(login)) return claimed;
+  const own = `${login ?? `uid${uid}`}`;
+  const at = claimed.lastIndexOf('@');
+  const domain = claimed.slice(at + 1).toLowerCase();
+  if (login && at > 0 && claimed.slice(0, at) === login && (domain === policy.hostname.toLowerCase() || policy.domains.includes(domain))) return claimed;
+  return `${own}@${policy.hostname}`;
+}
+
 async function removeStaleTemp(file: string): Promise<void> {
   try {
-    const st = await fsp.stat(file);
+    const st = await fsp.lstat(file);
     if (Date.now() - st.mtimeMs > 86_400_000) await fsp.unlink(file);
   } catch {
     /* gone already */

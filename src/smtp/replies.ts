@@ -8,6 +8,9 @@ export const replies = {
   relayDenied: (rcpt: string) => new SmtpError(554, '5.7.1', `<${rcpt}>: Relay access denied`),
   badRecipient: (rcpt: string) => new SmtpError(501, '5.1.3', `<${rcpt}>: Bad recipient address syntax`),
   badSender: (sender: string) => new SmtpError(501, '5.1.7', `<${sender}>: Bad sender address syntax`),
+  // Postfix answers 553 for an address it will not take as given (RFC 5321 4.2.2: mailbox name not allowed).
+  notMailbox: (rcpt: string, why: string) => new SmtpError(553, '5.1.3', `<${rcpt}>: Recipient address rejected: not a mailbox address (${why})`),
+  notMailboxSender: (sender: string, why: string) => new SmtpError(553, '5.1.7', `<${sender}>: Sender address rejected: not a mailbox address (${why})`),
   tooManyRecipients: (max: number) => new SmtpError(452, '4.5.3', `Too many recipients (at most ${max} per message)`),
   bareLf: () => new SmtpError(554, '5.6.0', 'Message refused: bare LF in message data; lines must end with CRLF (RFC 5321 2.3.8)'),
   bareCr: () => new SmtpError(554, '5.6.0', 'Message refused: bare CR in message data; lines must end with CRLF (RFC 5321 2.3.8)'),

@@ -13,7 +13,7 @@ import { ConfigReader } from '../config/reader.js';
 import { SmtpError } from '../errors.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
-import { domainOf, isValidEnvelopeAddress, qualify } from '../message/address.js';
+import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
 import { applySmtpServerPatches, type SessionLimitOptions } from './patches.js';
 import { receiveMessage, type DataPhase, type MessageSink } from './receive.js';
@@ -181,6 +181,12 @@ export class SmtpFront {
       },
       onRcptTo: (address, session, cb) => {
         const rcpt = qualify(address.address, config.hostname);
+        // "/path@x", "|cmd@x": file and pipe targets come only from our aliases and .forward files.
+        const notMailbox = nonMailboxReason(rcpt);
+        if (notMailbox) {
+          log.info(null, 'recipient refused: not a mailbox', { client: session.remoteAddress, rcpt: `<${address.address}>` });
+          return cb(replies.notMailbox(address.address, notMailbox));
+        }
         if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
         if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
         this.runPhase('rcpt', this.context('rcpt', session, kind, { recipient: rcpt })).then(({ error }) => cb(error ?? undefined), (err: Error) => cb(err));
@@ -201,6 +207,11 @@ export class SmtpFront {
       return new SmtpError(421, '4.7.0', `Too many messages in one session (at most ${config.smtp.maxMessagesPerConnection}), reconnect to send more`);
     }
     if ((kind === 'submission' || kind === 'smtps') && !session.user) return replies.authRequired();
+    const notMailbox = sender ? nonMailboxReason(sender) : null; // a bounce to it would name a path
+    if (notMailbox) {
+      log.info(null, 'sender refused: not a mailbox', { client: session.remoteAddress, from: `<${sender}>` });
+      return replies.notMailboxSender(sender, notMailbox);
+    }
     if (sender && !isValidEnvelopeAddress(qualify(sender, config.hostname))) return replies.badSender(sender);
     const user = authUser(session);
     if (user && sender && !ownsAddress(sendersOf(user, config), qualify(sender, config.hostname))) {

@@ -32,6 +32,12 @@ test('nothing in a local domain, or no recipients_from: deliver_to', () => {
   assert.equal(envelopeFor({ ...acct, recipientsFrom: [] }, lines('Delivered-To: h@example.org')), { recipients: ['postmaster'] });
 });
 
+test('a header naming a path or a command in a local domain gives no recipient (never a file)', () => {
+  const env = envelopeFor(acct, lines('Delivered-To: /tmp/x@example.org, |touch@example.org, ok@example.org'));
+  assert.equal(env, { recipients: ['ok'], from: 'Delivered-To' });
+  assert.equal(envelopeFor(acct, lines('Delivered-To: /var/mail/root@example.org')), { recipients: ['postmaster'] });
+});
+
 test('at most 100 recipients from one message', () => {
   const many = Array.from({ length: 150 }, (_, i) => `u${i}@example.org`).join(', ');
   assert.equal(envelopeFor(acct, lines(`To: ${many}`)).recipients.length, 100);

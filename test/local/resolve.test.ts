@@ -212,6 +212,16 @@ test('virtual domains: to a user, to an external address, to @domain, catch-all,
   assert.equal(await targets(r, 'postmaster@only.example'), [mbox('root')], 'RFC 5321: every domain has a postmaster');
 });
 
+test('a "/path" or "|cmd" local part kept through a virtual @domain is not an address, and never a file', async () => {
+  const r = resolver('fwd: "\\"/tmp/x\\"@evil.example", alice\n', { virtual: { 'virt.example': { '*': '@evil.example', lit: '/tmp/lit@evil.example' } } });
+  await rejects(r.resolve('/tmp/pwn@virt.example'), /\/tmp\/pwn@virt\.example: not a mailbox address \(a local part starting with "\/" would name a file\)/, true);
+  await rejects(r.resolve('lit@virt.example'), /not a mailbox address/, true);
+  await rejects(r.resolve('|cmd@virt.example'), /would name a command/, true);
+  const res = (await r.resolve('fwd'))!;
+  assert.equal(res.targets, [mbox('alice')]);
+  assert.match(res.failed![0]!.reason, /not a mailbox address/);
+});
+
 test('virtual map loops are detected', async () => {
   const r = resolver(null, { virtual: { 'v.example': { a: 'b@v.example', b: 'a@v.example' } } });
   await rejects(r.resolve('a@v.example'), /alias loop: a@v\.example → b@v\.example → a@v\.example/, true);
