@@ -4,6 +4,14 @@
 // Lines are read as bytes (messages may be 8-bit); multi-line responses are dot-unstuffed and
 // handed out line by line, so a large RETR can be streamed instead of held in memory.
 // Certificates are verified unless the caller says otherwise.
+//
+// A server is a peer we do not control: every reply is bounded. Each command has an overall
+// deadline (not only the idle timeout, which a drip-feed of one byte every few seconds never
+// trips): `timeoutMs` for a one-line reply, plus the time its byte cap takes at `minBytesPerSecond`
+// for a multi-line one. Multi-line replies have a byte cap (the caller's for RETR/TOP, from the
+// LIST size; fixed ones for CAPA, LIST and UIDL); past it the connection is cut at once, not
+// read on. Text from the server that reaches an error message is stripped of control characters,
+// so a hostile reply cannot drive the terminal of whoever reads `tidemail status` or the log.
 
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -27,6 +35,8 @@ export interface Pop3Options {
   rejectUnauthorized?: boolean;
   /** Longest wait for any one reply. */
   timeoutMs?: number;
+  /** The slowest transfer a multi-line reply may take before its deadline (default 1 KiB/s). */
+  minBytesPerSecond?: number;
   signal?: AbortSignal;
 }
 
@@ -41,6 +51,19 @@ export class Pop3Error extends TidemailError {
   }
 }
 
+/** A multi-line reply went over its byte cap; the connection has been cut. */
+export class Pop3LimitError extends Pop3Error {
+  override name = 'Pop3LimitError';
+  constructor(
+    message: string,
+    /** Bytes of the reply read when it was cut (the cap plus at most one line). */
+    readonly read: number,
+    readonly limit: number,
+  ) {
+    super(message);
+  }
+}
+
 /** The TLS handshake failed, most often a certificate that does not verify: a setup problem. */
 export class Pop3TlsError extends Pop3Error {
   override name = 'Pop3TlsError';
@@ -49,7 +72,14 @@ export class Pop3TlsError extends Pop3Error {
 /** One line of a multi-line response, dot-unstuffed, without its line ending. */
 export type LineHandler = (line: Buffer) => void | Promise<void>;
 
+/** Longest line of a message (RETR, TOP): RFC 5322 says 998, real mail is sloppier. */
 const MAX_LINE = 1024 * 1024;
+/** Longest status line or listing line; RFC 1939 3 allows 512 octets, we allow some slack. */
+const MAX_REPLY_LINE = 4096;
+/** Caps for replies whose size the server does not announce. */
+const MAX_CAPA = 64 * 1024;
+const MAX_LISTING = 16 * 1024 * 1024;
+const DEFAULT_MIN_RATE = 1024;
 /** Stop reading from the socket while this much is waiting for the caller. */
 const HIGH_WATER = 256 * 1024;
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -66,6 +96,8 @@ export class Pop3Client {
   /** Received, not yet read: the socket's own chunks, never copied into one growing buffer. */
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** Bytes taken out of `chunks` so far: what a reply's byte cap is counted in. */
+  private consumed = 0;
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
   private queue: Promise<void> = Promise.resolve();
@@ -115,7 +147,7 @@ export class Pop3Client {
     const c = new Pop3Client(sock, o);
     c.secure = o.tls === 'implicit';
     try {
-      c.greeting = await c.readStatus('greeting');
+      c.greeting = await c.serial('the greeting', c.timeoutMs(), () => c.readStatus('greeting'));
       c.apopTimestamp = /<[^<>\s]+@[^<>\s]+>/.exec(c.greeting)?.[0];
       if (o.tls === 'starttls') await c.stls();
     } catch (err) {
@@ -128,7 +160,7 @@ export class Pop3Client {
   /** RFC 2449: the capability lines ("UIDL", "SASL PLAIN", …); empty when the server has no CAPA. */
   async capa(): Promise<string[]> {
     try {
-      const { lines } = await this.multiline('CAPA');
+      const { lines } = await this.multiline('CAPA', undefined, { maxBytes: MAX_CAPA, lineMax: MAX_REPLY_LINE });
       return lines.map((l) => l.toString('utf8').trim()).filter(Boolean);
     } catch (err) {
       if (err instanceof Pop3Error && err.response !== undefined) return [];
@@ -232,19 +264,32 @@ export class Pop3Client {
     return { count: Number(m[1]), size: Number(m[2]) };
   }
 
-  /** Message number → size in octets. */
-  async list(): Promise<Map<number, number>> {
-    return this.pairs('LIST', Number);
+  /**
+   * Message number → size in octets. `maxBytes` caps the listing (from STAT's count; 16 MiB at most).
+   * @throws Pop3Error on a size that is not a number: it would make every size limit void.
+   */
+  async list(maxBytes = MAX_LISTING): Promise<Map<number, number>> {
+    return this.pairs('LIST', maxBytes, (s) => {
+      if (!/^\d{1,15}$/.test(s)) throw new Pop3Error(`${this.label}: malformed LIST size "${printable(s).slice(0, 40)}"`);
+      return Number(s);
+    });
   }
 
-  /** RFC 1939 7: message number → unique id (UIDL is optional; -ERR throws). */
-  async uidl(): Promise<Map<number, string>> {
-    return this.pairs('UIDL', (s) => s);
+  /**
+   * RFC 1939 7: message number → unique id (UIDL is optional; -ERR throws). An id outside the
+   * RFC's 1–70 printable characters is replaced by "h:" + its sha256, so it can be stored and
+   * shown safely and still tells messages apart.
+   */
+  async uidl(maxBytes = MAX_LISTING): Promise<Map<number, string>> {
+    return this.pairs('UIDL', maxBytes, (s) => (/^[\x21-\x7e]{1,70}$/.test(s) ? s : `h:${createHash('sha256').update(s, 'latin1').digest('hex')}`));
   }
 
-  /** RETR: the message's lines go to `onLine` (streaming), or are returned joined with CRLF. */
-  async retr(n: number, onLine?: LineHandler): Promise<Buffer> {
-    const { lines } = await this.multiline(`RETR ${n}`, onLine);
+  /**
+   * RETR: the message's lines go to `onLine` (streaming), or are returned joined with CRLF.
+   * @throws Pop3LimitError past `maxBytes` bytes of reply (the connection is cut).
+   */
+  async retr(n: number, onLine?: LineHandler, maxBytes?: number): Promise<Buffer> {
+    const { lines } = await this.multiline(`RETR ${n}`, onLine, { maxBytes });
     return lines.length ? Buffer.concat(lines.flatMap((l) => [l, CRLF])) : Buffer.alloc(0);
   }
 
@@ -280,7 +325,7 @@ export class Pop3Client {
    * @throws Pop3Error on -ERR (with `response`), a malformed reply, or a broken connection.
    */
   command(line: string, shown: string = line): Promise<string> {
-    return this.serial(() => {
+    return this.serial(shown, this.timeoutMs(), () => {
       this.send(line);
       return this.readStatus(shown);
     });
@@ -289,14 +334,29 @@ export class Pop3Client {
   /**
    * Sends a command whose +OK is followed by lines up to a lone ".". Without `onLine` the lines
    * are collected and returned; with it they are handed over (and awaited) one at a time.
+   * `maxBytes` (default 16 MiB) caps the reply after the status line, as sent (CRLFs, stuffing).
+   * @throws Pop3LimitError past the cap, Pop3Error past the deadline; either cuts the connection.
    */
-  multiline(line: string, onLine?: LineHandler): Promise<{ status: string; lines: Buffer[] }> {
-    return this.serial(async () => {
+  multiline(line: string, onLine?: LineHandler, limits: { maxBytes?: number; lineMax?: number } = {}): Promise<{ status: string; lines: Buffer[] }> {
+    const maxBytes = limits.maxBytes ?? MAX_LISTING;
+    const rate = this.o.minBytesPerSecond ?? DEFAULT_MIN_RATE;
+    const verb = line.split(' ', 2).join(' ');
+    return this.serial(verb, this.timeoutMs() + Math.ceil((maxBytes / rate) * 1000), async () => {
       this.send(line);
       const status = await this.readStatus(line);
       const lines: Buffer[] = [];
+      const start = this.consumed;
+      const over = () => {
+        const read = this.consumed + this.buffered - start;
+        this.abort(new Pop3LimitError(`${this.label} sent more than ${maxBytes} bytes in reply to ${verb}; connection cut`, read, maxBytes));
+        return this.failure!;
+      };
       for (;;) {
-        let l = await this.readLine();
+        // A line may not run past what is left of the cap (nor past the longest line allowed).
+        const left = maxBytes - (this.consumed - start);
+        const lineMax = limits.lineMax ?? MAX_LINE;
+        let l = await this.readLine(Math.min(lineMax, left), left < lineMax ? over : undefined);
+        if (this.consumed - start > maxBytes) throw over();
         if (l.length === 1 && l[0] === DOT) break;
         // RFC 1939 3: a line that starts with "." had one more "." put in front of it.
         if (l[0] === DOT) l = l.subarray(1);
@@ -307,9 +367,19 @@ export class Pop3Client {
     });
   }
 
-  /** One command and its whole reply at a time, whoever calls: replies are matched by order. */
-  private serial<T>(run: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(run);
+  /**
+   * One command and its whole reply at a time, whoever calls: replies are matched by order. Each
+   * has `deadlineMs` from when it is sent; past it the connection is cut (the reply is lost).
+   */
+  private serial<T>(what: string, deadlineMs: number, run: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(async () => {
+      const t = setTimeout(() => this.abort(new Pop3Error(`${this.label}: ${what} not finished within ${Math.round(deadlineMs / 1000)} s; connection cut`)), deadlineMs);
+      try {
+        return await run();
+      } finally {
+        clearTimeout(t);
+      }
+    });
     this.queue = result.then(
       () => undefined,
       () => undefined,
@@ -317,14 +387,24 @@ export class Pop3Client {
     return result;
   }
 
-  private async pairs<T>(cmd: string, value: (s: string) => T): Promise<Map<number, T>> {
-    const { lines } = await this.multiline(cmd);
+  private async pairs<T>(cmd: string, maxBytes: number, value: (s: string) => T): Promise<Map<number, T>> {
+    const { lines } = await this.multiline(cmd, undefined, { maxBytes: Math.min(maxBytes, MAX_LISTING), lineMax: MAX_REPLY_LINE });
     const out = new Map<number, T>();
     for (const l of lines) {
-      const m = /^(\d+)\s+(\S+)/.exec(l.toString('utf8'));
+      const m = /^(\d+)[ \t]+(\S+)/.exec(l.toString('latin1'));
       if (m) out.set(Number(m[1]), value(m[2]!));
     }
     return out;
+  }
+
+  private timeoutMs(): number {
+    return this.o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** Cuts the connection: nothing more is read, and every pending and later read fails with `err`. */
+  private abort(err: Pop3Error): void {
+    this.fail(err);
+    this.sock.destroy();
   }
 
   private send(line: string): void {
@@ -334,17 +414,18 @@ export class Pop3Client {
   }
 
   private async readStatus(what: string): Promise<string> {
-    const line = (await this.readLine()).toString('utf8');
+    const line = printable((await this.readLine(MAX_REPLY_LINE)).toString('utf8'));
     if (line.startsWith('+OK')) return line.slice(3).trim();
-    if (line.startsWith('-ERR')) throw new Pop3Error(`${this.label} refused ${what}: ${line}`, line);
+    if (line.startsWith('-ERR')) throw new Pop3Error(`${this.label} refused ${what}: ${line.slice(0, 512)}`, line.slice(0, 512));
     throw new Pop3Error(`${this.label} answered ${what} with "${line.slice(0, 100)}", not +OK/-ERR (is this a POP3 server?)`);
   }
 
   /**
    * The next line, without CRLF (or a bare LF, which some servers send). A line within one
-   * socket chunk is a view of it; only a line split across chunks is copied.
+   * socket chunk is a view of it; only a line split across chunks is copied. More than `maxLen`
+   * bytes without a line end cuts the connection (with `tooLong()`'s error when given).
    */
-  private async readLine(): Promise<Buffer> {
+  private async readLine(maxLen = MAX_LINE, tooLong?: () => Error): Promise<Buffer> {
     for (;;) {
       let before = 0;
       for (let i = 0; i < this.chunks.length; i++) {
@@ -360,12 +441,14 @@ export class Pop3Client {
         if (rest.length) this.chunks.splice(0, i + 1, rest);
         else this.chunks.splice(0, i + 1);
         this.buffered -= before + nl + 1;
+        this.consumed += before + nl + 1;
         if (this.buffered <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
         return line;
       }
-      if (this.buffered > MAX_LINE) {
-        this.sock.destroy();
-        throw new Pop3Error(`${this.label} sent a line longer than ${MAX_LINE} bytes`);
+      if (this.buffered > maxLen) {
+        if (tooLong) throw tooLong();
+        this.abort(new Pop3Error(`${this.label} sent a line longer than ${maxLen} bytes; connection cut`));
+        throw this.failure!;
       }
       if (this.failure) throw this.failure;
       if (this.sock.isPaused()) this.sock.resume();
@@ -399,6 +482,14 @@ const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 const CRLF = Buffer.from('\r\n');
+
+/**
+ * Server text made safe to show: control characters (C0, DEL, C1: terminal escapes, bells,
+ * backspaces) and the bidirectional overrides become "?".
+ */
+export function printable(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
+}
 
 function tlsOptions(o: Pop3Options): tls.ConnectionOptions {
   const name = o.servername ?? o.host;

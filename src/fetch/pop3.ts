@@ -18,6 +18,14 @@
 // its header section with TOP n 0 and delivers that, with a note saying so. Either way it is
 // remembered as skipped and never deleted.
 //
+// A server that lies about sizes: each RETR is capped at its LIST size + 10 % + 64 KiB (LIST sizes
+// differ a little from what is sent: line endings, dot-stuffing) and at max_size and
+// [smtp] max_message_size, whichever is lowest (retrLimit). Past it the connection is cut at
+// once (no QUIT, so no DELE of this session takes effect), the partial message is rolled back by
+// submit, and its UIDL is not remembered. The result's `overLimit` names it; the scheduler then
+// holds it back (`suspects`, tried last and only by `tidemail fetch`) so the rest of the mailbox
+// still flows and the bad one costs no more bandwidth. LIST and UIDL are capped by STAT's count.
+//
 // Recipients: deliver_to, or read from the headers for a multidrop mailbox (recipients.ts); the
 // header section is read before submit is called, so the envelope is known up front.
 
@@ -27,7 +35,7 @@ import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
 import type { FetchAccount } from './account.js';
 import { readAccountPassword } from './account.js';
-import { Pop3Client, Pop3Error, Pop3TlsError } from './pop3-client.js';
+import { Pop3Client, Pop3Error, Pop3LimitError, Pop3TlsError } from './pop3-client.js';
 import { envelopeFor, HEADER_SCAN_LIMIT, type FetchEnvelope } from './recipients.js';
 import type { UidlStore } from './uidl-store.js';
 
@@ -44,6 +52,33 @@ export interface FetchDeps {
   signal?: AbortSignal;
   /** Longest wait for any one server reply; the client's default otherwise. */
   timeoutMs?: number;
+  /** Slowest transfer rate before a multi-line reply's deadline; the client's default otherwise. */
+  minBytesPerSecond?: number;
+  /** [smtp] max_message_size: no fetched message may be larger either. */
+  maxMessageSize?: number;
+  /**
+   * Messages (by UIDL) that went over their limit at an earlier try. They are tried after all
+   * others, and only with `retrySuspects`; otherwise left on the server and reported again.
+   */
+  suspects?: ReadonlyMap<string, OverLimit>;
+  retrySuspects?: boolean;
+}
+
+/** A message whose RETR went over its limit (or was held back for having done so before). */
+export interface OverLimit {
+  msg: number;
+  uidl?: string;
+  /** Its size in LIST. */
+  listed: number;
+  limit: number;
+  /** Which limit was the lowest. */
+  by: 'LIST' | 'max_size' | 'max_message_size';
+  /** Bytes read when the connection was cut. */
+  read: number;
+  /** Ms since the epoch of the try that went over. */
+  at: number;
+  /** Not tried this time: held back from an earlier try. */
+  held?: boolean;
 }
 
 export interface FetchProgress {
@@ -68,7 +103,20 @@ export interface FetchResult {
   authFailed?: boolean;
   /** The server's certificate did not verify: likewise a configuration problem. */
   tlsFailed?: boolean;
+  /** Messages that went over their size limit, this time or (held) before; left on the server. */
+  overLimit?: OverLimit[];
 }
+
+/** What a RETR may read: LIST size + 10 % + 64 KiB, or max_size or max_message_size when lower. */
+export function retrLimit(listed: number, o: { maxSize?: number; maxMessageSize?: number }): { limit: number; by: OverLimit['by'] } {
+  let best: { limit: number; by: OverLimit['by'] } = { limit: Math.floor(listed * 1.1) + 64 * 1024, by: 'LIST' };
+  if (o.maxSize !== undefined && o.maxSize < best.limit) best = { limit: o.maxSize, by: 'max_size' };
+  if (o.maxMessageSize !== undefined && o.maxMessageSize < best.limit) best = { limit: o.maxMessageSize, by: 'max_message_size' };
+  return best;
+}
+
+/** Room per message in a LIST or UIDL listing: RFC 1939 ids are at most 70 characters. */
+const LISTING_BYTES_PER_MESSAGE = 128;
 
 /** Bytes per chunk handed to submit, and chunks waiting before RETR stops reading. */
 const CHUNK = 64 * 1024;
@@ -94,6 +142,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       tls: acct.tls,
       ca: acct.caFile ? await fs.readFile(acct.caFile) : undefined,
       timeoutMs: deps.timeoutMs,
+      minBytesPerSecond: deps.minBytesPerSecond,
       signal: deps.signal,
     });
     try {
@@ -110,29 +159,48 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       return result;
     }
 
-    const sizes = await client.list();
-    const ids = await listIds(client, acct);
+    // STAT first: its count bounds the listings, so an endless LIST or UIDL is cut early.
+    const count = await client.stat().then(
+      (st) => st.count,
+      (err: unknown) => {
+        if (err instanceof Pop3Error && err.response !== undefined) return null; // STAT is mandatory, but be lenient
+        throw err;
+      },
+    );
+    const listingCap = count === null ? undefined : 64 * 1024 + count * LISTING_BYTES_PER_MESSAGE;
+    const sizes = await client.list(listingCap);
+    const ids = await listIds(client, acct, listingCap);
     const mayKeep = ids !== null;
     if (!mayKeep && acct.keep) throw new Pop3Error(`${acct.host}:${acct.port} offers neither UIDL nor TOP, so new messages cannot be told apart; set keep = false for account "${acct.name}"`);
     if (ids) await deps.uidls.prune(acct.name, new Set(ids.values()));
 
-    // What to fetch: every listed message not remembered, in server order.
+    // What to fetch: every listed message not remembered, in server order; suspects last.
     todo = [];
+    const later: typeof todo = [];
     for (const [n, size] of [...sizes].sort((a, b) => a[0] - b[0])) {
       const id = ids ? ids.get(n) : null;
       if (id === undefined) continue; // listed by LIST but not by UIDL: racing with another client
       if (id !== null && (await deps.uidls.has(acct.name, id))) continue;
-      todo.push({ n, id, size });
+      const suspect = id !== null ? deps.suspects?.get(id) : undefined;
+      if (suspect && !deps.retrySuspects) {
+        (result.overLimit ??= []).push({ ...suspect, msg: n, held: true });
+        continue;
+      }
+      (suspect ? later : todo).push({ n, id, size });
     }
+    todo.push(...later);
+    // The global limit counts for the oversize decision too: over it, RETR would only be cut.
+    const maxSize = Math.min(acct.maxSize ?? Infinity, deps.maxMessageSize ?? Infinity);
+    const maxName = acct.maxSize !== undefined && acct.maxSize <= maxSize ? 'max_size' : 'max_message_size';
 
     progress();
     for (const m of todo) {
-      if (acct.maxSize !== undefined && m.size > acct.maxSize) {
+      if (m.size > maxSize) {
         // Without an id it could not be remembered, and would be handled again on every run.
         const headers = acct.oversize === 'headers' && m.id !== null;
-        log.warn(null, `fetch: message larger than max_size left on the server${headers ? ', its headers delivered' : ''}`, { account: acct.name, msg: m.n, size: m.size, max: acct.maxSize });
+        log.warn(null, `fetch: message larger than ${maxName} left on the server${headers ? ', its headers delivered' : ''}`, { account: acct.name, msg: m.n, size: m.size, max: maxSize });
         if (headers) {
-          const bytes = await deliverHeaders(client, acct, m, deps);
+          const bytes = await deliverHeaders(client, acct, m, maxSize, maxName, deps);
           result.bytes += bytes;
           result.headersOnly = (result.headersOnly ?? 0) + 1;
         }
@@ -143,9 +211,16 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
         continue;
       }
       let bytes: number;
+      const cap = retrLimit(m.size, { maxSize: acct.maxSize, maxMessageSize: deps.maxMessageSize });
       try {
-        bytes = await retrieve(client, m.n, acct.recipientsFrom.length > 0, (body, headerLines) => deps.submit(acct, body, envelopeFor(acct, headerLines)), progress);
+        bytes = await retrieve(client, m.n, cap.limit, acct.recipientsFrom.length > 0, (body, headerLines) => deps.submit(acct, body, envelopeFor(acct, headerLines)), progress);
       } catch (err) {
+        if (err instanceof Pop3LimitError) {
+          const o: OverLimit = { msg: m.n, ...(m.id !== null ? { uidl: m.id } : {}), listed: m.size, limit: cap.limit, by: cap.by, read: err.read, at: Date.now() };
+          (result.overLimit ??= []).push(o);
+          log.warn(null, 'fetch: message went over its size limit; connection cut, left on the server', { account: acct.name, msg: m.n, uidl: m.id ?? undefined, listed: m.size, limit: cap.limit, by: cap.by, read: err.read });
+          throw new Pop3LimitError(`${describeOver(o)}; the connection was cut, nothing of it was queued, it is left on the server`, err.read, err.limit);
+        }
         const refused = err instanceof SubmitError && err.cause instanceof MessageRefused ? err.cause : null;
         if (!refused) throw err;
         log.warn(null, 'fetch: message refused by a check, left on the server', { account: acct.name, msg: m.n, uidl: m.id ?? undefined, error: refused.message });
@@ -167,6 +242,10 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     }
     await client.quit();
     client = undefined;
+    const held = result.overLimit?.filter((o) => o.held) ?? [];
+    if (held.length) {
+      result.error = held.map((o) => `${describeMessage(o)} left on the server: at an earlier try it ${describeOver(o, false)}`).join('; ') + `; not fetched automatically again — \`tidemail fetch ${acct.name}\` tries it once more`;
+    }
   } catch (err) {
     result.error = err instanceof Error ? err.message : String(err);
     if (err instanceof Pop3TlsError) {
@@ -212,19 +291,19 @@ class SubmitError extends TidemailError {
 /**
  * Message number → id: UIDL, else ids from TOP headers, else null (neither command).
  */
-async function listIds(client: Pop3Client, acct: FetchAccount): Promise<Map<number, string> | null> {
+async function listIds(client: Pop3Client, acct: FetchAccount, listingCap: number | undefined): Promise<Map<number, string> | null> {
   try {
-    return await client.uidl();
+    return await client.uidl(listingCap);
   } catch (err) {
     if (!(err instanceof Pop3Error) || err.response === undefined) throw err;
   }
   log.info(null, 'fetch: server has no UIDL, telling messages apart by their headers (TOP)', { account: acct.name });
   const out = new Map<number, string>();
   const seen = new Map<string, number>();
-  for (const n of (await client.list()).keys()) {
+  for (const n of (await client.list(listingCap)).keys()) {
     let lines: Buffer[];
     try {
-      lines = (await client.multiline(`TOP ${n} 0`)).lines;
+      lines = (await client.multiline(`TOP ${n} 0`, undefined, { maxBytes: TOP_CAP })).lines;
     } catch (err) {
       if (!(err instanceof Pop3Error) || err.response === undefined) throw err;
       return null;
@@ -236,6 +315,17 @@ async function listIds(client: Pop3Client, acct: FetchAccount): Promise<Map<numb
     out.set(n, id);
   }
   return out;
+}
+
+/** A header section (TOP n 0) larger than this is not one. */
+const TOP_CAP = 1024 * 1024;
+
+const describeMessage = (o: OverLimit) => `message ${o.msg}${o.uidl ? ` (UIDL ${o.uidl})` : ''}`;
+
+/** "message 2 (UIDL u2) sent more than 65756 bytes (LIST said 200 bytes)". */
+function describeOver(o: OverLimit, subject = true): string {
+  const why = o.by === 'LIST' ? `LIST said ${o.listed} bytes` : `${o.by}; LIST said ${o.listed} bytes`;
+  return `${subject ? `${describeMessage(o)} ` : ''}sent more than ${o.limit} bytes (${why})`;
 }
 
 const VOLATILE = /^(status|x-status|x-uid|x-keywords|content-length):/i;
@@ -266,6 +356,7 @@ function headerId(lines: Buffer[]): string {
 async function retrieve(
   client: Pop3Client,
   n: number,
+  maxBytes: number,
   wantHeaders: boolean,
   submit: (body: AsyncIterable<Buffer>, headerLines: Buffer[]) => Promise<void>,
   onBytes: (bytes: number) => void,
@@ -351,7 +442,7 @@ async function retrieve(
     while (chunks.length >= MAX_QUEUED && !consumerGone) await new Promise<void>((r) => (wakeProducer = r));
   };
 
-  const retr = client.retr(n, onLine).then(
+  const retr = client.retr(n, onLine, maxBytes).then(
     () => {
       flush();
       ended = true;
@@ -384,13 +475,13 @@ const BODY_FIELDS = /^(content-type|content-transfer-encoding|content-dispositio
  * short plain-text body saying the message is still on the server.
  * @returns bytes delivered.
  */
-async function deliverHeaders(client: Pop3Client, acct: FetchAccount, m: { n: number; size: number }, deps: FetchDeps): Promise<number> {
-  const { lines } = await client.multiline(`TOP ${m.n} 0`);
+async function deliverHeaders(client: Pop3Client, acct: FetchAccount, m: { n: number; size: number }, maxSize: number, maxName: string, deps: FetchDeps): Promise<number> {
+  const { lines } = await client.multiline(`TOP ${m.n} 0`, undefined, { maxBytes: TOP_CAP });
   const end = lines.findIndex((l) => l.length === 0);
   const headerLines = end >= 0 ? lines.slice(0, end) : lines;
   const where = `${acct.host} (account ${acct.name})`;
   const out: string[] = [
-    `X-Tidemail-Oversize: ${m.size} bytes, over max_size ${acct.maxSize}; only the header section was fetched, the message is left on ${where}`,
+    `X-Tidemail-Oversize: ${m.size} bytes, over ${maxName} ${maxSize}; only the header section was fetched, the message is left on ${where}`,
   ];
   let renamed = false;
   for (const l of headerLines) {
@@ -404,7 +495,7 @@ async function deliverHeaders(client: Pop3Client, acct: FetchAccount, m: { n: nu
       out.push(s);
     }
   }
-  out.push('Content-Type: text/plain; charset=us-ascii', '', `This message is ${m.size} bytes, more than the ${acct.maxSize} bytes allowed for`, `fetching by account ${acct.name}. Only its header section was fetched; the`, `whole message is still on ${acct.host}: read it there, or raise max_size.`, '');
+  out.push('Content-Type: text/plain; charset=us-ascii', '', `This message is ${m.size} bytes, more than the ${maxSize} bytes allowed for`, `fetching by account ${acct.name}. Only its header section was fetched; the`, `whole message is still on ${acct.host}: read it there, or raise ${maxName}.`, '');
   const text = Buffer.from(out.join('\r\n'), 'latin1');
   try {
     await deps.submit(acct, (async function* () {
