@@ -50,6 +50,8 @@ interface Row {
   passed_at: number | null;
 }
 
+// Numbered migrations by PRAGMA user_version (queue/migrate.ts), never edited once released.
+// 1: the unversioned schema of 0.1.0, created IF NOT EXISTS so an earlier file is recognised.
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS triplets (
   network TEXT NOT NULL,
@@ -76,10 +78,17 @@ export class Greylist {
 
   static async open(file: string, opts: GreylistOptions, now: () => number = Date.now): Promise<Greylist> {
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    const { Db } = await import('../queue/db.js');
-    const db = await Db.open(file);
-    // Triplets are not precious: a lost last write only means one more 450.
-    await db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;' + SCHEMA);
+    const [{ Db }, { migrate }, { stateError }] = await Promise.all([import('../queue/db.js'), import('../queue/migrate.js'), import('../queue/state-error.js')]);
+    let db: Db | undefined;
+    try {
+      db = await Db.open(file);
+      // Triplets are not precious: a lost last write only means one more 450.
+      await db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;');
+      await migrate(db, file, [SCHEMA]);
+    } catch (err) {
+      await db?.close().catch(() => undefined);
+      throw stateError(err, file);
+    }
     const g = new Greylist(db, opts, now);
     await g.sweep();
     g.sweeper = setInterval(() => void g.sweep().catch((err) => log.warn(null, 'greylist: cleanup failed', { error: (err as Error).message })), 3_600_000);

@@ -10,6 +10,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Db } from '../queue/db.js';
+import { migrate } from '../queue/migrate.js';
+import { stateError } from '../queue/state-error.js';
 
 const MIGRATIONS = [
   `CREATE TABLE fetched (
@@ -30,15 +32,17 @@ export class UidlStore {
 
   /** Opens (creating when needed) `<stateDir>/fetch.sqlite`. */
   static async open(stateDir: string): Promise<UidlStore> {
-    fs.mkdirSync(stateDir, { recursive: true });
-    const db = await Db.open(path.join(stateDir, 'fetch.sqlite'));
+    const file = path.join(stateDir, 'fetch.sqlite');
+    let db: Db | undefined;
     try {
+      fs.mkdirSync(stateDir, { recursive: true });
+      db = await Db.open(file);
       await db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
-      const v = (await db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
-      for (let i = v; i < MIGRATIONS.length; i++) await db.exec(`BEGIN; ${MIGRATIONS[i]} PRAGMA user_version=${i + 1}; COMMIT;`);
+      // All pending migrations in one transaction; a file from a newer build is refused.
+      await migrate(db, file, MIGRATIONS);
     } catch (err) {
-      await db.close().catch(() => undefined);
-      throw err;
+      await db?.close().catch(() => undefined);
+      throw stateError(err, file);
     }
     return new UidlStore(db);
   }

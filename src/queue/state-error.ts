@@ -8,6 +8,8 @@
 //                    by itself; an admin must salvage it
 //   78 EX_CONFIG     the file was written by a newer tidemail (a downgrade): install that one
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { TidemailError, isDiskFull } from '../errors.js';
 
 export const STATE_EXIT = { CANTCREAT: 73, IOERR: 74, TEMPFAIL: 75, NOPERM: 77, CONFIG: 78 } as const;
@@ -33,8 +35,11 @@ const ERRNO_MEANING: Record<string, string> = {
 /** The same failure as a StateError naming `where` and the fix; other errors pass through. */
 export function stateError(err: unknown, where: string, user?: string): unknown {
   if (err instanceof StateError) return err;
-  const e = err as NodeJS.ErrnoException | undefined;
+  let e = err as NodeJS.ErrnoException | undefined;
   if (!e || typeof e !== 'object') return err;
+  // A recursive mkdir under a read-only or foreign directory reports ENOENT: ask the deepest
+  // existing ancestor why it cannot be written.
+  if (e.code === 'ENOENT' && e.syscall === 'mkdir' && e.path) e = whyNotWritable(e.path) ?? e;
   const file = e.path ?? where;
   const msg = e.message ?? '';
   const owner = user ? `chown -R ${user} ${where}` : `fix the owner or mode of ${where}`;
@@ -57,4 +62,15 @@ export function stateError(err: unknown, where: string, user?: string): unknown 
     return new StateError(`${file}: ${ERRNO_MEANING[e.code]} (${e.code})`, e.code === 'ENOENT' || e.code === 'ENOTDIR' ? STATE_EXIT.CANTCREAT : STATE_EXIT.IOERR, { cause: err });
   }
   return err;
+}
+
+function whyNotWritable(dir: string): NodeJS.ErrnoException | null {
+  let p = dir;
+  while (!fs.existsSync(p) && path.dirname(p) !== p) p = path.dirname(p);
+  try {
+    fs.accessSync(p, fs.constants.W_OK);
+    return null;
+  } catch (err) {
+    return Object.assign(err as NodeJS.ErrnoException, { path: p });
+  }
 }
