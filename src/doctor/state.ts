@@ -5,7 +5,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
-import { fail, ok, warn, type Finding } from './finding.js';
+import { Db } from '../queue/db.js';
+import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
+import { QUEUE_MIGRATIONS } from '../queue/sqlite.js';
+import { StateError } from '../queue/state-error.js';
+import { fail, ok, skip, warn, type Finding } from './finding.js';
 
 const AREA = 'state dir';
 // statfs f_type magic numbers (linux/magic.h).
@@ -35,7 +39,7 @@ function mountOf(dir: string): { point: string; type: string; options: string[] 
   return best;
 }
 
-export function probeState(config: Config): Finding[] {
+export async function probeState(config: Config): Promise<Finding[]> {
   const dir = config.stateDir;
   const out: Finding[] = [];
   let existing = dir;
@@ -67,7 +71,7 @@ export function probeState(config: Config): Finding[] {
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const fix = e.code === 'EACCES' || e.code === 'EPERM' ? `run check as root or as ${config.user}, or fix the owner: chown -R ${config.user} ${dir}` : `check the filesystem of ${dir} (dmesg, df -h)`;
-      return [fail(AREA, `cannot write and fsync in ${dir}: ${e.code ?? e.message}`, fix)];
+      return [fail(AREA, `cannot write and fsync in ${dir}: ${e.code ?? e.message}`, fix), ...(await probeQueue(dir))];
     } finally {
       if (fd !== null) fs.closeSync(fd);
       fs.rmSync(probe, { force: true });
@@ -97,5 +101,34 @@ export function probeState(config: Config): Finding[] {
     if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
     else if (free < LOW_SPACE) out.push(warn(AREA, `only ${mb} on ${existing}`, `free space on ${mount?.point ?? existing}, or lower [smtp] max_message_size`));
   }
+  if (existing === dir) out.push(...(await probeQueue(dir)));
   return out;
+}
+
+/**
+ * The queue file itself, as the daemon checks it at start (queue/integrity.ts): read-only,
+ * so a damaged file is reported and left exactly as it is.
+ */
+async function probeQueue(dir: string): Promise<Finding[]> {
+  const file = path.join(dir, QUEUE_FILE);
+  let db: Db | null = null;
+  try {
+    if (preflightQueue(dir) === 'new') return [ok(AREA, `no queue yet: the daemon creates ${file} at start`)];
+    db = await Db.open(file, true);
+    await quickCheck(db, file);
+    const v = (await db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
+    if (v > QUEUE_MIGRATIONS.length) {
+      return [fail(AREA, `${file} was written by a newer tidemail (schema version ${v}, this build knows ${QUEUE_MIGRATIONS.length})`, 'run the newer tidemail again; this one refuses to start on it')];
+    }
+    const n = (await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM messages'))?.n ?? 0;
+    return [ok(AREA, `${file} passes quick_check, ${n} message(s)${v < QUEUE_MIGRATIONS.length ? `, schema ${v} (upgraded at the next start)` : ''}`)];
+  } catch (err) {
+    const e = isCorruption(err) ? damaged(file, (err as Error).message) : err;
+    if (e instanceof StateError) return [fail(AREA, e.summary, e.fix || 'see the message above')];
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || /SQLITE_CANTOPEN|SQLITE_PERM/.test((err as Error).message)) return [skip(AREA, `cannot read ${file} as this user (${(err as Error).message}); run check as root to verify it`)];
+    return [fail(AREA, `cannot read ${file}: ${(err as Error).message}`, `check the filesystem of ${dir} (dmesg)`)];
+  } finally {
+    await db?.close().catch(() => undefined);
+  }
 }

@@ -38,11 +38,9 @@ export function preflightQueue(stateDir: string): 'new' | 'existing' {
     const held = fs.existsSync(marker) ? `${MARKER_FILE} says a queue was created here` : size(`${file}-wal`) > 0 ? 'a write-ahead log (-wal) is next to it' : size(`${file}-journal`) > 0 ? 'a rollback journal is next to it' : null;
     if (!held) return 'new';
     const what = n < 0 ? 'is missing' : 'is empty (0 bytes: truncated)';
-    throw new StateError(
-      `the queue database ${file} ${what}, but ${held}: the mail it held is not there. tidemail will not start on an empty queue in its place. ` +
-        `Restore ${file} from a backup; if you removed it on purpose, also remove ${n < 0 ? marker : `${file}, ${marker} and any ${file}-wal`} to start with an empty queue`,
-      STATE_EXIT.IOERR,
-    );
+    const summary = `the queue database ${file} ${what}, but ${held}: the mail it held is not there`;
+    const fix = `restore ${file} from a backup; if you removed it on purpose, also remove ${n < 0 ? marker : `${file}, ${marker} and any ${file}-wal`} to start with an empty queue`;
+    throw new StateError(`${summary}. tidemail will not start on an empty queue in its place: ${fix}`, STATE_EXIT.IOERR, { summary, fix });
   }
   const head = Buffer.alloc(16);
   const fd = fs.openSync(file, 'r');
@@ -52,7 +50,8 @@ export function preflightQueue(stateDir: string): 'new' | 'existing' {
     fs.closeSync(fd);
   }
   if (head.toString('latin1') !== MAGIC) {
-    throw new StateError(`the queue database ${file} is not an SQLite database (its first bytes are not "SQLite format 3"); tidemail will not start on it. ${salvageAdvice(file)}`, STATE_EXIT.IOERR);
+    const summary = `the queue database ${file} is not an SQLite database (its first bytes are not "SQLite format 3")`;
+    throw new StateError(`${summary}; tidemail will not start on it. ${salvageAdvice(file)}`, STATE_EXIT.IOERR, { summary, fix: salvageAdvice(file) });
   }
   return 'existing';
 }
@@ -63,7 +62,8 @@ export function isCorruption(err: unknown): boolean {
 }
 
 export function damaged(file: string, detail: string, cause?: unknown): StateError {
-  return new StateError(`the queue database ${file} is damaged (${detail}); tidemail will not start on it, so the mail in it is not lost. ${salvageAdvice(file)}`, STATE_EXIT.IOERR, { cause });
+  const summary = `the queue database ${file} is damaged (${detail})`;
+  return new StateError(`${summary}; tidemail will not start on it, so the mail in it is not lost. ${salvageAdvice(file)}`, STATE_EXIT.IOERR, { cause, summary, fix: salvageAdvice(file) });
 }
 
 /** PRAGMA quick_check: the b-tree pages are well-formed (O(size); no index-vs-table cross check). */

@@ -16,8 +16,13 @@ export const STATE_EXIT = { CANTCREAT: 73, IOERR: 74, TEMPFAIL: 75, NOPERM: 77, 
 
 export class StateError extends TidemailError {
   override name = 'StateError';
-  constructor(message: string, readonly exitCode: number, options?: ErrorOptions) {
+  /** The problem and the fix apart, for `tidemail check` (the message has both). */
+  readonly summary: string;
+  readonly fix: string;
+  constructor(message: string, readonly exitCode: number, options?: ErrorOptions & { summary?: string; fix?: string }) {
     super(message, options);
+    this.summary = options?.summary ?? message;
+    this.fix = options?.fix ?? '';
   }
 }
 

@@ -107,6 +107,26 @@ test('a corrupted middle page: refused (74); queue salvage recovers the readable
   await sh.close();
 });
 
+test('tidemail check reports a damaged queue (FAIL naming the file and salvage) and a sound one (ok)', async () => {
+  const { site, file } = await seeded(3);
+  const findings = async () => {
+    const r = await runCli(['check', '--json', '--config', site.configPath], { timeoutMs: 60_000 });
+    return { code: r.code, list: (JSON.parse(r.stdout) as { findings: { area: string; level: string; message: string; fix?: string }[] }).findings };
+  };
+  const good = await findings();
+  assert.ok(good.list.some((f) => f.area === 'state dir' && f.level === 'ok' && /queue\.sqlite.*3 message/.test(f.message)), JSON.stringify(good.list, null, 1));
+  const buf = fs.readFileSync(file);
+  crypto.randomBytes(4096).copy(buf, 4096 * 2);
+  fs.writeFileSync(file, buf);
+  const before = sha(file);
+  const bad = await findings();
+  const f = bad.list.find((x) => x.area === 'state dir' && x.level === 'fail' && x.message.includes(file));
+  assert.ok(f, JSON.stringify(bad.list, null, 1));
+  assert.match(f!.fix ?? '', /tidemail queue salvage/);
+  assert.equal(bad.code, 69);
+  assert.equal(sha(file), before);
+});
+
 test('brand-new state dir and a 0-byte file never initialised: the daemon starts', async () => {
   const site = await makeSite();
   fs.mkdirSync(site.stateDir, { recursive: true });
