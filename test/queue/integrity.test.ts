@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
+import { makeSite, REPO, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { cleanupTmp } from '../helpers/tmp.js';
@@ -86,6 +86,11 @@ test('a corrupted middle page: refused (74); queue salvage recovers the readable
   assert.equal(broken.length, 1, fs.readdirSync(site.stateDir).join(' '));
   assert.equal(sha(path.join(site.stateDir, broken[0]!)), before, 'the damaged file is kept as it was');
   assert.match(s.stdout, new RegExp(broken[0]!.replaceAll('.', '\\.')));
+  // What could be read of the lost messages is kept for a human.
+  const lost = /(\d+) message\(s\) could not be recovered whole/.exec(s.stdout);
+  assert.ok(lost, s.stdout);
+  const partial = fs.readdirSync(site.stateDir).find((n) => n.startsWith('salvage-'))!;
+  assert.equal(fs.readdirSync(path.join(site.stateDir, partial)).length, Number(lost![1]));
 
   const sh = await startSmarthost();
   site.route('isp', smarthostRoute(sh.port));
@@ -133,6 +138,18 @@ test('brand-new state dir and a 0-byte file never initialised: the daemon starts
   fs.writeFileSync(path.join(site.stateDir, 'queue.sqlite'), '');
   const d = await startDaemon(site);
   assert.equal(await d.stop(), 0);
+});
+
+test('queue salvage reads a file of the oldest schema shape (no events table, fewer columns)', async () => {
+  const site = await makeSite();
+  fs.mkdirSync(site.stateDir, { recursive: true });
+  fs.copyFileSync(path.join(REPO, 'test', 'fixtures', 'queue-7cd1f98.sqlite'), path.join(site.stateDir, 'queue.sqlite'));
+  const s = await runCli(['queue', 'salvage', '--config', site.configPath]);
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stdout, /salvaged 2 of 2 message\(s\) \(3 recipient\(s\)\)/);
+  const q = await runCli(['mailq', '--config', site.configPath]);
+  assert.equal(q.code, 0, q.stderr);
+  assert.match(q.stdout, /carol@example\.org/);
 });
 
 test('queue salvage refuses while the daemon runs', async () => {
