@@ -27,6 +27,7 @@ import { LinkMonitor } from './online/monitor.js';
 import type { FetchSpec, RouteProfile } from './routes/profile.js';
 import { rfc5322Date } from './message/date.js';
 import { qualify } from './message/address.js';
+import { setTokenStateDir } from './deliver/oauth2-token-store.js';
 
 /** Safety net for a missed poke or inotify event: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
@@ -104,6 +105,7 @@ export class Daemon {
     if (runAs) dropPrivileges(runAs);
 
     this.store = await SqliteQueueStore.open(config.stateDir);
+    setTokenStateDir(config.stateDir); // rotated OAuth2 refresh tokens (oauth2-token-store.ts)
     // Every log line with a queue id also goes into the queue database (`tidemail log`).
     (await import('./queue/events.js')).recordEvents(this.store.writer);
     this.links = new LinkMonitor(routes);
@@ -186,7 +188,7 @@ export class Daemon {
     if (!this.fetcher) {
       const [{ FetchScheduler }, { UidlStore }] = await Promise.all([import('./fetch/scheduler.js'), import('./fetch/uidl-store.js')]);
       const uidls = await UidlStore.open(this.config.stateDir);
-      this.fetcher = new FetchScheduler(uidls, (r) => this.links.isOnline(r), (a, body, env) => this.submitFetched(a, body, env));
+      this.fetcher = new FetchScheduler(uidls, (r) => this.links.isOnline(r), (a, body, env) => this.submitFetched(a, body, env), () => this.config.smtp.maxMessageSize);
       this.closeFetch = () => uidls.close();
     }
     this.fetcher.setRoutes(routes);

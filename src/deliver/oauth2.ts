@@ -3,7 +3,8 @@
 // The long-lived refresh token lives in a 0600 file; an access token is fetched from the
 // provider's token endpoint (RFC 6749 6: POST grant_type=refresh_token, form-encoded) and kept
 // in memory until 60 s before it runs out. When the provider rotates the refresh token, the new
-// one is written back to the file. A refused access token is refreshed once and offered again on
+// one is saved atomically — over the file when its directory lets us, else in the state directory
+// (oauth2-token-store.ts: which copy wins, and why the file is never rewritten in place). A refused access token is refreshed once and offered again on
 // the same connection. Every failure here is a login failure, which smtp.ts turns into a
 // tempfail: mail waits for the user to fix the token, it is never bounced for it.
 
@@ -14,7 +15,7 @@ import path from 'node:path';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
-import { writeSecretFile } from '../config/secret-file.js';
+import { readRefreshToken, saveRefreshToken } from './oauth2-token-store.js';
 import type { SmtpAuthSpec } from '../routes/profile.js';
 
 export type OAuth2Spec = Extract<SmtpAuthSpec, { kind: 'oauth2' }>;
@@ -158,8 +159,8 @@ interface TokenResponse {
 export class TokenSource {
   private cached: { token: string; refreshAt: number } | null = null;
   private pending: Promise<string> | null = null;
-  /** A rotated refresh token that could not be saved, and the file text it replaces. */
-  private unsaved: { token: string; fileText: string } | null = null;
+  /** A rotated refresh token that could not be saved, and the token it replaces. */
+  private unsaved: { token: string; replaces: string } | null = null;
   private readonly auth: OAuth2Spec;
   private readonly now: () => number;
 
@@ -182,9 +183,14 @@ export class TokenSource {
 
   private async refresh(): Promise<string> {
     const a = this.auth;
-    const fileText = readTokenFile(a.refreshTokenFile, 'refresh_token_file');
-    // The file wins unless it still holds the token that a failed save should have replaced.
-    const refreshToken = this.unsaved && this.unsaved.fileText === fileText ? this.unsaved.token : fileText;
+    let stored: string;
+    try {
+      stored = readRefreshToken(a.refreshTokenFile).token;
+    } catch (err) {
+      throw new OAuth2TokenError(`cannot read auth.oauth2.refresh_token_file ${a.refreshTokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+    // What is stored wins unless it is still the token that a failed save should have replaced.
+    const refreshToken = this.unsaved && this.unsaved.replaces === stored ? this.unsaved.token : stored;
     if (!refreshToken) {
       throw new OAuth2TokenError(`the refresh token file ${a.refreshTokenFile} is empty: authorize tidemail with the provider and write the refresh token into it (mode 0600)`);
     }
@@ -220,8 +226,8 @@ export class TokenSource {
     // Count from when we asked: the provider's clock started no later than that.
     this.cached = { token: body.access_token, refreshAt: started + lifetimeMs - REFRESH_MARGIN_MS };
     if (typeof body.refresh_token === 'string' && body.refresh_token && body.refresh_token !== refreshToken) {
-      this.saveRotated(body.refresh_token, fileText);
-    } else if (this.unsaved && this.unsaved.fileText !== fileText) {
+      this.saveRotated(body.refresh_token, refreshToken === stored ? stored : this.unsaved!.replaces);
+    } else if (this.unsaved && this.unsaved.replaces !== stored) {
       this.unsaved = null;
     }
     log.info(null, 'oauth2 access token refreshed', { user: a.user, expires_in: Math.round(lifetimeMs / 1000) });
@@ -251,19 +257,19 @@ export class TokenSource {
     }
   }
 
-  private saveRotated(token: string, fileText: string): void {
+  private saveRotated(token: string, replaces: string): void {
     const file = this.auth.refreshTokenFile;
     try {
-      writeSecretFile(file, token + '\n');
+      const where = saveRefreshToken(file, token);
       this.unsaved = null;
-      log.info(null, 'oauth2 refresh token rotated and saved', { user: this.auth.user, file });
+      log.info(null, 'oauth2 refresh token rotated and saved', { user: this.auth.user, file: where, ...(where !== file ? { for: file } : {}) });
     } catch (err) {
       // Keep using it from memory; the old one in the file may stop working once this is used.
-      this.unsaved = { token, fileText };
+      this.unsaved = { token, replaces };
       log.error(null, 'oauth2 refresh token rotated but not saved', {
         user: this.auth.user,
         file,
-        error: `${(err as Error).message} — make ${file} writable by the tidemail user, or the next restart may need a new authorization`,
+        error: `${(err as NodeJS.ErrnoException).code ?? (err as Error).message} — make the state directory writable by the tidemail user, or the next restart may need a new authorization`,
       });
     }
   }

@@ -2,12 +2,15 @@
 // schedule, and on `tidemail fetch [ACCOUNT]` — never while the route is offline. One fetch per
 // account at a time; an account whose password was refused, or whose server's certificate does
 // not verify, is not retried on every link event (no retry storm): automatic fetches pause for an
-// hour, `tidemail fetch` still tries.
+// hour, `tidemail fetch` still tries. The same for an account whose server sent more than a
+// message's size limit (pop3.ts cuts it): that message is then remembered as a suspect (in
+// memory; a restart costs one more capped try) and held back from automatic fetches, which go on
+// with the rest of the mailbox at the normal interval; `tidemail fetch` tries it again, last.
 
 import { log } from '../log/log.js';
 import type { FetchSpec, RouteProfile } from '../routes/profile.js';
 import type { UidlStore } from './uidl-store.js';
-import { fetchAccount, type FetchProgress, type FetchResult } from './pop3.js';
+import { fetchAccount, type FetchProgress, type FetchResult, type OverLimit } from './pop3.js';
 import type { FetchEnvelope } from './recipients.js';
 
 const AUTH_FAILURE_PAUSE_MS = 3_600_000;
@@ -22,10 +25,12 @@ export interface AccountState {
   running: boolean;
   /** While running: how far the current fetch is (for `tidemail fetch` on a terminal). */
   progress?: FetchProgress;
+  /** Messages (by UIDL) that went over their size limit: held back from automatic fetches. */
+  suspects?: OverLimit[];
 }
 
-/** Failures that the next automatic run would only repeat. */
-const needsAttention = (r: FetchResult | null | undefined) => !!(r?.authFailed || r?.tlsFailed);
+/** Failures that the next automatic run would only repeat (a message cut at its limit: once more). */
+const needsAttention = (r: FetchResult | null | undefined) => !!(r?.authFailed || r?.tlsFailed || r?.overLimit?.some((o) => !o.held));
 
 export class FetchScheduler {
   private accounts = new Map<string, FetchSpec>();
@@ -37,6 +42,8 @@ export class FetchScheduler {
     private readonly isOnline: (route: string) => boolean,
     /** Queues one fetched message durably for the account's recipients. */
     private readonly submit: (account: FetchSpec, body: AsyncIterable<Buffer>, envelope: FetchEnvelope) => Promise<void>,
+    /** [smtp] max_message_size, read at each fetch (it may change on reload). */
+    private readonly maxMessageSize: () => number | undefined = () => undefined,
   ) {}
 
   private readonly timers = new Map<string, NodeJS.Timeout>();
@@ -91,9 +98,20 @@ export class FetchScheduler {
     if (busy) return busy;
     st.running = true;
     st.progress = undefined;
-    const run = fetchAccount(a, { uidls: this.uidls, submit: (acct, body, env) => this.submit(acct as FetchSpec, body, env), onProgress: (p) => (st.progress = p) })
+    const suspects = new Map((st.suspects ?? []).map((o) => [o.uidl!, o] as const));
+    const run = fetchAccount(a, {
+      uidls: this.uidls,
+      submit: (acct, body, env) => this.submit(acct as FetchSpec, body, env),
+      onProgress: (p) => (st.progress = p),
+      maxMessageSize: this.maxMessageSize(),
+      suspects,
+      retrySuspects: !automatic,
+    })
       .then((r) => {
         st.last = r;
+        // Suspects are tried last: a run that failed otherwise may not have reached them.
+        if (r.overLimit) st.suspects = r.overLimit.filter((o) => o.uidl !== undefined);
+        else if (!r.error) st.suspects = undefined;
         if (r.error) log.warn(null, 'fetch failed', { account: a.name, error: r.error });
         else if (r.fetched || r.skipped) log.info(null, 'fetched', { account: a.name, fetched: r.fetched, deleted: r.deleted, skipped: r.skipped, bytes: r.bytes });
         return r;
@@ -104,7 +122,9 @@ export class FetchScheduler {
         st.lastRun = Date.now();
         this.running.delete(a.name);
         if (this.accounts.has(a.name)) {
-          const temporary = st.last?.error && !needsAttention(st.last);
+          // Only held-back suspects to report: not an error to retry soon, the rest was fetched.
+          const heldOnly = !!st.last?.overLimit?.length && !needsAttention(st.last);
+          const temporary = st.last?.error && !needsAttention(st.last) && !heldOnly;
           this.arm(a, temporary ? Math.min(a.intervalMs, RETRY_AFTER_ERROR_MS) : a.intervalMs);
         }
       });

@@ -43,6 +43,7 @@ async function setup(opts: { mechanism?: string; accept?: (token: string) => boo
     'gmail',
     `smarthost = "127.0.0.1:${sh.port}"
 tls = "none"
+allow_plain_auth = true
 messages_per_connection = 1
 auth.user = "${USER}"
 auth.oauth2.mechanism = "${opts.mechanism ?? 'XOAUTH2'}"
@@ -177,21 +178,78 @@ test('a rotated refresh token is written back atomically with mode 0600 and used
   await waitFor('second write-back', () => fs.readFileSync(refreshFile, 'utf8') === 'rt-3\n');
 });
 
-test('when the secrets directory is not writable, the rotated token is rewritten in place (still 0600)', async () => {
+/** Everything about a file a rewrite would change. */
+const snapshot = (f: string) => {
+  const st = fs.statSync(f);
+  return { text: fs.readFileSync(f, 'utf8'), ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, mode: (st.mode & 0o777).toString(8), uid: st.uid };
+};
+
+/** The state copies of rotated tokens (src/deliver/oauth2-token-store.ts). */
+const stateCopies = (site: TestSite) => {
+  const dir = path.join(site.stateDir, 'oauth2');
+  return fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => path.join(dir, f)) : [];
+};
+
+test('a read-only secret (0400) in a read-only directory: rotation never touches it; the new token is kept in the state dir and used after a restart', async () => {
+  // The original cannot be opened for writing at all, so a torn in-place rewrite is impossible:
+  // a rotation that works here went temp + rename into the state directory.
+  const { site, sh, ep, refreshFile, secretsDir } = await setup({
+    respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 3600, refresh_token: `rt-${n + 1}` } }),
+  });
+  fs.chmodSync(refreshFile, 0o400);
+  fs.chmodSync(secretsDir, 0o555);
+  const before = snapshot(refreshFile);
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['ro1@remote.example'], 'Subject: 1\r\n\r\nx\r\n');
+  await sh.waitForMessages(1);
+  await d.waitForLog(/oauth2 refresh token rotated and saved .*file=\S+\/oauth2\/[0-9a-f]+\.token for=\S+gmail\.token/);
+  assert.equal(snapshot(refreshFile), before, 'the original secret was changed');
+  const copies = stateCopies(site);
+  assert.equal(copies.length, 1, 'one state copy, no temp file left');
+  assert.equal((fs.statSync(copies[0]!).mode & 0o777).toString(8), '600');
+  assert.equal((fs.statSync(path.dirname(copies[0]!)).mode & 0o777).toString(8), '700');
+  assert.equal(JSON.parse(fs.readFileSync(copies[0]!, 'utf8')).token, 'rt-2');
+  assert.equal(fs.readdirSync(secretsDir).sort(), ['gmail.client', 'gmail.token']);
+  assert.not.match(d.logs(), /rt-2/, 'the token itself must never be logged');
+  await d.stop();
+
+  // Restarted: the token cache is gone; the rotated token comes from the state copy.
+  const d2 = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['ro2@remote.example'], 'Subject: 2\r\n\r\nx\r\n');
+  await sh.waitForMessages(2);
+  assert.equal(ep.requests.map((r) => r.form.refresh_token), ['rt-1', 'rt-2']);
+  await waitFor('the second rotation saved', () => JSON.parse(fs.readFileSync(stateCopies(site)[0]!, 'utf8')).token === 'rt-3');
+  assert.equal(snapshot(refreshFile), before);
+  assert.not.match(d2.logs(), /rt-[23]/);
+  await d2.stop();
+
+  // The admin authorizes afresh and replaces the original: theirs wins, our copy is dropped.
+  fs.chmodSync(secretsDir, 0o755);
+  fs.chmodSync(refreshFile, 0o600);
+  fs.writeFileSync(refreshFile, 'rt-admin\n');
+  fs.chmodSync(refreshFile, 0o400);
+  fs.chmodSync(secretsDir, 0o555);
+  await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['ro3@remote.example'], 'Subject: 3\r\n\r\nx\r\n');
+  await sh.waitForMessages(3);
+  assert.equal(ep.requests.map((r) => r.form.refresh_token), ['rt-1', 'rt-2', 'rt-admin']);
+  await waitFor('the rotation of the admin\'s token saved', () => stateCopies(site).length === 1 && JSON.parse(fs.readFileSync(stateCopies(site)[0]!, 'utf8')).token === 'rt-4');
+  fs.chmodSync(secretsDir, 0o755);
+});
+
+test('a writable secret in a read-only directory is still not rewritten in place (a kill mid-write would tear it)', async () => {
   const { site, sh, refreshFile, secretsDir } = await setup({
     respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 3600, refresh_token: 'rt-new' } }),
   });
   fs.chmodSync(secretsDir, 0o555);
-  const before = fs.statSync(refreshFile);
+  const before = snapshot(refreshFile);
   const d = await daemon(site);
   await sendMessage(site.port, 'a@tidemail.test', ['p@remote.example'], 'Subject: p\r\n\r\nx\r\n');
   await sh.waitForMessages(1);
   await d.waitForLog(/oauth2 refresh token rotated and saved/);
   fs.chmodSync(secretsDir, 0o755);
-  const after = fs.statSync(refreshFile);
-  assert.equal(fs.readFileSync(refreshFile, 'utf8'), 'rt-new\n');
-  assert.equal((after.mode & 0o777).toString(8), '600');
-  assert.equal(after.ino, before.ino);
+  assert.equal(snapshot(refreshFile), before);
+  assert.equal(stateCopies(site).map((f) => JSON.parse(fs.readFileSync(f, 'utf8')).token), ['rt-new']);
 });
 
 test.run();
