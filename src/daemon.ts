@@ -218,7 +218,7 @@ export class Daemon {
     this.picking = (async () => {
       do {
         this.repick = false;
-        await pickupMaildrop(maildropDir(this.config.stateDir), { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, () => this.runner.wake(), this.localSubmissionChecks());
+        await pickupMaildrop(this.config, { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, { onCommitted: () => this.runner.wake(), beforeCommit: this.localSubmissionChecks() });
       } while (this.repick);
     })().finally(() => (this.picking = null));
     return this.picking;

@@ -23,13 +23,19 @@ export function resolveRunUser(wanted: string): SystemUser | null {
   return nobody;
 }
 
-/** Gives the state dir to the run user (recursively: files created earlier by root). */
+/**
+ * Gives the state dir to the run user: what root created there earlier (queue, greylist
+ * database). A world-writable directory (the maildrop) is chowned itself but never walked:
+ * its contents are the users' own, and a user-made tree can be deeper than any path.
+ */
 export function chownTree(dir: string, u: SystemUser): void {
-  const walk = (p: string) => {
-    fs.lchownSync(p, u.uid, u.gid);
-    if (fs.lstatSync(p).isDirectory()) for (const n of fs.readdirSync(p)) walk(path.join(p, n));
-  };
-  walk(dir);
+  fs.lchownSync(dir, u.uid, u.gid);
+  if ((fs.lstatSync(dir).mode & 0o002) !== 0) return;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) chownTree(p, u);
+    else fs.lchownSync(p, u.uid, u.gid);
+  }
 }
 
 export function dropPrivileges(u: SystemUser): void {

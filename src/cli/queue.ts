@@ -128,7 +128,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
   // The foreground run's attempts belong in the message histories (`tidemail log`) too.
   (await import('../queue/events.js')).recordEvents(store.writer);
   try {
-    await pickupMaildrop(maildropDir(ctx.config.stateDir), store);
+    await pickupMaildrop(ctx.config, store);
     await store.requeue(null);
     const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a));
     const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir), () => true, local);

@@ -3,11 +3,11 @@
 
 import fs from 'node:fs';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
-import { UsageError } from '../errors.js';
+import { TempFailError, UsageError } from '../errors.js';
 import { currentUserName } from '../local/users.js';
 import { isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { writeSubmission } from '../message/submission.js';
-import { MaildropSpool, maildropDir } from '../queue/maildrop.js';
+import { MaildropSpool, MessageTooBigError, maildropDir } from '../queue/maildrop.js';
 import type { MessageMeta, Spool } from '../queue/store.js';
 import { SmtpFront } from '../smtp/server.js';
 import { cliContext, type CliContext } from './context.js';
@@ -88,8 +88,9 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.
     process.stderr.write('sendmail: no recipients given (name them on the command line, or use -t to read To/Cc/Bcc)\n');
     return EX.USAGE;
   }
-  const spool = new MaildropSpool(ensureMaildrop(ctx));
+  let spool: MaildropSpool | null = null;
   try {
+    spool = new MaildropSpool(ensureMaildrop(ctx), { maxSize: ctx.config.smtp.maxMessageSize });
     const uid = process.getuid?.() ?? -1;
     const res = await writeSubmission(input as never, spool, {
       extractRecipients: args.extractRecipients,
@@ -98,19 +99,13 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.
       fullName: args.fullName,
       hostname,
       uid,
-      traceWith: traceWith ?? `from userid ${uid}`,
+      // The daemon adds the "from userid N" trace at pickup (a file's own lines prove nothing).
+      traceWith,
     });
     const recipients = [...new Set([...cmdline, ...res.headerRecipients.map((r) => qualify(r, hostname))])];
     if (recipients.length === 0) {
       await spool.rollback();
       process.stderr.write('sendmail: no recipient addresses found in the message header\n');
-      return EX.DATAERR;
-    }
-    // "/path" or "|cmd" as a recipient: files and pipes are set in the aliases file or ~/.forward.
-    const notMailbox = recipients.find((r) => nonMailboxReason(r));
-    if (notMailbox) {
-      await spool.rollback();
-      process.stderr.write(`sendmail: <${notMailbox}>: not a mailbox address (${nonMailboxReason(notMailbox)}); mail to files and commands is set up in the aliases file or ~/.forward\n`);
       return EX.DATAERR;
     }
     const bad = recipients.find((r) => !isValidEnvelopeAddress(r));
@@ -122,12 +117,47 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.
     await spool.commit({ sender, recipients, via });
     if (args.verbose) process.stderr.write(`sendmail: queued as ${spool.msgid} for ${recipients.join(', ')}\n`);
   } catch (err) {
-    await spool.rollback();
-    throw err;
+    await spool?.rollback();
+    return submissionFailed(err, ctx);
   }
   await poke(ctx, args.verbose);
   return EX.OK;
 }
+
+/**
+ * Exit code and message for a submission that could not be queued. Too big is the input's fault
+ * (EX_DATAERR, like a 552); a maildrop we cannot write — read-only or full disk, permissions,
+ * no daemon has made it yet — is the system's, and the caller may try again (EX_TEMPFAIL).
+ */
+function submissionFailed(err: unknown, ctx: CliContext): number {
+  const prog = 'sendmail';
+  if (err instanceof MessageTooBigError) {
+    process.stderr.write(`${prog}: ${err.message} in ${ctx.config.file ?? 'the default configuration'}; not sent\n`);
+    return EX.DATAERR;
+  }
+  if (err instanceof TempFailError) {
+    process.stderr.write(`${prog}: ${err.message}\n`);
+    return EX.TEMPFAIL;
+  }
+  const e = err as NodeJS.ErrnoException;
+  const why = FS_ERRORS[e?.code ?? ''];
+  if (why) {
+    process.stderr.write(`${prog}: cannot queue the message: ${maildropDir(ctx.config.stateDir)}: ${why} (${e.code}); nothing was sent, try again later\n`);
+    return EX.TEMPFAIL;
+  }
+  throw err;
+}
+
+const FS_ERRORS: Record<string, string> = {
+  EROFS: 'read-only file system',
+  ENOSPC: 'disk full',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'I/O error',
+  EACCES: 'permission denied (the maildrop is missing or not writable for you; is the daemon installed?)',
+  EPERM: 'operation not permitted',
+  ENOENT: 'no such directory, and it cannot be created',
+  ENOTDIR: 'a path component is not a directory',
+};
 
 /** The maildrop directory; created (mode 1733) when we are allowed to and it is missing. */
 export function ensureMaildrop(ctx: CliContext): string {

@@ -29,6 +29,7 @@ export function defaultConfig(): Config {
     hostname,
     stateDir: defaultStateDir(),
     user: 'tidemail',
+    trustedUsers: [],
     smtp: {
       listen: [{ host: '127.0.0.1', port: 2525 }],
       trustedNetworks: ['127.0.0.0/8', '::1/128'],
@@ -188,6 +189,10 @@ export function loadConfig(explicit?: string): Config {
   }
   cfg.stateDir = path.resolve(cfg.configDir, top.string('state_dir', cfg.stateDir));
   cfg.user = top.string('user', cfg.user);
+  cfg.trustedUsers = top.stringList('trusted_users', cfg.trustedUsers);
+  for (const u of cfg.trustedUsers) {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(u) || /^\d+$/.test(u)) top.fail('trusted_users', `entry "${u}" is not a login name`, 'list login names, e.g. trusted_users = ["uucp", "www-data"]');
+  }
   cfg.local.domains = [...new Set([cfg.hostname, 'localhost'])];
 
   const smtp = top.sub('smtp');

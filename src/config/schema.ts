@@ -105,6 +105,8 @@ export interface Config {
   stateDir: string;
   /** Unprivileged user the daemon switches to when started as root. */
   user: string;
+  /** Login names whose sendmail may set any envelope sender (root and `user` always may). */
+  trustedUsers: string[];
   smtp: SmtpConfig;
   local: LocalConfig;
   queue: QueueConfig;

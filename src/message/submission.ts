@@ -16,8 +16,8 @@ export interface SubmissionOptions {
   fullName?: string;
   hostname: string;
   uid: number;
-  /** Extra trace line describing the submission, e.g. "from userid 1000". */
-  traceWith: string;
+  /** A Received line's comment describing the submission ("via rmail (UUCP)"); none when unset. */
+  traceWith?: string;
   /** For rmail: the first lines are UUCP "From " lines, already consumed by the caller. */
   skipFromLine?: boolean;
 }
@@ -103,9 +103,7 @@ export async function writeSubmission(input: Readable | AsyncIterable<Buffer>, s
   const headerRecipients = o.extractRecipients ? addressesIn(fields, rcptFields) : [];
   const kept = fields.filter((f) => f.name !== 'bcc' && f.name !== 'resent-bcc');
 
-  const added: string[] = [];
-  added.push(`Received: by ${o.hostname} (tidemail sendmail, ${o.traceWith});\r\n\t${rfc5322Date()}`);
-  const out = [added.join('\r\n') + '\r\n', serializeFields(kept)];
+  const out = [o.traceWith ? `Received: by ${o.hostname} (tidemail sendmail, ${o.traceWith});\r\n\t${rfc5322Date()}\r\n` : '', serializeFields(kept)];
   if (!hasField(fields, 'from')) out.push(`From: ${o.fullName ? `${quotePhrase(o.fullName)} ` : ''}<${o.sender || `MAILER-DAEMON@${o.hostname}`}>\r\n`);
   if (!hasField(fields, 'date')) out.push(`Date: ${rfc5322Date()}\r\n`);
   if (!hasField(fields, 'message-id')) out.push(`Message-ID: <${spool.msgid}.${Date.now().toString(36)}@${o.hostname}>\r\n`);

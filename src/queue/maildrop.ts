@@ -5,13 +5,20 @@
 //
 // File layout: the message bytes (CRLF), then the envelope as one JSON line, then its length as
 // 10 decimal digits and "\n". The file is written as .tmp-*, fsynced, renamed, and the
-// directory fsynced: after commit() returns, the message survives a crash or power loss.
+// directory fsynced (or, for a user who may not open it, the filesystem synced): after commit()
+// returns, the message survives a crash or power loss.
+//
+// The pickup trusts nothing in a file but its bytes: the submitter is the file's owner, the
+// sender is checked against what that user may claim, and our own Received line goes on top.
 
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Config } from '../config/schema.js';
+import { TempFailError, TidemailError } from '../errors.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
@@ -43,13 +50,26 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** sendmail's input went over max_message_size (EX_DATAERR: the input itself is the problem). */
+export class MessageTooBigError extends TidemailError {
+  override name = 'MessageTooBigError';
+  constructor(readonly limit: number) {
+    super(`message too big: more than ${formatSize(limit)} (max_message_size)`);
+  }
+}
+
+export function formatSize(n: number): string {
+  for (const [unit, f] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) if (n >= f && n % f === 0) return `${n / f} ${unit}`;
+  return `${n} bytes`;
+}
+
 export class MaildropSpool implements Spool {
   readonly msgid: string;
   private fh: fsp.FileHandle | null = null;
   private readonly tmpPath: string;
   private written = 0;
 
-  constructor(private readonly dir: string) {
+  constructor(private readonly dir: string, private readonly opts: { maxSize?: number } = {}) {
     this.msgid = randomBytes(12).toString('hex');
     this.tmpPath = path.join(dir, `.tmp-${this.msgid}`);
   }
@@ -59,13 +79,18 @@ export class MaildropSpool implements Spool {
   }
 
   private async handle(): Promise<fsp.FileHandle> {
-    // 0644: the directory is not listable for others, so a random name is private enough,
-    // and the daemon (another user) must be able to read it.
-    this.fh ??= await fsp.open(this.tmpPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-    return this.fh;
+    if (this.fh) return this.fh;
+    const fh = await fsp.open(this.tmpPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+    this.fh = fh;
+    // 0644 whatever the caller's umask: the directory is not listable for others, so a random
+    // name is private enough, and the daemon (another user) must be able to read it.
+    await fh.chmod(0o644);
+    return fh;
   }
 
   async write(chunk: Buffer): Promise<void> {
+    // Refused while writing, so a huge message is not read to its end first.
+    if (this.opts.maxSize !== undefined && this.written + chunk.length > this.opts.maxSize) throw new MessageTooBigError(this.opts.maxSize);
     const fh = await this.handle();
     await fh.write(chunk);
     this.written += chunk.length;
@@ -81,13 +106,15 @@ export class MaildropSpool implements Spool {
     await fh.sync();
     await fh.close();
     this.fh = null;
-    await fsp.rename(this.tmpPath, path.join(this.dir, this.msgid));
-    // Ordinary users may not open the drop-only directory to fsync it. The file's data is
-    // already synced; the rename is ordered by the filesystem journal (ext4, btrfs, f2fs), and a
-    // running daemon imports the file into the fsync'd queue within moments of the poke.
-    await fsyncDir(this.dir).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
-    });
+    const final = path.join(this.dir, this.msgid);
+    await fsp.rename(this.tmpPath, final);
+    try {
+      await syncEntry(this.dir, final);
+    } catch (err) {
+      // Not durable: take the message back, so the caller's retry does not send it twice.
+      await fsp.unlink(final).catch(() => undefined);
+      throw new TempFailError(`cannot make the message durable in ${this.dir}: ${(err as Error).message}; nothing was sent, try again later`);
+    }
   }
 
   async rollback(): Promise<void> {
@@ -96,6 +123,30 @@ export class MaildropSpool implements Spool {
     await fsp.unlink(this.tmpPath).catch(() => undefined);
   }
 }
+
+/**
+ * Makes a new directory entry durable. Root and the daemon's user fsync the directory; an
+ * ordinary user cannot open the drop-only (1733) directory, so syncfs(2) on the file's
+ * filesystem — `sync -f FILE` — flushes it, directory included; `sync` (sync(2), which waits
+ * on Linux) where -f is missing (busybox without FEATURE_SYNC_FANCY).
+ */
+export async function syncEntry(dir: string, file: string): Promise<void> {
+  try {
+    return await fsyncDir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') throw err;
+  }
+  try {
+    await execFileP('sync', ['-f', file], { timeout: 60_000 });
+  } catch {
+    await execFileP('sync', [], { timeout: 60_000 }).catch((e: Error) => {
+      throw new Error(`the maildrop directory cannot be fsync'd by this user and sync(1) failed: ${e.message.split('\n')[0]}`);
+    });
+  }
+}
+
+const execFileP = promisify(execFile);
 
 /** The parsed tail of a maildrop file: the envelope and where the message bytes end. */
 interface FoundEnvelope {
@@ -214,15 +265,25 @@ type Refusal = { reason: string; action: 'remove' | 'set aside' };
 async function refuse(dir: string, name: string, r: Refusal, fields: Record<string, string | number> = {}): Promise<void> {
   const file = path.join(dir, name);
   let owner: number | undefined;
-  try {
-    owner = (await fsp.lstat(file)).uid;
-  } catch {
-    /* gone */
+  if (fields.uid === undefined) {
+    // Only for the log line: the entry could not be opened, so lstat is all there is.
+    owner = await fsp.lstat(file).then((st) => st.uid, () => undefined);
   }
   const done = r.action === 'remove'
     ? await fsp.unlink(file).then(() => 'removed', (e: NodeJS.ErrnoException) => `not removed: ${e.code}`)
     : await fsp.rename(file, path.join(dir, `.bad-${name}`)).then(() => `set aside as .bad-${name}`, (e: NodeJS.ErrnoException) => `not set aside: ${e.code}`);
-  log.warn(null, 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { owner } : {}), ...fields, action: done });
+  log.warn(null, 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { uid: owner } : {}), ...fields, action: done });
+}
+
+/** What is wrong with an opened entry, judged on the opened file itself (fstat); null when it may be queued. */
+function judge(st: fs.Stats, found: FoundEnvelope | null, policy: PickupPolicy): Refusal | null {
+  if (st.isDirectory()) return { reason: 'a directory (not walked)', action: 'set aside' };
+  if (!st.isFile()) return { reason: 'not a regular file (a FIFO or device)', action: 'remove' };
+  // A second link means the file lives elsewhere too: someone else's file linked in.
+  if (st.nlink !== 1) return { reason: `has ${st.nlink} links (hard-linked)`, action: 'remove' };
+  if (!found) return { reason: 'malformed (not a complete maildrop file)', action: 'set aside' };
+  if (found.bodyLength > policy.maxMessageSize) return { reason: `larger than max_message_size (${found.bodyLength} > ${policy.maxMessageSize} bytes)`, action: 'remove' };
+  return null;
 }
 
 /** One maildrop entry; true when it became a queued message. */
@@ -240,23 +301,16 @@ async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'op
     else throw err;
     return false;
   }
-  let found: FoundEnvelope | null;
-  let uid: number;
-  let origin: string;
   try {
     const st = await fh.stat();
-    if (st.isDirectory()) return void (await refuse(dir, name, { reason: 'a directory (not walked)', action: 'set aside' })), false;
-    if (!st.isFile()) return void (await refuse(dir, name, { reason: 'not a regular file (a FIFO or device)', action: 'remove' })), false;
-    // A second link means the file lives elsewhere too: someone else's file linked in.
-    if (st.nlink !== 1) return void (await refuse(dir, name, { reason: `has ${st.nlink} links (hard-linked)`, action: 'remove' })), false;
-    uid = st.uid;
-    origin = `maildrop:${name}:${st.ino}`;
-    found = await envelopeOf(fh, st.size);
-    if (!found) return void (await refuse(dir, name, { reason: 'malformed (not a complete maildrop file)', action: 'set aside' })), false;
-    if (found.bodyLength > policy.maxMessageSize) {
-      return void (await refuse(dir, name, { reason: `larger than max_message_size (${found.bodyLength} > ${policy.maxMessageSize} bytes)`, action: 'remove' }, { uid })), false;
+    const origin = `maildrop:${name}:${st.ino}`;
+    const found = st.isFile() && st.nlink === 1 ? await envelopeOf(fh, st.size) : null;
+    const refusal = judge(st, found, policy);
+    if (refusal) {
+      await refuse(dir, name, refusal, { uid: st.uid });
+      return false;
     }
-    if (!(await store.hasOrigin(origin))) await queueFile(fh, found, uid, origin, store, policy, loginOf, opts);
+    if (!(await store.hasOrigin(origin))) await queueFile(fh, found!, st.uid, origin, store, policy, loginOf, opts);
   } finally {
     await fh.close();
   }

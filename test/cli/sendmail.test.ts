@@ -352,7 +352,8 @@ test('sendmail -bs with the daemon running: delivered to the smarthost', async (
   assert.is(r.code, 0, r.stderr);
   const m = await delivered(rcpt);
   assert.is(m.from, 'alice@tidemail.test');
-  assert.match(m.raw.toString(), /^Received: from client\.test [^\r]*\r\n(\t[^\r]*\r\n)+Subject: bs online\r\n\r\nover stdio\r\n$/);
+  // The daemon's pickup trace on top, then the SMTP session's own.
+  assert.match(m.raw.toString(), /^Received: by tidemail\.test \(tidemail pickup, from userid \d+\)\r\n\t[^\r]*\r\nReceived: from client\.test [^\r]*\r\n(\t[^\r]*\r\n)+Subject: bs online\r\n\r\nover stdio\r\n$/);
 });
 
 test('sendmail -bs, interactive: each reply comes while stdin stays open (a client that waits for replies)', async () => {
