@@ -14,16 +14,21 @@ import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js
 import { formatDuration } from '../config/units.js';
 import { createTransport, jobKey } from './factory.js';
 import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
+import { PendingResults, type ResultPlan } from './pending-results.js';
 
 const BATCH = 500;
 /** Upper bound of the sleep between passes, so a clock jump cannot stall the queue for long. */
 const MAX_SLEEP_MS = 15 * 60_000;
 const MAX_JOBS_IN_FLIGHT = 64;
+/** How soon to look again when everything due is kept back in memory and nothing else is known. */
+const HELD_RECHECK_MS = 60_000;
 
 export interface RouteState {
   lastError: string | null;
   lastErrorAt: number | null;
   delivered: number;
+  /** Why no new deliveries start on this lane (its results cannot be stored), or null. */
+  paused?: string | null;
 }
 
 /** Where a job goes: a route's transport, or local delivery. */
@@ -52,6 +57,12 @@ export class DeliveryRunner {
   private readonly jobDone: (() => void)[] = [];
   private transports = new Map<string, Transport>();
   readonly routeState = new Map<string, RouteState>();
+  /** Results the queue could not take (full disk): kept in memory, their lanes paused. */
+  private readonly pending = new PendingResults((lane, envIds) => this.resumed(lane, envIds));
+  /** Due envelopes a pass left alone because their lane is paused (envId → lane). */
+  private readonly skippedPaused = new Map<string, string>();
+  /** Envelopes whose "waiting for a route" update could not be written: not before this time. */
+  private readonly heldUntil = new Map<string, number>();
 
   constructor(
     private readonly store: QueueStore,
@@ -109,6 +120,7 @@ export class DeliveryRunner {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.waitAllJobs();
+    await this.pending.flush();
     await Promise.all([...this.transports.values()].map((t) => t.close()));
   }
 
@@ -135,11 +147,18 @@ export class DeliveryRunner {
     try {
       const now = Date.now();
       this.finishedDuringPass.clear();
-      const due = (await this.store.due(now, BATCH)).filter((e) => !this.inFlight.has(e.envId) && !this.finishedDuringPass.has(e.envId));
+      for (const [id, t] of this.heldUntil) if (t <= now) this.heldUntil.delete(id);
+      const due = (await this.store.due(now, BATCH)).filter((e) => !this.heldInMemory(e.envId) && !this.finishedDuringPass.has(e.envId));
       const jobs = new Map<string, { lane: Lane; envs: Envelope[] }>();
       const waiting: EnvelopeUpdate[] = [];
+      let progress = false;
       for (const env of due) {
+        this.skippedPaused.delete(env.envId);
         if (this.local?.isLocal(env.recipient)) {
+          if (this.pending.pausedWhy('local')) {
+            this.skippedPaused.set(env.envId, 'local');
+            continue;
+          }
           const key = `${env.msgid}/local`;
           let job = jobs.get(key);
           if (!job) jobs.set(key, (job = { lane: this.localLane(), envs: [] }));
@@ -156,19 +175,36 @@ export class DeliveryRunner {
           });
           continue;
         }
+        if (this.pending.pausedWhy(choice.route.name)) {
+          // Its results cannot be stored now: another delivery would only pile up more of them.
+          this.skippedPaused.set(env.envId, choice.route.name);
+          continue;
+        }
         const key = jobKey(choice.route, env.msgid, env.recipient);
         let job = jobs.get(key);
         if (!job) jobs.set(key, (job = { lane: this.laneOf(choice.route), envs: [] }));
         job.envs.push(env);
       }
-      if (waiting.length) await this.store.updateEnvelopes(waiting);
+      if (waiting.length) {
+        // If that cannot be written (full disk), they would stay due now and every pass would
+        // try again at once: keep them back in memory until their recheck time instead.
+        await this.store.updateEnvelopes(waiting).then(
+          () => (progress = true),
+          (err: Error) => {
+            for (const u of waiting) this.heldUntil.set(u.envId, u.nextAttempt);
+            log.warn(null, 'could not record mail waiting for a route; looking again later', { envelopes: waiting.length, error: err.message });
+          },
+        );
+      }
       for (const { lane, envs } of jobs.values()) {
         while (this.jobsInFlight >= MAX_JOBS_IN_FLIGHT) await new Promise<void>((r) => this.jobDone.push(r));
         if (this.stopped) break;
-        const free = envs.filter((e) => !this.inFlight.has(e.envId)); // a session may have taken some meanwhile
+        const free = envs.filter((e) => !this.heldInMemory(e.envId)); // a session may have taken some meanwhile
         if (free.length) void this.startJob(lane, free);
+        progress = true;
       }
-      if (due.length === BATCH) this.again = true;
+      // A full batch of envelopes that all had to be left alone is no reason to look again at once.
+      if (due.length === BATCH && progress) this.again = true;
     } catch (err) {
       log.error(null, 'delivery pass failed', { error: (err as Error).message });
     } finally {
@@ -182,7 +218,7 @@ export class DeliveryRunner {
 
   private async armTimer(): Promise<void> {
     if (this.stopped || this.running) return;
-    const next = await this.store.nextDue().catch(() => null);
+    const next = await this.nextWake().catch(() => null);
     if (this.timer || this.running || this.stopped) return;
     if (next === null) return; // nothing queued: sleep until new mail or an event wakes us
     const delay = Math.min(Math.max(next - Date.now(), 0), MAX_SLEEP_MS);
@@ -190,8 +226,43 @@ export class DeliveryRunner {
     this.timer.unref();
   }
 
-  /** Runs one job; resolves with its results once they are recorded (never rejects). */
-  private startJob(lane: Lane, envs: Envelope[], decide?: (results: Map<string, DeliveryResult>) => Promise<boolean>): Promise<Map<string, DeliveryResult> | null> {
+  /** Kept back by this process: being delivered, result not stored yet, or a write that failed. */
+  private heldInMemory(envId: string): boolean {
+    return this.inFlight.has(envId) || this.pending.has(envId) || this.heldUntil.has(envId);
+  }
+
+  /**
+   * When the next pass is needed. The queue's earliest due time, unless that envelope is kept
+   * back in memory (in flight, paused lane, result not stored): then the first one that is not,
+   * so a paused route or a running delivery does not make the loop spin.
+   */
+  private async nextWake(): Promise<number | null> {
+    const next = await this.store.nextDue();
+    const now = Date.now();
+    if (next === null || next > now) return next;
+    if (!this.inFlight.size && !this.pending.size && !this.skippedPaused.size && !this.heldUntil.size) return next;
+    const rows = await this.store.due(Number.MAX_SAFE_INTEGER, BATCH);
+    let t = Infinity;
+    const free = rows.find((e) => !this.heldInMemory(e.envId) && !this.skippedPaused.has(e.envId));
+    if (free) t = free.nextAttempt;
+    else if (rows.length === BATCH) t = now + HELD_RECHECK_MS; // more behind these: look later
+    for (const until of this.heldUntil.values()) t = Math.min(t, until);
+    return t === Infinity ? null : t;
+  }
+
+  /** A lane's results are all stored again: what it skipped meanwhile is due again. */
+  private resumed(lane: string, envIds: string[]): void {
+    if (this.running) for (const id of envIds) this.finishedDuringPass.add(id);
+    const state = this.routeState.get(lane);
+    if (!this.pending.pausedWhy(lane)) {
+      for (const [id, l] of this.skippedPaused) if (l === lane) this.skippedPaused.delete(id);
+      if (state) state.paused = null;
+    }
+    this.wake();
+  }
+
+  /** Runs one job; resolves with its results once they are recorded or kept (never rejects). */
+  private startJob(lane: Lane, envs: Envelope[], refuse?: (results: Map<string, DeliveryResult>) => boolean): Promise<Map<string, DeliveryResult> | null> {
     const first = envs[0]!;
     this.jobsInFlight++;
     const rewrite = lane.rewrite;
@@ -207,13 +278,20 @@ export class DeliveryRunner {
     const running = lane
       .transport()
       .deliver(job)
+      .catch((err: Error) => {
+        // Left without a result the envelopes would be due again at once: a retry, with back-off.
+        log.error(first.msgid, 'delivery failed unexpectedly', { route: lane.name, error: err.message });
+        return new Map<string, DeliveryResult>(envs.map((e) => [e.envId, { outcome: 'tempfail', message: `4.3.0 internal error: ${err.message}` }]));
+      })
       .then(async (results) => {
-        // `decide` (pre-queue delivery) may take the results over, e.g. to refuse in-session.
-        if (!decide || !(await decide(results))) await this.record(lane.name, envs, results);
+        // `refuse` (pre-queue delivery) may refuse the message in session: removed, no bounce.
+        const plan = refuse?.(results) ? this.refusalPlan(lane.name, envs) : this.record(lane.name, envs, results);
+        await this.pending.apply(plan);
+        this.notePause(lane.name);
         return results;
       })
       .catch((err) => {
-        log.error(first.msgid, 'delivery failed unexpectedly', { error: (err as Error).message });
+        log.error(first.msgid, 'delivery bookkeeping failed unexpectedly', { error: (err as Error).message });
         return null;
       })
       .finally(() => {
@@ -235,10 +313,16 @@ export class DeliveryRunner {
    * a permanent failure when *every* recipient of the message failed permanently — the session
    * then refuses the message (and it is removed, with no bounce). Otherwise null: 250, and
    * whatever failed is retried or bounced as usual. Past the deadline delivery goes on in the
-   * background and null is returned.
+   * background and null is returned; the client then has its 250, so a permanent failure
+   * found later is bounced like any other.
    */
   async deliverNow(msgid: string, deadlineMs: number): Promise<string | null> {
     if (!this.local) return null;
+    const paused = this.pending.pausedWhy('local');
+    if (paused) {
+      log.info(msgid, 'local delivery paused; answering 250, delivered later', { why: paused });
+      return null;
+    }
     const msg = await this.store.getMessage(msgid);
     if (!msg) return null;
     const mine = msg.recipients.filter((e) => this.local!.isLocal(e.recipient) && e.status === 'queued');
@@ -252,23 +336,43 @@ export class DeliveryRunner {
       await Promise.race([Promise.all(busy), new Promise((r) => setTimeout(r, deadlineMs))]);
       return null;
     }
-    const run = this.startJob(this.localLane(), local, async (results) => {
+    let answered = false; // the deadline passed: the client is being told 250
+    const run = this.startJob(this.localLane(), local, (results) => {
+      if (answered) return false;
       const all = [...results.values()];
       if (!allLocal || !all.every((r) => r.outcome === 'permfail')) return false;
       refusal = all[0]!.message;
       for (const env of local) log.info(env.envId, 'refused in session', { to: `<${env.recipient}>`, result: results.get(env.envId)?.message });
-      await this.store.deleteEnvelopes(local.map((e) => e.envId));
       return true;
     });
     let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), deadlineMs)));
+    const deadline = new Promise<'late'>((r) => (timer = setTimeout(() => ((answered = true), r('late')), deadlineMs)));
     const outcome = await Promise.race([Promise.all([run, ...busy]), deadline]);
     clearTimeout(timer);
     if (outcome === 'late') log.info(msgid, 'local delivery still running at the deadline; answering 250');
     return refusal;
   }
 
-  private async record(laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>): Promise<void> {
+  /** Refused in session: the client keeps the message, so it leaves the queue with no bounce. */
+  private refusalPlan(laneName: string, envs: Envelope[]): ResultPlan {
+    const ids = envs.map((e) => e.envId);
+    return { lane: laneName, envIds: ids, steps: [{ what: 'refused', run: () => this.store.deleteEnvelopes(ids) }] };
+  }
+
+  /** Shows a paused lane in `tidemail status` (its last error says why). */
+  private notePause(laneName: string): void {
+    const why = this.pending.pausedWhy(laneName);
+    if (!why) return;
+    const state = this.routeState.get(laneName) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
+    this.routeState.set(laneName, state);
+    if (state.paused === why) return;
+    state.paused = why;
+    state.lastError = `route paused: ${why}`;
+    state.lastErrorAt = Date.now();
+  }
+
+  /** What a job's results mean for the queue, as steps (pending-results.ts runs and retries them). */
+  private record(laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>): ResultPlan {
     const q = this.config.queue;
     const now = Date.now();
     const done: string[] = [];
@@ -300,6 +404,7 @@ export class DeliveryRunner {
         done.push(env.envId);
         const diagnostic = expired ? `message expired after ${formatDuration(q.maxLifetimeMs)} in the queue; last error: ${r.message}` : r.message;
         if (env.sender) bounces.push({ recipient: env.recipient, action: 'failed', status: expired ? '4.4.7' : statusOf(r.message, 'failed'), diagnostic, remote: r.remote });
+        else log.warn(env.envId, 'dropped: no DSN for a message from the null sender', { to: `<${env.recipient}>`, why: 'it is a notification itself; bouncing it could loop' });
         continue;
       }
       const attempts = env.attempts + 1;
@@ -310,17 +415,25 @@ export class DeliveryRunner {
       updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: laneName });
     }
     const first = envs[0]!;
-    // Notifications first: once the envelopes are gone, so is the original message.
-    if (bounces.length) await this.notify(first, bounces);
-    if (warnings.length) await this.notify(first, warnings);
-    if (updates.length) await this.store.updateEnvelopes(updates);
-    if (done.length) await this.store.deleteEnvelopes(done);
+    // Notifications first: once the envelopes are gone, so is the original message. A step that
+    // fails is retried later, and the ones after it wait: no deletion before the bounce is stored.
+    const steps: ResultPlan['steps'] = [];
+    if (bounces.length) steps.push({ what: 'bounce', run: () => this.notify(first, bounces) });
+    if (warnings.length) steps.push({ what: 'delay-notice', run: () => this.notify(first, warnings) });
+    if (updates.length) steps.push({ what: 'deferred', run: () => this.store.updateEnvelopes(updates) });
+    if (done.length) steps.push({ what: 'done', run: () => this.store.deleteEnvelopes(done) });
+    return { lane: laneName, envIds: envs.map((e) => e.envId), steps };
   }
 
-  /** Queues a DSN to the sender of `env`'s message. */
+  /** Queues a DSN to the sender of `env`'s message; rejects when it cannot be stored. */
   private async notify(env: Envelope, recipients: DsnRecipient[]): Promise<void> {
+    // Unreadable original headers cost the DSN its copy of them, not the DSN itself.
+    const headers = await readHeaders(this.store.readBody(env.msgid)).catch((err: Error) => {
+      log.warn(env.msgid, 'original headers unreadable; the notification goes without them', { error: err.message });
+      return Buffer.alloc(0);
+    });
+    const spool = this.store.openMessage();
     try {
-      const headers = await readHeaders(this.store.readBody(env.msgid));
       const text = composeDsn({
         hostname: this.config.hostname,
         msgid: env.msgid,
@@ -330,13 +443,14 @@ export class DeliveryRunner {
         originalHeaders: headers,
         giveUpAfter: formatDuration(this.config.queue.maxLifetimeMs),
       });
-      const spool = this.store.openMessage();
       await spool.write(Buffer.from(text, 'utf8'));
       await spool.commit({ sender: '', recipients: [env.sender], via: 'bounce' });
-      log.info(spool.msgid, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
-      this.wake();
     } catch (err) {
-      log.error(env.msgid, 'could not queue delivery status notification', { error: (err as Error).message });
+      await spool.rollback().catch(() => undefined);
+      log.error(env.msgid, 'could not queue delivery status notification; the original stays queued', { error: (err as Error).message });
+      throw err;
     }
+    log.info(spool.msgid, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
+    this.wake();
   }
 }

@@ -3,6 +3,8 @@
 // route, retries the write with back-off, and records it once space is back. Uses a small
 // tmpfs that the smarthost fills on receipt, so it needs root.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
@@ -10,7 +12,7 @@ import { fillDisk, freeDisk, smallDisk, unmountDisks } from '../helpers/disk.js'
 import { waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp, isRoot } from '../helpers/tmp.js';
+import { cleanupTmp, isRoot, tmpDir, writeFile } from '../helpers/tmp.js';
 
 test.after(() => {
   unmountDisks();
@@ -101,6 +103,32 @@ if (!isRoot()) {
     } finally {
       await d.stop();
       await sh.close();
+    }
+  });
+
+  test('local lane: the MDA delivers, then the disk is full: one copy in the mailbox, recorded once space is back', async () => {
+    const state = smallDisk(4096);
+    // The MDA runs as the mailbox's user: it fills the disk through a directory anyone may write.
+    const spare = path.join(path.dirname(state), 'spare');
+    fs.mkdirSync(spare, { mode: 0o777 });
+    fs.chmodSync(spare, 0o777);
+    const box = tmpDir('tidemail-box-');
+    fs.chmodSync(box, 0o777);
+    const mda = writeFile(path.join(box, 'mda'), `#!/bin/sh\ncat >/dev/null\necho copy >> ${box}/copies\ncat /dev/zero >> ${spare}/filler 2>/dev/null\nexit 0\n`, 0o755);
+    const site = await makeSite(`[local]\naliases = ""\ndelivery = "mda"\nmda = ["${mda}"]\nusers = { admin = "daemon" }`, { stateDir: state });
+    const d = await startDaemon(site);
+    const copiesInBox = () => (fs.existsSync(`${box}/copies`) ? fs.readFileSync(`${box}/copies`, 'utf8').split('\n').filter(Boolean).length : 0);
+    try {
+      assert.match(await sendMessage(site.port, 'a@remote.example', ['admin@tidemail.test'], 'Subject: local\r\n\r\nx\r\n'), /^250 /);
+      await waitFor('the could-not-record line (or a duplicate)', () => /could not record delivery results.*route=local/.test(d.logs()) || copiesInBox() > 1, 15_000, 20);
+      await waitFor('two back-off retries', () => count(d, /still cannot record/) >= 2 || copiesInBox() > 1, 15_000, 50);
+      assert.equal(copiesInBox(), 1, `${copiesInBox()} copies in the mailbox`);
+      fs.rmSync(path.join(spare, 'filler'));
+      await d.waitForLog(/delivery results recorded route=local/, 90_000);
+      await waitFor('an empty queue', async () => /Mail queue is empty/.test(await mailq(site.configPath)), 10_000, 200);
+      assert.equal(copiesInBox(), 1);
+    } finally {
+      await d.stop();
     }
   });
 }
