@@ -2,13 +2,14 @@
 // Through the control socket when the daemon runs; directly on the database when it does not.
 
 import fs from 'node:fs';
-import { UsageError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { DeliveryRunner } from '../deliver/runner.js';
 import { createLocalLane } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
 import type { QueuedMessage, QueueStore } from '../queue/store.js';
 import { loadRoutes } from '../routes/load.js';
+import { chownTree, dropPrivileges, resolveRunUser } from '../privileges.js';
 import { cliContext, takeConfigOption, type CliContext } from './context.js';
 import { EX } from './exit.js';
 
@@ -124,6 +125,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
     return EX.OK;
   }
+  becomeRunUser(ctx);
   const store = await ctx.openStore();
   // The foreground run's attempts belong in the message histories (`tidemail log`) too.
   (await import('../queue/events.js')).recordEvents(store.writer);
@@ -140,6 +142,25 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     await store.close();
   }
   return EX.OK;
+}
+
+/**
+ * Without a daemon this process delivers, so as root it gives up root first, exactly as the
+ * daemon does: pipes and files from the aliases file run as the daemon's user, never as root,
+ * and the queue files it touches stay that user's.
+ */
+function becomeRunUser(ctx: CliContext): void {
+  let runAs;
+  try {
+    runAs = resolveRunUser(ctx.config.user);
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n  (runq delivers as the daemon's user when no daemon runs)`, { cause: err });
+  }
+  if (!runAs) return;
+  process.umask(0o077);
+  fs.mkdirSync(ctx.config.stateDir, { recursive: true });
+  chownTree(ctx.config.stateDir, runAs);
+  dropPrivileges(runAs);
 }
 
 export async function runMailrm(argv: string[]): Promise<number> {

@@ -64,6 +64,7 @@ export function defaultConfig(): Config {
       users: {},
       virtual: {},
       forward: false,
+      passwdFile: null,
       preQueueDeadlineMs: 60_000,
       archive: null,
     },
@@ -229,6 +230,7 @@ export function loadConfig(explicit?: string): Config {
   cfg.local.lmtp = local.string('lmtp', cfg.local.lmtp);
   cfg.local.mda = local.stringList('mda', cfg.local.mda);
   cfg.local.forward = local.bool('forward', cfg.local.forward);
+  if (local.has('passwd_file')) cfg.local.passwdFile = path.resolve(cfg.configDir, local.string('passwd_file')!);
   cfg.local.preQueueDeadlineMs = local.duration('pre_queue_deadline', cfg.local.preQueueDeadlineMs);
   cfg.local.archive = local.string('archive') ?? null;
   const users: ConfigReader = local.sub('users');

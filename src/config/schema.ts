@@ -79,6 +79,11 @@ export interface LocalConfig {
   virtual: Record<string, Record<string, string>>;
   /** Honour ~/.forward files. */
   forward: boolean;
+  /**
+   * A passwd(5)-format file of users local delivery knows (name, uid, gid, home), looked up
+   * before the system's (getent, /etc/passwd): mail-only users, or a test's temp homes.
+   */
+  passwdFile: string | null;
   /** How long a client may wait at end of DATA for local delivery before we queue the rest. */
   preQueueDeadlineMs: number;
   /** A copy of every message goes here (an address, or a Maildir path starting with /). */

@@ -9,6 +9,8 @@
 import path from 'node:path';
 import type { Config, LocalConfig } from '../config/schema.js';
 import { LocalResolveError, LocalResolver, type LocalTarget } from '../local/resolve.js';
+import { cachedUserLookup, currentUserName, passwdFileLookup } from '../local/users.js';
+import { log } from '../log/log.js';
 import type { LocalLane } from './runner.js';
 import type { Envelope } from '../queue/store.js';
 import { nonMailboxReason } from '../message/address.js';
@@ -104,6 +106,7 @@ export class LocalTransport implements Transport {
   }
 
   private deliverTarget(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
+    if (t.kind !== 'mailbox' && t.user !== undefined && t.uid !== process.getuid?.()) return Promise.resolve(refuseForeignForward(t, env));
     const user = t.kind === 'mailbox' ? { name: t.user, uid: t.uid, gid: t.gid, home: t.home } : undefined;
     const info = { sender: job.sender, recipient: env.recipient, user };
     switch (t.kind) {
@@ -141,6 +144,7 @@ export function createLocalLane(config: Config, addRecipients: (msgid: string, a
     users: config.local.users,
     virtual: config.local.virtual,
     forward: config.local.forward,
+    ...(config.local.passwdFile ? { lookupUser: withPasswdFile(config.local.passwdFile) } : {}),
   });
   return {
     resolver,
@@ -148,6 +152,34 @@ export function createLocalLane(config: Config, addRecipients: (msgid: string, a
     // (message/address.ts nonMailboxReason), so no sender can name it or any other.
     isLocal: (a) => isArchive(config.local, a) || resolver.isLocal(a),
     transport: new LocalTransport(config.local, resolver, config.hostname, addRecipients),
+  };
+}
+
+/** [local] passwd_file's users first, then the system's. */
+function withPasswdFile(file: string) {
+  const fromFile = passwdFileLookup(file);
+  const system = cachedUserLookup();
+  return (name: string) => fromFile(name) ?? system(name);
+}
+
+/**
+ * A pipe or file from someone's ~/.forward while we are not that user: running it with our
+ * rights (root, or the daemon's user, who can read the queue and every mbox) would hand those
+ * rights to whoever writes a .forward. Permanent, like Postfix's "mail to command is
+ * restricted": retrying cannot help until the .forward or the setup changes, and a deferral
+ * would sit unseen in the queue for days. The user's other .forward targets still get the mail.
+ */
+function refuseForeignForward(t: Extract<LocalTarget, { kind: 'file' | 'pipe' }>, env: Envelope): DeliveryResult {
+  const uid = process.getuid?.() ?? -1;
+  const me = currentUserName();
+  const what = t.kind === 'pipe' ? `a command (|${t.command})` : `a file (${t.path})`;
+  log.warn(env.envId, '.forward target refused: delivery does not run as its owner', { to: `<${env.recipient}>`, user: t.user, kind: t.kind, target: t.kind === 'pipe' ? `|${t.command}` : t.path, running_as: `${me} (uid ${uid})` });
+  return {
+    outcome: 'permfail',
+    message:
+      `5.7.1 <${env.recipient}>: ~${t.user}/.forward sends mail to ${what}, but this delivery runs as ${me} (uid ${uid}), not as ${t.user}, ` +
+      `and tidemail runs a user's .forward commands and files only with that user's own rights. ` +
+      `Fix: remove that line from ~${t.user}/.forward, or ask the administrator to put it in the aliases file`,
   };
 }
 

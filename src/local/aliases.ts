@@ -345,9 +345,24 @@ async function statOrNull(p: string): Promise<fs.Stats | null> {
 
 const sig = (st: fs.Stats | null) => (st ? `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}` : '-');
 
+/**
+ * Whether pipes and files in an aliases table may run (as the delivering process, the daemon's
+ * user, like Postfix's default_privs): only when whoever could write the file could already
+ * act as that user — root, or that user itself — and nobody else can write it. Otherwise its
+ * addresses still count but its pipes and files are refused: the reason.
+ */
+function trustedForPrograms(file: string, st: fs.Stats): true | string {
+  const uid = process.getuid?.() ?? 0;
+  if (st.uid !== 0 && st.uid !== uid) return `${file} is owned by uid ${st.uid}, not by root`;
+  if (st.mode & 0o022) return `${file} is writable by group or others`;
+  return true;
+}
+
 /** The aliases of one file, kept current with what is on disk. */
 export class AliasTable {
   private aliases = new Map<string, AliasEntry>();
+  /** Pipes and files of this table may run, or why not (trustedForPrograms). */
+  programs: true | string = true;
   private signature = '';
   private loading: Promise<void> | null = null;
   readonly file: string | null;
@@ -395,19 +410,25 @@ export class AliasTable {
     const current = compiled && (!src || (compiled.sourceMtimeMs === src.mtimeMs && compiled.sourceSize === src.size));
     if (compiled && current) {
       this.aliases = compiled.aliases;
+      this.programs = trustedForPrograms(this.dbPath, db!);
     } else if (src) {
       try {
         this.aliases = parseAliases(await fs.promises.readFile(this.file, 'utf8'), this.file).aliases;
+        this.programs = trustedForPrograms(this.file, src);
         if (compiled) log.warn(null, 'aliases: compiled table is older than the text file; using the text (run newaliases)', { file: this.file });
       } catch (err) {
         // A broken edit must not take the aliases away: keep the last good table, like sendmail
         // keeps using aliases.db until newaliases succeeds.
         if (!compiled) throw err;
         this.aliases = compiled.aliases;
+        this.programs = trustedForPrograms(this.dbPath, db!);
         log.warn(null, 'aliases: text file has errors; using the older compiled table', { file: this.file, error: (err as Error).message.split('\n')[0] });
       }
     } else {
       this.aliases = new Map();
+    }
+    if (this.programs !== true && [...this.aliases.values()].some((e) => e.targets.some((t) => t.startsWith('|') || t.startsWith('/')))) {
+      log.warn(null, 'aliases: pipes and files in this table are refused', { file: this.file, reason: this.programs });
     }
     this.signature = signature;
   }

@@ -6,7 +6,10 @@
 // writable by group or others, in a home directory that others cannot write to (unless it
 // is sticky). Otherwise whoever could write it could run commands or redirect the user's
 // mail, so the file is ignored and mail goes to the mailbox. Pipes and files listed in a
-// safe .forward run with the user's rights (LocalTarget `user`).
+// safe .forward carry their owner (LocalTarget `user`, `uid`) and run only when the delivering
+// process is that user (a user's own unprivileged daemon); the daemon's user (tidemail) or root
+// refuses them with 5.7.1 (deliver/local.ts): with its rights they could read the queue and
+// every mbox. A per-user privileged delivery helper is future work.
 
 import fs from 'node:fs';
 import path from 'node:path';

@@ -13,7 +13,10 @@
 // mailbox, not expanded again (no .forward either); a chain that comes back to a name it has
 // passed is a loop; 20 levels at most. :include: files are read at resolve time, like sendmail;
 // their pipes and files are honoured only when the file is owned by root or by us and is not
-// writable by group or others. If an alias "owner-foo" exists, errors for list foo go there
+// writable by group or others — the same rule as for the aliases table itself (aliases.ts).
+// Pipes and files from the aliases file run as the daemon's user (Postfix's default_privs);
+// those from a ~/.forward carry their owner and run only as that user (forward.ts).
+// An address whose local part reads as a target ("/path@x", "|cmd@x") is never one: it fails. If an alias "owner-foo" exists, errors for list foo go there
 // (sendmail's convention; only the first list reached from the address counts).
 // "foo-request" is an ordinary alias name.
 //
@@ -35,13 +38,13 @@ export type LocalTarget =
   /** A system (or mapped) user's mailbox. */
   | { kind: 'mailbox'; user: string; uid: number; gid: number; home: string }
   /**
-   * Append to a file (mbox format). `user` is set when the target came from that user's
-   * ~/.forward: append with that user's rights. Without it (aliases file, :include:), the
-   * delivery agent's default applies.
+   * Append to a file (mbox format). `user` and `uid` are set when the target came from that
+   * user's ~/.forward: it may only run with that user's rights (local.ts refuses it otherwise).
+   * Without them (aliases file, :include:), it runs as the delivering process (the daemon's user).
    */
-  | { kind: 'file'; path: string; user?: string }
-  /** Pipe to a shell command; `user` as for files. */
-  | { kind: 'pipe'; command: string; user?: string }
+  | { kind: 'file'; path: string; user?: string; uid?: number }
+  /** Pipe to a shell command; `user` and `uid` as for files. */
+  | { kind: 'pipe'; command: string; user?: string; uid?: number }
   /** An external address: goes back through the routes. */
   | { kind: 'remote'; address: string };
 
@@ -126,8 +129,8 @@ interface Context {
   /** Pipes and files: allowed, or why not. */
   programs: true | string;
   includes: boolean;
-  /** Set for .forward targets: the user whose rights pipes and files run with. */
-  runAs?: string;
+  /** Set for .forward targets: the user whose rights pipes and files need. */
+  runAs?: SystemUser;
 }
 
 const normDomain = (d: string) => d.toLowerCase().replace(/\.$/, '');
@@ -257,7 +260,7 @@ export class LocalResolver {
       walk.listSeen = true;
       if (this.aliases.get(`owner-${key}`)) walk.errorsTo = `owner-${key}@${this.hostname}`;
     }
-    await this.expandTargets(alias.targets, { self: new Set([key]), chain: [...chain, key], programs: true, includes: true }, walk);
+    await this.expandTargets(alias.targets, { self: new Set([key]), chain: [...chain, key], programs: this.aliases.programs, includes: true }, walk);
     return true;
   }
 
@@ -277,7 +280,7 @@ export class LocalResolver {
         const node = `~${user.name}/.forward`;
         this.enter(chain, node);
         for (const e of fwd.errors) walk.fail(fwd.file, e);
-        const ctx: Context = { self: new Set([key, user.name.toLowerCase()]), chain: [...chain, node], programs: true, includes: false, runAs: user.name };
+        const ctx: Context = { self: new Set([key, user.name.toLowerCase()]), chain: [...chain, node], programs: true, includes: false, runAs: user };
         await this.expandTargets(fwd.targets, ctx, walk);
         return true;
       }
@@ -287,7 +290,7 @@ export class LocalResolver {
   }
 
   private async expandTargets(targets: readonly string[], ctx: Context, walk: Walk): Promise<void> {
-    const runAs = ctx.runAs === undefined ? {} : { user: ctx.runAs };
+    const runAs = ctx.runAs === undefined ? {} : { user: ctx.runAs.name, uid: ctx.runAs.uid };
     for (const raw of targets) {
       const t = classifyTarget(raw);
       switch (t.kind) {

@@ -2,6 +2,7 @@
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { log } from '../log/log.js';
 
 export interface SystemUser {
   name: string;
@@ -62,6 +63,37 @@ export function cachedUserLookup(ttlMs = 30_000, now: () => number = Date.now): 
     if (cache.size >= 10_000) cache.clear(); // a flood of random local parts must not grow it forever
     cache.set(name, { user, until: now() + ttlMs });
     return user;
+  };
+}
+
+/**
+ * Users from a passwd(5)-format file ([local] passwd_file), by login name as lookupUserByName. The file is read again when its size or mtime changes; a file that
+ * cannot be read knows nobody (and says so once per change).
+ */
+export function passwdFileLookup(file: string): (name: string) => SystemUser | null {
+  let sig = '';
+  let users = new Map<string, SystemUser>();
+  return (name) => {
+    let now: string;
+    try {
+      const st = fs.statSync(file);
+      now = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch (err) {
+      now = `error:${(err as Error).message}`;
+    }
+    if (now !== sig) {
+      sig = now;
+      users = new Map();
+      try {
+        for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+          const u = parsePasswdLine(line);
+          if (u && Number.isInteger(u.uid) && Number.isInteger(u.gid) && u.home.startsWith('/') && !users.has(u.name)) users.set(u.name, u);
+        }
+      } catch (err) {
+        log.warn(null, 'passwd_file unreadable: no local users', { file, error: (err as Error).message });
+      }
+    }
+    return users.get(name) ?? null;
   };
 }
 

@@ -264,7 +264,7 @@ test('.forward: ignored when forward is off; followed when on, \\user is the own
   try {
     assert.equal(await targets(resolver(null), 'bob'), [mbox('bob')]);
     const on = resolver(null, { forward: true });
-    assert.equal(await targets(on, 'bob@mail.example'), [mbox('bob'), mbox('carol'), { kind: 'pipe', command: '/usr/bin/procmail -t', user: 'bob' }]);
+    assert.equal(await targets(on, 'bob@mail.example'), [mbox('bob'), mbox('carol'), { kind: 'pipe', command: '/usr/bin/procmail -t', user: 'bob', uid: passwd.get('bob')!.uid }]);
     // a plain self-reference works like \bob
     writeForward('bob', 'bob, dave\n');
     assert.equal(await targets(on, 'bob'), [mbox('bob'), mbox('dave')]);
@@ -296,13 +296,34 @@ test('an unsafe .forward (group/world-writable, or owned by someone else) is ign
     const on = resolver(null, { forward: true });
     assert.equal(await targets(on, 'dave'), [mbox('dave')]);
     fs.chmodSync(f, 0o644);
-    assert.equal(await targets(on, 'dave'), [{ kind: 'pipe', command: '/bin/evil', user: 'dave' }, remote('thief@elsewhere.example')]);
+    assert.equal(await targets(on, 'dave'), [{ kind: 'pipe', command: '/bin/evil', user: 'dave', uid: passwd.get('dave')!.uid }, remote('thief@elsewhere.example')]);
     if (isRoot()) {
       fs.chownSync(f, 4242, 4242); // not dave (uid 0 here), not root
       assert.equal(await targets(on, 'dave'), [mbox('dave')]);
     }
   } finally {
     fs.rmSync(f);
+  }
+});
+
+test('pipes and files of an aliases file not owned by root (or us), or writable by others, are refused; its addresses count', async () => {
+  const r = resolver('team: alice, "|/bin/cmd", /tmp/file\nsolo: "|/bin/cmd"\n');
+  const file = path.join(dir, `aliases-${seq}`);
+  assert.equal(await targets(r, 'team'), [mbox('alice'), { kind: 'pipe', command: '/bin/cmd' }, { kind: 'file', path: '/tmp/file' }]);
+  fs.chmodSync(file, 0o666);
+  bumpMtime(file);
+  const res = (await r.resolve('team'))!;
+  assert.equal(res.targets, [mbox('alice')]);
+  assert.match(res.failed![0]!.reason, /mail to a command refused: .* is writable by group or others/);
+  await rejects(r.resolve('solo'), /mail to a command refused/, true);
+  if (isRoot()) {
+    fs.chmodSync(file, 0o644);
+    fs.chownSync(file, 4242, 4242);
+    bumpMtime(file);
+    assert.match((await r.resolve('team'))!.failed![1]!.reason, /mail to a file refused: .* is owned by uid 4242, not by root/);
+    // the compiled table counts when it is the one read: compiled by root, it is trusted again
+    await compileAliases(file);
+    assert.equal((await r.resolve('team'))!.targets.length, 3);
   }
 });
 
