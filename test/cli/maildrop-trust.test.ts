@@ -120,6 +120,33 @@ if (!isRoot()) {
     assert.match(m2.raw.toString(), /from userid 0\)/);
   });
 
+  test('a user listed in trusted_users keeps the sender it sets; an invalid entry is a config error naming file:line', async () => {
+    const s = await makeSite('trusted_users = ["daemon"]');
+    s.route('isp', smarthostRoute(sh.port));
+    const d2 = await startDaemon(s);
+    try {
+      const rcpt = uniq('trusted');
+      const r = await runCli(['-C', s.configPath, '-f', 'list-owner@lists.example', rcpt], { argv0: 'sendmail', input: 'Subject: list\n\nx\n', uid: U1, gid: U1 });
+      assert.is(r.code, 0, r.stderr);
+      const m = await waitFor('trusted', () => sh.messages.find((x) => x.to.includes(rcpt)));
+      assert.is(m.from, 'list-owner@lists.example');
+      assert.not.match(m.raw.toString(), /X-Authentication-Warning/);
+    } finally {
+      await d2.stop();
+    }
+    const bad = await makeSite('trusted_users = ["ok", "bad name"]');
+    const c = await runCli(['-C', bad.configPath, uniq('x')], { argv0: 'sendmail', input: 'x\n' });
+    assert.is(c.code, 78, c.stderr);
+    assert.match(c.stderr, /tidemail\.toml:\d+.*trusted_users.*"bad name" is not a login name/);
+  });
+
+  test('sendmail under umask 077 still leaves a file the daemon can read', async () => {
+    const rcpt = uniq('umask');
+    const r = spawnSync('sh', ['-c', `umask 077; exec "$0" "$1" sendmail -C "$2" "$3"`, process.execPath, BIN, site.configPath, rcpt], { uid: U1, gid: U1, input: 'Subject: umask\n\nx\n', encoding: 'utf8' });
+    assert.is(r.status, 0, r.stderr);
+    await waitFor('umask message', () => sh.messages.find((x) => x.to.includes(rcpt)));
+  });
+
   test('sendmail refuses a message over max_message_size: EX_DATAERR (65), clear message, nothing queued', async () => {
     const s = await makeSite('', { smtpToml: 'max_message_size = "1M"' });
     fs.mkdirSync(dropDir(s), { recursive: true });
