@@ -21,7 +21,7 @@ const USAGE = `usage: tidemail COMMAND [--config FILE] ...
   sendmail [options] RCPT...  submit a message (same as the sendmail command)
   mailq                       list the queue
   queue list|show|remove|hold|release|requeue ID|flush
-  runq                        try every queued message now
+  runq                        try every queued message now (no daemon: here, as its user)
   status                      what is queued, why, and the state of each route
   link up|down NAME           a link hook: route or interface NAME changed
   fetch [ROUTE/USER]          fetch POP3 mailboxes now

@@ -77,7 +77,7 @@ export interface LocalConfig {
   users: Record<string, string>;
   /** Virtual domains: domain → { local part or "*" → user or external address }. */
   virtual: Record<string, Record<string, string>>;
-  /** Honour ~/.forward files. */
+  /** Honour ~/.forward files (their pipes and files run only when delivery runs as that user). */
   forward: boolean;
   /**
    * A passwd(5)-format file of users local delivery knows (name, uid, gid, home), looked up
