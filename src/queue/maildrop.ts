@@ -203,10 +203,12 @@ export interface PickupPolicy {
   maxMessageSize: number;
   /** Login names that may set any envelope sender (like sendmail's trusted users). */
   trustedUsers: readonly string[];
+  /** The daemon's configured run user, trusted like root even when `runq` picks up as root. */
+  runUser: string;
 }
 
 export function pickupPolicy(config: Config): PickupPolicy {
-  return { hostname: config.hostname, domains: config.local.domains, maxMessageSize: config.smtp.maxMessageSize, trustedUsers: config.trustedUsers };
+  return { hostname: config.hostname, domains: config.local.domains, maxMessageSize: config.smtp.maxMessageSize, trustedUsers: config.trustedUsers, runUser: config.user };
 }
 
 export interface PickupOptions {
@@ -369,7 +371,7 @@ const LOCAL_VIAS = new Set(['sendmail', 'sendmail-bs', 'rmail', 'smtpd']);
  */
 export function senderFor(uid: number, login: string | null, claimed: string, policy: PickupPolicy): string {
   if (uid === 0 || uid === process.getuid?.()) return claimed;
-  if (login && policy.trustedUsers.includes(login)) return claimed;
+  if (login && (login === policy.runUser || policy.trustedUsers.includes(login))) return claimed;
   const own = `${login ?? `uid${uid}`}`;
   const at = claimed.lastIndexOf('@');
   const domain = claimed.slice(at + 1).toLowerCase();
