@@ -2,6 +2,7 @@
 // `tidemail presets [NAME]` lists them. Flags fill the blanks; what is missing is asked on a
 // terminal and is a usage error (64, naming the flag) otherwise. Nothing existing is
 // overwritten without --force, and then the old config dir is kept as a timestamped backup.
+// The new config is built beside the old one and switched in at the end (presets/switch.ts).
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +15,9 @@ import { chownTree, isRoot, resolveRunUser } from '../privileges.js';
 import { discoverServers, loadProviderTemplate, PROVIDERS, type Discovery, type ProviderName } from '../presets/discover.js';
 import { Asker } from '../presets/prompt.js';
 import { DKIM_SELECTOR, dkimKeyFile, findPreset, PRESETS, setupPaths, type Answers, type FetchAnswer, type Preset, type SmarthostAnswer } from '../presets/registry.js';
-import { backupConfigDir, makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
+import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath, type Staged } from '../presets/switch.js';
+import { makePrivateDir, writePlannedFiles, type Owner, type PlannedFile } from '../presets/writer.js';
+import { compileAliases } from '../local/aliases.js';
 import { parseHostPort } from '../routes/load.js';
 import type { TlsMode } from '../routes/profile.js';
 import { EX } from './exit.js';
@@ -318,15 +321,37 @@ function runOwner(runUser: string): { owner: Owner | null; name: string } {
   return { owner: { uid: u.uid, gid: u.gid }, name: u.name };
 }
 
-/** Makes DIR/cert.pem + key.pem unless both exist; returns the exit code of the generator. */
-async function makeSelfSigned(dir: string, hostname: string, owner: Owner | null, out: (l: string) => void): Promise<number> {
-  const key = path.join(dir, 'key.pem');
-  if (fs.existsSync(path.join(dir, 'cert.pem')) && fs.existsSync(key)) {
+/**
+ * Runs `fn` (a subcommand that prints the paths it wrote) with its stdout shown as the paths
+ * will be after the switch, not the staging dir's.
+ */
+async function withLivePaths(staged: Staged, fn: () => Promise<number>): Promise<number> {
+  const write = process.stdout.write.bind(process.stdout);
+  let text = '';
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    text += chunk.toString();
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return await fn();
+  } finally {
+    process.stdout.write = write;
+    write(text.split(staged.dir).join(staged.live));
+  }
+}
+
+/** Makes cert.pem + key.pem in the staged tls dir unless both exist; returns the exit code of the generator. */
+async function makeSelfSigned(staged: Staged, dir: string, hostname: string, owner: Owner | null, out: (l: string) => void): Promise<number> {
+  const at = stagedPath(staged, dir);
+  const key = path.join(at, 'key.pem');
+  if (fs.existsSync(path.join(at, 'cert.pem')) && fs.existsSync(key)) {
     out(`  kept the certificate in ${dir}`);
     return EX.OK;
   }
+  // They may be hard links to the old config's files: openssl writes in place, so unlink first.
+  for (const n of ['cert.pem', 'key.pem']) fs.rmSync(path.join(at, n), { force: true });
   const { runTls } = await import('./tls.js');
-  const code = await runTls(['selfsigned', '--out', dir, '--name', hostname, '--force']);
+  const code = await withLivePaths(staged, () => runTls(['selfsigned', '--out', at, '--name', hostname, '--force']));
   if (code !== EX.OK) return code;
   if (owner) fs.chownSync(key, owner.uid, owner.gid); // the daemon rereads it on SIGHUP, after dropping root
   out(`  made a self-signed certificate for ${hostname} in ${dir} (replace it with a real one)`);
@@ -334,15 +359,15 @@ async function makeSelfSigned(dir: string, hostname: string, owner: Owner | null
 }
 
 /** The DKIM key the dkim-sign check needs (kept when it exists: its DNS record may be published). */
-async function makeDkimKey(a: Answers, configPath: string, out: (l: string) => void): Promise<number> {
-  const file = dkimKeyFile(a);
+async function makeDkimKey(staged: Staged, a: Answers, configPath: string, out: (l: string) => void): Promise<number> {
+  const file = stagedPath(staged, dkimKeyFile(a));
   if (fs.existsSync(file)) {
-    out(`  kept the DKIM key ${file}`);
+    out(`  kept the DKIM key ${dkimKeyFile(a)}`);
     return EX.OK;
   }
   const { runDkim } = await import('./dkim.js');
   out('  making the DKIM key (setup has already put the config lines it mentions into the config):');
-  return runDkim(['keygen', a.domain!, '--selector', DKIM_SELECTOR, '--out', path.dirname(file), '--config', configPath]);
+  return withLivePaths(staged, () => runDkim(['keygen', a.domain!, '--selector', DKIM_SELECTOR, '--out', path.dirname(file), '--config', stagedPath(staged, configPath)]));
 }
 
 export async function runSetup(argv: string[]): Promise<number> {
@@ -354,6 +379,8 @@ export async function runSetup(argv: string[]): Promise<number> {
   if (!preset) throw new UsageError(`setup: unknown preset "${name}"; use one of ${PRESETS.map((p) => p.name).join(', ')}`);
 
   const paths = setupPaths(path.resolve(str(flags, 'root') ?? '/'));
+  // A setup killed during its switch left the complete new config beside a missing live one.
+  for (const m of finishInterruptedSwitch(paths.etc)) process.stderr.write(`tidemail: ${m}\n`);
   const exists = fs.existsSync(paths.config);
   if (exists && !flags.force) {
     process.stderr.write(`tidemail: ${paths.config} exists; not overwriting it\n  fix: pass --force to replace it (the old ${paths.etc} is kept as ${path.basename(paths.etc)}.backup-TIMESTAMP)\n`);
@@ -361,7 +388,8 @@ export async function runSetup(argv: string[]): Promise<number> {
   }
 
   // Find out before asking anything whether we may write there at all.
-  const writable = [paths.etc, path.dirname(paths.etc), paths.root].find((d) => fs.existsSync(d))!;
+  let writable = paths.etc; // the nearest dir that exists: --root may name one not made yet
+  while (!fs.existsSync(writable) && path.dirname(writable) !== writable) writable = path.dirname(writable);
   try {
     fs.accessSync(writable, fs.constants.W_OK);
   } catch {
@@ -383,35 +411,32 @@ export async function runSetup(argv: string[]): Promise<number> {
   out(`tidemail setup ${preset.name}: ${preset.summary}`);
   for (const n of notes) out(`  note: ${n}`);
 
-  if (exists) out(`  backup: the old configuration is kept in ${backupConfigDir(paths.etc)}`);
-  fs.mkdirSync(paths.routes, { recursive: true, mode: 0o755 });
-  if (plan.files.some((f) => f.secret && path.dirname(f.path) === paths.secrets)) makePrivateDir(paths.secrets, owner);
-  writePlannedFiles(plan.files, owner);
+  // Everything is written into the staged dir; the live one changes only at the switch.
+  const staged = stageConfigDir(paths.etc, { dropRoutes: exists });
+  let backup: string | null;
+  try {
+    const code = await writeStaged(staged, preset, answers, plan.files, owner, out);
+    if (code !== EX.OK) {
+      abandonStaged(staged);
+      return code;
+    }
+    fs.mkdirSync(path.dirname(paths.state), { recursive: true, mode: 0o755 }); // /var/lib: others must pass through
+    fs.mkdirSync(paths.state, { recursive: true, mode: 0o750 });
+    if (owner && isRoot()) chownTree(paths.state, lookupUser(owner.uid)!);
+    backup = commitConfigDir(staged, { backup: exists });
+  } catch (err) {
+    abandonStaged(staged);
+    throw err;
+  }
   for (const f of plan.files) out(`  wrote ${f.path}${f.secret ? ` (mode 0600, owner ${ownerName})` : ''}`);
-
-  if (preset.needs.tls && answers.tls && answers.tls.cert === path.join(paths.tls, 'cert.pem')) {
-    const code = await makeSelfSigned(paths.tls, answers.hostname, owner, out);
-    if (code !== EX.OK) return code;
-  }
-
-  if (preset.name === 'internet-site') {
-    const code = await makeDkimKey(answers, paths.config, out);
-    if (code !== EX.OK) return code;
-  }
-
-  fs.mkdirSync(path.dirname(paths.state), { recursive: true, mode: 0o755 }); // /var/lib: others must pass through
-  fs.mkdirSync(paths.state, { recursive: true, mode: 0o750 });
-  if (owner && isRoot()) chownTree(paths.state, lookupUser(owner.uid)!);
+  if (backup) out(`  backup: the old configuration is kept in ${backup}`);
   out(`  state dir ${paths.state} (owner ${ownerName})`);
 
-  if (plan.files.some((f) => f.path === paths.aliases)) {
-    const { runNewaliases } = await import('./newaliases.js');
-    await runNewaliases(['--config', paths.config]);
-  }
   // The same validation as `tidemail config check`: a preset that writes a config the loader
   // refuses is a bug, and the user should hear it now rather than at daemon start.
   const { runConfig } = await import('./config.js');
-  await runConfig(['check', '--config', paths.config]);
+  const checked = await runConfig(['check', '--config', paths.config]);
+  if (checked !== EX.OK) return checked;
 
   out('');
   out('next:');
@@ -420,6 +445,31 @@ export async function runSetup(argv: string[]): Promise<number> {
   out(`  - start the daemon: systemctl restart tidemail (or: tidemail daemon${rootFlag})`);
   const testTo = answers.admin ?? answers.from ?? answers.localUser ?? 'root';
   out(`  - send a test message: echo "it works" | sendmail${rootFlag ? ` -C ${paths.config}` : ''} ${testTo}; then tidemail check and mailq`);
+  return EX.OK;
+}
+
+/** The preset's files, certificate, DKIM key and compiled aliases, in the staged config dir. */
+async function writeStaged(staged: Staged, preset: Preset, answers: Answers, files: PlannedFile[], owner: Owner | null, out: (l: string) => void): Promise<number> {
+  const paths = answers.paths;
+  const at = (p: string) => stagedPath(staged, p);
+  fs.mkdirSync(at(paths.routes), { recursive: true, mode: 0o755 });
+  if (files.some((f) => f.secret && path.dirname(f.path) === paths.secrets)) makePrivateDir(at(paths.secrets), owner);
+  writePlannedFiles(files.map((f) => ({ ...f, path: at(f.path) })), owner);
+
+  if (preset.needs.tls && answers.tls && answers.tls.cert === path.join(paths.tls, 'cert.pem')) {
+    const code = await makeSelfSigned(staged, paths.tls, answers.hostname, owner, out);
+    if (code !== EX.OK) return code;
+  }
+  if (preset.name === 'internet-site') {
+    const code = await makeDkimKey(staged, answers, paths.config, out);
+    if (code !== EX.OK) return code;
+  }
+  // newaliases, on the staged text; the table records the live path it will have.
+  if (files.some((f) => f.path === paths.aliases)) {
+    const { count, warnings } = await compileAliases(at(paths.aliases), paths.aliases);
+    for (const w of warnings) out(`  warning: ${w}`);
+    out(`  ${paths.aliases}: ${count} aliases`);
+  }
   return EX.OK;
 }
 

@@ -278,10 +278,11 @@ export function parseAliases(source: string, file: string): ParsedAliases {
 }
 
 /**
- * newaliases: parses `file` and writes its compiled table atomically.
+ * newaliases: parses `file` and writes its compiled table atomically. `name` is the path the
+ * messages and the table give it (setup compiles a staged copy of what becomes `name`).
  * @throws ConfigError for syntax errors or a missing file; fs errors (EACCES…) as they are.
  */
-export async function compileAliases(file: string): Promise<{ count: number; warnings: string[]; dbPath: string }> {
+export async function compileAliases(file: string, name = file): Promise<{ count: number; warnings: string[]; dbPath: string }> {
   let fd: fs.promises.FileHandle;
   try {
     fd = await fs.promises.open(file, 'r');
@@ -299,10 +300,10 @@ export async function compileAliases(file: string): Promise<{ count: number; war
   } finally {
     await fd.close();
   }
-  const { aliases, warnings } = parseAliases(source, file);
+  const { aliases, warnings } = parseAliases(source, name);
   const dbPath = compiledAliasesPath(file);
   const rows = [...aliases.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((e) => [e.name, e.line, e.targets]);
-  const body = JSON.stringify({ format: FORMAT, source: file, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: rows.length, aliases: rows });
+  const body = JSON.stringify({ format: FORMAT, source: name, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: rows.length, aliases: rows });
   const tmp = path.join(path.dirname(dbPath), `.${path.basename(dbPath)}.${process.pid}.tmp`);
   try {
     const out = await fs.promises.open(tmp, 'w', 0o644);

@@ -130,7 +130,7 @@ function onTerminal(args: string[], answers: [RegExp, string][]): Promise<{ code
 
 test('on a terminal, missing answers are asked: the default is shown and taken on Enter, the password is not echoed', async () => {
   const root = tmpDir('tidemail-root-');
-  const r = await onTerminal(['setup', 'router', '--root', root, '--smarthost', '127.0.0.1:2587', '--tls', 'none', '--user', 'me@example.net', '--listen', '127.0.0.1:2599'], [
+  const r = await onTerminal(['setup', 'router', '--root', root, '--smarthost', '127.0.0.1:2587', '--tls', 'starttls', '--user', 'me@example.net', '--listen', '127.0.0.1:2599'], [
     [/Password for me@example\.net at 127\.0\.0\.1:2587 \(not shown\): /, 'typed secret 42'],
     [/Your LAN, which may send mail through this machine(?: \[[^\]]+\])?: /, ''],
   ]);
