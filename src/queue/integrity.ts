@@ -51,7 +51,9 @@ export function preflightQueue(stateDir: string): 'new' | 'existing' {
   }
   if (head.toString('latin1') !== MAGIC) {
     const summary = `the queue database ${file} is not an SQLite database (its first bytes are not "SQLite format 3")`;
-    throw new StateError(`${summary}; tidemail will not start on it. ${salvageAdvice(file)}`, STATE_EXIT.IOERR, { summary, fix: salvageAdvice(file) });
+    // Nothing readable starts there, so salvage cannot help either: a backup can.
+    const fix = `keep the file (move it aside: mv ${file} ${file}.broken) and restore ${file} from a backup; \`tidemail queue salvage\` cannot read a file that does not start like an SQLite database`;
+    throw new StateError(`${summary}; tidemail will not start on it. ${fix}`, STATE_EXIT.IOERR, { summary, fix });
   }
   return 'existing';
 }
