@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { convertMasqmail } from '../presets/masqmail.js';
-import { backupConfigDir, makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
+import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath } from '../presets/switch.js';
+import { makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
 import { isRoot, resolveRunUser } from '../privileges.js';
 import { EX } from './exit.js';
 
@@ -32,6 +33,7 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
   if (!fs.existsSync(conf)) throw new UsageError(`import-masqmail: ${conf} does not exist\n${USAGE}`);
   const outDir = path.resolve(out ?? '/etc/tidemail');
   const config = path.join(outDir, 'tidemail.toml');
+  for (const m of finishInterruptedSwitch(outDir)) process.stderr.write(`tidemail: ${m}\n`);
   const exists = fs.existsSync(config);
   if (exists && !force) {
     process.stderr.write(`tidemail: ${config} exists; not overwriting it\n  fix: pass --force to replace it (the old ${outDir} is kept as ${path.basename(outDir)}.backup-TIMESTAMP), or --out DIR to write elsewhere\n`);
@@ -57,15 +59,24 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
     return EX.DATAERR;
   }
 
-  if (exists) say(`backup: the old configuration is kept in ${backupConfigDir(outDir)}`);
   let owner: Owner | null = null;
   if (isRoot()) {
     const u = resolveRunUser('tidemail')!;
     owner = { uid: u.uid, gid: u.gid };
   }
-  fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true, mode: 0o755 });
-  if (files.some((f) => f.secret)) makePrivateDir(path.join(outDir, 'secrets'), owner);
-  writePlannedFiles(files, owner);
+  // Built beside the live dir and switched in whole (presets/switch.ts), like setup.
+  const staged = stageConfigDir(outDir, { dropRoutes: exists });
+  let backup: string | null;
+  try {
+    fs.mkdirSync(path.join(staged.dir, 'routes'), { recursive: true, mode: 0o755 });
+    if (files.some((f) => f.secret)) makePrivateDir(path.join(staged.dir, 'secrets'), owner);
+    writePlannedFiles(files.map((f) => ({ ...f, path: stagedPath(staged, f.path) })), owner);
+    backup = commitConfigDir(staged, { backup: exists });
+  } catch (err) {
+    abandonStaged(staged);
+    throw err;
+  }
+  if (backup) say(`backup: the old configuration is kept in ${backup}`);
 
   say(`converted ${conf}:`);
   for (const f of files) say(`  wrote ${f.path}${f.secret ? ' (mode 0600)' : ''}`);

@@ -1,6 +1,7 @@
 // Writing a generated configuration: a small TOML emitter that keeps comments (the files are
 // read and edited by people afterwards), and the file operations of `setup` and
-// `import-masqmail` — never overwrite without --force, keep a timestamped backup, secrets 0600.
+// `import-masqmail` — never overwrite without --force, secrets 0600 (the switch and the backup
+// are in switch.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -83,21 +84,6 @@ export interface Owner {
 export function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
-/**
- * Copies the whole config dir to DIR.backup-TIMESTAMP (modes kept) and removes its route files,
- * so the new configuration is exactly what was generated. Returns the backup's path.
- */
-export function backupConfigDir(dir: string): string {
-  let backup = `${dir}.backup-${timestamp()}`;
-  for (let i = 1; fs.existsSync(backup); i++) backup = `${dir}.backup-${timestamp()}-${i}`;
-  fs.cpSync(dir, backup, { recursive: true, preserveTimestamps: true });
-  const routes = path.join(dir, 'routes');
-  if (fs.existsSync(routes)) {
-    for (const n of fs.readdirSync(routes)) if (n.endsWith('.toml')) fs.rmSync(path.join(routes, n));
-  }
-  return backup;
 }
 
 /** Writes the files: directories 0755, ordinary files 0644 via a temp file and rename, secrets 0600. */
