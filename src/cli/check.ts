@@ -18,6 +18,7 @@ import { probeRoutes } from '../doctor/routes.js';
 import { probeState } from '../doctor/state.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { printableJson, printableLines } from '../log/printable.js';
 
 const USAGE = 'usage: tidemail check [--json] [--dns-server IP[:PORT]]... [--domain DOMAIN]... [--port25-domain DOMAIN]';
 
@@ -50,7 +51,8 @@ export async function runCheck(argv: string[]): Promise<number> {
   const findings: Finding[] = [];
   const print = (fs: Finding[]) => {
     findings.push(...fs);
-    if (!opts.json) for (const f of fs) process.stdout.write(formatFinding(f) + '\n');
+    // Findings quote servers' greetings and replies: escaped (printable.ts).
+    if (!opts.json) for (const f of fs) process.stdout.write(printableLines(formatFinding(f)) + '\n');
   };
 
   const { findings: cfg, loaded } = await probeConfig(configPath);
@@ -72,7 +74,7 @@ export async function runCheck(argv: string[]): Promise<number> {
   const count = (l: Finding['level']) => findings.filter((f) => f.level === l).length;
   const failed = count('fail');
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ ok: failed === 0, findings }, null, 2) + '\n');
+    process.stdout.write(printableJson({ ok: failed === 0, findings }, 2) + '\n');
   } else {
     process.stdout.write(`\n${count('ok')} ok, ${count('warn')} warning(s), ${failed} failure(s)${count('skip') ? `, ${count('skip')} skipped` : ''}\n`);
   }

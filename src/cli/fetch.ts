@@ -8,6 +8,7 @@ import type { FetchResult } from '../fetch/pop3.js';
 import type { AccountState } from '../fetch/scheduler.js';
 import { cliContext, takeConfigOption, type CliContext } from './context.js';
 import { EX } from './exit.js';
+import { printable } from '../log/printable.js';
 
 const PROGRESS_EVERY_MS = 200;
 
@@ -26,7 +27,7 @@ export async function runFetch(argv: string[]): Promise<number> {
   for (const [name, res] of Object.entries(r)) {
     if (res.error) {
       rc = EX.TEMPFAIL;
-      process.stdout.write(`${name}: ${res.error}\n`);
+      process.stdout.write(`${name}: ${printable(res.error)}\n`); // a POP3 server's words
     } else {
       const skipped = res.skipped ? `, ${res.skipped} over max_size left on the server${res.headersOnly ? ` (${res.headersOnly} as headers only)` : ''}` : '';
       const refused = res.refused ? `, ${res.refused} refused by checks and left on the server (see the log)` : '';

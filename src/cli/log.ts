@@ -12,6 +12,7 @@ import { readHistories, type MessageHistory } from '../queue/events.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { printableJson, printableLines } from '../log/printable.js';
 
 const USAGE = 'usage: tidemail log ID|ADDRESS [--since 1h] [--json]   or   tidemail log --since 1h';
 
@@ -101,7 +102,7 @@ export async function runLog(argv: string[]): Promise<number> {
     }
   }
   if (q.json) {
-    process.stdout.write(JSON.stringify(histories, null, 2) + '\n');
+    process.stdout.write(printableJson(histories, 2) + '\n');
     return histories.length ? EX.OK : EX.NOINPUT;
   }
   if (!histories.length) {
@@ -109,6 +110,7 @@ export async function runLog(argv: string[]): Promise<number> {
     process.stderr.write(`tidemail: no history for ${what}${q.since !== undefined ? ` since ${when(q.since)}` : ''} (history is kept for 30 days)\n`);
     return EX.NOINPUT;
   }
-  process.stdout.write(histories.map(format).join('\n'));
+  // Events carry remote replies (and older rows were stored unescaped): escape on the way out.
+  process.stdout.write(printableLines(histories.map(format).join('\n')));
   return EX.OK;
 }

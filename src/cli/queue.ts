@@ -6,6 +6,7 @@ import { ConfigError, UsageError } from '../errors.js';
 import { DeliveryRunner } from '../deliver/runner.js';
 import { createLocalLane } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
+import { printable, printableLines } from '../log/printable.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
 import type { QueuedMessage, QueueStore } from '../queue/store.js';
 import { loadRoutes } from '../routes/load.js';
@@ -44,7 +45,7 @@ export function formatMailq(messages: readonly QueuedMessage[], maildropWaiting:
       byError.set(why, [...(byError.get(why) ?? []), r.recipient]);
     }
     for (const [why, rcpts] of byError) {
-      if (why) out.push(`${' '.repeat(46)}(${why})`);
+      if (why) out.push(`${' '.repeat(46)}(${printable(why)})`); // a remote reply: one line, escaped
       for (const r of rcpts) out.push(`${' '.repeat(46)}${r}`);
     }
     out.push('');
@@ -65,7 +66,7 @@ export async function runMailq(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
   const messages = await viaDaemonOrStore(ctx, { cmd: 'list' }, (s) => s.listMessages());
-  process.stdout.write(formatMailq(messages, countMaildrop(ctx)));
+  process.stdout.write(printableLines(formatMailq(messages, countMaildrop(ctx))));
   return EX.OK;
 }
 
@@ -88,7 +89,7 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
         process.stderr.write(`tidemail: no message ${id} in the queue\n`);
         return EX.NOINPUT;
       }
-      process.stdout.write(formatShow(m as QueuedMessage));
+      process.stdout.write(printableLines(formatShow(m as QueuedMessage)));
       return EX.OK;
     }
     case 'remove':
@@ -185,7 +186,7 @@ function formatShow(m: QueuedMessage): string {
   ];
   for (const r of m.recipients) {
     lines.push(`  ${r.envId} <${r.recipient}> ${r.status}, ${r.attempts} attempt(s), next ${new Date(r.nextAttempt).toISOString()}`);
-    if (r.lastError) lines.push(`      last error: ${r.lastError}`);
+    if (r.lastError) lines.push(`      last error: ${printable(r.lastError)}`);
   }
   return lines.join('\n') + '\n';
 }

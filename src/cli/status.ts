@@ -14,6 +14,7 @@ import { probeLinks } from '../doctor/links.js';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { printable, printableJson, printableLines } from '../log/printable.js';
 
 interface RouteStatus {
   name: string;
@@ -128,8 +129,9 @@ export async function runStatus(argv: string[]): Promise<number> {
   } finally {
     await db?.close();
   }
-  if (json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-  else process.stdout.write(format(report, st));
+  // lastError, why and problems hold remote servers' words: escaped (printable.ts).
+  if (json) process.stdout.write(printableJson(report, 2) + '\n');
+  else process.stdout.write(printableLines(format(report, st)));
   return EX.OK;
 }
 
@@ -163,7 +165,7 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
     const byState = states(r.byRoute?.[x.name]);
     const parts = [`${x.queued ?? 0} queued${byState ? ` (${byState})` : ''}`, ...(x.delivered ? [`${x.delivered} delivered`] : [])];
     out.push(`${pad}${parts.join(', ')}`);
-    if (x.lastError) out.push(`${pad}last error${x.lastErrorAt ? ` (${ago(x.lastErrorAt)})` : ''}: ${x.lastError}`);
+    if (x.lastError) out.push(`${pad}last error${x.lastErrorAt ? ` (${ago(x.lastErrorAt)})` : ''}: ${printable(x.lastError)}`);
   }
   if (st?.noRoute && !r.byRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) wait for an online route`);
   if (r.fetch.length) {

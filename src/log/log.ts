@@ -4,6 +4,8 @@
 // Lines that carry a queue id also go to the event sink (queue/events.ts keeps them in the
 // queue database), so `tidemail log ID` still has a message's history after log rotation.
 
+import { printable } from './printable.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -51,9 +53,12 @@ export function setEventSink(fn: ((e: LogEvent) => void) | null): void {
   sink = fn;
 }
 
+// Values often carry a remote server's words: control characters are escaped (printable.ts),
+// so a reply cannot clear the reader's terminal or forge a log line.
 function formatValue(v: string | number | boolean): string {
   const s = String(v);
-  return /[\s"=]/.test(s) || s === '' ? JSON.stringify(s) : s;
+  // Quoted like JSON (so `"` and `\` read back the same), controls as \xNN like everywhere else.
+  return /[\s"=]/.test(s) || s === '' ? `"${printable(s.replace(/["\\]/g, '\\$&'))}"` : printable(s);
 }
 
 export function formatFields(fields?: Fields): string {
@@ -70,7 +75,7 @@ function write(level: LogLevel, id: string | null, msg: string, fields?: Fields,
   const toSink = sink !== null && id !== null && ORDER[level] >= ORDER.info;
   if (!toSink && !always && ORDER[level] < threshold) return;
   // One event, one line: a message text never breaks the line (field values are quoted).
-  const text = /[\r\n]/.test(msg) ? msg.replace(/\s*[\r\n]+\s*/g, ' ') : msg;
+  const text = printable(/[\r\n]/.test(msg) ? msg.replace(/\s*[\r\n]+\s*/g, ' ') : msg);
   const f = formatFields(fields);
   const now = Date.now();
   if (toSink) {
