@@ -6,6 +6,8 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { DEFAULT_DEADLINES, type SmtpDeadlines } from '../routes/profile.js';
+import { ReplyDeadlines } from './smtp-deadline.js';
 import type { DeliveryResult, SmtpErrorLike } from './transport.js';
 
 export interface LmtpTarget {
@@ -33,6 +35,8 @@ export async function deliverLmtp(
   sender: string,
   recipients: string[],
   lhloName: string,
+  // A local store is no more trusted to answer in time than a smarthost (Postfix lmtp_*_timeout).
+  limits: SmtpDeadlines = DEFAULT_DEADLINES,
 ): Promise<Map<string, DeliveryResult>> {
   const label = target.socket ?? `${target.host ?? 'localhost'}:${target.port ?? 24}`;
   const unique = [...new Set(recipients)];
@@ -56,13 +60,16 @@ export async function deliverLmtp(
     connection: socket,
     ignoreTLS: true, // a local store on loopback or a socket; nothing to protect in transit
     name: lhloName,
-    connectionTimeout: CONNECT_TIMEOUT_MS,
-    greetingTimeout: CONNECT_TIMEOUT_MS,
+    // Backstops only: ReplyDeadlines fires first, with a clear message.
+    connectionTimeout: CONNECT_TIMEOUT_MS + limits.greetingMs + 1000,
+    greetingTimeout: limits.greetingMs + 1000,
     socketTimeout: SOCKET_TIMEOUT_MS,
     logger: false,
   } as SMTPConnection.Options);
   // Errors also arrive through connect() and send(); later ones (after QUIT) are of no interest.
   conn.on('error', () => undefined);
+  const deadlines = new ReplyDeadlines(conn, limits, `LMTP server ${label}`, CONNECT_TIMEOUT_MS, true);
+  deadlines.startTransaction(Date.now() + limits.transactionMs);
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -80,6 +87,7 @@ export async function deliverLmtp(
     const stream = body();
     const envelope = { from: sender, to: unique, use8BitMime: true };
     conn.send(envelope as never, stream, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[] }) => {
+      deadlines.endTransaction();
       stream.destroy();
       failed = !!err;
       const out = new Map<string, DeliveryResult>();

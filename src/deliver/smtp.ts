@@ -11,6 +11,7 @@ import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
+import { DEADLINE_CODE, ReplyDeadlines } from './smtp-deadline.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
@@ -49,6 +50,7 @@ interface SmtpErrorLike extends BaseSmtpError {
 
 interface PooledConnection {
   conn: SMTPConnection;
+  deadlines: ReplyDeadlines;
   hop: SmtpHop;
   sent: number;
   broken: boolean;
@@ -61,6 +63,8 @@ class Pool {
 }
 
 const IDLE_CLOSE_MS = 5_000;
+/** open() refused to send AUTH over an unencrypted session. */
+const PLAIN_AUTH_CODE = 'EPLAINAUTH';
 
 export class SmtpTransport implements Transport {
   readonly name: string;
@@ -78,15 +82,17 @@ export class SmtpTransport implements Transport {
     let pool = this.pools.get(key);
     if (!pool) this.pools.set(key, (pool = new Pool()));
     await this.slot(pool);
+    // transaction_timeout counts from here: connecting (every hop) and sending, together.
+    const deadlineAt = Date.now() + this.o.spec.deadlines.transactionMs;
     let pc: PooledConnection | undefined;
     try {
       pc = this.takeIdle(pool);
       if (!pc) {
-        const opened = await this.connectAny(job);
+        const opened = await this.connectAny(job, deadlineAt);
         if (!('conn' in opened)) return sameForAll(job, opened);
         pc = opened;
       }
-      return await this.send(pc, job);
+      return await this.send(pc, job, deadlineAt);
     } finally {
       this.release(pool, pc);
     }
@@ -125,7 +131,7 @@ export class SmtpTransport implements Transport {
   }
 
   /** Tries each hop in order; the first that accepts a session wins. */
-  private async connectAny(job: DeliveryJob): Promise<PooledConnection | DeliveryResult> {
+  private async connectAny(job: DeliveryJob, deadlineAt: number): Promise<PooledConnection | DeliveryResult> {
     const hops = await this.o.hops(job);
     if (!Array.isArray(hops)) return hops;
     let last: DeliveryResult = { outcome: 'tempfail', message: 'no host to connect to' };
@@ -139,8 +145,9 @@ export class SmtpTransport implements Transport {
       }
     }
     for (const hop of hops) {
+      if (Date.now() >= deadlineAt) break; // the transaction_timeout failure is already in `last`
       try {
-        return await this.openWithFallback(hop);
+        return await this.openWithFallback(hop, deadlineAt);
       } catch (err) {
         last = this.connectFailure(hop, err as SmtpErrorLike);
         // A refused login is the same on every hop; don't hammer the others with it.
@@ -155,17 +162,24 @@ export class SmtpTransport implements Transport {
    * once in plaintext on the same hop, as Postfix does at level "may": encryption was only
    * ever a bonus there, and the alternative is mail stuck until the server is fixed.
    */
-  private async openWithFallback(hop: SmtpHop): Promise<PooledConnection> {
+  private async openWithFallback(hop: SmtpHop, deadlineAt: number): Promise<PooledConnection> {
     try {
-      return await this.open(hop);
+      return await this.open(hop, deadlineAt);
     } catch (err) {
-      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !(err as SmtpErrorLike).duringTls) throw err;
+      const e = err as SmtpErrorLike;
+      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE) throw err;
       log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
-      return this.open({ ...hop, tls: 'none' });
+      return this.open({ ...hop, tls: 'none' }, deadlineAt);
     }
   }
 
-  private async open(hop: SmtpHop): Promise<PooledConnection> {
+  /** "smarthost smtp.example.net:587", "MX mx1.example.org[192.0.2.1]:25": who misbehaved. */
+  private peer(hop: SmtpHop): string {
+    const kind = (this.o.spec as { kind?: string }).kind;
+    return `${kind === 'mx' ? 'MX' : kind === 'smarthost' ? 'smarthost' : 'next hop'} ${hop.label}`;
+  }
+
+  private async open(hop: SmtpHop, deadlineAt: number): Promise<PooledConnection> {
     const spec = this.o.spec;
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
@@ -181,13 +195,17 @@ export class SmtpTransport implements Transport {
       ignoreTLS: tls === 'none',
       opportunisticTLS: tls === 'opportunistic',
       name: spec.heloName ?? this.o.hostname,
-      connectionTimeout: spec.connectTimeoutMs,
-      greetingTimeout: 30_000,
+      // nodemailer's setup bounds are only a backstop: ReplyDeadlines fires first, with a clear
+      // message (its budget covers connect, greeting and the TLS handshake together).
+      connectionTimeout: spec.connectTimeoutMs + spec.deadlines.greetingMs + spec.deadlines.heloMs + 1000,
+      greetingTimeout: spec.deadlines.greetingMs + 1000,
       socketTimeout: 5 * 60_000,
       tls: { rejectUnauthorized: verify, servername: hop.servername, ca: this.ca, minVersion: 'TLSv1.2' },
       logger: false,
     } as SMTPConnection.Options);
-    const pc: PooledConnection = { conn, hop, sent: 0, broken: false };
+    const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs);
+    deadlines.startTransaction(deadlineAt);
+    const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false };
     await new Promise<void>((resolve, reject) => {
       let settled = false;
       const done = (err?: Error) => {
@@ -208,6 +226,15 @@ export class SmtpTransport implements Transport {
       });
       conn.connect(() => {
         if (!spec.auth) return done();
+        // No password over a session that is not encrypted: tls = "none" is refused at load
+        // without allow_plain_auth, and this catches STARTTLS missing from the EHLO reply or
+        // failing (a peer, or someone in between, stripping it to read the login).
+        if (!conn.secure && !spec.allowPlainAuth) {
+          const why = tls === 'none' ? 'TLS is off for this route' : 'the session is not encrypted (STARTTLS was not offered, or it failed)';
+          done(Object.assign(new Error(`not sending AUTH to ${this.peer(hop)}: ${why}; the login would travel in clear text`), { code: PLAIN_AUTH_CODE }));
+          conn.close();
+          return;
+        }
         authenticate(conn, spec.auth).then(
           () => done(),
           (err: Error) => {
@@ -221,6 +248,15 @@ export class SmtpTransport implements Transport {
   }
 
   private connectFailure(hop: SmtpHop, err: SmtpErrorLike): DeliveryResult {
+    if (err.code === PLAIN_AUTH_CODE) {
+      const text = `${err.message} (fix the server's TLS, or set allow_plain_auth = true in route ${this.name} if this link is trusted)`;
+      log.warn(null, 'AUTH refused without TLS', { route: this.name, error: text });
+      return { outcome: 'tempfail', message: text, remote: hop.host };
+    }
+    if (err.code === DEADLINE_CODE) {
+      log.warn(null, 'next hop too slow', { route: this.name, error: err.message });
+      return { outcome: 'tempfail', message: err.message, remote: hop.host };
+    }
     if (err.code === 'EAUTH' && this.o.spec.auth) {
       const text = describeAuthFailure(this.o.spec.auth, hop.label, err);
       log.warn(null, 'smarthost login failed', { route: this.name, error: text });
@@ -237,13 +273,15 @@ export class SmtpTransport implements Transport {
     return { outcome: 'tempfail', message: text, remote: hop.host };
   }
 
-  private send(pc: PooledConnection, job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
+  private send(pc: PooledConnection, job: DeliveryJob, deadlineAt: number): Promise<Map<string, DeliveryResult>> {
     const host = pc.hop.host;
+    pc.deadlines.startTransaction(deadlineAt);
     const envelope = { from: job.sender, to: job.recipients.map((r) => r.recipient), size: job.size, use8BitMime: true };
     return new Promise((resolve) => {
       const body = job.body();
       pc.conn.send(envelope as never, body, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[]; response?: string }) => {
         pc.sent++;
+        pc.deadlines.endTransaction();
         body.destroy();
         const results = new Map<string, DeliveryResult>();
         if (err) {

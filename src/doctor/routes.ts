@@ -10,7 +10,8 @@ import { rootCertificates } from 'node:tls';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { authenticate, describeAuthFailure } from '../deliver/smtp-auth.js';
 import type { PipeRoute, RouteProfile, SmarthostRoute } from '../routes/profile.js';
-import { fail, ok, skip, type Finding } from './finding.js';
+import { ReplyDeadlines } from '../deliver/smtp-deadline.js';
+import { fail, ok, skip, warn, type Finding } from './finding.js';
 import type { LinkAnswer } from './links.js';
 
 const MAX_CONNECT_MS = 15_000;
@@ -20,6 +21,11 @@ export async function probeRoutes(routes: readonly RouteProfile[], links: readon
   for (const r of routes) {
     const area = `route ${r.name}`;
     const link = links.find((l) => l.route === r.name);
+    // Said whether or not the route is online: it is about the configuration, not the link.
+    if ('allowPlainAuth' in r && r.allowPlainAuth && r.auth && r.kind !== 'ssh') {
+      out.push(warn(area, 'allow_plain_auth = true: the login may be sent unencrypted (tls = "none", or a server that does not offer STARTTLS)',
+        `use tls = "starttls" or "implicit" and remove allow_plain_auth from ${r.file}, unless the link itself is encrypted or trusted`));
+    }
     if (r.kind === 'local-only') {
       out.push(ok(area, 'local-only: matching mail stays on this machine'));
       continue;
@@ -91,6 +97,10 @@ async function probeSmarthost(r: SmarthostRoute, hostname: string, area: string)
     },
     logger: false,
   } as SMTPConnection.Options);
+  // A server that drip-feeds its replies must not hang `tidemail check` (see smtp-deadline.ts).
+  const each = MAX_CONNECT_MS;
+  const probeLimits = { greetingMs: each, heloMs: each, mailMs: each, rcptMs: each, dataMs: each, dataDoneMs: each, transactionMs: 4 * each };
+  new ReplyDeadlines(conn, probeLimits, `smarthost ${where}`, Math.min(r.connectTimeoutMs, MAX_CONNECT_MS)).startTransaction(Date.now() + probeLimits.transactionMs);
   const stage = { now: 'connect' as 'connect' | 'auth' | 'done' };
   try {
     await new Promise<void>((resolve, reject) => {

@@ -171,6 +171,8 @@ function smarthostRoute(a: Answers, opts: { online?: (t: TomlText) => void; smal
     .set('smarthost', `${s.host}:${s.port}`)
     .set('tls', s.tls, s.tls === 'none' ? 'no encryption: only for a smarthost on a trusted network' : 'the certificate is verified');
   if (s.caFile) t.set('tls_ca_file', s.caFile, 'an extra CA trusted for this server');
+  // --tls none with a login was asked for explicitly; the loader refuses it without this line.
+  if (s.tls === 'none' && s.auth) t.set('allow_plain_auth', true, 'the login goes unencrypted: only on a trusted network');
   const files: PlannedFile[] = [];
   const secret = (name: string, content: string) => {
     const p = path.join(a.paths.secrets, name);

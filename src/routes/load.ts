@@ -6,8 +6,10 @@ import { parseTomlFile } from '../config/load.js';
 import { ConfigReader } from '../config/reader.js';
 import type {
   FetchSpec, MxRoute, OnlineSpec, PipeRoute, PopBeforeSmtpSpec, RewriteSpec, RouteKind, RouteProfile, SmarthostRoute, SmtpAuthSpec,
-  SmtpClientSpec, SshRoute, TlsMode, WrapperRoute,
+  SmtpClientSpec, SmtpDeadlines, SshRoute, TlsMode, WrapperRoute,
 } from './profile.js';
+import { DEFAULT_DEADLINES } from './profile.js';
+import { formatDuration } from '../config/units.js';
 
 const DEFAULT_PORT: Record<TlsMode, number> = { starttls: 587, implicit: 465, none: 25 };
 const KINDS: readonly RouteKind[] = ['smarthost', 'mx', 'pipe', 'ssh', 'wrapper', 'local-only'];
@@ -76,14 +78,14 @@ export function loadRoute(file: string): RouteProfile {
   switch (kind) {
     case 'smarthost': {
       const target = r.string('smarthost') ?? r.fail(undefined, 'has no smarthost', 'add smarthost = "smtp.example.net:587" (or set kind = "mx", "pipe", "ssh", "wrapper" or "local-only")');
-      const smtp = readSmtpClient(r, 'starttls');
+      const smtp = readSmtpClient(r, 'starttls', kind);
       const tls = smtp.tls === 'opportunistic' ? 'starttls' : smtp.tls;
       route = { ...base, ...smtp, kind, ...hostPort(r, 'smarthost', target, DEFAULT_PORT[tls]) } satisfies SmarthostRoute;
       break;
     }
     case 'mx':
       route = {
-        ...base, ...readSmtpClient(r, 'opportunistic'), kind,
+        ...base, ...readSmtpClient(r, 'opportunistic', kind), kind,
         port: r.integer('port', 25, 1),
         dnsServers: r.stringList('dns_servers', []).map((d) => {
           const hp = parseHostPort(d, 53);
@@ -104,7 +106,7 @@ export function loadRoute(file: string): RouteProfile {
       const knownHosts = path.resolve(path.dirname(file), ssh.string('known_hosts') ?? ssh.fail('known_hosts', 'is missing', 'add ssh.known_hosts = "/etc/tidemail/known_hosts" (ssh-keyscan HOST > FILE, then check the fingerprint)'));
       if (!fs.existsSync(knownHosts)) ssh.fail('known_hosts', `file ${knownHosts} does not exist`, `create it: ssh-keyscan -p ${host.port} ${host.host} > ${knownHosts} (and verify the fingerprint)`);
       route = {
-        ...base, ...readSmtpClient(r, 'none'), kind,
+        ...base, ...readSmtpClient(r, 'none', kind), kind,
         sshHost: host.host, sshPort: host.port, sshUser: ssh.string('user', 'tidemail'), keyFile, knownHosts,
         targetHost: target.host, targetPort: target.port,
       } satisfies SshRoute;
@@ -112,7 +114,7 @@ export function loadRoute(file: string): RouteProfile {
       break;
     }
     case 'wrapper':
-      route = { ...base, ...readSmtpClient(r, 'none'), kind, command: argv(r, 'wrapper') } satisfies WrapperRoute;
+      route = { ...base, ...readSmtpClient(r, 'none', kind), kind, command: argv(r, 'wrapper') } satisfies WrapperRoute;
       break;
     case 'local-only':
       route = { ...base, kind };
@@ -201,7 +203,7 @@ function readSchedule(r: ConfigReader): string | undefined {
   return s;
 }
 
-function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls']): SmtpClientSpec {
+function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls'], kind: RouteKind): SmtpClientSpec {
   const choices = defaultTls === 'opportunistic' ? (['opportunistic', 'starttls', 'none'] as const) : (['starttls', 'implicit', 'none'] as const);
   const tls = r.oneOf('tls', choices as readonly SmtpClientSpec['tls'][], defaultTls);
   const caFile = r.string('tls_ca_file');
@@ -211,11 +213,39 @@ function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls']): Smt
     caFile: caFile ? path.resolve(path.dirname(r.file), caFile) : undefined,
     auth: readAuth(r),
     heloName: r.string('helo_name'),
-    connectTimeoutMs: r.duration('connect_timeout', 30_000),
+    connectTimeoutMs: positiveDuration(r, 'connect_timeout', 30_000),
     popBeforeSmtp: readPopBeforeSmtp(r),
+    allowPlainAuth: r.bool('allow_plain_auth', kind === 'ssh'),
+    deadlines: readDeadlines(r),
   };
   if (spec.caFile && !fs.existsSync(spec.caFile)) r.fail('tls_ca_file', `file ${spec.caFile} does not exist`, 'point it at a PEM file');
+  // A password (or OAuth2 token) in clear is readable by anyone on the path: never by default.
+  if (spec.auth && tls === 'none' && !spec.allowPlainAuth) {
+    r.fail('tls', 'is "none" while auth is set: the login would go over the network unencrypted',
+      `use tls = "starttls" (port 587) or tls = "implicit" (port 465); only if the link itself is encrypted or trusted, add allow_plain_auth = true to ${path.basename(r.file)}`);
+  }
   return spec;
+}
+
+/** Per-reply and per-delivery deadlines (see SmtpDeadlines), each more than zero. */
+function readDeadlines(r: ConfigReader): SmtpDeadlines {
+  const d = DEFAULT_DEADLINES;
+  return {
+    greetingMs: positiveDuration(r, 'greeting_timeout', d.greetingMs),
+    heloMs: positiveDuration(r, 'helo_timeout', d.heloMs),
+    mailMs: positiveDuration(r, 'mail_timeout', d.mailMs),
+    rcptMs: positiveDuration(r, 'rcpt_timeout', d.rcptMs),
+    dataMs: positiveDuration(r, 'data_timeout', d.dataMs),
+    dataDoneMs: positiveDuration(r, 'data_done_timeout', d.dataDoneMs),
+    transactionMs: positiveDuration(r, 'transaction_timeout', d.transactionMs),
+  };
+}
+
+function positiveDuration(r: ConfigReader, key: string, dflt: number): number {
+  const ms = r.duration(key, dflt);
+  // Zero would mean "fail at once"; no timeout at all is what this option exists to prevent.
+  if (ms < 1) r.fail(key, 'is zero', `write a positive duration, e.g. ${key} = "${formatDuration(dflt)}"`);
+  return ms;
 }
 
 function readAuth(r: ConfigReader): SmtpAuthSpec | undefined {

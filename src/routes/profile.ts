@@ -66,7 +66,44 @@ export interface SmtpClientSpec {
   heloName?: string;
   connectTimeoutMs: number;
   popBeforeSmtp?: PopBeforeSmtpSpec;
+  /**
+   * AUTH may go over a session that is not encrypted (tls = "none", or STARTTLS not offered or
+   * failed). Off unless the route says so; on for ssh routes, whose tunnel is the encryption.
+   */
+  allowPlainAuth: boolean;
+  deadlines: SmtpDeadlines;
 }
+
+/**
+ * How long each reply may take to arrive in full, and the whole delivery (Postfix's
+ * smtp_*_timeout). The idle timeout alone resets on every byte, so a server that drip-feeds
+ * its replies could otherwise hold a delivery for as long as it likes.
+ */
+export interface SmtpDeadlines {
+  /** The 220 greeting, counted from the TCP connection. */
+  greetingMs: number;
+  /** EHLO/HELO/LHLO, STARTTLS, AUTH, RSET and QUIT replies. */
+  heloMs: number;
+  mailMs: number;
+  rcptMs: number;
+  /** The 354 reply to DATA. */
+  dataMs: number;
+  /** The reply after the final "." (per recipient for LMTP). */
+  dataDoneMs: number;
+  /** One delivery from the start of connecting (or MAIL on a reused connection) to its last reply. */
+  transactionMs: number;
+}
+
+/** Postfix's defaults (smtp_helo_timeout, smtp_mail_timeout, …); one hour for everything. */
+export const DEFAULT_DEADLINES: SmtpDeadlines = {
+  greetingMs: 300_000,
+  heloMs: 300_000,
+  mailMs: 300_000,
+  rcptMs: 300_000,
+  dataMs: 120_000,
+  dataDoneMs: 600_000,
+  transactionMs: 3_600_000,
+};
 
 /** A POP3 mailbox fetched while the route is online ([[fetch]] in the route file). */
 export interface FetchSpec {

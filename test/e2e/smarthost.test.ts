@@ -148,7 +148,7 @@ test('a wrong AUTH password defers with a clear log line and never bounces', asy
   const sh = track(await startSmarthost({ auth: { user: 'me', pass: 'right' } }));
   const site = await makeSite('[queue]\nretry_min = "1h"');
   writeSecret(`${site.dir}/secrets/isp`, 'wrong\n');
-  site.route('isp', smarthostRoute(sh.port, `auth.user = "me"\nauth.password_file = "${site.dir}/secrets/isp"`));
+  site.route('isp', smarthostRoute(sh.port, `allow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${site.dir}/secrets/isp"`));
   const d = track(await startDaemon(site));
   await sendMessage(site.port, 'a@tidemail.test', ['p@remote.example'], 'Subject: auth\r\n\r\nx\r\n');
   await d.waitForLog(/smarthost login failed .*authentication as me failed/);
@@ -162,7 +162,7 @@ test('AUTH with the right password from a 0600 file delivers', async () => {
   const sh = track(await startSmarthost({ auth: { user: 'me', pass: 'right' } }));
   const site = await makeSite();
   writeSecret(`${site.dir}/secrets/isp`, 'right\n');
-  site.route('isp', smarthostRoute(sh.port, `auth.user = "me"\nauth.password_file = "${site.dir}/secrets/isp"`));
+  site.route('isp', smarthostRoute(sh.port, `allow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${site.dir}/secrets/isp"`));
   track(await startDaemon(site));
   await sendMessage(site.port, 'a@tidemail.test', ['p@remote.example'], 'Subject: auth\r\n\r\nx\r\n');
   const [m] = await sh.waitForMessages(1);

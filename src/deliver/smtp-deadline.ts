@@ -1,0 +1,191 @@
+// Deadlines for the replies of an SMTP/LMTP server, on top of nodemailer's SMTPConnection.
+// nodemailer bounds the TCP connect, the greeting and the TLS handshake, but after that only
+// by socket inactivity — which every byte resets, so a server dripping one byte every 10 s
+// held a delivery for 20+ minutes. Here each reply we wait for has its own deadline, counted
+// from when we start waiting for it (Postfix's smtp_*_timeout), and the whole delivery one more.
+// On expiry the socket is destroyed and the command in flight fails with a clear message;
+// the caller turns that into a tempfail.
+//
+// It hooks four of SMTPConnection's internal methods on the one instance (checked against
+// nodemailer 10.6): _sendCommand (a command was written: a reply is owed), _createSendStream
+// (the message: one reply per recipient for LMTP, owed once the final "." is written),
+// _processResponse (a complete reply is about to be consumed) and _onData (bytes arrived, only
+// to tell "drip-fed" from "silent" in the message).
+
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { SmtpDeadlines } from '../routes/profile.js';
+
+type ReplyKind = 'greeting' | 'helo' | 'mail' | 'rcpt' | 'data' | 'dataDone';
+
+const LIMIT: Record<ReplyKind, { key: keyof SmtpDeadlines; option: string }> = {
+  greeting: { key: 'greetingMs', option: 'greeting_timeout' },
+  helo: { key: 'heloMs', option: 'helo_timeout' },
+  mail: { key: 'mailMs', option: 'mail_timeout' },
+  rcpt: { key: 'rcptMs', option: 'rcpt_timeout' },
+  data: { key: 'dataMs', option: 'data_timeout' },
+  dataDone: { key: 'dataDoneMs', option: 'data_done_timeout' },
+};
+
+interface Owed {
+  kind: ReplyKind;
+  /** The command, without its arguments (they may hold a password or an address). */
+  what: string;
+  /** The end-of-data reply is owed only once the final "." has been written. */
+  armed: boolean;
+}
+
+/** What nodemailer keeps inside; only what the hooks touch. */
+interface Internals {
+  _socket?: { destroy(): void; destroyed?: boolean };
+  _destroyed?: boolean;
+  _responseQueue: unknown[];
+  _envelope?: { accepted?: string[] };
+  _sendCommand(str: string, logStr?: string): void;
+  _createSendStream(cb: unknown): NodeJS.EventEmitter;
+  _processResponse(): unknown;
+  _onData(chunk: Buffer): unknown;
+  _onConnect(): unknown;
+  _onError(err: Error, type: string, data: unknown, command: string): void;
+}
+
+export const DEADLINE_CODE = 'EDEADLINE';
+
+export class ReplyDeadlines {
+  private readonly owed: Owed[] = [{ kind: 'greeting', what: 'the connection (greeting)', armed: false }];
+  private timer: NodeJS.Timeout | undefined;
+  private totalTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  /** Bytes received since the head reply's clock started. */
+  private bytes = 0;
+  private readonly c: Internals;
+
+  /**
+   * @param peer how messages name the server: "smarthost smtp.example.net:587"
+   * @param connectMs the TCP (or tunnel) connection, until nodemailer says it is up
+   */
+  constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false) {
+    const c = (this.c = conn as unknown as Internals);
+    const self = this;
+    const { _sendCommand, _createSendStream, _processResponse, _onData, _onConnect } = c;
+    c._sendCommand = function (str, logStr) {
+      if (!this._destroyed) self.push(commandKind(str));
+      return _sendCommand.call(this, str, logStr);
+    };
+    c._createSendStream = function (cb) {
+      const stream = _createSendStream.call(this, cb);
+      const replies = lmtp ? Math.max(1, this._envelope?.accepted?.length ?? 1) : 1;
+      const entries: Owed[] = Array.from({ length: replies }, () => ({ kind: 'dataDone', what: 'the end of the message data', armed: false }));
+      for (const e of entries) self.push(e);
+      stream.once('end', () => {
+        for (const e of entries) e.armed = true;
+        self.restart();
+      });
+      return stream;
+    };
+    c._processResponse = function () {
+      const head = this._responseQueue[0];
+      if (head !== undefined) {
+        const s = String(head);
+        // The same test nodemailer applies: blank lines and unfinished replies consume nothing.
+        if (s.trim() && !/^\d+-/.test(s.slice(s.lastIndexOf('\n') + 1))) self.replied();
+      }
+      return _processResponse.call(this);
+    };
+    c._onData = function (chunk) {
+      self.bytes += chunk?.length ?? 0;
+      return _onData.call(this, chunk);
+    };
+    c._onConnect = function () {
+      clearTimeout(self.connectTimer);
+      const r = _onConnect.call(this);
+      self.owed[0]!.armed = self.owed[0]!.kind === 'greeting' || self.owed[0]!.armed;
+      self.restart();
+      return r;
+    };
+    this.connectTimer = unref(setTimeout(() => this.fail(`${peer}: no connection within ${seconds(connectMs)} s (connect_timeout)`), connectMs));
+    conn.once('end', () => this.stop());
+  }
+
+  /** Bounds one delivery: from now (or an earlier start, as an absolute time) to its last reply. */
+  startTransaction(deadlineAt: number): void {
+    clearTimeout(this.totalTimer);
+    const ms = this.limits.transactionMs;
+    this.totalTimer = unref(setTimeout(
+      () => this.fail(`${this.peer} did not complete the delivery within ${seconds(ms)} s (transaction_timeout): it is too slow or drip-feeds its replies`),
+      Math.max(0, deadlineAt - Date.now()),
+    ));
+  }
+
+  endTransaction(): void {
+    clearTimeout(this.totalTimer);
+    this.totalTimer = undefined;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    clearTimeout(this.totalTimer);
+    clearTimeout(this.connectTimer);
+  }
+
+  private push(e: Owed): void {
+    this.owed.push(e);
+    if (this.owed.length === 1) this.restart();
+  }
+
+  private replied(): void {
+    this.owed.shift();
+    this.restart();
+  }
+
+  /** (Re)starts the clock for the reply at the head of the queue, if it is owed yet. */
+  private restart(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.bytes = 0;
+    const head = this.owed[0];
+    if (!head?.armed || this.c._destroyed) return;
+    const { key, option } = LIMIT[head.kind];
+    const ms = this.limits[key];
+    this.timer = unref(setTimeout(() => {
+      this.fail(this.bytes
+        ? `${this.peer} drip-fed its reply to ${head.what}: no full reply within ${seconds(ms)} s (${option})`
+        : `${this.peer} sent no reply to ${head.what} within ${seconds(ms)} s (${option})`);
+    }, ms));
+  }
+
+  /** Fails the command in flight (nodemailer's own error path) and drops the connection. */
+  private fail(text: string): void {
+    this.stop();
+    if (this.c._destroyed) return;
+    const socket = this.c._socket;
+    this.c._onError(Object.assign(new Error(text), { code: DEADLINE_CODE }), DEADLINE_CODE, false, 'CONN');
+    // close() ends politely and waits for the peer; this peer is the problem, so cut it off.
+    if (socket && !socket.destroyed) socket.destroy();
+  }
+}
+
+function commandKind(str: string): Owed {
+  const verb = /^\s*([A-Za-z]+)/.exec(str)?.[1]?.toUpperCase() ?? '';
+  switch (verb) {
+    case 'MAIL':
+      return { kind: 'mail', what: 'MAIL FROM', armed: true };
+    case 'RCPT':
+      return { kind: 'rcpt', what: 'RCPT TO', armed: true };
+    case 'DATA':
+      return { kind: 'data', what: 'DATA', armed: true };
+    case 'EHLO': case 'HELO': case 'LHLO': case 'STARTTLS': case 'AUTH': case 'RSET': case 'QUIT': case 'NOOP':
+      return { kind: 'helo', what: verb, armed: true };
+    default:
+      return { kind: 'helo', what: 'AUTH', armed: true }; // the continuation lines of a login
+  }
+}
+
+/** A deadline never keeps a process alive by itself (the socket does, while it is open). */
+function unref(t: NodeJS.Timeout): NodeJS.Timeout {
+  t.unref();
+  return t;
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? String(ms / 1000) : (ms / 1000).toFixed(1);
+}
