@@ -131,6 +131,26 @@ if (!isRoot()) {
       await d.stop();
     }
   });
+
+  test('no route and a full disk: the "waiting for a route" note cannot be written, and passes do not spin', async () => {
+    const state = smallDisk(4096);
+    const site = await makeSite('[queue]\nno_route_recheck = "1s"', { stateDir: state });
+    const d = await startDaemon(site);
+    try {
+      assert.match(await sendMessage(site.port, 'a@tidemail.test', ['z@remote.example'], 'Subject: nowhere\r\n\r\nx\r\n'), /^250 /);
+      await d.waitForLog(/accepted from=<a@tidemail\.test>/);
+      fillDisk(state);
+      const failed = /could not record mail waiting for a route|delivery pass failed/;
+      const first = await waitFor('a failed write', () => (count(d, failed) >= 1 ? Date.now() : 0), 15_000, 20);
+      const third = await waitFor('three failed writes', () => (count(d, failed) >= 3 ? Date.now() : 0), 15_000, 20);
+      // One look per recheck interval (1 s), not a tight loop.
+      assert.ok(third - first >= 1500, `3 failed writes in ${third - first} ms`);
+      freeDisk(state);
+      assert.match(await mailq(site.configPath), /z@remote\.example/);
+    } finally {
+      await d.stop();
+    }
+  });
 }
 
 test.run();
