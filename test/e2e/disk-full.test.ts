@@ -1,7 +1,6 @@
 // A full disk: the SMTP client gets 452 (try later), sendmail exits 75 (EX_TEMPFAIL), and
 // nothing that was accepted is lost. Uses a small tmpfs, so it needs root (as CI runs).
 
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -9,26 +8,14 @@ import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp, isRoot, tmpDir } from '../helpers/tmp.js';
+import { cleanupTmp, isRoot } from '../helpers/tmp.js';
+import { growDisk, smallDisk, unmountDisks } from '../helpers/disk.js';
 import { waitFor } from '../helpers/ports.js';
 
-const mounts: string[] = [];
 test.after(() => {
-  for (const m of mounts) execFileSync('umount', ['-l', m]);
+  unmountDisks();
   cleanupTmp();
 });
-
-/** The admin frees space: grow the tmpfs. */
-function growDisk(state: string, sizeKiB: number): void {
-  execFileSync('mount', ['-o', `remount,size=${sizeKiB}k`, path.dirname(state)]);
-}
-
-function smallDisk(sizeKiB: number): string {
-  const dir = tmpDir('tidemail-full-');
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeKiB}k,mode=0755`, 'tidemail-test', dir]);
-  mounts.push(dir);
-  return path.join(dir, 'state');
-}
 
 if (!isRoot()) {
   test.skip('disk full (needs root for a tmpfs mount)', () => undefined);
