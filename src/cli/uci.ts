@@ -65,6 +65,8 @@ const ROUTE: OptionMap = {
   priority: { keys: ['priority'], kind: 'number' },
   auth_user: { keys: ['auth.user'], kind: 'string' },
   password_file: { keys: ['auth.password_file'], kind: 'string' },
+  // tls 'none' with a login is refused unless this is 1 (the password would travel in clear).
+  allow_plain_auth: { keys: ['allow_plain_auth'], kind: 'bool' },
   interface: { keys: ['online.interface'], kind: 'string' },
   online_file: { keys: ['online.file'], kind: 'string' },
   online_command: { keys: ['online.command'], kind: 'string' },
@@ -153,6 +155,9 @@ function toTable(s: UciSection, map: OptionMap, file: string): Table {
     else if (m.kind === 'number') {
       if (!/^\d+$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be a whole number, not "${value}"`);
       v = Number(value);
+    } else if (m.kind === 'bool') {
+      if (!/^(0|1|true|false|yes|no|on|off)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"; fix: write option ${opt} '1' (or '0')`);
+      v = ['1', 'true', 'yes', 'on'].includes(value);
     } else v = value;
     for (const k of m.keys) setPath(t, k, v);
   }
