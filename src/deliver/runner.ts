@@ -328,7 +328,7 @@ export class DeliveryRunner {
     const mine = msg.recipients.filter((e) => this.local!.isLocal(e.recipient) && e.status === 'queued');
     // Another pass may already be delivering some of them: wait for that too.
     const busy = [...new Set(mine.map((e) => this.inFlight.get(e.envId)).filter((p) => p !== undefined))];
-    const local = mine.filter((e) => !this.inFlight.has(e.envId));
+    const local = mine.filter((e) => !this.heldInMemory(e.envId));
     if (!local.length && !busy.length) return null;
     const allLocal = local.length === msg.recipients.length;
     let refusal: string | null = null;
