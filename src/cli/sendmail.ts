@@ -108,6 +108,13 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: NodeJS.
       process.stderr.write('sendmail: no recipient addresses found in the message header\n');
       return EX.DATAERR;
     }
+    // "/path" or "|cmd" as a recipient: files and pipes are set in the aliases file or ~/.forward.
+    const notMailbox = recipients.find((r) => nonMailboxReason(r));
+    if (notMailbox) {
+      await spool.rollback();
+      process.stderr.write(`sendmail: <${notMailbox}>: not a mailbox address (${nonMailboxReason(notMailbox)}); mail to files and commands is set up in the aliases file or ~/.forward\n`);
+      return EX.DATAERR;
+    }
     const bad = recipients.find((r) => !isValidEnvelopeAddress(r));
     if (bad) {
       await spool.rollback();

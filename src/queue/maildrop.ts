@@ -23,7 +23,6 @@ import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
 import { rfc5322Date } from '../message/date.js';
-import { nonMailboxReason } from '../message/address.js';
 import type { MessageMeta, QueueStore, Spool } from './store.js';
 
 export interface MaildropEnvelope {
