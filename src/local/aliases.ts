@@ -25,6 +25,12 @@
 // mtime and size of the text file say whether the db is current: when the text was edited
 // after newaliases, AliasTable reads the text directly (and logs that the db is out of date).
 //
+// The text is parsed streamed, line by line (newaliases, and the daemon when the table is
+// missing or stale — the same parser and the same messages): memory holds the table, not the
+// text. A NUL byte makes it a binary file (one error, reading stops); a physical line over
+// 64 KiB is an error; only the first 20 errors are listed, then "… and N more"; text quoted in
+// an error is escaped and cut short, never raw bytes.
+//
 // JSON rather than SQLite: the table is small enough to hold in memory (100k aliases load in
 // well under a second), a lookup is then a Map get with no I/O, and local/ does not reach into
 // queue/'s database wrapper.
@@ -142,19 +148,19 @@ export function normalizeTarget(raw: string): { target: string } | { error: stri
   }
   if (/^:include:/i.test(t)) {
     const p = t.slice(':include:'.length).trim();
-    if (!p.startsWith('/')) return { error: `:include: needs an absolute path, got "${p}"` };
+    if (!p.startsWith('/')) return { error: `:include: needs an absolute path, got "${excerpt(p)}"` };
     return { target: `:include:${p}` };
   }
   if (t.startsWith('/')) return { target: t };
   if (t.startsWith('\\')) {
     const user = t.slice(1).trim();
-    if (!user || /[\s@,]/.test(user)) return { error: `"${t}" is not a user name (write \\user)` };
+    if (!user || /[\s@,]/.test(user)) return { error: `"${excerpt(t)}" is not a user name (write \\user)` };
     return { target: `\\${user}` };
   }
   if (!quoted && /\s/.test(t.replace(/"(?:[^"\\]|\\.)*"/g, ''))) {
-    return { error: `"${t}" is not an address (quote a command with arguments: "|/path/cmd arg")` };
+    return { error: `"${excerpt(t)}" is not an address (quote a command with arguments: "|/path/cmd arg")` };
   }
-  if (t.endsWith('@')) return { error: `"${t}" is not an address` };
+  if (t.endsWith('@')) return { error: `"${excerpt(t)}" is not an address` };
   return { target: t };
 }
 
@@ -196,119 +202,251 @@ export interface ParsedAliases {
   warnings: string[];
 }
 
-/**
- * Parses aliases text.
- * @throws ConfigError listing every bad line as file:line.
- */
-export function parseAliases(source: string, file: string): ParsedAliases {
-  const aliases = new Map<string, AliasEntry>();
-  const warnings: string[] = [];
-  const errors: string[] = [];
+/** How many errors (and warnings) are shown; the rest are counted. */
+const SHOWN = 20;
+/** A physical line longer than this is an error, and is not held in memory whole. */
+const MAX_LINE = 64 * 1024;
+/** Read size for the streamed parse. */
+const CHUNK = 64 * 1024;
 
-  // Logical lines: a first line plus its continuations, with where each piece starts.
-  type Logical = { text: string; pieces: { offset: number; line: number }[] };
-  const logical: Logical[] = [];
-  source.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/\r$/, '');
+/**
+ * Text from the file, fit for an error message: control characters (and bytes that were not
+ * UTF-8) escaped, at most `max` characters. A terminal must never get raw file bytes.
+ */
+export function excerpt(s: string, max = 40): string {
+  let out = '';
+  let n = 0;
+  for (const ch of s) {
+    if (n++ >= max) return `${out}…`;
+    const c = ch.codePointAt(0)!;
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c < 0xa0)) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else if (c === 0xfffd) out += '\\ufffd';
+    else out += ch;
+  }
+  return out;
+}
+
+/** The message for a file that is not text at all (checked before any line is parsed). */
+function binaryError(file: string, offset: number): ConfigError {
+  return new ConfigError(`${file}: not an aliases file: it holds binary data (a NUL byte at offset ${offset})\n  fix: point [local] aliases at the text file ("name: target, …" lines); newaliases writes the compiled table itself`);
+}
+
+/**
+ * The aliases parser, fed one physical line at a time (from a string or a streamed file), so
+ * memory holds the table being built, not the text. Errors and warnings beyond the first
+ * SHOWN are counted, not kept.
+ */
+class AliasParser {
+  readonly aliases = new Map<string, AliasEntry>();
+  private readonly errors: string[] = [];
+  private readonly warnings: string[] = [];
+  private errorCount = 0;
+  private warningCount = 0;
+  /** The logical line being collected: a first line plus its continuations. */
+  private cur: { text: string; pieces: { offset: number; line: number }[] } | null = null;
+
+  constructor(private readonly file: string) {}
+
+  line(raw: string, no: number): void {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (/^\s*(#|$)/.test(line)) return;
-    const cur = logical[logical.length - 1];
     if (/^\s/.test(line)) {
-      if (!cur) errors.push(`${file}:${i + 1}: continuation line (it starts with white space) with no alias above it`);
+      if (!this.cur) this.error(`${this.file}:${no}: continuation line (it starts with white space) with no alias above it`);
       else {
-        cur.pieces.push({ offset: cur.text.length + 1, line: i + 1 });
-        cur.text += ' ' + line;
+        this.cur.pieces.push({ offset: this.cur.text.length + 1, line: no });
+        this.cur.text += ' ' + line;
       }
       return;
     }
-    logical.push({ text: line, pieces: [{ offset: 0, line: i + 1 }] });
-  });
+    this.flush();
+    this.cur = { text: line, pieces: [{ offset: 0, line: no }] };
+  }
 
-  for (const { text, pieces } of logical) {
+  /** A line that was too long to keep: reported, and it ends the entry above it. */
+  tooLong(no: number): void {
+    this.flush();
+    this.error(`${this.file}:${no}: line longer than ${MAX_LINE} bytes (continue a long entry on indented lines)`);
+  }
+
+  /** @throws ConfigError listing the first errors as file:line, and how many there were. */
+  finish(): ParsedAliases {
+    this.flush();
+    if (this.errorCount) {
+      const rest = this.errorCount - this.errors.length;
+      const more = rest > 0 ? `\n  … and ${rest} more errors (${this.errorCount} in all)` : this.errorCount > 1 ? `\n  (${this.errorCount} errors)` : '';
+      throw new ConfigError(`${this.errors.join('\n')}${more}\n  fix: correct these lines, then run newaliases`);
+    }
+    const warnings = [...this.warnings];
+    if (this.warningCount > warnings.length) warnings.push(`${this.file}: … and ${this.warningCount - warnings.length} more duplicate aliases`);
+    return { aliases: this.aliases, warnings };
+  }
+
+  private error(message: string): void {
+    if (this.errorCount++ < SHOWN) this.errors.push(message);
+  }
+
+  private flush(): void {
+    const cur = this.cur;
+    this.cur = null;
+    if (!cur) return;
+    const { file } = this;
+    const { text, pieces } = cur;
     const first = pieces[0]!.line;
     const where = (offset: number) => `${file}:${[...pieces].reverse().find((p) => p.offset <= offset)?.line ?? first}`;
     let name: string;
     let rest: number;
     if (text.startsWith('"')) {
       const m = /^"((?:[^"\\]|\\.)*)"\s*:/.exec(text);
-      if (!m) {
-        errors.push(`${file}:${first}: expected "name": targets`);
-        continue;
-      }
+      if (!m) return this.error(`${file}:${first}: expected "name": targets`);
       name = m[1]!.replace(/\\(.)/g, '$1');
       rest = m[0].length;
     } else {
       const colon = text.indexOf(':');
-      if (colon < 0) {
-        errors.push(`${file}:${first}: missing ':' after the alias name (write name: target, target)`);
-        continue;
-      }
+      if (colon < 0) return this.error(`${file}:${first}: missing ':' after the alias name (write name: target, target)`);
       name = text.slice(0, colon).trim();
       rest = colon + 1;
-      if (/\s/.test(name)) {
-        errors.push(`${file}:${first}: alias name "${name}" contains white space (quote it, or indent continuation lines)`);
-        continue;
-      }
+      if (/\s/.test(name)) return this.error(`${file}:${first}: alias name "${excerpt(name)}" contains white space (quote it, or indent continuation lines)`);
     }
     name = name.toLowerCase();
-    if (!name) {
-      errors.push(`${file}:${first}: empty alias name`);
-      continue;
-    }
-    if (name.includes('@')) {
-      errors.push(`${file}:${first}: alias names are local parts, not addresses: "${name}" (map whole addresses in [local.virtual])`);
-      continue;
-    }
+    if (!name) return this.error(`${file}:${first}: empty alias name`);
+    if (name.includes('@')) return this.error(`${file}:${first}: alias names are local parts, not addresses: "${excerpt(name)}" (map whole addresses in [local.virtual])`);
     const r = parseTargetItems(text.slice(rest), (off) => where(off + rest));
-    errors.push(...r.errors);
-    if (!r.errors.length && !r.targets.length) errors.push(`${file}:${first}: alias "${name}" has no targets`);
-    if (r.errors.length || !r.targets.length) continue;
-    const prev = aliases.get(name);
+    for (const e of r.errors) this.error(e);
+    if (!r.errors.length && !r.targets.length) this.error(`${file}:${first}: alias "${excerpt(name)}" has no targets`);
+    if (r.errors.length || !r.targets.length) return;
+    const prev = this.aliases.get(name);
     if (prev) {
-      warnings.push(`${file}:${first}: duplicate alias "${name}" (first at line ${prev.line}); the first one is used`);
-      continue;
+      if (this.warningCount++ < SHOWN) this.warnings.push(`${file}:${first}: duplicate alias "${excerpt(name)}" (first at line ${prev.line}); the first one is used`);
+      return;
     }
-    aliases.set(name, { name, targets: r.targets, line: first });
+    this.aliases.set(name, { name, targets: r.targets, line: first });
   }
+}
 
-  if (errors.length) {
-    const more = errors.length > 1 ? `\n  (${errors.length} errors)` : '';
-    throw new ConfigError(`${errors.join('\n')}${more}\n  fix: correct these lines, then run newaliases`);
+/**
+ * Parses aliases text.
+ * @throws ConfigError listing the bad lines as file:line (the first 20, and how many).
+ */
+export function parseAliases(source: string, file: string): ParsedAliases {
+  const nul = source.indexOf('\0');
+  if (nul >= 0) throw binaryError(file, Buffer.byteLength(source.slice(0, nul)));
+  const p = new AliasParser(file);
+  let no = 0;
+  let start = 0;
+  for (;;) {
+    const nl = source.indexOf('\n', start);
+    const line = source.slice(start, nl < 0 ? undefined : nl);
+    no++;
+    if (Buffer.byteLength(line) > MAX_LINE) p.tooLong(no);
+    else if (nl >= 0 || line) p.line(line, no);
+    if (nl < 0) break;
+    start = nl + 1;
   }
-  return { aliases, warnings };
+  return p.finish();
+}
+
+/**
+ * Parses the aliases file open as `fh`, streamed in chunks: memory holds the table, one line
+ * and one chunk. A NUL byte anywhere — checked chunk by chunk, before the lines of that chunk
+ * are parsed — makes it a binary file: one error, and reading stops.
+ * `name` is what messages call the file.
+ */
+async function parseAliasesFrom(fh: fs.promises.FileHandle, name: string): Promise<ParsedAliases> {
+  const p = new AliasParser(name);
+  const decoder = new TextDecoder('utf-8');
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let carry: Buffer[] = [];
+  let carryLength = 0;
+  let tooLong = false;
+  let no = 0;
+  let offset = 0;
+  const end = (piece: Buffer) => {
+    no++;
+    if (tooLong || carryLength + piece.length > MAX_LINE) p.tooLong(no);
+    else p.line(decoder.decode(carry.length ? Buffer.concat([...carry, piece]) : piece), no);
+    carry = [];
+    carryLength = 0;
+    tooLong = false;
+  };
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, 0, CHUNK, null);
+    if (!bytesRead) break;
+    const chunk = buf.subarray(0, bytesRead);
+    const nul = chunk.indexOf(0);
+    if (nul >= 0) throw binaryError(name, offset + nul);
+    offset += bytesRead;
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl >= 0; nl = chunk.indexOf(10, start)) {
+      end(chunk.subarray(start, nl));
+      start = nl + 1;
+    }
+    if (start < chunk.length && !tooLong) {
+      // The chunk buffer is reused: keep a copy of the unfinished line, unless it is too long already.
+      carry.push(Buffer.from(chunk.subarray(start)));
+      carryLength += chunk.length - start;
+      if (carryLength > MAX_LINE) {
+        tooLong = true;
+        carry = [];
+      }
+    }
+  }
+  if (carryLength || tooLong) end(Buffer.alloc(0));
+  return p.finish();
+}
+
+/** Opens an aliases file; a missing one is a ConfigError saying what to do. */
+async function openAliases(file: string, name: string): Promise<fs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ConfigError(`${name}: no such file\n  fix: create it (one "name: target" per line) or point [local] aliases elsewhere`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/**
+ * Reads and parses an aliases file (streamed), as newaliases does: the daemon's fallback to the
+ * text gives the same errors.
+ */
+export async function parseAliasesFile(file: string, name = file): Promise<ParsedAliases & { stat: fs.Stats }> {
+  const fh = await openAliases(file, name);
+  try {
+    const stat = await fh.stat();
+    if (!stat.isFile()) throw new ConfigError(`${name}: not a regular file\n  fix: point [local] aliases at the aliases text file`);
+    return { ...(await parseAliasesFrom(fh, name)), stat };
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
  * newaliases: parses `file` and writes its compiled table atomically. `name` is the path the
  * messages and the table give it (setup compiles a staged copy of what becomes `name`).
+ * The table is no more readable than the text (a private aliases file gives a private table).
  * @throws ConfigError for syntax errors or a missing file; fs errors (EACCES…) as they are.
  */
 export async function compileAliases(file: string, name = file): Promise<{ count: number; warnings: string[]; dbPath: string }> {
-  let fd: fs.promises.FileHandle;
-  try {
-    fd = await fs.promises.open(file, 'r');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new ConfigError(`${file}: no such file\n  fix: create it (one "name: target" per line) or point [local] aliases elsewhere`, { cause: err });
-    }
-    throw err;
-  }
-  let source: string;
-  let st: fs.Stats;
-  try {
-    st = await fd.stat();
-    source = await fd.readFile('utf8');
-  } finally {
-    await fd.close();
-  }
-  const { aliases, warnings } = parseAliases(source, name);
+  const { aliases, warnings, stat: st } = await parseAliasesFile(file, name);
   const dbPath = compiledAliasesPath(file);
-  const rows = [...aliases.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((e) => [e.name, e.line, e.targets]);
-  const body = JSON.stringify({ format: FORMAT, source: name, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: rows.length, aliases: rows });
+  const rows = [...aliases.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  aliases.clear();
   const tmp = path.join(path.dirname(dbPath), `.${path.basename(dbPath)}.${process.pid}.tmp`);
+  const mode = (st.mode & 0o644) | 0o600;
   try {
-    const out = await fs.promises.open(tmp, 'w', 0o644);
+    const out = await fs.promises.open(tmp, 'w', mode);
     try {
-      await out.writeFile(body + '\n');
+      await out.chmod(mode);
+      // The same JSON document as one JSON.stringify, written a slice of rows at a time so the
+      // whole text is never one string in memory.
+      const head = JSON.stringify({ format: FORMAT, source: name, sourceMtimeMs: st.mtimeMs, sourceSize: st.size, count: rows.length });
+      await out.write(`${head.slice(0, -1)},"aliases":[`);
+      for (let i = 0; i < rows.length; i += 5000) {
+        const slice = rows.slice(i, i + 5000).map((e) => JSON.stringify([e.name, e.line, e.targets]));
+        await out.write((i ? ',' : '') + slice.join(','));
+      }
+      await out.write(']}\n');
       await out.sync();
     } finally {
       await out.close();
@@ -333,6 +471,31 @@ function readCompiled(text: string, dbPath: string): Compiled {
   const aliases = new Map<string, AliasEntry>();
   for (const row of j.aliases as [string, number, string[]][]) aliases.set(row[0], { name: row[0], line: row[1], targets: row[2] });
   return { sourceMtimeMs: Number(j.sourceMtimeMs), sourceSize: Number(j.sourceSize), aliases };
+}
+
+/**
+ * The source mtime and size a compiled table records, from its first 4 KiB (they come before
+ * the rows); null when it is no table of ours.
+ */
+async function readCompiledHead(dbPath: string): Promise<{ sourceMtimeMs: number; sourceSize: number } | null> {
+  let fh: fs.promises.FileHandle | undefined;
+  try {
+    fh = await fs.promises.open(dbPath, 'r');
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const text = buf.subarray(0, bytesRead).toString('utf8');
+    const m = /^\{"format":"([^"]*)".*?"sourceMtimeMs":([\d.e+-]+),"sourceSize":(\d+)/.exec(text);
+    if (!m || m[1] !== FORMAT) {
+      log.warn(null, 'aliases: ignoring unreadable compiled table', { file: dbPath, error: `not a ${FORMAT} file` });
+      return null;
+    }
+    return { sourceMtimeMs: Number(m[2]), sourceSize: Number(m[3]) };
+  } catch (err) {
+    log.warn(null, 'aliases: ignoring unreadable compiled table', { file: dbPath, error: (err as Error).message });
+    return null;
+  } finally {
+    await fh?.close();
+  }
 }
 
 async function statOrNull(p: string): Promise<fs.Stats | null> {
@@ -400,28 +563,33 @@ export class AliasTable {
     const signature = `${sig(src)}|${sig(db)}`;
     if (signature === this.signature) return;
 
-    let compiled: Compiled | null = null;
-    if (db) {
+    // Whether the table is current is in its first bytes: the whole table is read only when it
+    // is used, so a stale one and the text are never both in memory.
+    const head = db ? await readCompiledHead(this.dbPath) : null;
+    const current = head !== null && (!src || (head.sourceMtimeMs === src.mtimeMs && head.sourceSize === src.size));
+    const compiled = async (): Promise<Compiled | null> => {
       try {
-        compiled = readCompiled(await fs.promises.readFile(this.dbPath, 'utf8'), this.dbPath);
+        return readCompiled(await fs.promises.readFile(this.dbPath!, 'utf8'), this.dbPath!);
       } catch (err) {
         log.warn(null, 'aliases: ignoring unreadable compiled table', { file: this.dbPath, error: (err as Error).message });
+        return null;
       }
-    }
-    const current = compiled && (!src || (compiled.sourceMtimeMs === src.mtimeMs && compiled.sourceSize === src.size));
-    if (compiled && current) {
-      this.aliases = compiled.aliases;
+    };
+    const table = current ? await compiled() : null;
+    if (table) {
+      this.aliases = table.aliases;
       this.programs = trustedForPrograms(this.dbPath, db!);
     } else if (src) {
       try {
-        this.aliases = parseAliases(await fs.promises.readFile(this.file, 'utf8'), this.file).aliases;
+        this.aliases = (await parseAliasesFile(this.file)).aliases;
         this.programs = trustedForPrograms(this.file, src);
-        if (compiled) log.warn(null, 'aliases: compiled table is older than the text file; using the text (run newaliases)', { file: this.file });
+        if (head) log.warn(null, 'aliases: compiled table is older than the text file; using the text (run newaliases)', { file: this.file });
       } catch (err) {
         // A broken edit must not take the aliases away: keep the last good table, like sendmail
         // keeps using aliases.db until newaliases succeeds.
-        if (!compiled) throw err;
-        this.aliases = compiled.aliases;
+        const old = head ? await compiled() : null;
+        if (!old) throw err;
+        this.aliases = old.aliases;
         this.programs = trustedForPrograms(this.dbPath, db!);
         log.warn(null, 'aliases: text file has errors; using the older compiled table', { file: this.file, error: (err as Error).message.split('\n')[0] });
       }

@@ -19,13 +19,16 @@ const script = writeFile(
   path.join(dir, 'newaliases.mjs'),
   `import { runNewaliases } from ${JSON.stringify(path.join(src, 'cli/newaliases.js'))};\n` +
     `import { reportError } from ${JSON.stringify(path.join(src, 'cli/exit.js'))};\n` +
+    `import fs from 'node:fs';\n` +
     `let code;\ntry { code = await runNewaliases(process.argv.slice(2)); } catch (err) { code = reportError('newaliases', err); }\n` +
+    // The peak RSS, for the memory tests.
+    `if (process.env.RSS_FILE) fs.writeFileSync(process.env.RSS_FILE, String(process.resourceUsage().maxRSS * 1024));\n` +
     `process.exit(code);\n`,
 );
 
-function newaliases(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function newaliases(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -80,6 +83,66 @@ test('a missing aliases file is a configuration error (78); a stray argument is 
   const stray = await newaliases(['--bogus']);
   assert.is(stray.code, 64);
   assert.match(stray.stderr, /usage: newaliases/);
+});
+
+/** Bytes a terminal would act on, or that show that raw file bytes were echoed. */
+const RAW = /[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\ufffd]/;
+
+test('a binary file: one clear message (exit 78), no raw bytes, and it stops early', async () => {
+  const bytes = Buffer.alloc(5 << 20);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919 + (i >> 9)) & 0xff; // every byte value, no pattern that looks like text
+  const file = writeFile(path.join(dir, 'binary'), bytes);
+  const r = await newaliases(['--aliases', file]);
+  assert.is(r.code, 78, r.stderr.slice(0, 2000));
+  assert.match(r.stderr, /binary/);
+  assert.ok(r.stderr.split('\n').length < 6, `${r.stderr.split('\n').length} lines of output`);
+  assert.not.match(r.stderr, RAW);
+  assert.not.ok(fs.existsSync(compiledAliasesPath(file)));
+});
+
+test('many bad lines: the first 20 errors, then "… and N more"; bad text is shown escaped and short', async () => {
+  const bad = Array.from({ length: 1000 }, (_, i) => `nocolon${i} alice`);
+  bad[0] = `cleared: \x1b[2Jcleared\x07 ${'x y '.repeat(500)}`;
+  const file = writeFile(path.join(dir, 'manybad'), `ok: alice\n${bad.join('\n')}\n`);
+  const r = await newaliases(['--aliases', file]);
+  assert.is(r.code, 78);
+  const lines = r.stderr.trim().split('\n');
+  assert.ok(lines.length <= 24, `${lines.length} lines`);
+  assert.match(r.stderr, /… and 980 more errors \(1000 in all\)/);
+  assert.match(r.stderr, new RegExp(`${file}:2: `));
+  assert.not.match(r.stderr, RAW);
+  assert.match(r.stderr, /\\x1b\[2Jcleared\\x07/, 'control characters are shown escaped');
+  assert.ok(lines.every((l) => l.length < 300), 'a line of output is too long');
+});
+
+test('500 000 aliases compile with the text streamed: memory does not hold the text', async () => {
+  const n = 500_000;
+  const file = path.join(dir, 'big');
+  const fd = fs.openSync(file, 'w');
+  for (let i = 0; i < n; i += 10_000) {
+    let chunk = '';
+    for (let j = i; j < i + 10_000; j++) chunk += `user${j}: alice, bob${j}@example.org, "|/usr/bin/x ${j}"\n`;
+    fs.writeSync(fd, chunk);
+  }
+  fs.closeSync(fd);
+  const rss = path.join(dir, 'rss');
+  const start = process.hrtime.bigint();
+  const r = await newaliases(['--aliases', file], { RSS_FILE: rss });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout, `${file}: ${n} aliases\n`);
+  const mb = Number(fs.readFileSync(rss, 'utf8')) / 2 ** 20;
+  process.stderr.write(`    (500 000 aliases: ${Math.round(ms)} ms, peak RSS ${Math.round(mb)} MB)\n`);
+  assert.ok(mb < 400, `peak RSS ${Math.round(mb)} MB`);
+
+  // 500 000 bad lines: the errors are capped, so memory stays flat.
+  const badFile = path.join(dir, 'bigbad');
+  fs.writeFileSync(badFile, 'no colon here\n'.repeat(n));
+  const bad = await newaliases(['--aliases', badFile], { RSS_FILE: rss });
+  assert.is(bad.code, 78);
+  const badMb = Number(fs.readFileSync(rss, 'utf8')) / 2 ** 20;
+  assert.ok(badMb < 120, `peak RSS ${Math.round(badMb)} MB for a file of errors`);
+  assert.match(bad.stderr, /… and 499980 more errors/);
 });
 
 test.run();

@@ -156,4 +156,27 @@ test('AliasTable: names that are Object.prototype keys are not aliases', async (
   assert.is(t.get('toString'), undefined);
 });
 
+test('newaliases, the daemon and the resolver read the text with one parser: same binary check, same capped errors', async () => {
+  const bin = writeFile(path.join(dir, 'binary'), Buffer.from([0x61, 0x3a, 0x20, 0x62, 0x0a, 0x00, 0xff, 0x1b, 0x0a]));
+  const fromTable = await configErrorAsync(new AliasTable(bin).refresh());
+  assert.is(fromTable, await configErrorAsync(compileAliases(bin)));
+  assert.match(fromTable, /binary data \(a NUL byte at offset 5\)/);
+  assert.throws(() => parseAliases(fs.readFileSync(bin, 'latin1'), bin), /binary data/);
+
+  const many = writeFile(path.join(dir, 'many'), 'x\n'.repeat(50));
+  const msg = await configErrorAsync(new AliasTable(many).refresh());
+  assert.is(msg, await configErrorAsync(compileAliases(many)));
+  assert.is(msg, configError(() => parseAliases('x\n'.repeat(50), many)));
+  assert.match(msg, /… and 30 more errors \(50 in all\)/);
+  assert.is(msg.split('\n').filter((l) => l.includes("missing ':'")).length, 20);
+});
+
+test('a line longer than 64 KiB is an error without being held whole; the compiled table is no more readable than the text', async () => {
+  const long = writeFile(path.join(dir, 'long'), `a: alice\nb: ${'x,'.repeat(40_000)}\nc: carol\n`);
+  assert.match(await configErrorAsync(compileAliases(long)), /long:2: line longer than 65536 bytes/);
+  const priv = writeFile(path.join(dir, 'private'), 'a: alice\n', 0o640);
+  await compileAliases(priv);
+  assert.is(fs.statSync(compiledAliasesPath(priv)).mode & 0o777, 0o640);
+});
+
 test.run();
