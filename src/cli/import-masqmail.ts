@@ -90,7 +90,7 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
   say('');
   if (report.notConverted.length) {
     say(`NOT converted (${report.notConverted.length}; also left as comments in the files above):`);
-    for (const n of report.notConverted) say(`  ${n.at} ${n.key}${n.value === null ? ' (value not shown)' : ` = ${JSON.stringify(n.value)}`}: ${n.reason}`);
+    for (const n of report.notConverted) say(`  ${n.at} ${n.key}${n.value === null ? '' : ` = ${JSON.stringify(n.value)}`}: ${n.reason}`);
   } else {
     say('every setting was converted.');
   }

@@ -200,13 +200,16 @@ export function converted(acc: Accounting, e: MasqEntry, to: string): void {
 }
 
 /**
- * A key we did not convert, reported with its value. `hide`: the value of a key we do not know,
- * in a file the config only points at, is not ours to show — it may be a line of a secret.
+ * A key we did not convert, reported with its value. `hide`: a key we do not know, in a file the
+ * config only points at, is not ours to show, name or value — the "file" may be /etc/shadow or
+ * an env file of secrets; the line number says where to look.
  */
 export function notConverted(acc: Accounting, e: MasqEntry, reason: string, target: string, hide = false): void {
-  const value = hide && e.file !== acc.mainFile ? null : e.value;
-  acc.report.notConverted.push({ at: at(e), key: e.key, value, reason });
+  const hidden = hide && e.file !== acc.mainFile;
+  const key = hidden ? '(name and value not shown)' : e.key;
+  const value = hidden ? null : e.value;
+  acc.report.notConverted.push({ at: at(e), key, value, reason });
   const list = acc.leftovers.get(target) ?? [];
-  list.push(`masqmail ${at(e)}: ${e.key}${value === null ? '' : ` = ${JSON.stringify(value)}`} — not converted: ${reason}`);
+  list.push(`masqmail ${at(e)}: ${key}${value === null ? '' : ` = ${JSON.stringify(value)}`} — not converted: ${reason}`);
   acc.leftovers.set(target, list);
 }
