@@ -230,7 +230,7 @@ export class Daemon {
     if (!checks.length) return undefined;
     return async (spool, header, meta) => {
       const ctx: CheckContext = {
-        phase: 'data', sessionId: `pickup-${spool.msgid}`, listener: 'pickup', trusted: true, notes: {},
+        phase: 'data', sessionId: `pickup-${spool.msgid}`, listener: 'pickup', trusted: true, connection: {}, transaction: {},
         clientAddress: '127.0.0.1', sender: meta.sender, recipients: meta.recipients, tls: false,
         queueId: spool.msgid, size: spool.size, headers: parseHeaderSection(header), headerSection: header,
         body: spool.readBack!(),

@@ -29,7 +29,39 @@ export type Verdict =
 /** Which listener a session came in on ('stream' = inetd / `sendmail -bs`, 'pickup' = maildrop). */
 export type ListenerKind = 'mx' | 'submission' | 'smtps' | 'stream' | 'pickup';
 
-/** What a check may look at. Plain data; a check never changes it. */
+/** RFC 8601 result keywords (the ones mailauth reports for DKIM, ARC and DMARC). */
+export type AuthResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'policy' | 'temperror' | 'permerror';
+
+export type SpfResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
+
+/**
+ * What checks learned about the client, kept for the whole connection (Haraka's
+ * connection.notes). Only facts about the client address belong here: a fact about one message
+ * or one sender here would vouch for every later message on the connection.
+ */
+export interface ConnectionNotes {
+  /** dnswl: the client is on an allow list. */
+  dnswl?: boolean;
+  /** dnswl: the weight of the zones listing it (0 when none), once looked up. */
+  dnswlWeight?: number;
+}
+
+/**
+ * What checks learned about one message (Haraka's transaction.notes): new at every MAIL FROM,
+ * gone at RSET, HELO/EHLO, STARTTLS and the end of DATA.
+ */
+export interface TransactionNotes {
+  /** spf-dkim-dmarc: SPF for this MAIL FROM (at MAIL, or at DATA when listed only there). */
+  spf?: SpfResult;
+  /** spf-dkim-dmarc, end of DATA: 'pass' when any signature passed, else the first one's result. */
+  dkim?: AuthResult;
+  dmarc?: AuthResult;
+  arc?: AuthResult;
+  /** DMARC failed with p=quarantine and dmarc_policy = "honour". */
+  dmarcQuarantine?: boolean;
+}
+
+/** What a check may look at. Plain data; a check changes only the notes. */
 export interface CheckContext {
   phase: Phase;
   /** Unique per SMTP connection; checks keep per-session state keyed by it (see sessionEnded). */
@@ -37,11 +69,10 @@ export interface CheckContext {
   listener: ListenerKind;
   /** The client is in trusted_networks (or a local user on stdin). */
   trusted: boolean;
-  /**
-   * Per-connection scratch space shared by all checks (Haraka's notes): e.g. `spf` is set by the
-   * spf-dkim-dmarc check at MAIL and read by greylist at RCPT. Reset only when the session ends.
-   */
-  notes: Record<string, unknown>;
+  /** Notes shared by the checks for the whole connection. */
+  connection: ConnectionNotes;
+  /** Notes shared by the checks for this message; absent outside a transaction (connect, helo). */
+  transaction?: TransactionNotes;
   clientAddress: string;
   clientHostname?: string;
   helo?: string;

@@ -1,7 +1,7 @@
-// DNS allow lists (list.dnswl.org and the like): a listed client is noted in the session
-// (`notes.dnswl = true`, read by greylist to let it through at once) and, when `threshold` is
-// set and the listing zones' weights reach it, accepted outright for the phase — the remaining
-// checks of that phase are skipped. Same lookup, cache and failure rules as dnsbl.
+// DNS allow lists (list.dnswl.org and the like): a listed client is noted in the connection
+// notes (`dnswl`: a fact about the client address, so per connection; read by greylist to let
+// it through at once) and, when `threshold` is set and the listing zones' weights reach it,
+// accepted outright for the phase — the remaining checks of that phase are skipped. Same lookup, cache and failure rules as dnsbl.
 
 import type { Check, CheckContext, Phase, Verdict } from './check.js';
 import { NEXT } from './check.js';
@@ -20,17 +20,17 @@ export function createCheck(env: CheckEnv): Check {
     phases: ['connect', 'helo', 'mail', 'rcpt'],
     async run(_phase: Phase, ctx: CheckContext): Promise<Verdict> {
       // One lookup per session: the answer does not change between RCPTs.
-      let weight = ctx.notes.dnswlWeight as number | undefined;
+      let weight = ctx.connection.dnswlWeight;
       if (weight === undefined) {
         const r = await lists.lookup(ctx.clientAddress, ctx.queueId ?? null);
         weight = r.weight;
-        ctx.notes.dnswlWeight = weight;
+        ctx.connection.dnswlWeight = weight;
         if (r.listed.length) {
-          ctx.notes.dnswl = true;
+          ctx.connection.dnswl = true;
           log.info(ctx.queueId ?? null, 'dnswl: listed', { client: ctx.clientAddress, zones: r.listed.map((z) => z.zone).join(','), weight });
         }
       }
-      return ctx.notes.dnswl && threshold !== null && weight >= threshold ? { action: 'accept' } : NEXT;
+      return ctx.connection.dnswl && threshold !== null && weight >= threshold ? { action: 'accept' } : NEXT;
     },
   };
 }

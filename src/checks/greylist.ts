@@ -5,8 +5,10 @@
 // restarts and never touch the queue database. The client is taken per /24 (IPv4) or /64 (IPv6)
 // network because big senders retry from another address of the same pool.
 //
-// Let through without waiting: trusted and authenticated clients, and clients another check
-// vouched for in the session notes (dnswl listing, SPF pass, DKIM pass).
+// Let through without waiting: trusted and authenticated clients, clients on a DNS allow list
+// (dnswl, in the connection notes) and senders whose SPF passed for this very MAIL FROM (the
+// transaction notes). Never a DKIM pass: it is known only at the end of DATA, after the RCPT this
+// decides on, and one from an earlier message on the connection says nothing about this one.
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -34,13 +36,12 @@ export function clientNetwork(address: string): string {
   return ipv6Network64(a) ?? a;
 }
 
-/** Session notes that say another check already vouched for the client. */
+/** Notes that say another check already vouched for the client or this sender. */
 function vouchedFor(ctx: CheckContext): string | null {
   if (ctx.trusted) return 'trusted';
   if (ctx.authUser) return 'authenticated';
-  if (ctx.notes.dnswl === true) return 'dnswl';
-  if (ctx.notes.spf === 'pass') return 'spf';
-  if (ctx.notes.dkim === 'pass') return 'dkim';
+  if (ctx.connection.dnswl === true) return 'dnswl';
+  if (ctx.transaction?.spf === 'pass') return 'spf';
   return null;
 }
 

@@ -1,5 +1,6 @@
 // SPF (at MAIL), DKIM, ARC and DMARC (at DATA) for inbound mail, through mailauth. The result
-// goes into an Authentication-Results header (RFC 8601) and into ctx.notes for later checks;
+// goes into an Authentication-Results header (RFC 8601) and into the transaction notes for later
+// checks (greylist) — never the connection's: one message's pass must not vouch for the next;
 // mail is refused only when asked to (spf_reject, dmarc_policy = "honour").
 //
 // mailauth is loaded on first use, so a daemon that does not list this check never loads it,
@@ -26,7 +27,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { domainToASCII } from 'node:url';
 import type { AuthStatus, DMARCResult, SPFResult } from 'mailauth';
-import type { Check, CheckContext, HeaderField, Phase, Verdict } from './check.js';
+import type { AuthResult, Check, CheckContext, HeaderField, Phase, SpfResult, TransactionNotes, Verdict } from './check.js';
 import { NEXT } from './check.js';
 import { DEFAULT_SIGNED_HEADERS, readKey } from './dkim-sign.js';
 import type { CheckEnv } from './registry.js';
@@ -51,8 +52,6 @@ async function loadMailauth(): Promise<Mailauth> {
 }
 
 type Resolve = (name: string, rrtype: string) => Promise<string[][] | string[]>;
-
-export type SpfResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
 
 const PHASES: readonly Phase[] = ['mail', 'data'];
 
@@ -133,7 +132,7 @@ function makeResolver(servers: string[]): Resolve {
   return (name, rrtype) => r.resolve(name, rrtype) as Promise<string[][] | string[]>;
 }
 
-/** The SPF answer kept from MAIL for the Authentication-Results header at DATA. */
+/** The SPF answer kept from MAIL for the Authentication-Results header at DATA of the same transaction. */
 interface SpfMemo {
   sender: string;
   result: SPFResult;
@@ -142,7 +141,8 @@ interface SpfMemo {
 class SpfDkimDmarc implements Check {
   readonly name = 'spf-dkim-dmarc';
   readonly phases = PHASES;
-  private readonly spfBySession = new Map<string, SpfMemo>();
+  // Keyed by the transaction's notes object: gone with the transaction (RSET, next MAIL).
+  private readonly spfByTransaction = new WeakMap<TransactionNotes, SpfMemo>();
   private mailauth: Promise<Mailauth> | null = null;
 
   constructor(
@@ -163,21 +163,20 @@ class SpfDkimDmarc implements Check {
     return NEXT;
   }
 
-  sessionEnded(sessionId: string): void {
-    this.spfBySession.delete(sessionId);
-  }
-
   private async spfFor(ctx: CheckContext): Promise<SPFResult> {
     const sender = ctx.sender ?? '';
-    const memo = this.spfBySession.get(ctx.sessionId);
+    const tx = ctx.transaction;
+    const memo = tx && this.spfByTransaction.get(tx);
     if (memo && memo.sender === sender) return memo.result;
     const { spf } = await this.load();
     // mailauth checks postmaster@HELO for the null sender (RFC 7208 2.4); an address literal
     // HELO is written in brackets, as mailauth's own authenticate() does.
     const helo = ctx.helo && net.isIP(ctx.helo) ? `[${ctx.helo}]` : ctx.helo;
     const result = await spf({ sender: sender || undefined, ip: ctx.clientAddress, helo: helo || `[${ctx.clientAddress}]`, mta: this.hostname, resolver: this.resolve });
-    this.spfBySession.set(ctx.sessionId, { sender, result });
-    ctx.notes.spf = spfResultOf(result.status);
+    if (tx) {
+      this.spfByTransaction.set(tx, { sender, result });
+      tx.spf = spfResultOf(result.status);
+    }
     return result;
   }
 
@@ -203,14 +202,15 @@ class SpfDkimDmarc implements Check {
       seal: sealKey ? { signingDomain: sealKey.domain, selector: sealKey.selector, privateKey: sealKey.pem, algorithm: 'rsa-sha256' } : undefined,
     });
     const parts: string[] = dkim.results.map((r) => r.info);
-    ctx.notes.dkim = dkim.results.some((r) => r.status.result === 'pass') ? 'pass' : (dkim.results[0]?.status.result ?? 'none');
+    const tx = ctx.transaction;
+    if (tx) tx.dkim = dkim.results.some((r) => r.status.result === 'pass') ? 'pass' : authResultOf(dkim.results[0]?.status.result ?? 'none');
     parts.push(spfResult.info);
 
     let arcResult: Awaited<ReturnType<Mailauth['arc']>> | undefined;
     if (this.opts.arc && dkim.arc) {
       arcResult = await ma.arc(dkim.arc as unknown as Parameters<Mailauth['arc']>[0], { resolver: this.resolve, minBitLength: this.opts.minKeyBits });
       if (arcResult.info) parts.push(arcResult.info);
-      ctx.notes.arc = arcResult.status.result;
+      if (tx) tx.arc = authResultOf(arcResult.status.result);
     }
 
     let verdict: Verdict = NEXT;
@@ -218,7 +218,7 @@ class SpfDkimDmarc implements Check {
     if (dkim.headerFrom?.length === 1) {
       const dmarc = await dmarcFor(ma, this.resolve, dkim.headerFrom, spfResult, dkim.results, arcResult);
       if (dmarc) {
-        ctx.notes.dmarc = dmarc.status.result;
+        if (tx) tx.dmarc = authResultOf(dmarc.status.result);
         let info = dmarc.info;
         if (dmarc.status.result === 'fail' && this.opts.dmarcPolicy === 'honour') {
           const policy = appliedPolicy(dmarc);
@@ -227,7 +227,7 @@ class SpfDkimDmarc implements Check {
           } else if (policy === 'quarantine') {
             // We have no quarantine; accept and say so for the mailbox's filters.
             info += ' policy.dmarc=quarantine';
-            ctx.notes.dmarcQuarantine = true;
+            if (tx) tx.dmarcQuarantine = true;
           }
         }
         parts.push(info);
@@ -277,6 +277,14 @@ function spfResultOf(status: AuthStatus): SpfResult {
   if (r === 'temperr') return 'temperror';
   if (r === 'pass' || r === 'fail' || r === 'softfail' || r === 'neutral' || r === 'none' || r === 'temperror' || r === 'permerror') return r;
   return 'neutral';
+}
+
+const AUTH_RESULTS: readonly string[] = ['pass', 'fail', 'softfail', 'neutral', 'none', 'policy', 'temperror', 'permerror'];
+
+/** mailauth's result word as an RFC 8601 keyword (its 'temperr' spelling too); anything else is neutral. */
+function authResultOf(r: string): AuthResult {
+  if (r === 'temperr') return 'temperror';
+  return AUTH_RESULTS.includes(r) ? (r as AuthResult) : 'neutral';
 }
 
 /** The policy to apply to a failing message, with pct= sampling (RFC 7489 6.6.4). */

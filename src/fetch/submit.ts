@@ -93,7 +93,8 @@ async function runContentChecks(sink: FetchSink, a: FetchAccount, spool: Spool, 
     sessionId,
     listener: 'mx', // mail from outside, like mail to port 25
     trusted: false,
-    notes: {},
+    connection: {},
+    transaction: {}, // one message per context: nothing to carry over
     clientAddress: net.isIP(a.host) ? a.host : '0.0.0.0',
     ...(net.isIP(a.host) ? {} : { clientHostname: a.host }),
     helo: a.host,

@@ -5,7 +5,7 @@
 
 import type { Duplex } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { runChecks, type CheckContext, type Phase, type Verdict } from '../checks/check.js';
+import { runChecks, type CheckContext, type ConnectionNotes, type Phase, type TransactionNotes, type Verdict } from '../checks/check.js';
 import { createCheck as createRelayCheck } from '../checks/relay.js';
 import { allChecks, type CheckPlan } from '../checks/registry.js';
 import { NetworkList, plainAddress } from '../config/cidr.js';
@@ -26,7 +26,13 @@ export type ListenerKind = 'mx' | 'submission' | 'smtps';
 
 /** What one connection carries from phase to phase. */
 interface SessionState {
-  notes: Record<string, unknown>;
+  connection: ConnectionNotes;
+  /**
+   * The current transaction's notes, made at MAIL FROM. Tied to the envelope object it was made
+   * for: smtp-server replaces session.envelope at RSET, HELO/EHLO, STARTTLS and after DATA, so
+   * notes can never outlive their transaction even when no new MAIL comes.
+   */
+  transaction?: { envelope: object; notes: TransactionNotes };
   messages: number;
   /** The HELO name whose helo-phase checks passed (they run at the first MAIL after it). */
   heloChecked?: string;
@@ -75,7 +81,7 @@ export class SmtpFront {
 
   private state(session: SMTPServerSession): SessionState {
     let st = this.sessions.get(session.id);
-    if (!st) this.sessions.set(session.id, (st = { notes: {}, messages: 0 }));
+    if (!st) this.sessions.set(session.id, (st = { connection: {}, messages: 0 }));
     return st;
   }
 
@@ -84,12 +90,15 @@ export class SmtpFront {
     const { config } = this.deps;
     const st = this.state(session);
     const mailFrom = session.envelope?.mailFrom;
+    const inTransaction = phase === 'mail' || phase === 'rcpt' || phase === 'data';
+    const transaction = inTransaction && st.transaction?.envelope === session.envelope ? st.transaction.notes : undefined;
     return {
       phase,
       sessionId: session.id,
       listener: kind,
       trusted: this.isTrusted(session.remoteAddress),
-      notes: st.notes,
+      connection: st.connection,
+      ...(transaction ? { transaction } : {}),
       clientAddress: plainAddress(session.remoteAddress),
       ...(session.clientHostname && !session.clientHostname.startsWith('[') ? { clientHostname: session.clientHostname } : {}),
       ...(session.hostNameAppearsAs ? { helo: session.hostNameAppearsAs } : {}),
@@ -201,6 +210,8 @@ export class SmtpFront {
   private async mailFrom(sender: string, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<Error | null> {
     const { config } = this.deps;
     const st = this.state(session);
+    // A new transaction: nothing checks learned about an earlier sender or message carries over.
+    st.transaction = { envelope: session.envelope, notes: {} };
     // Like the per-address connection cap, for untrusted clients: our own bulk senders (a LAN
     // application, the bench) may keep one session open.
     if (st.messages >= config.smtp.maxMessagesPerConnection && !this.isTrusted(session.remoteAddress)) {
@@ -245,10 +256,22 @@ export class SmtpFront {
       { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
       this.headerCheck(session),
       this.dataPhase(session, kind),
-    ).then((reply) => {
-      this.state(session).messages++;
-      return reply;
-    });
+    ).then(
+      (reply) => {
+        // get, not state(): a client gone by now must not leave a session entry behind.
+        const st = this.sessions.get(session.id);
+        if (st) {
+          st.messages++;
+          st.transaction = undefined; // the message is done, whatever smtp-server does next
+        }
+        return reply;
+      },
+      (err: unknown) => {
+        const st = this.sessions.get(session.id);
+        if (st) st.transaction = undefined;
+        throw err;
+      },
+    );
   }
 
   /** End-of-DATA checks: the receive path calls this with the spooled message before committing. */

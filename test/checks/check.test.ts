@@ -6,7 +6,7 @@ import { runChecks, type Check, type CheckContext, type Phase, type Verdict } fr
 
 const test = suite('runChecks');
 
-const ctx: CheckContext = { phase: 'rcpt', sessionId: 's1', listener: 'mx', trusted: false, notes: {}, clientAddress: '192.0.2.1', recipients: [], tls: false };
+const ctx: CheckContext = { phase: 'rcpt', sessionId: 's1', listener: 'mx', trusted: false, connection: {}, transaction: {}, clientAddress: '192.0.2.1', recipients: [], tls: false };
 const check = (name: string, run: () => Promise<Verdict>, phases: Phase[] = ['rcpt'], seen?: string[]): Check => ({
   name,
   phases,

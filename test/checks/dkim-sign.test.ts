@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Check, CheckContext, HeaderField, Verdict } from '../../src/checks/check.js';
+import type { Check, CheckContext, HeaderField, TransactionNotes, Verdict } from '../../src/checks/check.js';
 import { createCheck as createSign, fromDomains } from '../../src/checks/dkim-sign.js';
 import { createCheck as createVerify } from '../../src/checks/spf-dkim-dmarc.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -53,7 +53,8 @@ function ctx(raw: string, over: Partial<CheckContext> = {}): CheckContext {
     sessionId: 'x',
     listener: 'submission',
     trusted: false,
-    notes: {},
+    connection: {},
+    transaction: {},
     clientAddress: '127.0.0.1',
     helo: 'client',
     sender: 'alice@example.org',
@@ -80,9 +81,9 @@ async function asSent(c: CheckContext, sig: HeaderField): Promise<string> {
   return `${sig.name}: ${sig.value}\r\n${body}`;
 }
 
-async function verify(raw: string): Promise<{ v: Verdict; notes: Record<string, unknown> }> {
+async function verify(raw: string): Promise<{ v: Verdict; notes: TransactionNotes }> {
   const c = ctx(raw, { trusted: false, listener: 'mx', clientAddress: '192.0.2.99', sender: 'alice@example.org', helo: 'out.example.org' });
-  return { v: await (await verifier()).run('data', c), notes: c.notes };
+  return { v: await (await verifier()).run('data', c), notes: c.transaction! };
 }
 
 test.before(async () => {

@@ -26,14 +26,14 @@ test('a listed client is noted for later checks; the verdict stays next without 
   const check = await make();
   const ctx = context('connect');
   assert.equal(await check.run('connect', ctx), { action: 'next' });
-  assert.is(ctx.notes.dnswl, true);
+  assert.is(ctx.connection.dnswl, true);
   // Later phases of the same session reuse the answer.
   assert.equal(await check.run('rcpt', { ...ctx, phase: 'rcpt', recipient: 'bob@tidemail.test' }), { action: 'next' });
   assert.is(dns.queries.length, 2, 'one query per zone, once per session');
 
   const other = context('connect', { clientAddress: '198.51.100.8' });
   assert.equal(await check.run('connect', other), { action: 'next' });
-  assert.is(other.notes.dnswl, undefined);
+  assert.is(other.connection.dnswl, undefined);
 });
 
 test('with a threshold, a client whose weights reach it is accepted', async () => {
@@ -42,7 +42,7 @@ test('with a threshold, a client whose weights reach it is accepted', async () =
   const check = await make('threshold = 3\n');
   const low = context('rcpt', { recipient: 'bob@tidemail.test' });
   assert.equal(await check.run('rcpt', low), { action: 'next' }, 'weight 1 < 3');
-  assert.is(low.notes.dnswl, true);
+  assert.is(low.connection.dnswl, true);
   const high = context('rcpt', { clientAddress: '198.51.100.9', recipient: 'bob@tidemail.test' });
   assert.equal(await check.run('rcpt', high), { action: 'accept' });
 });
@@ -53,7 +53,7 @@ test('a list answering "rate limited" (127.0.0.255) or failing does not list any
   const check = await make('threshold = 1\n');
   const ctx = context('connect');
   assert.equal(await check.run('connect', ctx), { action: 'next' });
-  assert.is(ctx.notes.dnswl, undefined);
+  assert.is(ctx.connection.dnswl, undefined);
 });
 
 // End to end with greylist behind it: the listed client (127.0.0.2) passes RCPT at once, the

@@ -56,7 +56,8 @@ function ctx(over: Partial<CheckContext> & { raw?: string }): CheckContext {
     sessionId: `s${++session}`,
     listener: 'mx',
     trusted: false,
-    notes: {},
+    connection: {},
+    transaction: {},
     clientAddress: GOOD_IP,
     helo: 'mail.example.org',
     sender: 'alice@example.org',
@@ -146,20 +147,20 @@ test.after(async () => {
   cleanupTmp();
 });
 
-test('SPF pass and fail by client address, stored in notes at MAIL', async () => {
+test('SPF pass and fail by client address, stored in the transaction notes at MAIL', async () => {
   const check = await verifier();
   const pass = ctx({});
   assert.equal(await check.run('mail', pass), { action: 'next' });
-  assert.is(pass.notes.spf, 'pass');
+  assert.is(pass.transaction!.spf, 'pass');
   const fail = ctx({ clientAddress: BAD_IP });
   assert.equal(await check.run('mail', fail), { action: 'next' }); // spf_reject is off by default
-  assert.is(fail.notes.spf, 'fail');
+  assert.is(fail.transaction!.spf, 'fail');
   const none = ctx({ sender: 'carol@nothing.example' });
   await check.run('mail', none);
-  assert.is(none.notes.spf, 'none');
+  assert.is(none.transaction!.spf, 'none');
   const temp = ctx({ sender: 'dave@broken.example' });
   await check.run('mail', temp);
-  assert.is(temp.notes.spf, 'temperror');
+  assert.is(temp.transaction!.spf, 'temperror');
 });
 
 test('spf_reject = true refuses a hard SPF fail with 550 5.7.23, not a pass', async () => {
@@ -180,8 +181,8 @@ test('a message signed by dkim-sign verifies: dkim=pass, spf=pass, dmarc=pass', 
   assert.ok(/dkim=pass [^;]*header\.i=@example\.org/.test(ar), ar);
   assert.match(ar, /spf=pass/);
   assert.match(ar, /dmarc=pass/);
-  assert.is(c.notes.dkim, 'pass');
-  assert.is(c.notes.dmarc, 'pass');
+  assert.is(c.transaction!.dkim, 'pass');
+  assert.is(c.transaction!.dmarc, 'pass');
 });
 
 test('a tampered body fails DKIM; with SPF failing too, DMARC p=reject is honoured', async () => {
@@ -193,7 +194,7 @@ test('a tampered body fails DKIM; with SPF failing too, DMARC p=reject is honour
   assert.ok(/dkim=(fail|neutral)/.test(ar), ar);
   assert.match(ar, /spf=fail/);
   assert.match(ar, /dmarc=fail/);
-  assert.ok(c.notes.dkim === 'fail' || c.notes.dkim === 'neutral', String(c.notes.dkim));
+  assert.ok(c.transaction!.dkim === 'fail' || c.transaction!.dkim === 'neutral', String(c.transaction!.dkim));
 
   const honour = await verifier('dmarc_policy = "honour"');
   const v = await honour.run('data', ctx({ raw, clientAddress: BAD_IP }));
@@ -207,7 +208,7 @@ test('a tampered header fails DKIM', async () => {
   const c = ctx({ raw, clientAddress: BAD_IP });
   const ar = authResults(await (await verifier()).run('data', c));
   assert.ok(/dkim=fail/.test(ar), ar);
-  assert.is(c.notes.dkim, 'fail');
+  assert.is(c.transaction!.dkim, 'fail');
 });
 
 test('DMARC p=quarantine with honour accepts and says so in the header', async () => {
@@ -225,7 +226,7 @@ test('strict DKIM alignment (adkim=s): d=example.net does not align with From: m
   // Envelope from a domain with no SPF, so only DKIM could make DMARC pass.
   const c = ctx({ raw, sender: 'bounce@nothing.example' });
   const v = await check.run('data', c);
-  assert.is(c.notes.dkim, 'pass');
+  assert.is(c.transaction!.dkim, 'pass');
   assert.equal(v, { action: 'reject', code: 550, enhanced: '5.7.1', text: 'DMARC policy of example.net says reject' });
 });
 
@@ -241,7 +242,7 @@ test('strict SPF alignment (aspf=s): an SPF pass for mail.example.net does not a
   const check = await verifier('dmarc_policy = "honour"');
   const c = ctx({ raw, sender: 'bounce@mail.example.net', helo: 'mail.example.net' });
   const v = await check.run('data', c);
-  assert.is(c.notes.spf, 'pass');
+  assert.is(c.transaction!.spf, 'pass');
   assert.ok(v.action === 'reject' && /example\.net says reject/.test(v.text), JSON.stringify(v));
 });
 
@@ -262,10 +263,10 @@ test('an ARC chain sealed by a forwarder is verified and reported; arc = false l
   const c = ctx({ raw: sealed, clientAddress: BAD_IP });
   const ar = authResults(await (await verifier()).run('data', c));
   assert.ok(/\barc=pass/.test(ar), ar);
-  assert.is(c.notes.arc, 'pass');
+  assert.is(c.transaction!.arc, 'pass');
   const broken = ctx({ raw: sealed.replace('the meeting', 'no meeting'), clientAddress: BAD_IP });
   assert.ok(/\barc=fail/.test(authResults(await (await verifier()).run('data', broken))));
-  assert.is(broken.notes.arc, 'fail');
+  assert.is(broken.transaction!.arc, 'fail');
   const off = ctx({ raw: sealed, clientAddress: BAD_IP });
   const offAr = authResults(await (await verifier('arc = false')).run('data', off));
   assert.ok(!/\barc=/.test(offAr), offAr);
@@ -277,7 +278,8 @@ test('trusted and authenticated clients are skipped unless check_trusted = true'
   const trusted = ctx({ raw, trusted: true, clientAddress: BAD_IP });
   assert.equal(await check.run('mail', trusted), { action: 'next' });
   assert.equal(await check.run('data', trusted), { action: 'next' });
-  assert.equal(trusted.notes, {});
+  assert.equal(trusted.transaction, {});
+  assert.equal(trusted.connection, {});
   assert.equal(await check.run('mail', ctx({ authUser: 'alice', clientAddress: BAD_IP })), { action: 'next' });
   const strict = await verifier('spf_reject = true\ncheck_trusted = true');
   assert.is((await strict.run('mail', ctx({ trusted: true, clientAddress: BAD_IP }))).action, 'reject');
@@ -286,7 +288,7 @@ test('trusted and authenticated clients are skipped unless check_trusted = true'
 test('SPF runs at DATA too when the check is listed only under data', async () => {
   const c = ctx({ raw: message('alice@example.org'), clientAddress: BAD_IP });
   assert.match(authResults(await (await verifier()).run('data', c)), /spf=fail/);
-  assert.is(c.notes.spf, 'fail');
+  assert.is(c.transaction!.spf, 'fail');
 });
 
 /** The message as the receive path stores it: the added header fields on top of what arrived. */
@@ -353,7 +355,7 @@ test('arc_seal: a second hop seals on top as i=2, cv=pass, and the chain still v
   const c2 = ctx({ raw: hop1, clientAddress: BAD_IP, helo: 'mx.forwarder.example' });
   const v2 = await (await sealer('relay.example', 'arc2')).run('data', c2);
   assert.match(authResults(v2), /\barc=pass/);
-  assert.is(c2.notes.arc, 'pass');
+  assert.is(c2.transaction!.arc, 'pass');
   const added = v2.action === 'next' ? (v2.addHeaders ?? []) : [];
   const as = tags(added.find((h) => h.name === 'ARC-Seal'));
   assert.is(as.i, '2');

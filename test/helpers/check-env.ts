@@ -45,7 +45,9 @@ export function context(phase: Phase, over: Partial<CheckContext> = {}): CheckCo
     sessionId: `s${++sessions}`,
     listener: 'mx',
     trusted: false,
-    notes: {},
+    connection: {},
+    // As the SMTP front gives it: transaction notes only inside a transaction.
+    ...(phase === 'mail' || phase === 'rcpt' || phase === 'data' ? { transaction: {} } : {}),
     clientAddress: '198.51.100.7',
     clientHostname: 'mail.example.org',
     helo: 'mail.example.org',
