@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { convertMasqmail } from '../presets/masqmail.js';
-import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath } from '../presets/switch.js';
+import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath, switchFailure, type Staged } from '../presets/switch.js';
 import { makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
 import { isRoot, resolveRunUser } from '../privileges.js';
 import { EX } from './exit.js';
@@ -65,16 +65,21 @@ export async function runImportMasqmail(argv: string[]): Promise<number> {
     owner = { uid: u.uid, gid: u.gid };
   }
   // Built beside the live dir and switched in whole (presets/switch.ts), like setup.
-  const staged = stageConfigDir(outDir, { dropRoutes: exists });
+  let staged: Staged | undefined;
   let backup: string | null;
   try {
-    fs.mkdirSync(path.join(staged.dir, 'routes'), { recursive: true, mode: 0o755 });
-    if (files.some((f) => f.secret)) makePrivateDir(path.join(staged.dir, 'secrets'), owner);
-    writePlannedFiles(files.map((f) => ({ ...f, path: stagedPath(staged, f.path) })), owner);
-    backup = commitConfigDir(staged, { backup: exists });
+    const s = (staged = stageConfigDir(outDir, { dropRoutes: exists }));
+    fs.mkdirSync(path.join(s.dir, 'routes'), { recursive: true, mode: 0o755 });
+    if (files.some((f) => f.secret)) makePrivateDir(path.join(s.dir, 'secrets'), owner);
+    writePlannedFiles(files.map((f) => ({ ...f, path: stagedPath(s, f.path) })), owner);
+    backup = commitConfigDir(s, { backup: exists });
   } catch (err) {
-    abandonStaged(staged);
-    throw err;
+    if (staged) abandonStaged(staged);
+    const why = switchFailure(err, outDir);
+    if (!why) throw err;
+    process.stderr.write(`tidemail: ${why}\n`);
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? EX.NOPERM : EX.CANTCREAT;
   }
   if (backup) say(`backup: the old configuration is kept in ${backup}`);
 

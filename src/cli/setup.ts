@@ -15,7 +15,7 @@ import { chownTree, isRoot, resolveRunUser } from '../privileges.js';
 import { discoverServers, loadProviderTemplate, PROVIDERS, type Discovery, type ProviderName } from '../presets/discover.js';
 import { Asker } from '../presets/prompt.js';
 import { DKIM_SELECTOR, dkimKeyFile, findPreset, PRESETS, setupPaths, type Answers, type FetchAnswer, type Preset, type SmarthostAnswer } from '../presets/registry.js';
-import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath, type Staged } from '../presets/switch.js';
+import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir, stagedPath, switchFailure, type Staged } from '../presets/switch.js';
 import { makePrivateDir, writePlannedFiles, type Owner, type PlannedFile } from '../presets/writer.js';
 import { compileAliases } from '../local/aliases.js';
 import { parseHostPort } from '../routes/load.js';
@@ -412,9 +412,10 @@ export async function runSetup(argv: string[]): Promise<number> {
   for (const n of notes) out(`  note: ${n}`);
 
   // Everything is written into the staged dir; the live one changes only at the switch.
-  const staged = stageConfigDir(paths.etc, { dropRoutes: exists });
+  let staged: Staged | undefined;
   let backup: string | null;
   try {
+    staged = stageConfigDir(paths.etc, { dropRoutes: exists });
     const code = await writeStaged(staged, preset, answers, plan.files, owner, out);
     if (code !== EX.OK) {
       abandonStaged(staged);
@@ -425,8 +426,12 @@ export async function runSetup(argv: string[]): Promise<number> {
     if (owner && isRoot()) chownTree(paths.state, lookupUser(owner.uid)!);
     backup = commitConfigDir(staged, { backup: exists });
   } catch (err) {
-    abandonStaged(staged);
-    throw err;
+    if (staged) abandonStaged(staged);
+    const why = switchFailure(err, paths.etc);
+    if (!why) throw err;
+    process.stderr.write(`tidemail: ${why}\n`);
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? EX.NOPERM : EX.CANTCREAT;
   }
   for (const f of plan.files) out(`  wrote ${f.path}${f.secret ? ` (mode 0600, owner ${ownerName})` : ''}`);
   if (backup) out(`  backup: the old configuration is kept in ${backup}`);

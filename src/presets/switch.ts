@@ -136,8 +136,13 @@ export function stageConfigDir(live: string, opts: { dropRoutes: boolean }): Sta
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  likeDir(st, dir);
-  if (st) linkTree(live, dir, (rel) => opts.dropRoutes && path.dirname(rel) === 'routes' && rel.endsWith('.toml'));
+  try {
+    likeDir(st, dir);
+    if (st) linkTree(live, dir, (rel) => opts.dropRoutes && path.dirname(rel) === 'routes' && rel.endsWith('.toml'));
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return { live, dir, hadLive: st !== null };
 }
 
@@ -153,17 +158,50 @@ export function commitConfigDir(s: Staged, opts: { backup: boolean }): string | 
   fs.renameSync(s.dir, ready);
   syncDir(parent);
   let old: string | null = null;
-  if (s.hadLive && fs.existsSync(s.live)) {
-    old = opts.backup ? backupName(s.live) : `${s.live}.old-${process.pid}`;
-    fs.renameSync(s.live, old);
+  // A dir that appeared since staging began (another setup) is not ours to delete: keep it.
+  const keep = opts.backup || !s.hadLive;
+  if (fs.existsSync(s.live)) {
+    old = keep ? backupName(s.live) : `${s.live}.old-${process.pid}`;
+    try {
+      fs.renameSync(s.live, old);
+    } catch (err) {
+      fs.renameSync(ready, s.dir); // back to "not complete", so that abandonStaged finds it
+      throw err;
+    }
   }
-  fs.renameSync(ready, s.live);
+  try {
+    fs.renameSync(ready, s.live);
+  } catch (err) {
+    // Put the old dir back rather than leave none.
+    if (old) fs.renameSync(old, s.live);
+    fs.renameSync(ready, s.dir);
+    throw err;
+  }
   syncDir(parent);
-  if (old && !opts.backup) {
-    fs.rmSync(old, { recursive: true, force: true });
+  if (old && !keep) {
+    // Switched already: a failure here only leaves <dir>.old-PID for the next run to remove.
+    try {
+      fs.rmSync(old, { recursive: true, force: true });
+    } catch {
+      // see above
+    }
     return null;
   }
   return old;
+}
+
+/**
+ * A one-line account of a file-system error met while staging or switching (ENOSPC, EACCES,
+ * EXDEV on an overlay that cannot rename a dir of its lower layer, …), saying that the live
+ * config was left as it was; null for errors that are not the file system's.
+ */
+export function switchFailure(err: unknown, live: string): string | null {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.code !== 'string' || !e.syscall) return null;
+  const hint = e.code === 'EXDEV' ? ' (an overlay filesystem that cannot rename this directory? write the files by hand, or keep the config on the upper layer)'
+    : e.code === 'ENOSPC' ? ' (the disk is full)'
+    : e.code === 'EBUSY' ? ` (is ${live} or a dir in it a mount point?)` : '';
+  return `cannot write the new configuration: ${e.code} on ${e.path ?? live}${hint}\n  ${live} was left as it was; nothing was switched`;
 }
 
 /** Removes a staged dir that will not be used (an error before the switch). */

@@ -34,8 +34,12 @@ function step(name, args) {
   n++;
   own = true;
   if (process.env.STOP_LOG) append(process.env.STOP_LOG, n + ' ' + name + ' ' + String(args[0]) + '\\n');
-  if (n === stopAt) write(mark, name + ' ' + String(args[0]));
+  if (n === stopAt && mark) write(mark, name + ' ' + String(args[0]));
   own = false;
+  if (n === stopAt && process.env.STOP_MODE === 'fail') {
+    // An I/O error here instead (a full or failing disk).
+    throw Object.assign(new Error('EIO: i/o error, ' + name + " '" + String(args[0]) + "'"), { code: 'EIO', errno: -5, syscall: name.replace(/^promises\.|Sync$/g, ''), path: String(args[0]) });
+  }
   if (n === stopAt) {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); // until SIGKILL
   }
@@ -51,7 +55,11 @@ for (const name of ['renameSync', 'linkSync', 'writeFileSync', 'mkdirSync', 'rmS
 for (const name of ['rename', 'open', 'writeFile', 'rm']) {
   const orig = fs.promises[name];
   fs.promises[name] = function (...args) {
-    if (name !== 'open' || changes('openSync', args)) step('promises.' + name, args);
+    try {
+      if (name !== 'open' || changes('openSync', args)) step('promises.' + name, args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return orig.apply(this, args);
   };
 }
@@ -157,6 +165,24 @@ test('setup --force killed at any step leaves the old or the new config, never a
   // The last step that changes anything is the final rename: before it the old dir is gone, after
   // it nothing is written (config check only reads), which the completed run above covers.
   assert.ok(seen.old === steps - 1 && seen.between === 1, JSON.stringify(seen));
+});
+
+test('an I/O error at any step before the switch: a clear message, no stack, and the old config untouched', async () => {
+  restore();
+  const oldState = snapshot(etc);
+  const log = path.join(work, 'steps-fail');
+  fs.rmSync(log, { force: true });
+  await runStopped(setup([...newArgs, '--force']), 0, log);
+  const steps = fs.readFileSync(log, 'utf8').trim().split('\n').length;
+  for (let at = 1; at <= steps; at++) {
+    restore();
+    const r = await runCli(setup([...newArgs, '--force']), { env: { NODE_OPTIONS: `--import=${pathToFileURL(PRELOAD).href}`, STOP_AT: String(at), STOP_MODE: 'fail' } });
+    assert.not.equal(r.code, 0, `step ${at}: setup said ok after an I/O error`);
+    assert.not.match(r.stderr, /\n\s+at /, `step ${at}: a stack trace:\n${r.stderr}`);
+    assert.match(r.stderr, /EIO/, `step ${at}`);
+    assert.ok(same(snapshot(etc), oldState), `step ${at}: the live config changed:\n${r.stderr}`);
+    assert.equal(fs.readdirSync(path.dirname(etc)).filter((n) => /\.(new|ready|old)-\d+$/.test(n)), [], `step ${at}: left behind`);
+  }
 });
 
 test('the backup is the old dir itself: secrets keep mode 0600 and are not copied', async () => {
