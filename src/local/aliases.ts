@@ -184,15 +184,19 @@ function parseTargetItems(s: string, where: (offset: number) => string): { targe
  * '#' comment lines, blank lines. Errors come back as "file:line: problem" strings.
  */
 export function parseTargetFile(source: string, file: string): { targets: string[]; errors: string[] } {
+  // The same rules as the aliases file: a binary file is one error, and errors are capped.
+  if (source.includes('\0')) return { targets: [], errors: [`${file}: binary data (a NUL byte); not a list of addresses`] };
   const targets: string[] = [];
   const errors: string[] = [];
+  let count = 0;
   source.split('\n').forEach((raw, i) => {
     const line = raw.replace(/\r$/, '');
     if (/^\s*(#|$)/.test(line)) return;
     const r = parseTargetItems(line, () => `${file}:${i + 1}`);
     targets.push(...r.targets);
-    errors.push(...r.errors);
+    for (const e of r.errors) if (count++ < SHOWN) errors.push(e);
   });
+  if (count > SHOWN) errors.push(`${file}: … and ${count - SHOWN} more errors (${count} in all)`);
   return { targets, errors };
 }
 

@@ -171,6 +171,13 @@ test('newaliases, the daemon and the resolver read the text with one parser: sam
   assert.is(msg.split('\n').filter((l) => l.includes("missing ':'")).length, 20);
 });
 
+test(':include: and .forward files: binary is one error, and errors are capped like the aliases file', () => {
+  assert.equal(parseTargetFile('alice\n\0\x1b\n', '/l'), { targets: [], errors: ['/l: binary data (a NUL byte); not a list of addresses'] });
+  const r = parseTargetFile('a b\n'.repeat(30), '/l');
+  assert.is(r.errors.length, 21);
+  assert.is(r.errors[20], '/l: … and 10 more errors (30 in all)');
+});
+
 test('a line longer than 64 KiB is an error without being held whole; the compiled table is no more readable than the text', async () => {
   const long = writeFile(path.join(dir, 'long'), `a: alice\nb: ${'x,'.repeat(40_000)}\nc: carol\n`);
   assert.match(await configErrorAsync(compileAliases(long)), /long:2: line longer than 65536 bytes/);
