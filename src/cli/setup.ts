@@ -459,7 +459,11 @@ async function writeStaged(staged: Staged, preset: Preset, answers: Answers, fil
   const at = (p: string) => stagedPath(staged, p);
   fs.mkdirSync(at(paths.routes), { recursive: true, mode: 0o755 });
   if (files.some((f) => f.secret && path.dirname(f.path) === paths.secrets)) makePrivateDir(at(paths.secrets), owner);
-  writePlannedFiles(files.map((f) => ({ ...f, path: at(f.path) })), owner);
+  // An empty secret is a placeholder (the AUTH users file): one carried over from the old config
+  // keeps its content — `--force` must not log every mail client out.
+  const kept = files.filter((f) => f.secret && f.content === '' && fs.existsSync(at(f.path)) && fs.statSync(at(f.path)).size > 0);
+  writePlannedFiles(files.filter((f) => !kept.includes(f)).map((f) => ({ ...f, path: at(f.path) })), owner);
+  for (const f of kept) out(`  kept ${f.path} (it is not empty)`);
 
   if (preset.needs.tls && answers.tls && answers.tls.cert === path.join(paths.tls, 'cert.pem')) {
     const code = await makeSelfSigned(staged, paths.tls, answers.hostname, owner, out);

@@ -96,6 +96,18 @@ test('secrets are written 0600, owned by the daemon\'s user, in a directory othe
   assert.match(a.result.stdout, /^next:$/m);
 });
 
+test('setup --force keeps what a person added: the AUTH users file, the certificate and the DKIM key', async () => {
+  const args = ['--domain', 'example.test', '--admin', 'ops@example.org'];
+  const first = assertApplied(await applyPreset('internet-site', args));
+  fs.writeFileSync(path.join(first.etc, 'users'), 'alice:$6$salt$hash\n');
+  const key = first.read('dkim/example.test.key');
+  const again = assertApplied(await applyPreset('internet-site', [...args, '--force'], { root: first.root }));
+  assert.equal(again.read('users'), 'alice:$6$salt$hash\n', 'the users file was emptied');
+  assert.equal(fs.statSync(path.join(again.etc, 'users')).mode & 0o777, 0o600);
+  assert.equal(again.read('dkim/example.test.key'), key, 'the DKIM key changed (its DNS record may be published)');
+  assert.match(again.result.stdout, /kept the certificate/);
+});
+
 test('a password file that cannot be read is a usage error naming it', async () => {
   const a = await applyPreset('laptop', ['--smarthost', '127.0.0.1:2587', '--user', 'me@example.net', '--password-file', '/nonexistent/pw']);
   assert.equal(a.result.code, 64);
