@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { NetworkList, parseCidr } from '../config/cidr.js';
 import { parseListen } from '../config/load.js';
-import { UsageError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { lookupUser } from '../local/users.js';
 import { chownTree, isRoot, resolveRunUser } from '../privileges.js';
 import { discoverServers, loadProviderTemplate, PROVIDERS, type Discovery, type ProviderName } from '../presets/discover.js';
@@ -440,7 +440,16 @@ export async function runSetup(argv: string[]): Promise<number> {
   // The same validation as `tidemail config check`: a preset that writes a config the loader
   // refuses is a bug, and the user should hear it now rather than at daemon start.
   const { runConfig } = await import('./config.js');
-  const checked = await runConfig(['check', '--config', paths.config]);
+  let checked: number;
+  try {
+    checked = await runConfig(['check', '--config', paths.config]);
+  } catch (err) {
+    // The new config is live already; say how to go back to the old one.
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`tidemail: configuration error: ${err.message}\n`);
+    if (backup) process.stderr.write(`  the previous configuration is in ${backup}; to go back: rm -r ${paths.etc} && mv ${backup} ${paths.etc}\n`);
+    return EX.CONFIG;
+  }
   if (checked !== EX.OK) return checked;
 
   out('');
