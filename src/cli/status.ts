@@ -26,6 +26,8 @@ interface RouteStatus {
   lastError?: string | null;
   lastErrorAt?: number | null;
   delivered?: number;
+  /** Set while the route's delivery results cannot be stored (full disk): nothing new is sent. */
+  paused?: string | null;
 }
 
 interface FetchStatus {
@@ -165,6 +167,7 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
     const byState = states(r.byRoute?.[x.name]);
     const parts = [`${x.queued ?? 0} queued${byState ? ` (${byState})` : ''}`, ...(x.delivered ? [`${x.delivered} delivered`] : [])];
     out.push(`${pad}${parts.join(', ')}`);
+    if (x.paused) out.push(`${pad}PAUSED: ${printable(x.paused)}`);
     if (x.lastError) out.push(`${pad}last error${x.lastErrorAt ? ` (${ago(x.lastErrorAt)})` : ''}: ${printable(x.lastError)}`);
   }
   if (st?.noRoute && !r.byRoute) out.push(`  ${String(st.noRoute).padStart(5)} recipient(s) wait for an online route`);

@@ -30,7 +30,12 @@ let deliveries = 0;
 export async function deliverMaildir(dir: string, body: () => Readable, info: LocalDeliveryInfo): Promise<DeliveryResult> {
   const owner = fileOwner(info);
   try {
+    const linked = await userSymlinkIn(dir);
+    if (linked) return symlinkRefused(dir, linked);
     await makeMaildir(dir, owner);
+    // Again after creating: cur/ new/ tmp/ may have been links all along.
+    const inside = await userSymlinkIn(dir, ['cur', 'new', 'tmp']);
+    if (inside) return symlinkRefused(dir, inside);
   } catch (err) {
     return fileErrorResult(`cannot create Maildir ${dir}`, err);
   }
@@ -72,6 +77,41 @@ export async function deliverMaildir(dir: string, body: () => Readable, info: Lo
     return fileErrorResult(`cannot sync ${path.join(dir, 'new')}`, err);
   }
   return { outcome: 'ok', message: `2.0.0 delivered to ${delivered}` };
+}
+
+/**
+ * The first component of `dir` (or of dir/sub for each `subs`) that is a symbolic link not owned
+ * by root, or null. A user owns their home, so a link there could point our writes at the state
+ * dir (the maildrop: re-injection with a forged envelope) or anywhere the daemon may write.
+ * Root's links are the administrator's (Postfix local(8) follows only those for mailboxes).
+ * What remains is the race of swapping a component between this look and the write; the
+ * maildrop only takes its own file names, so that race cannot re-inject mail.
+ */
+async function userSymlinkIn(dir: string, subs: string[] = []): Promise<string | null> {
+  const paths: string[] = [];
+  if (subs.length) for (const s of subs) paths.push(path.join(dir, s));
+  else {
+    const abs = path.resolve(dir);
+    for (let p = abs; p !== path.dirname(p); p = path.dirname(p)) paths.unshift(p);
+  }
+  for (const p of paths) {
+    let st;
+    try {
+      st = await fs.lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; // made below by us
+      throw err;
+    }
+    if (st.isSymbolicLink() && st.uid !== 0) return p;
+  }
+  return null;
+}
+
+function symlinkRefused(dir: string, link: string): DeliveryResult {
+  return {
+    outcome: 'tempfail',
+    message: `4.2.0 cannot deliver into Maildir ${dir}: ${link} is a symbolic link not owned by root, and tidemail does not follow those (they could point its writes anywhere); fix: replace the link by a real directory, or have root create it`,
+  };
 }
 
 async function makeMaildir(dir: string, owner: { uid: number; gid: number } | undefined): Promise<void> {

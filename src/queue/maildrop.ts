@@ -246,6 +246,12 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'op
       continue;
     }
     if (name.startsWith('.')) continue; // .bad-*: refused earlier, kept for the administrator
+    if (!MAILDROP_NAME.test(name)) {
+      // Only MaildropSpool names its files: anything else was put here by other means (e.g. a
+      // local delivery led through a user's symlink into the maildrop), whoever owns it.
+      await refuse(dir, name, { reason: 'not a name sendmail gives its files', action: 'set aside' });
+      continue;
+    }
     try {
       if (await pickupFile(dir, name, store, policy, loginOf, opts)) count++;
     } catch (err) {
@@ -256,6 +262,8 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'op
   return count;
 }
 
+/** The names MaildropSpool gives its files: 12 random bytes in hex. */
+const MAILDROP_NAME = /^[0-9a-f]{24}$/;
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY;
 const MAX_ENVELOPE_BYTES = 1024 * 1024;
 const READ_CHUNK = 64 * 1024;

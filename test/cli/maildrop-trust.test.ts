@@ -63,11 +63,11 @@ if (!isRoot()) {
     fs.chownSync(victim, U2, U2);
     const before = fs.readFileSync(victim);
     const mtime = fs.statSync(victim).mtimeMs;
-    asUser(U1, `ln -s ${victim} ${dropDir()}/0000symlink`);
+    asUser(U1, `ln -s ${victim} ${dropDir()}/0000000000000000000000a1`);
     await sentinel();
-    await d.waitForLog(/maildrop: refused.*0000symlink.*symbolic link/);
+    await d.waitForLog(/maildrop: refused.*0000000000000000000000a1.*symbolic link/);
     assert.not.ok(sh.messages.some((m) => m.to.includes(rcpt)), 'the linked file was delivered');
-    assert.not.ok(fs.existsSync(path.join(dropDir(), '0000symlink')));
+    assert.not.ok(fs.existsSync(path.join(dropDir(), '0000000000000000000000a1')));
     assert.ok(fs.readFileSync(victim).equals(before));
     assert.is(fs.statSync(victim).mtimeMs, mtime);
   });
@@ -78,9 +78,9 @@ if (!isRoot()) {
     fs.chmodSync(path.dirname(own), 0o777);
     asUser(U1, `cat > ${own}`);
     fs.writeFileSync(own, maildropBytes('Subject: linked\n\nx\n', { sender: 'daemon@tidemail.test', recipients: [rcpt], uid: U1 }));
-    asUser(U1, `ln ${own} ${dropDir()}/0000hardlink`);
+    asUser(U1, `ln ${own} ${dropDir()}/0000000000000000000000a2`);
     await sentinel();
-    await d.waitForLog(/maildrop: refused.*0000hardlink.*links/);
+    await d.waitForLog(/maildrop: refused.*0000000000000000000000a2.*links/);
     assert.not.ok(sh.messages.some((m) => m.to.includes(rcpt)));
     assert.ok(fs.existsSync(own));
     assert.is(fs.statSync(own).nlink, 1);
@@ -89,7 +89,7 @@ if (!isRoot()) {
   test('a hand-written file claiming another sender and via=bounce: sender rewritten, X-Authentication-Warning, Received from userid 1', async () => {
     const rcpt = uniq('forged');
     // Written elsewhere and moved in whole, as a careful forger would (no half-written file).
-    const file = path.join(tmpDir(), '0000forged');
+    const file = path.join(tmpDir(), '0000000000000000000000a3');
     fs.chmodSync(path.dirname(file), 0o777);
     fs.writeFileSync(file, maildropBytes('Received: by bank.example (forged trace)\nFrom: boss@bank.example\nSubject: pay\n\nx\n', { sender: 'boss@bank.example', recipients: [rcpt], via: 'bounce', uid: 0 }));
     fs.chownSync(file, U1, U1);
@@ -163,12 +163,12 @@ if (!isRoot()) {
     const s = await makeSite('', { smtpToml: 'max_message_size = "1K"' });
     fs.mkdirSync(dropDir(s), { recursive: true });
     fs.chmodSync(dropDir(s), 0o1733);
-    const file = path.join(dropDir(s), '0000huge');
+    const file = path.join(dropDir(s), '0000000000000000000000a4');
     fs.writeFileSync(file, maildropBytes('Subject: huge\n\n' + 'y'.repeat(4000) + '\n', { sender: 'daemon@tidemail.test', recipients: [uniq('huge')], uid: U1 }));
     fs.chownSync(file, U1, U1);
     const d2 = await startDaemon(s);
     try {
-      await d2.waitForLog(/maildrop: refused.*0000huge.*max_message_size/);
+      await d2.waitForLog(/maildrop: refused.*0000000000000000000000a4.*max_message_size/);
       await waitFor('file removed', () => !fs.existsSync(file));
     } finally {
       await d2.stop();
@@ -180,7 +180,7 @@ if (!isRoot()) {
     s.route('isp', smarthostRoute(sh.port));
     fs.mkdirSync(dropDir(s), { recursive: true });
     fs.chmodSync(dropDir(s), 0o1733);
-    asUser(U1, `mkfifo ${dropDir(s)}/0000fifo`);
+    asUser(U1, `mkfifo ${dropDir(s)}/0000000000000000000000a5`);
     let d2 = await startDaemon(s);
     await sentinel(s);
     const t0 = Date.now();
@@ -197,15 +197,15 @@ if (!isRoot()) {
     fs.mkdirSync(dropDir(s), { recursive: true });
     fs.chmodSync(dropDir(s), 0o1733);
     // mkdir+chdir in a loop (relative, as a shell's cd would not go past PATH_MAX): a 12 KB path.
-    const script = "const fs = require('fs'); fs.mkdirSync('0000deep'); process.chdir('0000deep'); for (let i = 0; i < 2000; i++) { fs.mkdirSync('level'); process.chdir('level'); }";
+    const script = "const fs = require('fs'); fs.mkdirSync('0000000000000000000000a6'); process.chdir('0000000000000000000000a6'); for (let i = 0; i < 2000; i++) { fs.mkdirSync('level'); process.chdir('level'); }";
     execFileSync(process.execPath, ['-e', script], { uid: U1, gid: U1, cwd: dropDir(s) });
     try {
       const d2 = await startDaemon(s);
       await sentinel(s);
-      await d2.waitForLog(/maildrop: refused.*0000deep.*directory/);
+      await d2.waitForLog(/maildrop: refused.*0000000000000000000000a6.*directory/);
       await d2.stop();
       // Nothing in the user's tree was given to the daemon's user.
-      const top = fs.readdirSync(dropDir(s)).find((n) => n.includes('0000deep'))!;
+      const top = fs.readdirSync(dropDir(s)).find((n) => n.includes('0000000000000000000000a6'))!;
       assert.is(fs.statSync(path.join(dropDir(s), top, 'level')).uid, U1);
     } finally {
       spawnSync('rm', ['-rf', dropDir(s)]);

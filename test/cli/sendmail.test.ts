@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { BIN, REPO, makeSite, runCli, startDaemon, type CliResult, type RunningDaemon, type TestSite } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost, type ReceivedMessage, type Smarthost } from '../helpers/smarthost.js';
-import { cleanupTmp } from '../helpers/tmp.js';
+import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
 import { readMaildropEnvelope } from '../../src/queue/maildrop.js';
 
@@ -316,9 +316,15 @@ test('-bt / -bv → EX_USAGE (64) with a message naming the option', async () =>
 });
 
 test('-bi (newaliases) exits 0; -bp lists the queue', async () => {
-  const bi = await sendmail(['-bi'], '');
+  // Its own aliases file: the test must not depend on /etc/aliases existing on this machine.
+  const dir = tmpDir('tidemail-bi-');
+  const aliases = path.join(dir, 'aliases');
+  fs.writeFileSync(aliases, 'postmaster: root\n');
+  const site = await makeSite(`[local]\naliases = "${aliases}"\n`);
+  const bi = await sendmail(['-bi'], '', site);
   assert.is(bi.code, 0, bi.stderr);
-  const bp = await sendmail(['-bp'], '');
+  assert.match(bi.stdout, /1 aliases/);
+  const bp = await sendmail(['-bp'], '', site);
   assert.is(bp.code, 0, bp.stderr);
   assert.match(bp.stdout, /Mail queue is empty|Queue ID/);
 });

@@ -56,7 +56,10 @@ test('status answers the common questions with the daemon up, and again with it 
   await d.waitForLog(/deferred to=<bob@remote\.example>/);
   await d.waitForLog(/fetch|pop3/i, 10_000).catch(() => undefined);
 
-  const up = await status(site);
+  // History reaches the events table within 250 ms of the log line (it rides on the next write).
+  const problems = /recent problems[^\n]*\n\s+\d+s ago\s+[0-9A-F]{20} deferred\s+to=<bob@remote\.example>/;
+  let up = await status(site);
+  for (const end = Date.now() + 10_000; !problems.test(up.text) && Date.now() < end; ) up = await status(site);
   assert.match(up.text, /^daemon:\s+running \(pid \d+/m);
   assert.match(up.text, /^queue:\s+2 message\(s\), 2 recipient\(s\).*oldest \d+s ago/m);
   const isp = routeBlock(up.text, 'isp');
