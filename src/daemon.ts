@@ -1,6 +1,7 @@
 // Builds every module and connects them; the only file that knows them all.
 
 import fs from 'node:fs';
+import { checkPinnedVersions } from './deps/pinned.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { controlSocketPath, type ControlRequest } from './control/protocol.js';
@@ -55,6 +56,7 @@ export class Daemon {
   private constructor(private config: Config, private readonly opts: DaemonOptions) {}
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
+    checkPinnedVersions();
     const config = loadConfig(opts.configPath);
     setLogLevel(config.logLevel);
     const routes = loadRoutes(config.configDir);

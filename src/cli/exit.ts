@@ -3,6 +3,7 @@
 import { ConfigError, TempFailError, UsageError, isDiskFull } from '../errors.js';
 import { DaemonError } from '../control/client.js';
 import { StateError } from '../queue/state-error.js';
+import { LibraryMismatchError } from '../deps/pinned.js';
 
 export const EX = {
   OK: 0,
@@ -27,6 +28,10 @@ export function reportError(prog: string, err: unknown): number {
   if (err instanceof StateError) {
     process.stderr.write(`${prog}: ${e.message}\n`);
     return err.exitCode;
+  }
+  if (err instanceof LibraryMismatchError) {
+    process.stderr.write(`${prog}: ${e.message}\n`);
+    return EX.SOFTWARE;
   }
   if (err instanceof ConfigError) {
     process.stderr.write(`${prog}: configuration error: ${e.message}\n`);

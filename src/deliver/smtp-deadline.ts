@@ -14,6 +14,7 @@
 
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { SmtpDeadlines } from '../routes/profile.js';
+import { checkMembers } from '../deps/pinned.js';
 
 type ReplyKind = 'greeting' | 'helo' | 'mail' | 'rcpt' | 'data' | 'dataDone';
 
@@ -50,6 +51,9 @@ interface Internals {
 
 export const DEADLINE_CODE = 'EDEADLINE';
 
+/** The hooked members were found once (deps/pinned.ts); the daemon checked the version at start. */
+let checked = false;
+
 export class ReplyDeadlines {
   private readonly owed: Owed[] = [{ kind: 'greeting', what: 'the connection (greeting)', armed: false }];
   private timer: NodeJS.Timeout | undefined;
@@ -65,6 +69,10 @@ export class ReplyDeadlines {
    */
   constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false) {
     const c = (this.c = conn as unknown as Internals);
+    if (!checked) {
+      checkMembers('nodemailer', 'SMTPConnection', c, ['_sendCommand', '_createSendStream', '_processResponse', '_onData', '_onConnect', '_onError']);
+      checked = true;
+    }
     const self = this;
     const { _sendCommand, _createSendStream, _processResponse, _onData, _onConnect } = c;
     c._sendCommand = function (str, logStr) {

@@ -18,6 +18,7 @@
 //    is left out of the EHLO reply and the command gets its reply (538 5.7.11, RFC 4954 §6).
 
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { checkMembers } from '../deps/pinned.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 let applied = false;
@@ -60,6 +61,8 @@ interface PatchedConnection {
 
 export function applySmtpServerPatches(): void {
   if (applied) return;
+  // Before anything is replaced: a moved member must stop us, not silently drop a limit.
+  checkMembers('smtp-server', 'SMTPConnection.prototype', SMTPConnection.prototype, ['send', 'handler_DATA', 'handler_AUTH', 'init', '_setListeners', 'connectionReady']);
   applied = true;
   const proto = SMTPConnection.prototype as unknown as PatchedConnection & { init(): void };
   const send = proto.send;
