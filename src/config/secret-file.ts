@@ -3,6 +3,7 @@
 
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { syncDirSync } from '../durable-fs.js';
 import path from 'node:path';
 
 /**
@@ -40,7 +41,7 @@ export function writeSecretFile(file: string, content: string, owner?: { uid: nu
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  syncDir(dir);
+  syncDirSync(dir);
 }
 
 function rewriteInPlace(file: string, content: string): void {
@@ -64,14 +65,3 @@ function statOrNull(file: string): fs.Stats | null {
   }
 }
 
-function syncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // Some filesystems refuse fsync on a directory; the rename itself has happened.
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-}

@@ -16,6 +16,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { syncDirSync } from '../durable-fs.js';
 import path from 'node:path';
 
 let stateDir: string | null = null;
@@ -116,13 +117,5 @@ function atomicWrite(file: string, content: string, owner?: { uid: number; gid: 
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  let dfd: number | undefined;
-  try {
-    dfd = fs.openSync(dir, 'r');
-    fs.fsyncSync(dfd);
-  } catch {
-    // some filesystems refuse fsync on a directory; the rename has happened
-  } finally {
-    if (dfd !== undefined) fs.closeSync(dfd);
-  }
+  syncDirSync(dir);
 }

@@ -15,6 +15,7 @@
 // (finishInterruptedSwitch); anything else interrupted leaves the old dir live and untouched.
 
 import fs from 'node:fs';
+import { syncDirSync, syncFileSync } from '../durable-fs.js';
 import path from 'node:path';
 import { timestamp } from './writer.js';
 
@@ -111,7 +112,7 @@ export function finishInterruptedSwitch(live: string): string[] {
   const ready = found.filter((l) => l.kind === 'ready').sort((a, b) => fs.statSync(b.dir).mtimeMs - fs.statSync(a.dir).mtimeMs);
   if (!fs.existsSync(live) && ready[0]) {
     fs.renameSync(ready[0].dir, live);
-    syncDir(path.dirname(live));
+    syncDirSync(path.dirname(live));
     done.push(`finished an interrupted switch: ${ready[0].dir} (complete) is now ${live}`);
   }
   for (const l of found) {
@@ -156,7 +157,7 @@ export function commitConfigDir(s: Staged, opts: { backup: boolean }): string | 
   const parent = path.dirname(s.live);
   const ready = `${s.live}.ready-${process.pid}`;
   fs.renameSync(s.dir, ready);
-  syncDir(parent);
+  syncDirSync(parent);
   let old: string | null = null;
   // A dir that appeared since staging began (another setup) is not ours to delete: keep it.
   const keep = opts.backup || !s.hadLive;
@@ -177,7 +178,7 @@ export function commitConfigDir(s: Staged, opts: { backup: boolean }): string | 
     fs.renameSync(ready, s.dir);
     throw err;
   }
-  syncDir(parent);
+  syncDirSync(parent);
   if (old && !keep) {
     // Switched already: a failure here only leaves <dir>.old-PID for the next run to remove.
     try {
@@ -219,28 +220,8 @@ function syncTree(dir: string): void {
   for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, d.name);
     if (d.isDirectory()) syncTree(p);
-    else if (d.isFile()) syncFile(p);
+    else if (d.isFile()) syncFileSync(p);
   }
-  syncDir(dir);
+  syncDirSync(dir);
 }
 
-function syncFile(file: string): void {
-  const fd = fs.openSync(file, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function syncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // Some filesystems refuse fsync on a directory; the renames have happened all the same.
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-}
