@@ -25,6 +25,8 @@ export interface VethNamespace {
   hostIp: string;
   /** Address of the namespace's end. */
   farIp: string;
+  /** Interface on the namespace's side. */
+  nsIf: string;
   /** Removes the pair and the namespace (safe to call twice). */
   teardown(): void;
 }
@@ -57,5 +59,52 @@ export function createVethNamespace(tag: string, net: number): VethNamespace {
     teardown();
     throw err;
   }
-  return { ns, hostIf, hostIp, farIp, teardown };
+  return { ns, hostIf, hostIp, farIp, nsIf, teardown };
+}
+
+/**
+ * Carrier loss as a DSL/LTE modem gives it: the far end goes away, our interface stays
+ * administratively up and shows NO-CARRIER (operstate "lowerlayerdown"/"down").
+ */
+export function carrierDown(v: VethNamespace): void {
+  ip('-n', v.ns, 'link', 'set', v.nsIf, 'down');
+}
+
+export function carrierUp(v: VethNamespace): void {
+  ip('-n', v.ns, 'link', 'set', v.nsIf, 'up');
+}
+
+/** `ip link set IF down` on our side (what an admin or ifdown does). */
+export function adminDown(v: VethNamespace): void {
+  ip('link', 'set', v.hostIf, 'down');
+}
+
+export function adminUp(v: VethNamespace): void {
+  ip('link', 'set', v.hostIf, 'up');
+}
+
+/** nftables in the namespace (this kernel may lack sch_netem, so loss is an nft `numgen` rule). */
+export function canUseNft(v: VethNamespace): boolean {
+  try {
+    execFileSync('ip', ['netns', 'exec', v.ns, 'nft', 'list', 'tables'], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Drops `percent` % of the packets both ways at the namespace's end (0 removes the rule).
+ * `percent` = 100 is a black hole: the link looks up, nothing gets through.
+ */
+export function setLoss(v: VethNamespace, percent: number): void {
+  const nft = (...args: string[]) => execFileSync('ip', ['netns', 'exec', v.ns, 'nft', ...args], { stdio: 'pipe' });
+  try { nft('delete', 'table', 'inet', 'tmloss'); } catch { /* not there yet */ }
+  if (percent <= 0) return;
+  const rule = percent >= 100 ? ['drop'] : ['numgen', 'random', 'mod', '100', '<', String(Math.round(percent)), 'drop'];
+  nft('add', 'table', 'inet', 'tmloss');
+  nft('add', 'chain', 'inet', 'tmloss', 'in', '{ type filter hook input priority 0; }');
+  nft('add', 'chain', 'inet', 'tmloss', 'out', '{ type filter hook output priority 0; }');
+  nft('add', 'rule', 'inet', 'tmloss', 'in', 'iifname', v.nsIf, ...rule);
+  nft('add', 'rule', 'inet', 'tmloss', 'out', 'oifname', v.nsIf, ...rule);
 }

@@ -1,15 +1,31 @@
 // A smarthost in its own process (e.g. inside a network namespace). Prints one JSON line per
 // event on stdout: {"event":"listening","port":N}, {"event":"connection"},
 // {"event":"message","from":…,"to":[…],"tag":…}.
-// Usage: node smarthost-proc.js HOST PORT
+// {"event":"stalled","what":"mail"|"data"} when a reply is withheld on purpose.
+// Usage: node smarthost-proc.js HOST PORT [--stall-mail N] [--stall-data N]
+//   --stall-mail N  never answer MAIL FROM in the first N transactions (a session hung on the link)
+//   --stall-data N  take the first N messages but never answer their end of DATA (reply lost)
 
 import { startSmarthost } from './smarthost.js';
 
-const [host = '127.0.0.1', port = '0'] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const flag = (name: string): number => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args.splice(i, 2)[1]) : 0;
+};
+let stallMail = flag('--stall-mail');
+let stallData = flag('--stall-data');
+const [host = '127.0.0.1', port = '0'] = args;
 const emit = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
 let seen = 0;
 let conns = 0;
-const sh = await startSmarthost({ host, port: Number(port) });
+const sh = await startSmarthost({
+  host,
+  port: Number(port),
+  stallMail: () => stallMail > 0 && stallMail-- > 0,
+  stallData: () => stallData > 0 && stallData-- > 0,
+  onStall: (what) => emit({ event: 'stalled', what }),
+});
 emit({ event: 'listening', port: sh.port });
 setInterval(() => {
   while (conns < sh.connections) {

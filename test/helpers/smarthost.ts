@@ -24,6 +24,12 @@ export interface SmarthostOptions {
   dataReply?: (raw: Buffer) => string | null;
   /** Runs when a message has been received, before the reply (e.g. to fill the client's disk then). */
   onMessage?: (raw: Buffer) => void;
+  /** True: never answer this MAIL FROM (a session hanging on a dead or stalled link). */
+  stallMail?: (sender: string) => boolean;
+  /** True: record the message but never answer its end of DATA (the reply lost on the way). */
+  stallData?: (raw: Buffer) => boolean;
+  /** Called when a reply is withheld. */
+  onStall?: (what: 'mail' | 'data') => void;
 }
 
 export interface Smarthost {
@@ -63,6 +69,10 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
       if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
       cb(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
     },
+    onMailFrom: (addr, _s, cb) => {
+      if (opts.stallMail?.(addr.address)) return opts.onStall?.('mail'); // no reply, ever
+      cb();
+    },
     onRcptTo: (addr, _s, cb) => {
       const r = opts.rcptReply?.(addr.address);
       cb(r ? smtpError(r) : undefined);
@@ -82,6 +92,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
           user: session.user as string | undefined,
           secure: session.secure,
         });
+        if (opts.stallData?.(raw)) return opts.onStall?.('data');
         cb();
       });
     },
