@@ -19,6 +19,7 @@ import { SmtpFront, fmt } from './smtp/server.js';
 import { allChecks, buildChecks, type CheckPlan } from './checks/registry.js';
 import { UsersStore } from './smtp/users-file.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
+import { checkReachable } from './startup-reachability.js';
 import { queueSummary } from './queue/summary.js';
 import { createLocalLane, type LocalDelivery } from './deliver/local.js';
 import { LocalResolveError } from './local/resolve.js';
@@ -76,6 +77,8 @@ export class Daemon {
     const drop = maildropDir(config.stateDir);
     fs.mkdirSync(drop, { recursive: true });
     fs.chmodSync(drop, 0o1733);
+    // Before binding anything: after the drop the run user must still reach our code and state.
+    if (runAs) checkReachable(runAs, config.stateDir, config.configDir);
 
     // Ports first (they may be privileged), then give up root before touching any input.
     this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a));
