@@ -15,30 +15,7 @@ import { runSmtpd } from './cli/smtpd.js';
 import { runStatus } from './cli/status.js';
 import { runTls } from './cli/tls.js';
 import { runUser } from './cli/user.js';
-
-const USAGE = `usage: tidemail COMMAND [--config FILE] ...
-  daemon                      run the mail daemon (foreground)
-  sendmail [options] RCPT...  submit a message (same as the sendmail command)
-  mailq                       list the queue
-  queue list|show|remove|hold|release|requeue ID|flush
-  runq                        try every queued message now (no daemon: here, as its user)
-  status                      what is queued, why, and the state of each route
-  link up|down NAME           a link hook: route or interface NAME changed
-  fetch [ROUTE/USER]          fetch POP3 mailboxes now
-  config check|show           validate / print the configuration
-  user add|passwd|remove NAME SMTP AUTH users (password read from stdin); user list
-  tls selfsigned --out DIR    make a self-signed cert.pem + key.pem for STARTTLS
-  presets                     list the set-up presets
-  setup PRESET [flags]        write a working config for a preset (laptop, router, pi-home, …)
-  check [--json]              the startup doctor: config, ports, certificates, routes, DNS
-  log ID|ADDRESS|--since 1h   the history of a message, from the queue database
-  dkim keygen DOMAIN          make a DKIM key and print its DNS TXT record
-  import-masqmail FILE        convert a masqmail configuration
-  uci [--file F] [--out DIR]  OpenWrt: write /etc/tidemail/*.toml from /etc/config/tidemail
-  smtpd                       one SMTP session on stdin/stdout (inetd)
-  rmail RCPT...               accept a message from UUCP
-  newaliases                  rebuild the aliases database
-`;
+import { commandHelp, helpTopic, mainUsage, version } from './cli/usage.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -73,26 +50,50 @@ const SUBCOMMANDS: Record<string, Command> = {
   'import-masqmail': (a) => import('./cli/import-masqmail.js').then((m) => m.runImportMasqmail(a)),
 };
 
+/**
+ * `--help` (and `-h`, except for sendmail, where it is an old option) anywhere before `--`:
+ * every command answers it the same way, before its own parsing can call it unknown.
+ */
+function wantsHelp(command: string, args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  const opts = end < 0 ? args : args.slice(0, end);
+  return opts.includes('--help') || (command !== 'sendmail' && opts.includes('-h'));
+}
+
 export async function main(argv: string[]): Promise<void> {
   const name = path.basename(argv[1] ?? 'tidemail').replace(/\.js$/, '');
   let prog = name;
   let command = BY_ARGV0[name];
   let args = argv.slice(2);
+  let topic = name === 'in.smtpd' ? 'smtpd' : name;
   if (!command) {
     prog = 'tidemail';
     const sub = args[0];
     if (!sub || sub === 'help' || sub === '--help' || sub === '-h') {
-      process.stdout.write(USAGE);
+      // `tidemail help CMD` is `tidemail CMD --help`.
+      const asked = sub === 'help' && args[1] ? helpTopic(args[1], args.slice(2)) : null;
+      process.stdout.write(asked ? commandHelp(asked) : mainUsage());
       process.exitCode = sub ? EX.OK : EX.USAGE;
+      return;
+    }
+    if (sub === '--version' || sub === '-V') {
+      process.stdout.write(`tidemail ${version()}\n`);
+      process.exitCode = EX.OK;
       return;
     }
     command = SUBCOMMANDS[sub];
     if (!command) {
-      process.stderr.write(`tidemail: unknown command "${sub}"\n${USAGE}`);
+      process.stderr.write(`tidemail: unknown command "${sub}"\n${mainUsage()}`);
       process.exitCode = EX.USAGE;
       return;
     }
     args = args.slice(1);
+    topic = helpTopic(sub, args) ?? sub;
+  }
+  if (wantsHelp(topic, args)) {
+    process.stdout.write(commandHelp(topic, prog));
+    process.exitCode = EX.OK;
+    return;
   }
   let code: number;
   try {

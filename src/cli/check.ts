@@ -18,9 +18,10 @@ import { probeRoutes } from '../doctor/routes.js';
 import { probeState } from '../doctor/state.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 import { printableJson, printableLines } from '../log/printable.js';
 
-const USAGE = 'usage: tidemail check [--json] [--dns-server IP[:PORT]]... [--domain DOMAIN]... [--port25-domain DOMAIN]';
+const USAGE = usageLine('check');
 
 interface CheckArgs {
   json: boolean;

@@ -6,6 +6,7 @@ import { formatDuration } from '../config/units.js';
 import { loadRoutes } from '../routes/load.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 
 export async function runConfig(argv: string[]): Promise<number> {
   const args = [...argv];
@@ -22,7 +23,7 @@ export async function runConfig(argv: string[]): Promise<number> {
     process.stdout.write(`${config.file ?? 'embedded default'}: ok (${routes.length} route(s))\n`);
     return EX.OK;
   }
-  if (sub !== 'show') throw new UsageError('usage: tidemail config check|show');
+  if (sub !== 'show') throw new UsageError(usageLine('config'));
   const q = config.queue;
   const shown = {
     ...config,

@@ -11,8 +11,9 @@ import { abandonStaged, commitConfigDir, finishInterruptedSwitch, stageConfigDir
 import { makePrivateDir, writePlannedFiles, type Owner } from '../presets/writer.js';
 import { isRoot, resolveRunUser } from '../privileges.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 
-const USAGE = 'usage: tidemail import-masqmail [/etc/masqmail/masqmail.conf] [--out DIR | --root DIR] [--force]';
+const USAGE = usageLine('import-masqmail');
 
 export async function runImportMasqmail(argv: string[]): Promise<number> {
   let file: string | undefined;

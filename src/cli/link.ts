@@ -4,6 +4,7 @@
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 
 interface LinkReply {
   matched: string[];
@@ -14,7 +15,7 @@ export async function runLink(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
   const [dir, name] = args;
-  if ((dir !== 'up' && dir !== 'down') || !name) throw new UsageError('usage: tidemail link up|down NAME (a route or an interface)');
+  if ((dir !== 'up' && dir !== 'down') || !name) throw new UsageError(usageLine('link'));
   const r = (await ctx.ask({ cmd: 'link', name, up: dir === 'up' }, 15_000)) as LinkReply | null;
   if (r === null) {
     // Hooks run whether or not the daemon does; not running is not an error for them.

@@ -5,6 +5,7 @@
 import { UsageError } from '../errors.js';
 import { compileAliases } from '../local/aliases.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 import { takeConfigOption } from './context.js';
 import { loadConfig } from '../config/load.js';
 
@@ -23,7 +24,7 @@ export async function runNewaliases(argv: string[]): Promise<number> {
     const a = args[i]!;
     if (a === '--aliases' && args[i + 1] !== undefined) file = args[++i]!;
     else if (a.startsWith('--aliases=')) file = a.slice('--aliases='.length);
-    else throw new UsageError(`newaliases: unexpected argument "${a}"\nusage: newaliases [--aliases FILE]`);
+    else throw new UsageError(`newaliases: unexpected argument "${a}"\n${usageLine('newaliases', 'newaliases')}`);
   }
   const { count, warnings } = await compileAliases(file);
   for (const w of warnings) process.stderr.write(`newaliases: warning: ${w}\n`);

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { submit } from './sendmail.js';
+import { usageLine } from './usage.js';
 
 const FROM_LINE = /^>?From\s+(\S+)\s+.*?(?:\s+remote\s+from\s+(\S+))?\s*$/;
 
@@ -35,7 +36,7 @@ export async function runRmail(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
   const recipients = args.filter((a) => !a.startsWith('-'));
-  if (!recipients.length) throw new UsageError('usage: rmail RECIPIENT...');
+  if (!recipients.length) throw new UsageError(usageLine('rmail', 'rmail'));
   // Read enough to see the From lines (they are short), then stream the rest.
   const it = (process.stdin as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   let head = Buffer.alloc(0);

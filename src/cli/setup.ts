@@ -10,6 +10,7 @@ import path from 'node:path';
 import { NetworkList, parseCidr } from '../config/cidr.js';
 import { parseListen } from '../config/load.js';
 import { ConfigError, UsageError } from '../errors.js';
+import { SETUP_FLAGS, usageLine } from './usage.js';
 import { lookupUser } from '../local/users.js';
 import { chownTree, isRoot, resolveRunUser } from '../privileges.js';
 import { discoverServers, loadProviderTemplate, PROVIDERS, type Discovery, type ProviderName } from '../presets/discover.js';
@@ -29,26 +30,6 @@ const VALUE_FLAGS = new Set([
 const BOOLEAN_FLAGS = new Set(['oauth2', 'no-auth', 'force']);
 const REPEATABLE = new Set(['fetch', 'fetch-password-file', 'listen']);
 
-const FLAG_HELP = `flags:
-  --smarthost gmail|outlook|fastmail|HOST[:PORT]   where mail leaves (default: found from --user)
-  --tls starttls|implicit|none    for HOST:PORT (default: implicit on 465, else starttls)
-  --tls-ca-file FILE              an extra CA for the smarthost / POP3 server
-  --user ADDRESS                  your login, and the address local senders leave as
-  --password-file FILE            the password (with --oauth2: the refresh token); asked when missing
-  --oauth2 --client-id ID [--client-secret-file FILE]   gmail/outlook: OAuth2 instead of an app password
-  --no-auth                       the smarthost takes mail without a login (e.g. on your LAN)
-  --domain DOMAIN                 your mail domain (internet-site), or an extra local domain
-  --lan CIDR                      the LAN that may relay, e.g. 192.168.1.0/24
-  --admin ADDRESS                 where root's and postmaster's mail goes
-  --fetch pop3s://USER@HOST[:PORT]  a mailbox to fetch (repeatable); --fetch-password-file FILE for each
-  --local-user NAME               whose mailbox local mail goes to (pi-home)
-  --maildir PATH                  deliver to this Maildir (%u = user) instead of the preset's default
-  --hostname NAME  --listen HOST:PORT (repeatable)  --wan IFACE (router, default wan)
-  --tls-cert FILE --tls-key FILE  internet-site: the certificate (default: a self-signed one)
-  --dns-server HOST[:PORT]        ask this DNS server for autodiscovery
-  --root DIR                      write under DIR (DIR/etc/tidemail, DIR/var/lib/tidemail)
-  --force                         replace an existing config (a backup is kept)`;
-
 type Flags = Record<string, string | string[] | boolean | undefined>;
 
 function parseFlags(argv: string[]): { positional: string[]; flags: Flags } {
@@ -66,7 +47,7 @@ function parseFlags(argv: string[]): { positional: string[]; flags: Flags } {
       flags[name] = true;
       continue;
     }
-    if (!VALUE_FLAGS.has(name)) throw new UsageError(`setup: unknown option --${name}\n${FLAG_HELP}`);
+    if (!VALUE_FLAGS.has(name)) throw new UsageError(`setup: unknown option --${name}\n${SETUP_FLAGS}`);
     const value = eq < 0 ? argv[++i] : a.slice(eq + 1);
     if (value === undefined || value === '') throw new UsageError(`setup: --${name} needs a value`);
     if (REPEATABLE.has(name)) flags[name] = [...((flags[name] as string[] | undefined) ?? []), value];
@@ -373,7 +354,7 @@ async function makeDkimKey(staged: Staged, a: Answers, configPath: string, out: 
 export async function runSetup(argv: string[]): Promise<number> {
   const { positional, flags } = parseFlags(argv);
   const name = positional[0];
-  if (!name) throw new UsageError(`usage: tidemail setup PRESET [flags]   (presets: ${PRESETS.map((p) => p.name).join(', ')}; \`tidemail presets\` describes them)\n${FLAG_HELP}`);
+  if (!name) throw new UsageError(`${usageLine('setup')}   (presets: ${PRESETS.map((p) => p.name).join(', ')}; \`tidemail presets\` describes them)\n${SETUP_FLAGS}`);
   if (positional.length > 1) throw new UsageError(`setup: unexpected argument "${positional[1]}"`);
   const preset = findPreset(name);
   if (!preset) throw new UsageError(`setup: unknown preset "${name}"; use one of ${PRESETS.map((p) => p.name).join(', ')}`);
@@ -505,6 +486,6 @@ export async function runPresets(argv: string[]): Promise<number> {
   const needed = Object.entries(flagOf).filter(([k]) => p.needs[k as keyof typeof flagOf & keyof Preset['needs']] === 'required').map(([, f]) => f);
   const optional = Object.entries(flagOf).filter(([k]) => p.needs[k as keyof typeof flagOf & keyof Preset['needs']] === 'optional').map(([, f]) => f);
   if (p.needs.fetch) optional.push('--fetch');
-  process.stdout.write(`${p.name}: ${p.summary}\n\n${p.details}\n\nneeds: ${needed.join(' ') || 'nothing'}${optional.length ? `; optional: ${optional.join(' ')}` : ''}\n\n${FLAG_HELP}\n`);
+  process.stdout.write(`${p.name}: ${p.summary}\n\n${p.details}\n\nneeds: ${needed.join(' ') || 'nothing'}${optional.length ? `; optional: ${optional.join(' ')}` : ''}\n\n${SETUP_FLAGS}\n`);
   return EX.OK;
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, UsageError } from '../errors.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 
 const DEFAULT_FILE = '/etc/config/tidemail';
 const DEFAULT_OUT = '/etc/tidemail';
@@ -204,7 +205,7 @@ export async function runUci(argv: string[]): Promise<number> {
     const a = argv[i]!;
     if (a === '--file' && argv[i + 1]) file = argv[++i]!;
     else if (a === '--out' && argv[i + 1]) outDir = argv[++i]!;
-    else throw new UsageError(`uci: unexpected argument "${a}"\nusage: tidemail uci [--file /etc/config/tidemail] [--out /etc/tidemail]`);
+    else throw new UsageError(`uci: unexpected argument "${a}"\n${usageLine('uci')}`);
   }
   let text: string;
   try {

@@ -9,8 +9,9 @@ import { resolveRunUser } from '../privileges.js';
 import { isValidUserName, readUsers, writeUsers } from '../smtp/users-file.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { usageLine } from './usage.js';
 
-const USAGE = 'usage: tidemail user add|passwd|remove NAME | tidemail user list (the password is read from stdin)';
+const USAGE = `${usageLine('user')} (the password is read from stdin)`;
 
 export async function runUser(argv: string[]): Promise<number> {
   const args = [...argv];
