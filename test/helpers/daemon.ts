@@ -4,11 +4,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { codeRoot } from './code-root.js';
 import { freePort, waitFor } from './ports.js';
 import { tmpDir, writeFile } from './tmp.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const BIN = path.join(REPO, 'bin', 'tidemail.js');
+/** What daemons and CLIs run from: the repo, or a copy the run user can read (code-root.ts). */
+export const CODE = codeRoot(REPO);
+export const BIN = path.join(CODE, 'bin', 'tidemail.js');
 
 export interface TestSite {
   dir: string;
@@ -110,10 +113,14 @@ export function runCli(
 ): Promise<CliResult> {
   let bin = BIN;
   if (opts.argv0) {
-    const linkDir = path.join(REPO, 'dist', 'test-bin');
+    const linkDir = path.join(CODE, 'dist', 'test-bin');
     fs.mkdirSync(linkDir, { recursive: true });
     bin = path.join(linkDir, opts.argv0);
-    if (!fs.existsSync(bin)) fs.symlinkSync(BIN, bin);
+    try {
+      fs.symlinkSync(BIN, bin);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // made by a test file beside us
+    }
   }
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], uid: opts.uid, gid: opts.gid });
