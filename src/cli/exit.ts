@@ -4,6 +4,7 @@ import { ConfigError, TempFailError, UsageError, isDiskFull } from '../errors.js
 import { DaemonError } from '../control/client.js';
 import { StateError } from '../queue/state-error.js';
 import { LibraryMismatchError } from '../deps/pinned.js';
+import { ListenError } from '../doctor/ports.js';
 
 export const EX = {
   OK: 0,
@@ -32,6 +33,27 @@ export function reportError(prog: string, err: unknown): number {
   if (err instanceof LibraryMismatchError) {
     process.stderr.write(`${prog}: ${e.message}\n`);
     return EX.SOFTWARE;
+  }
+  // A listener the daemon could not bind: the words of `tidemail check`, 75/77/71.
+  if (err instanceof ListenError) {
+    process.stderr.write(`${prog}: ${e.message}\n`);
+    return err.exitCode;
+  }
+  // A unix socket (the control socket) that cannot be created: name it and say the fix.
+  if (e?.syscall === 'listen' && typeof (e as { address?: unknown }).address === 'string') {
+    const where = (e as unknown as { address: string }).address;
+    const dir = where.slice(0, where.lastIndexOf('/')) || '/';
+    // Linux cuts a socket path at 107 bytes, so a long one fails with a misleading code.
+    const tooLong = Buffer.byteLength(where) > 107;
+    const fix =
+      tooLong ? `the path is ${Buffer.byteLength(where)} bytes, more than a unix socket takes (107); use a shorter state_dir`
+      : e.code === 'EADDRINUSE' ? `another daemon may be using this state dir; stop it, or remove ${where} if none runs`
+      : e.code === 'EACCES' || e.code === 'EPERM' ? `let the daemon's user (\`user\` in tidemail.toml) write ${dir}: chown it to that user`
+      : e.code === 'ENOENT' ? `create ${dir} (state_dir)`
+      : `check state_dir`;
+    process.stderr.write(`${prog}: cannot create the control socket ${where}: ${e.code ?? e.message}\n  fix: ${fix}\n`);
+    if (tooLong) return EX.CONFIG;
+    return e.code === 'EACCES' || e.code === 'EPERM' ? EX.NOPERM : e.code === 'EADDRINUSE' ? EX.TEMPFAIL : EX.OSERR;
   }
   if (err instanceof ConfigError) {
     process.stderr.write(`${prog}: configuration error: ${e.message}\n`);

@@ -11,12 +11,14 @@ import { allChecks, type CheckPlan } from '../checks/registry.js';
 import { NetworkList, plainAddress } from '../config/cidr.js';
 import { ConfigReader } from '../config/reader.js';
 import { SmtpError } from '../errors.js';
+import { describeBindError, ListenError } from '../doctor/ports.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
 import { applySmtpServerPatches, type SessionLimitOptions } from './patches.js';
-import { receiveMessage, type DataPhase, type MessageSink } from './receive.js';
+import { submit, type IntakeSource } from '../intake/pipeline.js';
+import { receivedHeader, type MessageSink } from './receive.js';
 import { replies } from './replies.js';
 import { fromAddresses, ownsAddress, sendersOf } from './sender-control.js';
 import { loadTlsCredentials, type TlsCredentials } from './tls.js';
@@ -248,23 +250,35 @@ export class SmtpFront {
     const sender = session.envelope.mailFrom ? qualify(session.envelope.mailFrom.address, config.hostname) : '';
     const client = plainAddress(session.remoteAddress);
     const protocol = (session.transmissionType || 'ESMTP').replace(/^SMTP$/, 'SMTP');
-    return receiveMessage(
-      stream as never,
-      this.deps.sink,
-      { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs },
-      { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients },
-      { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
-      this.headerCheck(session),
-      this.dataPhase(session, kind),
-    ).then(
-      (reply) => {
+    const trace = { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients };
+    const headerCheck = this.headerCheck(session);
+    const source: IntakeSource = {
+      kind: 'smtp',
+      hostname: config.hostname,
+      trace: (id) => receivedHeader(trace, id),
+      limits: { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
+      ...(headerCheck ? { headerCheck } : {}),
+      refuse: (id) => {
+        // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
+        if (kind === 'stream' || !(session as { unsyncPipelining?: boolean }).unsyncPipelining) return null;
+        log.info(id, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
+        return new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)');
+      },
+      checks: this.plan.data,
+      context: (msg) => this.context('data', session, kind, msg),
+      onRefusal: 'refuse',
+      logFields: { client, checks: this.planNames || undefined },
+    };
+    const target = { ...this.deps.sink, checkTimeoutMs: config.checks.timeoutMs };
+    return submit(target, source, { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs }, stream as AsyncIterable<Buffer>).then(
+      (id) => {
         // get, not state(): a client gone by now must not leave a session entry behind.
         const st = this.sessions.get(session.id);
         if (st) {
           st.messages++;
           st.transaction = undefined; // the message is done, whatever smtp-server does next
         }
-        return reply;
+        return replies.queued(id);
       },
       (err: unknown) => {
         const st = this.sessions.get(session.id);
@@ -272,23 +286,6 @@ export class SmtpFront {
         throw err;
       },
     );
-  }
-
-  /** End-of-DATA checks: the receive path calls this with the spooled message before committing. */
-  private dataPhase(session: SMTPServerSession, kind: ListenerKind | 'stream'): DataPhase {
-    return async (msg) => {
-      // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
-      if (kind !== 'stream' && (session as { unsyncPipelining?: boolean }).unsyncPipelining) {
-        log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
-        return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
-      }
-      const passed = this.planNames;
-      if (!this.plan.data.length) return { error: null, addHeaders: [], passed };
-      const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
-      if (verdict.action !== 'next' && verdict.action !== 'accept') return { error, addHeaders: [], passed };
-      const { changeHeaders, replaceBody } = verdict;
-      return { error, addHeaders: verdict.addHeaders ?? [], edits: { ...(changeHeaders ? { changeHeaders } : {}), ...(replaceBody ? { replaceBody } : {}) }, passed };
-    };
   }
 
   /** An authenticated user's From: must be theirs too (checked on the buffered header section). */
@@ -312,12 +309,17 @@ export class SmtpFront {
     if (this.tls === undefined) this.tls = loadTlsCredentials(this.deps.config);
     for (const a of addresses) {
       const server = new SMTPServer(this.options(kind, a.host));
-      server.on('error', (err) => log.warn(null, 'smtp error', { error: err.message }));
+      // A failed bind is the ListenError below, not also a log line.
+      let bound = false;
+      server.on('error', (err) => bound && log.warn(null, 'smtp error', { error: err.message }));
       await new Promise<void>((resolve, reject) => {
-        const onError = (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${fmt(a)}: ${err.code ?? err.message}`));
+        // The same words as `tidemail check` (who holds the port, the fix) and a sysexits code.
+        const key = kind === 'mx' ? 'listen' : kind;
+        const onError = (err: NodeJS.ErrnoException) => reject(new ListenError(describeBindError(key, a, err, this.deps.config.user, true)));
         server.server.once('error', onError);
         server.listen(a.port, a.host, () => {
           server.server.off('error', onError);
+          bound = true;
           resolve();
         });
       });
