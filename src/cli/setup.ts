@@ -368,13 +368,27 @@ export async function runSetup(argv: string[]): Promise<number> {
     return EX.CANTCREAT;
   }
 
-  // Find out before asking anything whether we may write there at all.
-  let writable = paths.etc; // the nearest dir that exists: --root may name one not made yet
+  // Find out before asking anything whether we may write there at all. A --root DIR that does
+  // not exist yet is made, like `install -d` (an image being assembled, a fresh mount point).
+  if (paths.root !== '/') {
+    try {
+      fs.mkdirSync(paths.root, { recursive: true, mode: 0o755 });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const denied = e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS';
+      process.stderr.write(`tidemail: cannot create --root ${paths.root}: ${e.code ?? e.message}${e.path && e.path !== paths.root ? ` (${e.path})` : ''}\n  fix: ${denied ? 'pick a DIR you may write, or run setup as root' : 'pick a DIR whose parents are directories'}\n`);
+      return denied ? EX.NOPERM : EX.CANTCREAT;
+    }
+  }
+  let writable = paths.etc; // the nearest dir that exists below the root
   while (!fs.existsSync(writable) && path.dirname(writable) !== writable) writable = path.dirname(writable);
   try {
     fs.accessSync(writable, fs.constants.W_OK);
-  } catch {
-    process.stderr.write(`tidemail: cannot write ${paths.etc}\n  fix: run setup as root (sudo tidemail setup ${preset.name} …), or pass --root DIR to write somewhere else\n`);
+  } catch (err) {
+    // As root the cause is not privileges (a read-only file system, an immutable dir): say it.
+    const why = isRoot() ? ` (${(err as NodeJS.ErrnoException).code}: ${writable} is not writable even for root)` : '';
+    const fix = isRoot() ? `make ${writable} writable (read-only mount? chattr -i?), or pass --root DIR to write somewhere else` : `run setup as root (sudo tidemail setup ${preset.name} …), or pass --root DIR to write somewhere else`;
+    process.stderr.write(`tidemail: cannot write ${paths.etc}${why}\n  fix: ${fix}\n`);
     return EX.NOPERM;
   }
 

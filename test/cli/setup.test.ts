@@ -154,4 +154,20 @@ test('on a terminal, missing answers are asked: the default is shown and taken o
   assert.ok(fs.readFileSync(path.join(root, 'etc', 'tidemail', 'tidemail.toml'), 'utf8').includes(`"${shownDefault}"`), 'Enter did not take the default');
 });
 
+test('setup --root DIR that does not exist yet: made like install -d, exit 0; under a file: exit 73 naming it', async () => {
+  const root = path.join(tmpDir(), 'image', 'new', 'root');
+  const r = await runCli(['setup', 'laptop', '--root', root, ...laptopArgs()]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.ok(fs.statSync(path.join(root, 'etc', 'tidemail', 'tidemail.toml')).isFile());
+  assert.equal(fs.statSync(root).mode & 0o777, 0o755);
+  assert.not.match(r.stderr, /run setup as root/);
+
+  const file = path.join(tmpDir(), 'a-file');
+  fs.writeFileSync(file, '');
+  const bad = await runCli(['setup', 'laptop', '--root', path.join(file, 'root'), ...laptopArgs()]);
+  assert.equal(bad.code, 73, bad.stdout + bad.stderr);
+  assert.match(bad.stderr, new RegExp(`^tidemail: cannot create --root ${file}/root: ENOTDIR\n  fix: pick a DIR whose parents are directories\n$`));
+  assert.equal(bad.stdout, '', 'setup went on to write after all');
+});
+
 test.run();
