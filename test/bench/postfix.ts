@@ -13,6 +13,9 @@
 // With `virtualMaildir` (PostfixOptions) the instance delivers instead of holding: recipients in
 // that one domain go through virtual(8) into a single Maildir (static map, trailing slash) under
 // virtual_mailbox_base, written as the given uid/gid. Used by links.ts for local delivery rates.
+//
+// With `relay` the instance relays every message to one smarthost with short retry times (the
+// link-flap comparison, link-flap.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -87,11 +90,27 @@ export interface PostfixOptions {
    * in "/") as uid:gid (not 0: virtual refuses root), instead of putting every message on HOLD.
    */
   virtualMaildir?: { domain: string; base: string; mailbox: string; uid: number; gid: number };
+  /**
+   * Relay everything to one smarthost `[host]:port` (no MX lookup, no TLS) with the given
+   * retry settings (Postfix time units, e.g. "10s"), instead of holding it. Used by link-flap.ts.
+   */
+  relay?: { host: string; port: number; minimalBackoff: string; maximalBackoff: string; queueRunDelay: string };
 }
 
 function mainCf(dir: string, opts: PostfixOptions = {}): string {
   const v = opts.virtualMaildir;
-  const delivery = v
+  const r = opts.relay;
+  const delivery = r
+    ? [
+        // accepted, queued, then sent to the smarthost; a failed attempt waits for the backoff
+        'smtpd_recipient_restrictions =',
+        `relayhost = [${r.host}]:${r.port}`,
+        'smtp_tls_security_level = none',
+        `minimal_backoff_time = ${r.minimalBackoff}`,
+        `maximal_backoff_time = ${r.maximalBackoff}`,
+        `queue_run_delay = ${r.queueRunDelay}`,
+      ]
+    : v
     ? [
         // accepted, queued, then delivered by virtual(8) into one Maildir
         'smtpd_recipient_restrictions =',
