@@ -26,7 +26,8 @@ export async function runFetch(argv: string[]): Promise<number> {
   let rc: number = EX.OK;
   for (const [name, res] of Object.entries(r)) {
     if (res.error) {
-      rc = EX.TEMPFAIL;
+      // A refused login or certificate needs a person (EX_CONFIG), not a retry.
+      rc = Math.max(rc, res.authFailed || res.tlsFailed ? EX.CONFIG : EX.TEMPFAIL);
       process.stdout.write(`${name}: ${printable(res.error)}\n`); // a POP3 server's words
     } else {
       const skipped = res.skipped ? `, ${res.skipped} over max_size left on the server${res.headersOnly ? ` (${res.headersOnly} as headers only)` : ''}` : '';

@@ -35,6 +35,7 @@ import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
 import type { FetchAccount } from './account.js';
 import { readAccountPassword } from './account.js';
+import { describeRead } from '../config/secret-file.js';
 import { Pop3Client, Pop3Error, Pop3LimitError, Pop3TlsError } from './pop3-client.js';
 import { envelopeFor, HEADER_SCAN_LIMIT, type FetchEnvelope } from './recipients.js';
 import type { UidlStore } from './uidl-store.js';
@@ -131,7 +132,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
   const result: FetchResult = { fetched: 0, deleted: 0, skipped: 0, bytes: 0 };
   let client: Pop3Client | undefined;
   try {
-    const password = await readAccountPassword(acct);
+    const { password, read: secretRead } = await readAccountPassword(acct);
     let todo: { n: number; id: string | null; size: number }[] = [];
     let done = 0;
     /** `inflight`: bytes of the message being retrieved so far. */
@@ -153,7 +154,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       const temporary = /\[(SYS\/TEMP|IN-USE|LOGIN-DELAY)\]/i.test(err.response);
       result.error = temporary
         ? `POP3 login to ${acct.host}:${acct.port} as ${acct.user} failed for now: ${err.response}`
-        : `POP3 login to ${acct.host}:${acct.port} as ${acct.user} refused (wrong user name or password?): ${err.response}`;
+        : `POP3 login to ${acct.host}:${acct.port} as ${acct.user} refused (wrong user name or password?): ${err.response}${secretRead ? ` (password from ${describeRead(secretRead)})` : ''}`;
       if (!temporary) result.authFailed = true;
       client.close();
       return result;

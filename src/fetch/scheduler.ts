@@ -7,6 +7,7 @@
 // memory; a restart costs one more capped try) and held back from automatic fetches, which go on
 // with the rest of the mailbox at the normal interval; `tidemail fetch` tries it again, last.
 
+import fs from 'node:fs';
 import { log } from '../log/log.js';
 import type { FetchSpec, RouteProfile } from '../routes/profile.js';
 import type { UidlStore } from './uidl-store.js';
@@ -31,6 +32,16 @@ export interface AccountState {
 
 /** Failures that the next automatic run would only repeat (a message cut at its limit: once more). */
 const needsAttention = (r: FetchResult | null | undefined) => !!(r?.authFailed || r?.tlsFailed || r?.overLimit?.some((o) => !o.held));
+
+/** The password file was written after `t`: a refused login is worth trying again now. */
+function changedSince(file: string, t: number): boolean {
+  try {
+    const st = fs.statSync(file);
+    return Math.max(st.mtimeMs, st.ctimeMs) >= t;
+  } catch {
+    return false;
+  }
+}
 
 export class FetchScheduler {
   private accounts = new Map<string, FetchSpec>();
@@ -91,7 +102,7 @@ export class FetchScheduler {
       return Promise.resolve({ fetched: 0, deleted: 0, skipped: 0, bytes: 0, error: `route ${a.route} is offline; not fetched` });
     }
     const last = st.last;
-    if (automatic && last && needsAttention(last) && st.lastRun && Date.now() - st.lastRun < AUTH_FAILURE_PAUSE_MS) {
+    if (automatic && last && needsAttention(last) && st.lastRun && Date.now() - st.lastRun < AUTH_FAILURE_PAUSE_MS && !(last.authFailed && changedSince(a.passwordFile, st.lastRun))) {
       return Promise.resolve(last);
     }
     const busy = this.running.get(a.name);
