@@ -139,7 +139,8 @@ export class Greylist {
   }
 }
 
-export async function createCheck(env: CheckEnv): Promise<Check> {
+/** `now` is for tests, which step a clock instead of waiting out the delays. */
+export async function createCheck(env: CheckEnv, now: () => number = Date.now): Promise<Check> {
   const o = env.options;
   const opts: GreylistOptions = {
     delayMs: o.duration('delay', 5 * 60_000),
@@ -154,7 +155,7 @@ export async function createCheck(env: CheckEnv): Promise<Check> {
   let store: Promise<Greylist> | null = null;
   const getStore = () => {
     if (!store) {
-      store = Greylist.open(file, opts);
+      store = Greylist.open(file, opts, now);
       store.catch(() => (store = null)); // retry at the next RCPT
     }
     return store;
