@@ -8,10 +8,9 @@ import { controlSocketPath, type ControlRequest } from './control/protocol.js';
 import { ControlServer } from './control/server.js';
 import { DeliveryRunner } from './deliver/runner.js';
 import { log, setLogLevel } from './log/log.js';
-import { maildropDir, pickupMaildrop, type BeforeCommit } from './queue/maildrop.js';
-import { runChecks, type CheckContext } from './checks/check.js';
-import { parseHeaderSection } from './message/headers.js';
-import { headerLines } from './smtp/receive.js';
+import { maildropDir } from './queue/maildrop.js';
+import { MaildropPickup } from './intake/pickup.js';
+import type { IntakeTarget } from './intake/pipeline.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
 import { describeTarget } from './routes/profile.js';
@@ -22,8 +21,8 @@ import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { checkReachable } from './startup-reachability.js';
 import { queueSummary } from './queue/summary.js';
 import { createLocalLane, type LocalDelivery } from './deliver/local.js';
-import { LocalResolveError } from './local/resolve.js';
 import { replies } from './smtp/replies.js';
+import { localRecipientCheck } from './smtp/recipient-check.js';
 import type { Spool } from './queue/store.js';
 import { LinkMonitor } from './online/monitor.js';
 import type { FetchSpec, RouteProfile } from './routes/profile.js';
@@ -50,8 +49,12 @@ export class Daemon {
   private fetcher: import('./fetch/scheduler.js').FetchScheduler | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
   private maildropWatch: fs.FSWatcher | null = null;
-  private picking: Promise<void> | null = null;
-  private repick = false;
+  private readonly pickups = new MaildropPickup({
+    config: () => this.config,
+    checks: () => this.checks,
+    store: { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) },
+    target: this.intakeTarget(),
+  });
   private readonly started = Date.now();
 
   private constructor(private config: Config, private readonly opts: DaemonOptions) {}
@@ -97,12 +100,10 @@ export class Daemon {
       checks: this.checks,
       isLocal: (a) => this.local.isLocal(a),
       checkRecipient: (a) => this.checkLocalRecipient(a),
-      sink: {
-        openMessage: () => this.openMessage(),
-        committed: () => this.runner.wake(),
+      sink: this.intakeTarget({
         // Deliver, then answer — only when there is something local to deliver.
         afterCommit: async (id, meta) => (meta.recipients.some((r) => this.local.isLocal(r)) ? this.runner.deliverNow(id, this.config.local.preQueueDeadlineMs) : null),
-      },
+      }),
     });
     await this.front.listen(config.smtp.listen, 'mx');
     await this.front.listen(config.smtp.submission, 'submission');
@@ -152,26 +153,28 @@ export class Daemon {
   }
 
   /** RCPT-time answer for a local address: unknown users are refused while the client waits. */
-  private async checkLocalRecipient(address: string): Promise<Error | null> {
-    try {
-      return (await this.local.resolver.resolve(address)) ? null : replies.unknownUser(address);
-    } catch (err: unknown) {
-      const e = err as Error;
-      return err instanceof LocalResolveError && err.permanent ? replies.aliasLoop(address, e.message) : replies.lookupFailed(address, e.message);
-    }
+  private checkLocalRecipient(address: string): Promise<Error | null> {
+    return localRecipientCheck(this.local.resolver)(address);
   }
 
-  /** A spool whose commit adds the archive recipient ([local] archive), if one is set. */
   private openMessage(): Spool {
     // Listeners are bound before the queue opens (ports first, then drop root): a message in
     // that instant is told to come back rather than crashing the session.
     if (!this.store) throw replies.localError();
-    const spool = this.store.openMessage();
-    const archive = this.config.local.archive;
-    if (!archive) return spool;
-    const commit = spool.commit.bind(spool);
-    spool.commit = (meta) => commit(meta.via === 'bounce' ? meta : { ...meta, recipients: [...meta.recipients, archive] });
-    return spool;
+    return this.store.openMessage();
+  }
+
+  /** Where every intake source (SMTP, fetch, pickup) queues; settings read per message, so a reload applies. */
+  private intakeTarget(extra: Pick<IntakeTarget, 'afterCommit'> = {}): IntakeTarget {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const d = this;
+    return {
+      openMessage: () => d.openMessage(),
+      get archive() { return d.config.local.archive; },
+      get checkTimeoutMs() { return d.config.checks.timeoutMs; },
+      committed: () => d.runner.wake(),
+      ...extra,
+    };
   }
 
   /** Starts cron tasks for routes with a `schedule` (node-cron is loaded only then). */
@@ -204,8 +207,7 @@ export class Daemon {
   /** A fetched message enters the queue like any other (src/fetch/submit.ts). */
   private async submitFetched(a: FetchSpec, body: AsyncIterable<Buffer>, env: { recipients: string[]; from?: string }): Promise<void> {
     const { submitFetched } = await import('./fetch/submit.js');
-    const sink = { openMessage: () => this.openMessage(), hostname: this.config.hostname, checks: this.checks, checkTimeoutMs: this.config.checks.timeoutMs, committed: () => this.runner.wake() };
-    await submitFetched(sink, a, body, env);
+    await submitFetched({ ...this.intakeTarget(), hostname: this.config.hostname, checks: this.checks }, a, body, env);
   }
 
   private async flushRoute(name: string): Promise<number> {
@@ -214,39 +216,9 @@ export class Daemon {
     return n;
   }
 
-  /** Imports maildrop files; concurrent pokes coalesce into one more scan. */
+  /** Imports maildrop files (src/intake/pickup.ts); concurrent pokes coalesce into one more scan. */
   pickup(): Promise<void> {
-    if (this.picking) {
-      this.repick = true;
-      return this.picking;
-    }
-    this.picking = (async () => {
-      do {
-        this.repick = false;
-        await pickupMaildrop(this.config, { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) }, { onCommitted: () => this.runner.wake(), beforeCommit: this.localSubmissionChecks() });
-      } while (this.repick);
-    })().finally(() => (this.picking = null));
-    return this.picking;
-  }
-
-  /** The data checks that also apply to sendmail's mail (DKIM signing), as a pickup hook. */
-  private localSubmissionChecks(): BeforeCommit | undefined {
-    const checks = this.checks?.data.filter((c) => c.localSubmissions) ?? [];
-    if (!checks.length) return undefined;
-    return async (spool, header, meta) => {
-      const ctx: CheckContext = {
-        phase: 'data', sessionId: `pickup-${spool.msgid}`, listener: 'pickup', trusted: true, connection: {}, transaction: {},
-        clientAddress: '127.0.0.1', sender: meta.sender, recipients: meta.recipients, tls: false,
-        queueId: spool.msgid, size: spool.size, headers: parseHeaderSection(header), headerSection: header,
-        body: spool.readBack!(),
-      };
-      const v = await runChecks(checks, 'data', ctx, { timeoutMs: this.config.checks.timeoutMs });
-      if (v.action === 'next' || v.action === 'accept') {
-        if (v.addHeaders?.length) await spool.prepend!(Buffer.from(headerLines(v.addHeaders), 'utf8'));
-      } else {
-        log.warn(spool.msgid, 'check refused a local submission; queued anyway (sendmail had accepted it)', { check: v.by, reply: `${v.code} ${v.enhanced} ${v.text}` });
-      }
-    };
+    return this.pickups.run();
   }
 
   async reload(): Promise<void> {
@@ -350,7 +322,7 @@ export class Daemon {
     this.fetcher?.stop();
     await this.fetcher?.idle();
     await this.closeFetch?.();
-    await this.picking;
+    await this.pickups.idle();
     await this.store.close();
     log.always('daemon stopped');
   }

@@ -116,6 +116,11 @@ export interface Check {
    * already told the user the message was accepted.
    */
   readonly localSubmissions?: boolean;
+  /**
+   * Signs the message (DKIM): runs after every other check and edit, over the message exactly
+   * as it will be stored, so nothing can change a signed header afterwards (intake/pipeline.ts).
+   */
+  readonly signsMessage?: boolean;
   /** The SMTP connection `sessionId` closed: drop per-session state (a milter connection, …). */
   sessionEnded?(sessionId: string): void;
   /** The daemon stops. */

@@ -1,6 +1,6 @@
 // DKIM-signs mail that our own users send (trusted networks or SMTP AUTH) when the From: domain
 // has a key, so that receivers can check it with DKIM and DMARC. The signature is returned as an
-// added header; the receive path puts it above every other header.
+// added header; the intake pipeline signs last and puts it above every other header.
 //
 // Keys are read once, at daemon start (while we may still be root), and must be private files
 // (mode 0600). mailauth is loaded on the first message to sign.
@@ -131,6 +131,7 @@ class DkimSign implements Check {
 
   /** Cron's and local users' mail (sendmail, picked up from the maildrop) is signed too. */
   readonly localSubmissions = true;
+  readonly signsMessage = true;
 
   async run(_phase: Phase, ctx: CheckContext): Promise<Verdict> {
     // Only our own users' mail: signing relayed strangers' mail would vouch for it.
@@ -148,6 +149,9 @@ class DkimSign implements Check {
     const signature = { signingDomain: key.domain, selector: this.selector, privateKey: key.pem, algorithm: key.algorithm, canonicalization: 'relaxed/relaxed' };
     const result = await dkimSign(ctx.body() as Readable, {
       ...signature,
+      // Without signTime mailauth reads the clock twice, for the hashed t= and for the written
+      // one; a second boundary between the two gives a signature that never verifies (issue 15 §7).
+      signTime: new Date(),
       signatureData: [signature],
       headerList: this.headers.join(':') as unknown as string[],
     });

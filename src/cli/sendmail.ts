@@ -10,6 +10,8 @@ import { writeSubmission } from '../message/submission.js';
 import { MaildropSpool, MessageTooBigError, maildropDir } from '../queue/maildrop.js';
 import type { MessageMeta, Spool } from '../queue/store.js';
 import { SmtpFront } from '../smtp/server.js';
+import { localRecipientCheck } from '../smtp/recipient-check.js';
+import { createLocalLane } from '../deliver/local.js';
 import { cliContext, type CliContext } from './context.js';
 import { EX } from './exit.js';
 import { StdioSession } from './stdio-session.js';
@@ -196,10 +198,15 @@ export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, v
   const dir = ensureMaildrop(ctx);
   const pokes: Promise<void>[] = [];
   const unfinished = new Set<MaildropSpool>();
+  // The daemon's recipient rules: an unknown local user is refused at RCPT here too (550), not
+  // accepted into the maildrop and bounced later. Nothing is delivered from this process.
+  const local = createLocalLane(ctx.config, async () => undefined);
   const front = new SmtpFront({
     config: ctx.config,
     via,
     trustAll: !fromNetwork,
+    isLocal: (a) => local.isLocal(a),
+    checkRecipient: localRecipientCheck(local.resolver),
     sink: {
       openMessage: (): Spool => {
         const spool = new MaildropSpool(dir);

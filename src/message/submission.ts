@@ -132,6 +132,7 @@ export async function writeSubmission(input: Readable | AsyncIterable<Buffer>, s
   return { headerRecipients, size: spool.size };
 }
 
-function quotePhrase(name: string): string {
+/** A display name as an RFC 5322 phrase: atoms as they are, anything else quoted. */
+export function quotePhrase(name: string): string {
   return /^[\w !#$%&'*+\-/=?^`{|}~]*$/.test(name) ? name : JSON.stringify(name);
 }

@@ -9,7 +9,8 @@
 // returns, the message survives a crash or power loss.
 //
 // The pickup trusts nothing in a file but its bytes: the submitter is the file's owner, the
-// sender is checked against what that user may claim, and our own Received line goes on top.
+// sender is checked against what that user may claim; the intake (src/intake/pickup.ts) puts our
+// own Received line on top, qualifies, signs and queues it.
 
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -22,7 +23,6 @@ import { TempFailError, TidemailError } from '../errors.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
-import { rfc5322Date } from '../message/date.js';
 import type { MessageMeta, QueueStore, Spool } from './store.js';
 
 export interface MaildropEnvelope {
@@ -188,11 +188,22 @@ export async function readMaildropEnvelope(file: string): Promise<(FoundEnvelope
   }
 }
 
-/**
- * Runs between writing a picked-up body and committing it (checks that add headers, such as DKIM
- * signing of local mail); `header` is the message's header section (up to 64 KiB).
- */
-export type BeforeCommit = (spool: Spool, header: string, meta: MessageMeta) => Promise<void>;
+/** A maildrop file judged acceptable, handed to the intake (src/intake/pickup.ts) to queue. */
+export interface PickedUp {
+  /** The envelope sender the file's owner may use (senderFor). */
+  sender: string;
+  /** What the file claimed, when it differs from `sender`. */
+  claimed?: string;
+  recipients: string[];
+  via: string;
+  /** The file's owner: the submitter. */
+  uid: number;
+  login: string | null;
+  /** maildrop:NAME:INODE, so a re-pickup after a crash is not a duplicate. */
+  origin: string;
+  /** The message bytes, read from the open file. */
+  body: AsyncIterable<Buffer>;
+}
 
 /** What the pickup needs to know to judge a file: who may claim which sender, the size limit. */
 export interface PickupPolicy {
@@ -211,8 +222,8 @@ export function pickupPolicy(config: Config): PickupPolicy {
 }
 
 export interface PickupOptions {
-  onCommitted?: (msgid: string) => void;
-  beforeCommit?: BeforeCommit;
+  /** Queues one accepted file; without it, the intake's pickup source with no checks. */
+  submit?: (m: PickedUp) => Promise<void>;
 }
 
 /**
@@ -327,46 +338,29 @@ async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'op
   return true;
 }
 
-/** Copies an accepted file into the queue, with our own trace line and the sender checked. */
+/** Hands an accepted file to the intake, with the sender checked. */
 async function queueFile(fh: fsp.FileHandle, found: FoundEnvelope, uid: number, origin: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<void> {
   const { env, bodyLength } = found;
   const login = loginOf(uid);
   const sender = senderFor(uid, login, env.sender, policy);
   // Only labels of our local submission programs; "bounce" or "smtp" would claim a trust the file does not have.
   const via = LOCAL_VIAS.has(env.via) ? env.via : 'sendmail';
-  const spool = store.openMessage();
-  try {
-    let added = `Received: by ${policy.hostname} (tidemail pickup, from userid ${uid})\r\n\tid ${spool.msgid}; ${rfc5322Date()}\r\n`;
-    if (sender !== env.sender) {
-      const claimed = env.sender === '' ? '<>' : env.sender;
-      added += `X-Authentication-Warning: ${policy.hostname}: ${login ?? `uid ${uid}`} set sender to ${claimed} using -f\r\n`;
-      log.warn(spool.msgid, 'maildrop: sender not allowed for this user; rewritten', { claimed: `<${claimed}>`, from: `<${sender}>`, uid, ...(login ? { user: login } : {}) });
-    }
-    const first = Buffer.from(added, 'utf8');
-    await spool.write(first);
-    let head: Buffer | null = opts.beforeCommit ? first : null;
-    for (let pos = 0; pos < bodyLength;) {
-      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, bodyLength - pos));
-      const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
-      if (bytesRead === 0) throw new Error('the file shrank while being read');
-      const part = chunk.subarray(0, bytesRead);
-      if (head && head.length < 64 * 1024) head = Buffer.concat([head, part]);
-      await spool.write(part);
-      pos += bytesRead;
-    }
-    const meta: MessageMeta = { sender, recipients: env.recipients, via, client: `uid=${uid}`, origin };
-    if (opts.beforeCommit && head) {
-      const text = head.subarray(0, 64 * 1024).toString('utf8');
-      const end = text.search(/\r?\n\r?\n/);
-      await opts.beforeCommit(spool, end < 0 ? text : text.slice(0, end + 1), meta);
-    }
-    await spool.commit(meta);
-  } catch (err) {
-    await spool.rollback();
-    throw err;
+  const submit = opts.submit ?? (async (m: PickedUp) => {
+    const { submitPickedUp } = await import('../intake/pickup.js');
+    await submitPickedUp({ openMessage: () => store.openMessage() }, m, { hostname: policy.hostname, checks: [] });
+  });
+  await submit({ sender, ...(sender !== env.sender ? { claimed: env.sender } : {}), recipients: env.recipients, via, uid, login, origin, body: fileRange(fh, bodyLength) });
+}
+
+/** The first `length` bytes of an open file, in chunks. */
+async function* fileRange(fh: fsp.FileHandle, length: number): AsyncGenerator<Buffer> {
+  for (let pos = 0; pos < length;) {
+    const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, length - pos));
+    const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
+    if (bytesRead === 0) throw new Error('the file shrank while being read');
+    yield chunk.subarray(0, bytesRead);
+    pos += bytesRead;
   }
-  log.info(spool.msgid, 'accepted', { from: `<${sender}>`, nrcpt: env.recipients.length, size: bodyLength, via, uid });
-  opts.onCommitted?.(spool.msgid);
 }
 
 const LOCAL_VIAS = new Set(['sendmail', 'sendmail-bs', 'rmail', 'smtpd']);

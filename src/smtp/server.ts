@@ -6,6 +6,7 @@
 import type { Duplex } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { runChecks, type CheckContext, type ConnectionNotes, type Phase, type TransactionNotes, type Verdict } from '../checks/check.js';
+import { createCheck as createRecipientsCheck } from '../checks/recipients.js';
 import { createCheck as createRelayCheck } from '../checks/relay.js';
 import { allChecks, type CheckPlan } from '../checks/registry.js';
 import { NetworkList, plainAddress } from '../config/cidr.js';
@@ -17,7 +18,8 @@ import { log } from '../log/log.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
 import { applySmtpServerPatches, type SessionLimitOptions } from './patches.js';
-import { receiveMessage, type DataPhase, type MessageSink } from './receive.js';
+import { submit, type IntakeSource } from '../intake/pipeline.js';
+import { receivedHeader, type MessageSink } from './receive.js';
 import { replies } from './replies.js';
 import { fromAddresses, ownsAddress, sendersOf } from './sender-control.js';
 import { loadTlsCredentials, type TlsCredentials } from './tls.js';
@@ -70,9 +72,12 @@ export class SmtpFront {
     applySmtpServerPatches();
     this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
     this.localDomains = new Set(deps.config.local.domains);
+    // Without a plan (`sendmail -bs`, inetd `smtpd`): the daemon's mandatory RCPT checks, relay
+    // then recipients, so a session on stdin refuses what the daemon's port refuses.
+    const env = (name: string) => ({ config: deps.config, options: new ConfigReader('(default)', '', {}, ['checks', name]), isLocal: (a: string) => this.isLocal(a), ...(deps.checkRecipient ? { checkRecipient: deps.checkRecipient } : {}) });
     this.setChecks(deps.checks ?? {
       connect: [], helo: [], mail: [], data: [],
-      rcpt: [createRelayCheck({ config: deps.config, options: new ConfigReader('(default)', '', {}, ['checks', 'relay']), isLocal: (a) => this.isLocal(a) })],
+      rcpt: [createRelayCheck(env('relay')), ...(deps.checkRecipient ? [createRecipientsCheck(env('recipients'))] : [])],
     });
   }
 
@@ -249,23 +254,35 @@ export class SmtpFront {
     const sender = session.envelope.mailFrom ? qualify(session.envelope.mailFrom.address, config.hostname) : '';
     const client = plainAddress(session.remoteAddress);
     const protocol = (session.transmissionType || 'ESMTP').replace(/^SMTP$/, 'SMTP');
-    return receiveMessage(
-      stream as never,
-      this.deps.sink,
-      { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs },
-      { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients },
-      { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
-      this.headerCheck(session),
-      this.dataPhase(session, kind),
-    ).then(
-      (reply) => {
+    const trace = { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients };
+    const headerCheck = this.headerCheck(session);
+    const source: IntakeSource = {
+      kind: 'smtp',
+      hostname: config.hostname,
+      trace: (id) => receivedHeader(trace, id),
+      limits: { maxSize: config.smtp.maxMessageSize, maxLineLength: config.smtp.maxLineLength },
+      ...(headerCheck ? { headerCheck } : {}),
+      refuse: (id) => {
+        // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
+        if (kind === 'stream' || !(session as { unsyncPipelining?: boolean }).unsyncPipelining) return null;
+        log.info(id, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
+        return new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)');
+      },
+      checks: this.plan.data,
+      context: (msg) => this.context('data', session, kind, msg),
+      onRefusal: 'refuse',
+      logFields: { client, checks: this.planNames || undefined },
+    };
+    const target = { ...this.deps.sink, checkTimeoutMs: config.checks.timeoutMs };
+    return submit(target, source, { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs }, stream as AsyncIterable<Buffer>).then(
+      (id) => {
         // get, not state(): a client gone by now must not leave a session entry behind.
         const st = this.sessions.get(session.id);
         if (st) {
           st.messages++;
           st.transaction = undefined; // the message is done, whatever smtp-server does next
         }
-        return reply;
+        return replies.queued(id);
       },
       (err: unknown) => {
         const st = this.sessions.get(session.id);
@@ -273,23 +290,6 @@ export class SmtpFront {
         throw err;
       },
     );
-  }
-
-  /** End-of-DATA checks: the receive path calls this with the spooled message before committing. */
-  private dataPhase(session: SMTPServerSession, kind: ListenerKind | 'stream'): DataPhase {
-    return async (msg) => {
-      // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
-      if (kind !== 'stream' && (session as { unsyncPipelining?: boolean }).unsyncPipelining) {
-        log.info(msg.queueId, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
-        return { error: new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)'), addHeaders: [] };
-      }
-      const passed = this.planNames;
-      if (!this.plan.data.length) return { error: null, addHeaders: [], passed };
-      const { error, verdict } = await this.runPhase('data', this.context('data', session, kind, msg));
-      if (verdict.action !== 'next' && verdict.action !== 'accept') return { error, addHeaders: [], passed };
-      const { changeHeaders, replaceBody } = verdict;
-      return { error, addHeaders: verdict.addHeaders ?? [], edits: { ...(changeHeaders ? { changeHeaders } : {}), ...(replaceBody ? { replaceBody } : {}) }, passed };
-    };
   }
 
   /** An authenticated user's From: must be theirs too (checked on the buffered header section). */

@@ -1,0 +1,84 @@
+// The maildrop pickup as an intake source: files that `sendmail`, `sendmail -bs`, `rmail` and
+// inetd `smtpd` left in the maildrop (judged by src/queue/maildrop.ts) go through the one
+// pipeline. Their bare local addresses ("From: root (Cron Daemon)") are qualified with our host
+// name, and the checks that apply to local submissions (DKIM signing) run on them.
+
+import type { Check, CheckContext } from '../checks/check.js';
+import type { CheckPlan } from '../checks/registry.js';
+import type { Config } from '../config/schema.js';
+import { log } from '../log/log.js';
+import { rfc5322Date } from '../message/date.js';
+import { pickupMaildrop, type PickedUp } from '../queue/maildrop.js';
+import type { QueueStore } from '../queue/store.js';
+import { submit, type IntakeTarget } from './pipeline.js';
+
+/** The data checks that also judge local users' mail (DKIM signing). */
+export function localSubmissionChecks(plan: CheckPlan | null): Check[] {
+  return plan?.data.filter((c) => c.localSubmissions) ?? [];
+}
+
+/** Queues one picked-up file through the pipeline. */
+export async function submitPickedUp(target: IntakeTarget, m: PickedUp, o: { hostname: string; checks: readonly Check[] }): Promise<string> {
+  const { hostname } = o;
+  return submit(target, {
+    kind: 'pickup',
+    hostname,
+    trace: (id) => {
+      let lines = `Received: by ${hostname} (tidemail pickup, from userid ${m.uid})\r\n\tid ${id}; ${rfc5322Date()}\r\n`;
+      if (m.claimed !== undefined) {
+        const claimed = m.claimed === '' ? '<>' : m.claimed;
+        lines += `X-Authentication-Warning: ${hostname}: ${m.login ?? `uid ${m.uid}`} set sender to ${claimed} using -f\r\n`;
+        log.warn(id, 'maildrop: sender not allowed for this user; rewritten', { claimed: `<${claimed}>`, from: `<${m.sender}>`, uid: m.uid, ...(m.login ? { user: m.login } : {}) });
+      }
+      return lines;
+    },
+    qualifyHeaders: true,
+    checks: o.checks,
+    context: (msg): CheckContext => ({
+      phase: 'data', sessionId: `pickup-${msg.queueId}`, listener: 'pickup', trusted: true, connection: {}, transaction: {},
+      clientAddress: '127.0.0.1', sender: m.sender, recipients: m.recipients, tls: false, ...msg,
+    }),
+    endsSession: true,
+    onRefusal: 'queue', // sendmail has told the user the message was accepted
+    logFields: { uid: m.uid },
+  }, { sender: m.sender, recipients: m.recipients, via: m.via, client: `uid=${m.uid}`, origin: m.origin }, m.body);
+}
+
+/** What the daemon's pickup needs from it; read at each scan, so a reload applies at once. */
+export interface PickupDeps {
+  config(): Config;
+  checks(): CheckPlan | null;
+  store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>;
+  target: IntakeTarget;
+}
+
+/** Imports maildrop files; concurrent pokes coalesce into one more scan. */
+export class MaildropPickup {
+  private picking: Promise<void> | null = null;
+  private repick = false;
+
+  constructor(private readonly deps: PickupDeps) {}
+
+  run(): Promise<void> {
+    if (this.picking) {
+      this.repick = true;
+      return this.picking;
+    }
+    this.picking = (async () => {
+      do {
+        this.repick = false;
+        const config = this.deps.config();
+        const checks = localSubmissionChecks(this.deps.checks());
+        await pickupMaildrop(config, this.deps.store, {
+          submit: async (m) => void (await submitPickedUp(this.deps.target, m, { hostname: config.hostname, checks })),
+        });
+      } while (this.repick);
+    })().finally(() => (this.picking = null));
+    return this.picking;
+  }
+
+  /** Resolves when a scan in progress is over. */
+  async idle(): Promise<void> {
+    await this.picking;
+  }
+}
