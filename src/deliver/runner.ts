@@ -36,6 +36,8 @@ interface Lane {
   name: string;
   transport(): Transport;
   rewrite: RewriteSpec | null;
+  /** The route behind it (none for local delivery). */
+  route?: RouteProfile;
 }
 
 /** Local delivery as the runner sees it. */
@@ -73,7 +75,7 @@ export class DeliveryRunner {
   ) {}
 
   private laneOf(route: RouteProfile): Lane {
-    return { name: route.name, transport: () => this.transportFor(route), rewrite: route.rewrite };
+    return { name: route.name, transport: () => this.transportFor(route), rewrite: route.rewrite, route };
   }
 
   private localLane(): Lane {
@@ -90,6 +92,15 @@ export class DeliveryRunner {
     // Routes changed: whatever waited for a route gets looked at again now.
     await this.store.releaseWaiting(null).catch((err: Error) => log.warn(null, 'could not requeue waiting mail', { error: err.message }));
     this.wake();
+  }
+
+  /**
+   * ROUTE's link went down: its sessions are cut now (not minutes later, when TCP gives up on
+   * a dead connection) and their envelopes go back to the queue without counting an attempt.
+   * Routes that do not use this link are not touched.
+   */
+  interrupt(route: string, why: string): void {
+    this.transports.get(route)?.interrupt?.(why);
   }
 
   getRoutes(): readonly RouteProfile[] {
@@ -200,6 +211,11 @@ export class DeliveryRunner {
         while (this.jobsInFlight >= MAX_JOBS_IN_FLIGHT) await new Promise<void>((r) => this.jobDone.push(r));
         if (this.stopped) break;
         const free = envs.filter((e) => !this.heldInMemory(e.envId)); // a session may have taken some meanwhile
+        // The link may have gone down while this pass waited for a free job: no attempt then.
+        if (lane.route && !this.isOnline(lane.route)) {
+          this.again = true;
+          continue;
+        }
         if (free.length) void this.startJob(lane, free);
         progress = true;
       }
@@ -388,6 +404,13 @@ export class DeliveryRunner {
         log.info(env.envId, 'delivered', fields);
         state.delivered++;
         done.push(env.envId);
+        continue;
+      }
+      if (r.outcome === 'interrupted') {
+        // The link went down under it: not an attempt and not a failure. Due again at once;
+        // the next pass finds a route that is up, or records it as waiting for one.
+        log.info(env.envId, 'interrupted by link down; stays queued', { to: fields.to, route: laneName, why: r.message });
+        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now, lastError: env.lastError ?? null, route: laneName });
         continue;
       }
       state.lastError = r.message;

@@ -4,8 +4,12 @@
 import type { Readable } from 'node:stream';
 import type { Envelope } from '../queue/store.js';
 
-/** ok | tempfail | permfail | hold ("route offline, no attempt made") | loop. */
-export type DeliveryOutcome = 'ok' | 'tempfail' | 'permfail' | 'hold' | 'loop';
+/**
+ * ok | tempfail | permfail | hold ("route offline, no attempt made") | loop |
+ * interrupted (the route's link went down during the delivery: not an attempt, tried again
+ * as soon as a route is up).
+ */
+export type DeliveryOutcome = 'ok' | 'tempfail' | 'permfail' | 'hold' | 'loop' | 'interrupted';
 
 export interface DeliveryResult {
   outcome: DeliveryOutcome;
@@ -27,6 +31,8 @@ export interface DeliveryJob {
 export interface Transport {
   readonly name: string;
   deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>>;
+  /** The route's link went down: cut every session now; their deliveries end "interrupted". */
+  interrupt?(why: string): void;
   close(): Promise<void>;
 }
 

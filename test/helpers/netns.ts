@@ -108,3 +108,22 @@ export function setLoss(v: VethNamespace, percent: number): void {
   nft('add', 'rule', 'inet', 'tmloss', 'in', 'iifname', v.nsIf, ...rule);
   nft('add', 'rule', 'inet', 'tmloss', 'out', 'oifname', v.nsIf, ...rule);
 }
+
+/**
+ * Counts TCP SYNs leaving on our side of the link to PORT (an nftables counter in this
+ * namespace): connection attempts, including those a dead link swallows. `read()` gives the
+ * count so far; `remove()` deletes the rule (safe to call twice).
+ */
+export function synCounter(v: VethNamespace, port: number): { read(): number; remove(): void } {
+  const table = `tmsyn${process.pid}`;
+  const nft = (...args: string[]) => execFileSync('nft', args, { stdio: 'pipe' }).toString();
+  nft('add', 'table', 'inet', table);
+  nft('add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0; }');
+  nft('add', 'rule', 'inet', table, 'out', 'oifname', v.hostIf, 'tcp', 'dport', String(port), 'tcp', 'flags', '&', '(syn|ack)', '==', 'syn', 'counter');
+  return {
+    read: () => Number(/packets (\d+)/.exec(nft('list', 'table', 'inet', table))?.[1] ?? 0),
+    remove: () => {
+      try { nft('delete', 'table', 'inet', table); } catch { /* gone */ }
+    },
+  };
+}

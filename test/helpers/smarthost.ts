@@ -28,6 +28,8 @@ export interface SmarthostOptions {
   stallMail?: (sender: string) => boolean;
   /** True: record the message but never answer its end of DATA (the reply lost on the way). */
   stallData?: (raw: Buffer) => boolean;
+  /** Answer MAIL FROM only after this many ms (a slow but working peer). */
+  mailDelayMs?: number;
   /** Called when a reply is withheld. */
   onStall?: (what: 'mail' | 'data') => void;
 }
@@ -71,6 +73,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     },
     onMailFrom: (addr, _s, cb) => {
       if (opts.stallMail?.(addr.address)) return opts.onStall?.('mail'); // no reply, ever
+      if (opts.mailDelayMs) return void setTimeout(() => cb(), opts.mailDelayMs);
       cb();
     },
     onRcptTo: (addr, _s, cb) => {
