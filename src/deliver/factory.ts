@@ -1,11 +1,14 @@
 // One transport per route, chosen by the route's kind.
 
+import net from 'node:net';
 import { domainOf } from '../message/address.js';
 import type { RouteProfile } from '../routes/profile.js';
+import { hostPortLabel } from './dial.js';
 import { createMxLookup } from './mx.js';
+import { addressResolver } from './mx-dns.js';
 import { PipeTransport } from './pipe.js';
 import { popBeforeSmtp } from './pop-before-smtp.js';
-import { SmtpTransport, type SmtpTransportOptions } from './smtp.js';
+import { SmtpTransport, type SmtpHop, type SmtpTransportOptions } from './smtp.js';
 import { sshHop } from './ssh-tunnel.js';
 import { sameForAll, type Transport } from './transport.js';
 import { wrapperHop } from './wrapper.js';
@@ -29,8 +32,18 @@ export function createTransport(route: RouteProfile, hostname: string): Transpor
   };
   switch (route.kind) {
     case 'smarthost': {
-      const hop = { label: `${route.host}:${route.port}`, host: route.host, port: route.port, servername: route.host };
-      return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });
+      // With dns_servers the names are resolved there (both families), else by getaddrinfo.
+      const resolve = route.dnsServers.length ? addressResolver(route.dnsServers) : undefined;
+      // In the order written; SmtpTransport moves to the next on a connection failure.
+      const hops: SmtpHop[] = route.hosts.map((h) => ({
+        label: hostPortLabel(h.host, h.port),
+        host: h.host,
+        port: h.port,
+        // SNI carries names only (RFC 6066 3); a smarthost given by address is verified against it.
+        servername: net.isIP(h.host) ? '' : h.host,
+        resolve,
+      }));
+      return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => hops });
     }
     case 'mx': {
       const mx = createMxLookup(route);

@@ -73,6 +73,17 @@ export async function resolveAddresses(resolver: Resolver, name: string): Promis
   return { addresses, nxdomain: nx === 2, tempError };
 }
 
+/** Name → addresses (both families) through `servers`, for dial(); a failure carries the DNS code. */
+export function addressResolver(servers: readonly string[]): (name: string) => Promise<string[]> {
+  let resolver: Resolver | undefined;
+  return async (name) => {
+    resolver ??= makeResolver(servers);
+    const { addresses, nxdomain, tempError } = await resolveAddresses(resolver, name);
+    if (!addresses.length) throw Object.assign(new Error(`cannot resolve ${name}`), { code: nxdomain ? 'ENOTFOUND' : tempError ?? 'ENODATA' });
+    return addresses;
+  };
+}
+
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
 /** A `lookup` for net/tls/https that resolves through `resolver` instead of getaddrinfo. */

@@ -1,6 +1,6 @@
 // Direct MX delivery: where does mail for a domain go? Our own MX lookup with node:dns
 // (RFC 5321 5.1), MTA-STS (RFC 8461) where a domain publishes it, and the hops — one per MX
-// address, IPv6 and IPv4 — that the SMTP transport tries in order.
+// host, its IPv6 and IPv4 addresses raced by dial() — that the SMTP transport tries in order.
 //
 // TLS: the route's policy (default "opportunistic": STARTTLS when offered, certificate not
 // checked, plaintext again if the handshake fails — Postfix's "may") unless MTA-STS enforce
@@ -23,7 +23,7 @@ import { createStsPolicies, stsMatches, type StsPolicies, type StsPolicy } from 
 import type { SmtpHop } from './smtp.js';
 import type { DeliveryJob, DeliveryResult } from './transport.js';
 
-/** Connection attempts per delivery, over all MX hosts (Postfix: smtp_mx_address_limit 5). */
+/** Addresses tried per delivery, over all MX hosts (Postfix: smtp_mx_address_limit 5). */
 const MAX_HOPS = 10;
 const STS_FETCH_TIMEOUT_MS = 20_000;
 
@@ -128,22 +128,28 @@ async function resolveHops(route: MxRoute, resolver: Resolver, domain: string, e
   const hops: SmtpHop[] = [];
   const temp: string[] = [];
   const missing: string[] = [];
-  found.forEach(({ addresses, tempError }, i) => {
+  let budget = MAX_HOPS;
+  found.forEach(({ addresses: all, tempError }, i) => {
     const name = exchangers[i]!.name;
-    if (tempError && !addresses.length) temp.push(`${name} (${tempError})`);
-    else if (!addresses.length) missing.push(name);
-    for (const ip of addresses) {
-      hops.push({
-        label: `${name}[${ip}]:${route.port}`,
-        host: ip,
-        port: route.port,
-        servername: name,
-        // MTA-STS enforce: STARTTLS required, certificate valid for the MX name (RFC 8461 4.2).
-        ...(enforced ? { tls: 'starttls' as const, tlsVerify: true } : {}),
-      });
-    }
+    if (tempError && !all.length) temp.push(`${name} (${tempError})`);
+    else if (!all.length) missing.push(name);
+    const addresses = all.slice(0, budget);
+    budget -= addresses.length;
+    if (!addresses.length) return;
+    // One hop per MX host: dial() races its IPv6 and IPv4 addresses (Happy Eyeballs) instead of
+    // giving each a full connect timeout in turn.
+    const one = addresses.length === 1 ? addresses[0] : undefined;
+    hops.push({
+      label: one ? `${name}[${one}]:${route.port}` : `${name}[${addresses.join(',')}]:${route.port}`,
+      host: one ?? name,
+      port: route.port,
+      addresses,
+      servername: name,
+      // MTA-STS enforce: STARTTLS required, certificate valid for the MX name (RFC 8461 4.2).
+      ...(enforced ? { tls: 'starttls' as const, tlsVerify: true } : {}),
+    });
   });
-  if (hops.length) return hops.slice(0, MAX_HOPS);
+  if (hops.length) return hops;
   if (temp.length) return tempfail(`4.4.3 cannot resolve the mail servers of ${domain}: ${temp.join(', ')}`);
   const implicit = exchangers.length === 1 && exchangers[0]!.name === domain;
   return permfail(implicit

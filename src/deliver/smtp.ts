@@ -6,10 +6,12 @@
 
 import fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
+import { isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
+import { dial, DialError } from './dial.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { DEADLINE_CODE, ReplyDeadlines } from './smtp-deadline.js';
 import { asSocket } from './stream-socket.js';
@@ -20,8 +22,12 @@ export interface SmtpHop {
   label: string;
   host: string;
   port: number;
-  /** TLS server name to verify against (the MX or smarthost name). */
+  /** TLS server name to verify against (the MX or smarthost name); '' for none (an IP literal). */
   servername: string;
+  /** Addresses of `host` already looked up (an MX host's AAAA and A), raced by dial(). */
+  addresses?: string[];
+  /** Resolves `host` when `addresses` are not given (a route's own DNS servers); default getaddrinfo. */
+  resolve?: (name: string) => Promise<string[]>;
   /** Speak SMTP over this stream instead of a TCP connection (ssh, wrapper). */
   openStream?: () => Promise<Duplex>;
   /** Overrides the route's TLS policy for this hop (e.g. MTA-STS enforce). */
@@ -183,9 +189,36 @@ export class SmtpTransport implements Transport {
     const spec = this.o.spec;
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
-    const stream = hop.openStream ? asSocket(await hop.openStream()) : undefined;
     // Loaded on first use: an idle or offline daemon does not carry the SMTP client (~10 MB).
     const { default: SMTPConnectionClass } = await import('nodemailer/lib/smtp-connection/index.js');
+    // TCP hops are dialled here (Happy Eyeballs over every address, keepalive; dial.ts) and
+    // handed over: nodemailer alone would try IPv4 first and never the other family.
+    let stream: Duplex | undefined;
+    let connected: Socket | undefined;
+    if (hop.openStream) stream = asSocket(await hop.openStream());
+    else {
+      try {
+        connected = await dial({
+          host: hop.host,
+          port: hop.port,
+          addresses: hop.addresses,
+          resolver: hop.resolve,
+          connectTimeoutMs: Math.max(1, Math.min(spec.connectTimeoutMs, deadlineAt - Date.now())),
+          keepAliveMs: spec.keepAliveMs,
+        });
+      } catch (err) {
+        // connectFailure says "cannot connect to LABEL: …" itself; pass only what went wrong where.
+        throw err instanceof DialError ? Object.assign(new Error(err.detail), { code: err.code }) : err;
+      }
+      // nodemailer sets its own keepalive (30 s) on the socket it is given; the route's wins.
+      const sock = connected;
+      sock.setKeepAlive = (enable?: boolean) => Socket.prototype.setKeepAlive.call(sock, enable, spec.keepAliveMs);
+      stream = connected;
+      // Logs and results name the address actually used: "mx.example.org[192.0.2.1]:25".
+      if (hop.addresses && hop.addresses.length > 1 && connected.remoteAddress) {
+        hop = { ...hop, host: connected.remoteAddress, label: `${hop.servername || hop.host}[${connected.remoteAddress}]:${hop.port}` };
+      }
+    }
     const conn = new SMTPConnectionClass({
       host: hop.host,
       port: hop.port,
@@ -200,7 +233,8 @@ export class SmtpTransport implements Transport {
       connectionTimeout: spec.connectTimeoutMs + spec.deadlines.greetingMs + spec.deadlines.heloMs + 1000,
       greetingTimeout: spec.deadlines.greetingMs + 1000,
       socketTimeout: 5 * 60_000,
-      tls: { rejectUnauthorized: verify, servername: hop.servername, ca: this.ca, minVersion: 'TLSv1.2' },
+      // No servername for an IP literal (Node's DEP0123); the certificate is still checked against it.
+      tls: { rejectUnauthorized: verify, servername: hop.servername && !isIP(hop.servername) ? hop.servername : undefined, ca: this.ca, minVersion: 'TLSv1.2' },
       logger: false,
     } as SMTPConnection.Options);
     const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs);

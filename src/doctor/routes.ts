@@ -8,6 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { dial, DialError, hostPortLabel } from '../deliver/dial.js';
+import { addressResolver } from '../deliver/mx-dns.js';
 import { authenticate, describeAuthFailure } from '../deliver/smtp-auth.js';
 import type { PipeRoute, RouteProfile, SmarthostRoute } from '../routes/profile.js';
 import { ReplyDeadlines } from '../deliver/smtp-deadline.js';
@@ -36,7 +38,8 @@ export async function probeRoutes(routes: readonly RouteProfile[], links: readon
     }
     switch (r.kind) {
       case 'smarthost':
-        out.push(...(await probeSmarthost(r, hostname, area)));
+        // Every host of the list: a fallback that does not work is found before it is needed.
+        for (const h of r.hosts) out.push(...(await probeSmarthost({ ...r, host: h.host, port: h.port }, hostname, area)));
         break;
       case 'pipe':
         out.push(probePipe(r, area));
@@ -68,10 +71,11 @@ function probePipe(r: PipeRoute, area: string): Finding {
 
 async function probeSmarthost(r: SmarthostRoute, hostname: string, area: string): Promise<Finding[]> {
   const out: Finding[] = [];
-  const where = `${r.host}:${r.port}`;
+  const where = hostPortLabel(r.host, r.port);
+  const resolve = r.dnsServers.length ? addressResolver(r.dnsServers) : undefined;
   if (!net.isIP(r.host)) {
     try {
-      const addrs = await dns.lookup(r.host, { all: true });
+      const addrs = resolve ? (await resolve(r.host)).map((address) => ({ address })) : await dns.lookup(r.host, { all: true });
       out.push(ok(area, `${r.host} resolves to ${addrs.map((a) => a.address).join(', ')}`));
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -79,9 +83,19 @@ async function probeSmarthost(r: SmarthostRoute, hostname: string, area: string)
     }
   }
   const { default: SMTPConnectionClass } = await import('nodemailer/lib/smtp-connection/index.js');
+  let socket: net.Socket;
+  try {
+    // The connection the daemon would make: every address raced (dial.ts), the route's keepalive.
+    socket = await dial({ host: r.host, port: r.port, connectTimeoutMs: Math.min(r.connectTimeoutMs, MAX_CONNECT_MS), keepAliveMs: r.keepAliveMs, resolver: resolve });
+  } catch (err) {
+    const detail = err instanceof DialError ? err.detail : (err as Error).message;
+    return [...out, fail(area, `cannot connect to ${where}: ${detail}`,
+      `check smarthost in ${r.file}; is the port right (587 starttls, 465 implicit)? is it blocked here? try: nc -vz ${r.host} ${r.port}`)];
+  }
   const conn = new SMTPConnectionClass({
     host: r.host,
     port: r.port,
+    connection: socket,
     secure: r.tls === 'implicit',
     requireTLS: r.tls === 'starttls',
     ignoreTLS: r.tls === 'none',
@@ -91,7 +105,8 @@ async function probeSmarthost(r: SmarthostRoute, hostname: string, area: string)
     socketTimeout: 30_000,
     tls: {
       rejectUnauthorized: r.tlsVerify,
-      servername: r.host,
+      // Names only: SNI with an IP literal is Node's DEP0123 (the certificate is still checked).
+      servername: net.isIP(r.host) ? undefined : r.host,
       ca: r.caFile ? [...rootCertificates, fs.readFileSync(r.caFile, 'utf8')] : undefined,
       minVersion: 'TLSv1.2',
     },

@@ -45,6 +45,14 @@ function hostPort(r: ConfigReader, key: string, text: string, defaultPort: numbe
   return parseHostPort(text, defaultPort) ?? r.fail(key, `"${text}" is not HOST or HOST:PORT`, `write e.g. ${key} = "host.example.net:${defaultPort}"`);
 }
 
+function dnsServers(r: ConfigReader): string[] {
+  return r.stringList('dns_servers', []).map((d) => {
+    const hp = parseHostPort(d, 53);
+    if (!hp || !/^[0-9a-fA-F:.]+$/.test(hp.host)) r.fail('dns_servers', `entry "${d}" is not an IP address with an optional port`, 'write e.g. dns_servers = ["192.168.1.1", "127.0.0.1:5353"]');
+    return d;
+  });
+}
+
 /** argv from either a list (exact) or a string (split on spaces, no shell). */
 function argv(r: ConfigReader, key: string): string[] {
   const v = r.stringList(key, []);
@@ -77,21 +85,20 @@ export function loadRoute(file: string): RouteProfile {
   let route: RouteProfile;
   switch (kind) {
     case 'smarthost': {
-      const target = r.string('smarthost') ?? r.fail(undefined, 'has no smarthost', 'add smarthost = "smtp.example.net:587" (or set kind = "mx", "pipe", "ssh", "wrapper" or "local-only")');
+      // One host as a string, or a list tried in order (the next one when a connection fails).
+      const targets = r.stringList('smarthost', []);
+      if (!targets.length) r.fail(r.has('smarthost') ? 'smarthost' : undefined, r.has('smarthost') ? 'is an empty list' : 'has no smarthost', 'add smarthost = "smtp.example.net:587" (or a list tried in order: ["a.example.net:587", "b.example.net:587"]; or set kind = "mx", "pipe", "ssh", "wrapper" or "local-only")');
       const smtp = readSmtpClient(r, 'starttls', kind);
       const tls = smtp.tls === 'opportunistic' ? 'starttls' : smtp.tls;
-      route = { ...base, ...smtp, kind, ...hostPort(r, 'smarthost', target, DEFAULT_PORT[tls]) } satisfies SmarthostRoute;
+      const hosts = targets.map((t) => hostPort(r, 'smarthost', t, DEFAULT_PORT[tls]));
+      route = { ...base, ...smtp, kind, ...hosts[0]!, hosts, dnsServers: dnsServers(r) } satisfies SmarthostRoute;
       break;
     }
     case 'mx':
       route = {
         ...base, ...readSmtpClient(r, 'opportunistic', kind), kind,
         port: r.integer('port', 25, 1),
-        dnsServers: r.stringList('dns_servers', []).map((d) => {
-          const hp = parseHostPort(d, 53);
-          if (!hp || !/^[0-9a-fA-F:.]+$/.test(hp.host)) r.fail('dns_servers', `entry "${d}" is not an IP address with an optional port`, 'write e.g. dns_servers = ["192.168.1.1", "127.0.0.1:5353"]');
-          return d;
-        }),
+        dnsServers: dnsServers(r),
       } satisfies MxRoute;
       break;
     case 'pipe':
@@ -213,7 +220,9 @@ function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls'], kind
     caFile: caFile ? path.resolve(path.dirname(r.file), caFile) : undefined,
     auth: readAuth(r),
     heloName: r.string('helo_name'),
-    connectTimeoutMs: positiveDuration(r, 'connect_timeout', 30_000),
+    // A dead link must not hold a delivery for long: every address is raced within this.
+    connectTimeoutMs: positiveDuration(r, 'connect_timeout', 10_000),
+    keepAliveMs: positiveDuration(r, 'keepalive', 15_000),
     popBeforeSmtp: readPopBeforeSmtp(r),
     allowPlainAuth: r.bool('allow_plain_auth', kind === 'ssh'),
     deadlines: readDeadlines(r),

@@ -64,7 +64,10 @@ export interface SmtpClientSpec {
   caFile?: string;
   auth?: SmtpAuthSpec;
   heloName?: string;
+  /** Each TCP connection attempt, and all of them together (Happy Eyeballs); 10 s. */
   connectTimeoutMs: number;
+  /** TCP keepalive idle time: a dead link is noticed this long (+10 s of probes) after it went quiet. */
+  keepAliveMs: number;
   popBeforeSmtp?: PopBeforeSmtpSpec;
   /**
    * AUTH may go over a session that is not encrypted (tls = "none", or STARTTLS not offered or
@@ -149,8 +152,13 @@ interface RouteBase extends RouteCriteria {
 
 export interface SmarthostRoute extends RouteBase, SmtpClientSpec {
   kind: 'smarthost';
+  /** The first of `hosts` (what status lines and single-host users show). */
   host: string;
   port: number;
+  /** smarthost = ["a:587", "b:587"]: tried in order, the next one when a connection fails. */
+  hosts: { host: string; port: number }[];
+  /** DNS servers to resolve the smarthost names with instead of the system's (host or host:port). */
+  dnsServers: string[];
 }
 
 export interface MxRoute extends RouteBase, SmtpClientSpec {
@@ -196,7 +204,7 @@ export type RouteProfile = SmarthostRoute | MxRoute | PipeRoute | SshRoute | Wra
 export function describeTarget(r: RouteProfile): string {
   switch (r.kind) {
     case 'smarthost':
-      return `${r.host}:${r.port}`;
+      return r.hosts.map((h) => (h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)).join(', ');
     case 'mx':
       return `MX (port ${r.port})`;
     case 'pipe':
