@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import { checkPinnedVersions } from './deps/pinned.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { controlSocketPath, type ControlRequest } from './control/protocol.js';
+import { controlSocketPath, publicSocketPath } from './control/protocol.js';
+import { controlCommands, type ConfigState, type ControlTarget } from './control/commands.js';
 import { ControlServer } from './control/server.js';
 import { DeliveryRunner } from './deliver/runner.js';
 import { log, setLogLevel } from './log/log.js';
@@ -13,13 +14,11 @@ import { MaildropPickup } from './intake/pickup.js';
 import type { IntakeTarget } from './intake/pipeline.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
-import { describeTarget } from './routes/profile.js';
 import { SmtpFront, fmt } from './smtp/server.js';
 import { allChecks, buildChecks, type CheckPlan } from './checks/registry.js';
 import { UsersStore } from './smtp/users-file.js';
 import { chownTree, dropPrivileges, resolveRunUser } from './privileges.js';
 import { checkReachable } from './startup-reachability.js';
-import { queueSummary } from './queue/summary.js';
 import { createLocalLane, type LocalDelivery } from './deliver/local.js';
 import { replies } from './smtp/replies.js';
 import { localRecipientCheck } from './smtp/recipient-check.js';
@@ -42,6 +41,8 @@ export class Daemon {
   private runner!: DeliveryRunner;
   private front!: SmtpFront;
   private control!: ControlServer;
+  private publicControl: ControlServer | null = null;
+  private readonly configState: ConfigState = { loadedAt: Date.now(), reloadError: null, needsRestart: [] };
   private links!: LinkMonitor;
   private local!: LocalDelivery;
   private checks: CheckPlan | null = null;
@@ -57,7 +58,12 @@ export class Daemon {
   });
   private readonly started = Date.now();
 
-  private constructor(private config: Config, private readonly opts: DaemonOptions) {}
+  /** The configuration the listeners were started with ([smtp] changes need a restart). */
+  private readonly bootConfig: Config;
+
+  private constructor(private config: Config, private readonly opts: DaemonOptions) {
+    this.bootConfig = config;
+  }
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
     checkPinnedVersions();
@@ -127,8 +133,11 @@ export class Daemon {
     for (const r of routes) if (r.fetch.length && this.links.isOnline(r)) void this.fetcher?.fetchRoute(r.name);
     this.links.start();
     await this.setSchedules(routes);
-    this.control = new ControlServer(controlSocketPath(config.stateDir), (req) => this.handleControl(req));
+    // The admin socket gets every command; the public one (0666) what ordinary users may see.
+    this.control = new ControlServer(controlSocketPath(config.stateDir), controlCommands(this.controlTarget(), { public: false }));
     await this.control.start();
+    this.publicControl = new ControlServer(publicSocketPath(config.stateDir), controlCommands(this.controlTarget(), { public: true }), 0o666);
+    await this.publicControl.start();
     await this.pickup();
     this.maildropTimer = setInterval(() => void this.pickup(), MAILDROP_SCAN_MS);
     this.maildropTimer.unref();
@@ -221,7 +230,45 @@ export class Daemon {
     return this.pickups.run();
   }
 
+  /** What the control commands (control/commands.ts) may use. */
+  private controlTarget(): ControlTarget {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const d = this;
+    return {
+      get store() { return d.store; },
+      get runner() { return d.runner; },
+      get links() { return d.links; },
+      get fetcher() { return d.fetcher; },
+      get config() { return d.config; },
+      started: this.started,
+      configState: this.configState,
+      pickup: () => this.pickup(),
+      flushRoute: (name) => this.flushRoute(name),
+      reload: () => this.reload(),
+    };
+  }
+
+  /**
+   * SIGHUP: reload, or keep the old configuration and say why — in the log on one line (a
+   * ConfigError's "fix:" line is a field, not a literal \n) and in `status` until it loads.
+   */
+  reloadOnSignal(): void {
+    this.reload().catch((err: Error) => {
+      const [problem, fix] = splitFix(err.message);
+      log.error(null, 'reload failed, keeping the old configuration', { error: problem, fix });
+    });
+  }
+
   async reload(): Promise<void> {
+    try {
+      await this.reloadNow();
+    } catch (err) {
+      this.configState.reloadError = { at: Date.now(), message: (err as Error).message };
+      throw err;
+    }
+  }
+
+  private async reloadNow(): Promise<void> {
     const config = loadConfig(this.opts.configPath);
     const routes = loadRoutes(config.configDir);
     setLogLevel(config.logLevel);
@@ -239,75 +286,14 @@ export class Daemon {
     Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a)));
     this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
+    // The listeners keep the [smtp] settings they were started with (only checks and the
+    // certificate are swapped): say which changed ones wait for a restart, here and in status.
+    const restart = smtpRestartSettings(this.bootConfig, config);
+    this.configState.loadedAt = Date.now();
+    this.configState.reloadError = null;
+    this.configState.needsRestart = restart;
     log.info(null, 'configuration reloaded', { routes: routes.map((r) => r.name).join(',') || 'none' });
-  }
-
-  private async handleControl(req: ControlRequest): Promise<unknown> {
-    switch (req.cmd) {
-      case 'ping':
-        return { pid: process.pid };
-      case 'poke':
-        await this.pickup();
-        return true;
-      case 'flush': {
-        await this.pickup();
-        if (req.route) {
-          if (!this.runner.getRoutes().some((r) => r.name === req.route)) throw new Error(`no route named "${req.route}"`);
-          return { requeued: await this.flushRoute(req.route) };
-        }
-        const n = await this.store.requeue(null);
-        this.runner.wake();
-        return { requeued: n };
-      }
-      case 'list':
-        return this.store.listMessages();
-      case 'show':
-        return (await this.store.getMessage(req.id)) ?? null;
-      case 'remove':
-        return this.store.removeMessage(req.id);
-      case 'hold':
-        return this.store.setStatus(req.id, 'hold');
-      case 'release': // released mail is due now, not at a retry time from before the hold
-      case 'requeue': {
-        const n = await this.store.requeue(req.id);
-        this.runner.wake();
-        return n;
-      }
-      case 'status': {
-        const counts = await this.store.countByRoute();
-        const links = new Map(this.links.states().map((s) => [s.route, s]));
-        return {
-          pid: process.pid,
-          since: this.started,
-          config: this.config.file,
-          queue: queueSummary(await this.store.listMessages()),
-          noRoute: counts['*'] ?? 0,
-          fetch: this.fetcher?.states() ?? [],
-          routes: this.runner.getRoutes().map((r) => ({
-            name: r.name,
-            target: describeTarget(r),
-            online: links.get(r.name)?.online ?? false,
-            since: links.get(r.name)?.since,
-            why: links.get(r.name)?.why,
-            queued: counts[r.name] ?? 0,
-            ...this.runner.routeState.get(r.name),
-          })),
-        };
-      }
-      case 'fetch':
-        if (!this.fetcher) throw new Error('no route has [[fetch]] accounts');
-        return this.fetcher.fetchNow(req.account);
-      case 'link': {
-        const matched = await this.links.linkEvent(req.name, req.up);
-        if (!matched.length) throw new Error(`no route or interface named "${req.name}" (routes: ${this.links.routeNames().join(', ') || 'none'})`);
-        return { matched, states: this.links.states() };
-      }
-      case 'reload':
-        await this.reload();
-        return true;
-      default:
-        throw new Error(`unknown command ${(req as { cmd: string }).cmd}`);
-    }
+    if (restart.length) log.warn(null, 'changed settings need a restart to take effect (the running listeners keep the old values)', { settings: restart.join(','), fix: 'restart the daemon (systemctl restart tidemail)' });
   }
 
   async stop(): Promise<void> {
@@ -316,6 +302,7 @@ export class Daemon {
     await this.front.close();
     if (this.checks) await Promise.all(allChecks(this.checks).map((c) => c.close?.().catch(() => undefined)));
     await this.control.close();
+    await this.publicControl?.close();
     this.links.stop();
     this.schedules?.stop();
     await this.runner.stop();
@@ -326,4 +313,25 @@ export class Daemon {
     await this.store.close();
     log.always('daemon stopped');
   }
+}
+
+/** "problem\n  fix: text" (ConfigError) as [problem, fix]. */
+function splitFix(text: string): [string, string | undefined] {
+  const m = /^([\s\S]*?)\n\s*fix: ([\s\S]*)$/.exec(text);
+  return m ? [m[1]!.replace(/\s*\n\s*/g, ' '), m[2]!.replace(/\s*\n\s*/g, ' ')] : [text.replace(/\s*\n\s*/g, ' '), undefined];
+}
+
+/** [smtp] settings that differ between the listeners' configuration and a reloaded one. */
+function smtpRestartSettings(boot: Config, now: Config): string[] {
+  // Applied by a reload: the certificate pair (SmtpFront.reloadTls); internal bookkeeping.
+  const applied = new Set(['tlsCert', 'tlsKey', 'usersFileWhere']);
+  const a = boot.smtp as unknown as Record<string, unknown>;
+  const b = now.smtp as unknown as Record<string, unknown>;
+  const out: string[] = [];
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (applied.has(k) || JSON.stringify(a[k]) === JSON.stringify(b[k])) continue;
+    const toml = k.replace(/Ms$/, '').replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+    out.push(k === 'senders' ? '[smtp.senders]' : `smtp.${toml}`);
+  }
+  return out;
 }
