@@ -123,8 +123,12 @@ export class Daemon {
     this.links = new LinkMonitor(routes);
     this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local);
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
-      // The moment a link comes up, everything waiting for it is due — not at the next tick.
-      if (online) void this.store.releaseWaiting(route.name).then(() => this.runner.wake(), () => this.runner.wake());
+      // Link down: its sessions are cut now, not when TCP gives up on a dead connection.
+      if (!online) this.runner.interrupt(route.name, `link down on route ${route.name}`);
+      // Link up: everything waiting is due at once — not only what waited for this route: mail
+      // whose preferred route is still down may go by this one (failover), so every waiting
+      // envelope gets its route chosen again now rather than at no_route_recheck.
+      if (online) void this.store.releaseWaiting(null).then(() => this.runner.wake(), () => this.runner.wake());
       // …and its POP3 mailboxes are fetched.
       if (online) void this.fetcher?.fetchRoute(route.name);
     });

@@ -76,6 +76,10 @@ export class SmtpTransport implements Transport {
   readonly name: string;
   private readonly pools = new Map<string, Pool>();
   private readonly ca: string[] | undefined;
+  /** Aborted by interrupt() (link down); replaced by a fresh one at once. */
+  private abort = new AbortController();
+  /** Every SMTP connection of this transport that is not closed yet, for interrupt(). */
+  private readonly live = new Set<SMTPConnection>();
 
   constructor(private readonly o: SmtpTransportOptions) {
     this.name = o.name;
@@ -84,32 +88,96 @@ export class SmtpTransport implements Transport {
   }
 
   async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
+    // Taken once: interrupt() replaces the controller, so a later link-down never touches a
+    // delivery that starts after it, and this one sees its own.
+    const signal = this.abort.signal;
     const key = this.o.poolKey(job);
     let pool = this.pools.get(key);
     if (!pool) this.pools.set(key, (pool = new Pool()));
-    await this.slot(pool);
+    if (!(await this.slot(pool, signal))) return interruptedResult(job, signal);
     // transaction_timeout counts from here: connecting (every hop) and sending, together.
     const deadlineAt = Date.now() + this.o.spec.deadlines.transactionMs;
     let pc: PooledConnection | undefined;
-    try {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.release(pool, pc);
+    };
+    const work = (async () => {
       pc = this.takeIdle(pool);
       if (!pc) {
-        const opened = await this.connectAny(job, deadlineAt);
+        const opened = await this.connectAny(job, deadlineAt, signal);
         if (!('conn' in opened)) return sameForAll(job, opened);
         pc = opened;
+        // Connected just as the link went down: the session is dropped with the rest.
+        if (signal.aborted) {
+          pc.broken = true;
+          return interruptedResult(job, signal);
+        }
       }
       return await this.send(pc, job, deadlineAt);
+    })().finally(release);
+    // Link down: the slot is free at once and the envelopes go back to the queue, whatever
+    // nodemailer still has to say about the socket interrupt() destroyed.
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<Map<string, DeliveryResult>>((resolve) => {
+      onAbort = () => {
+        if (pc) pc.broken = true;
+        release();
+        resolve(interruptedResult(job, signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const results = await Promise.race([work, aborted]);
+      return signal.aborted ? interruptedResult(job, signal) : results;
     } finally {
-      this.release(pool, pc);
+      signal.removeEventListener('abort', onAbort!);
     }
   }
 
-  private slot(pool: Pool): Promise<void> {
+  /**
+   * The route's link went down: every session of this transport — idle, connecting or in the
+   * middle of a transaction — is cut at once (its TCP connection is dead or about to be), and
+   * the deliveries waiting for a slot give up. Their envelopes go back to the queue as
+   * "interrupted", which is not an attempt.
+   */
+  interrupt(why: string): void {
+    const old = this.abort;
+    this.abort = new AbortController();
+    old.abort(new Error(why));
+    for (const pool of this.pools.values()) {
+      for (const { pc, timer } of pool.idle) {
+        clearTimeout(timer);
+        pc.broken = true;
+      }
+      pool.idle = [];
+    }
+    for (const conn of this.live) destroyConnection(conn);
+    this.live.clear();
+  }
+
+  /** A slot of the pool; false when the link went down while waiting for one. */
+  private slot(pool: Pool, signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return Promise.resolve(false);
     if (pool.active < this.o.maxConnections) {
       pool.active++;
-      return Promise.resolve();
+      return Promise.resolve(true);
     }
-    return new Promise((resolve) => pool.waiters.push(() => { pool.active++; resolve(); }));
+    return new Promise((resolve) => {
+      const waiter = () => {
+        signal.removeEventListener('abort', giveUp);
+        pool.active++;
+        resolve(true);
+      };
+      const giveUp = () => {
+        pool.waiters = pool.waiters.filter((w) => w !== waiter);
+        resolve(false);
+      };
+      signal.addEventListener('abort', giveUp, { once: true });
+      pool.waiters.push(waiter);
+    });
   }
 
   private takeIdle(pool: Pool): PooledConnection | undefined {
@@ -137,10 +205,12 @@ export class SmtpTransport implements Transport {
   }
 
   /** Tries each hop in order; the first that accepts a session wins. */
-  private async connectAny(job: DeliveryJob, deadlineAt: number): Promise<PooledConnection | DeliveryResult> {
+  private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal): Promise<PooledConnection | DeliveryResult> {
     const hops = await this.o.hops(job);
     if (!Array.isArray(hops)) return hops;
+    const down: DeliveryResult = { outcome: 'interrupted', message: 'link went down before connecting' };
     let last: DeliveryResult = { outcome: 'tempfail', message: 'no host to connect to' };
+    if (signal.aborted) return down;
     if (this.o.beforeConnect) {
       try {
         await this.o.beforeConnect();
@@ -151,10 +221,12 @@ export class SmtpTransport implements Transport {
       }
     }
     for (const hop of hops) {
+      if (signal.aborted) return down; // not one connection attempt once the link is down
       if (Date.now() >= deadlineAt) break; // the transaction_timeout failure is already in `last`
       try {
         return await this.openWithFallback(hop, deadlineAt);
       } catch (err) {
+        if (signal.aborted) return down;
         last = this.connectFailure(hop, err as SmtpErrorLike);
         // A refused login is the same on every hop; don't hammer the others with it.
         if ((err as SmtpErrorLike).code === 'EAUTH') break;
@@ -205,6 +277,7 @@ export class SmtpTransport implements Transport {
           resolver: hop.resolve,
           connectTimeoutMs: Math.max(1, Math.min(spec.connectTimeoutMs, deadlineAt - Date.now())),
           keepAliveMs: spec.keepAliveMs,
+          signal: this.abort.signal, // link down: the attempt in progress is cut too
         });
       } catch (err) {
         // connectFailure says "cannot connect to LABEL: …" itself; pass only what went wrong where.
@@ -237,6 +310,8 @@ export class SmtpTransport implements Transport {
       tls: { rejectUnauthorized: verify, servername: hop.servername && !isIP(hop.servername) ? hop.servername : undefined, ca: this.ca, minVersion: 'TLSv1.2' },
       logger: false,
     } as SMTPConnection.Options);
+    this.live.add(conn);
+    conn.once('end', () => this.live.delete(conn));
     const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs);
     deadlines.startTransaction(deadlineAt);
     const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false };
@@ -351,6 +426,23 @@ function quit(pc: PooledConnection): void {
   } catch {
     pc.conn.close();
   }
+}
+
+/** Drops a connection without a word to the peer (a dead link, or a session not worth ending politely). */
+function destroyConnection(conn: SMTPConnection): void {
+  const socket = (conn as unknown as { _socket?: { destroy(): void } })._socket;
+  try {
+    socket?.destroy();
+    conn.close();
+  } catch {
+    // already gone
+  }
+}
+
+/** The link went down under this delivery: back to the queue, not counted as an attempt. */
+function interruptedResult(job: DeliveryJob, signal: AbortSignal): Map<string, DeliveryResult> {
+  const why = signal.reason instanceof Error ? signal.reason.message : 'link down';
+  return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why}` });
 }
 
 /** An SMTP error → result: 5xx is permanent, anything else (4xx, network) temporary. */
