@@ -23,14 +23,14 @@ const MESSAGE =
   'From: Alice <alice@example.org>\r\nTo: bob@remote.example\r\nSubject: signed end to end\r\n' +
   'Date: Wed, 25 Nov 2026 22:00:00 +0000\r\nMessage-ID: <e2e-1@example.org>\r\n\r\nHello Bob.\r\n';
 
-/** Sender side: a daemon that signs for example.org and relays to a smarthost. */
-async function signingSite(): Promise<{ sh: Smarthost; record: string; port: number; configPath: string }> {
+/** Sender side: a daemon that signs for `domain` and relays to a smarthost. */
+async function signingSite(domain = 'example.org'): Promise<{ sh: Smarthost; record: string; port: number; configPath: string }> {
   const sh = track(await startSmarthost());
   const site = await makeSite();
   site.route('isp', smarthostRoute(sh.port));
-  const k = await runCli(['dkim', 'keygen', 'example.org', '--config', site.configPath]);
+  const k = await runCli(['dkim', 'keygen', domain, '--config', site.configPath]);
   assert.is(k.code, 0, k.stderr);
-  const line = /_domainkey\.example\.org IN TXT (.*)$/m.exec(k.stdout)!;
+  const line = /_domainkey\.\S+ IN TXT (.*)$/m.exec(k.stdout)!;
   const record = [...line[1]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]).join('');
   // The config lines keygen printed, appended as printed.
   fs.appendFileSync(site.configPath, `\n${k.stdout.slice(k.stdout.indexOf('[checks]'))}`);
@@ -95,17 +95,37 @@ test('mail a local user submits with sendmail (cron) is signed as well', async (
   const [sent] = await out.sh.waitForMessages(1);
   const raw = sent!.raw.toString();
   assert.match(raw, /^DKIM-Signature: [^]*\bd=example\.org;/);
-  // Verified for real: the signature must match the message as it left.
+  await assertVerifies(sent!.raw, 'tidemail._domainkey.example.org', out.record);
+});
+
+/** An independent verifier (mailauth's, not our signing path) against the published record. */
+async function assertVerifies(raw: Buffer, name: string, record: string): Promise<void> {
   const { dkimVerify } = await import('mailauth/lib/dkim/verify.js');
-  const dns = new Map([['tidemail._domainkey.example.org', [[out.record]]]]);
-  const res = await dkimVerify(sent!.raw, {
-    resolver: async (name: string, type: string) => {
-      const v = type === 'TXT' ? dns.get(name) : undefined;
-      if (!v) throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
-      return v;
+  const res = await dkimVerify(raw, {
+    resolver: async (n: string, type: string) => {
+      if (type === 'TXT' && n === name) return [[record]];
+      throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
     },
   });
-  assert.is(res.results[0]?.status.result, 'pass', `${JSON.stringify(res.results[0]?.status)}\n${raw}`);
+  assert.is(res.results[0]?.status.result, 'pass', `${JSON.stringify(res.results[0]?.status)}\n${raw.toString()}`);
+}
+
+test("cron's own mail (From: root (Cron Daemon), no domain) leaves qualified and signed (issue 18)", async () => {
+  // The host name is the domain bare local parts get, so its key signs them.
+  const out = await signingSite('tidemail.test');
+  const r = await runCli(['-C', out.configPath, '-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'bob@remote.example'], {
+    argv0: 'sendmail',
+    input: 'From: root (Cron Daemon)\nTo: root\nCc: bob@remote.example, operator\nSubject: Cron <root@host> run-parts /etc/cron.daily\n\nall good\n',
+  });
+  assert.is(r.code, 0, r.stderr);
+  const [sent] = await out.sh.waitForMessages(1);
+  const raw = sent!.raw.toString();
+  assert.match(raw, /^From: Cron Daemon <root@tidemail\.test>\r$/m);
+  assert.match(raw, /^To: root@tidemail\.test\r$/m);
+  assert.match(raw, /^Cc: bob@remote\.example, operator@tidemail\.test\r$/m);
+  assert.match(raw, /^Subject: Cron <root@host> run-parts \/etc\/cron\.daily\r$/m, 'a non-address field was changed');
+  assert.match(raw, /^DKIM-Signature: [^]*\bd=tidemail\.test;/);
+  await assertVerifies(sent!.raw, 'tidemail._domainkey.tidemail.test', out.record);
 });
 
 test.run();
