@@ -1,0 +1,51 @@
+// SMTP on stdin (`sendmail -bs`, inetd `smtpd`) answers RCPT as the daemon's port does: an
+// unknown local user is refused with 550 5.1.1 while the client waits, not accepted into the
+// maildrop and bounced later (issue 18).
+
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
+import { RawSmtp } from '../helpers/smtp-client.js';
+import { cleanupTmp } from '../helpers/tmp.js';
+
+test.after(() => cleanupTmp());
+
+// root exists on every system; the other name on none.
+const unknown = `nosuch${randomBytes(4).toString('hex')}@tidemail.test`;
+const RCPTS = [unknown, 'root@tidemail.test', 'someone@remote.example'];
+
+/** The RCPT replies' first lines, in order, from an -bs or smtpd transcript. */
+const rcptReplies = (out: string) => out.split('\r\n').filter((l) => /^\d{3} /.test(l)).slice(3, 3 + RCPTS.length);
+
+test('sendmail -bs and smtpd refuse an unknown local user at RCPT, as the daemon does', async () => {
+  const site = await makeSite();
+  const script = `EHLO client.test\r\nMAIL FROM:<alice@tidemail.test>\r\n${RCPTS.map((r) => `RCPT TO:<${r}>\r\n`).join('')}RSET\r\nQUIT\r\n`;
+  const bs = await runCli(['-C', site.configPath, '-bs'], { argv0: 'sendmail', input: script });
+  assert.is(bs.code, 0, bs.stderr);
+  const smtpd = await runCli(['--config', site.configPath], { argv0: 'smtpd', input: script });
+  assert.is(smtpd.code, 0, smtpd.stderr);
+
+  const d = await startDaemon(site);
+  const daemon: string[] = [];
+  try {
+    const c = await RawSmtp.connect(site.port);
+    await c.hello();
+    await c.cmd('MAIL FROM:<alice@tidemail.test>');
+    for (const r of RCPTS) daemon.push((await c.cmd(`RCPT TO:<${r}>`)).split('\r\n')[0]!);
+    c.close();
+  } finally {
+    await d.stop();
+  }
+  assert.match(daemon[0]!, /^550 5\.1\.1 <nosuch[0-9a-f]+@tidemail\.test>: Recipient address rejected: User unknown/);
+  assert.equal(daemon.slice(1).map((l) => l.slice(0, 3)), ['250', '250']);
+  for (const [name, out] of [['sendmail -bs', bs.stdout], ['smtpd', smtpd.stdout]] as const) {
+    assert.equal(rcptReplies(out), daemon, `${name}:\n${out}`);
+  }
+  // Nothing was queued for the unknown user.
+  assert.equal(fs.readdirSync(path.join(site.stateDir, 'maildrop')).filter((n) => !n.startsWith('.')), []);
+});
+
+test.run();
