@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
 import { stopAfterEach } from '../helpers/cleanup.js';
-import { sleep } from '../helpers/ports.js';
+import { sleep, waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { Db } from '../../src/queue/db.js';
@@ -16,6 +16,10 @@ import path from 'node:path';
 const track = stopAfterEach(test);
 
 const cli = (site: TestSite, args: string[]) => runCli(['log', ...args, '--config', site.configPath]);
+
+/** Events are buffered for up to 250 ms, then ride along with the next commit: wait until `what` is in the history of `key`. */
+const inHistory = (site: TestSite, key: string, what: RegExp) =>
+  waitFor(`${what} in the history of ${key}`, async () => what.test((await cli(site, [key])).stdout), 10_000, 100);
 
 /** A site whose smarthost defers the first DATA with 451 and refuses <nobody@…> with 550. */
 async function deferringSite(extra = '', daemonArgs: NodeJS.ProcessEnv = {}) {
@@ -48,7 +52,7 @@ test('a deferred-then-delivered message: full history, with the daemon up and af
   const id = await send(site, 'alice@tidemail.test', [rcpt]);
   await sh.waitForMessages(1, 20_000);
   await d.waitForLog(new RegExp(`${id}\\w{4}: delivered`), 10_000);
-  await sleep(800); // events are buffered for up to 250 ms, then ride along with the next commit
+  await inHistory(site, id, /delivered/);
 
   const check = (out: string) => {
     const ev = events(out);
@@ -90,11 +94,11 @@ test('lookup by address finds every message to or from it; --since limits by tim
   const first = await send(site, 'alice@tidemail.test', [rcpt]);
   await sh.waitForMessages(1, 20_000);
   await d.waitForLog(new RegExp(`${first}\\w{4}: delivered`), 10_000);
-  await sleep(5000);
+  await sleep(5000); // the clock must pass for --since 4s to leave the first message out
   const second = await send(site, 'carol@tidemail.test', [rcpt, 'nobody@remote.example']);
   await d.waitForLog(new RegExp(`${second}\\w{4}: bounced`), 10_000);
   await sh.waitForMessages(2, 20_000);
-  await sleep(800);
+  await inHistory(site, '<Carol@tidemail.test>', new RegExp(`bounce queued .*for=${second}`));
   const recent = await cli(site, ['--since', '4s']);
   assert.is(recent.code, 0, recent.stderr);
   assert.ok(recent.stdout.includes(second), recent.stdout);
@@ -128,7 +132,7 @@ test('--log-level warn quiets stderr but the history is still kept; a bad level 
   const d = track(await startDaemon(site, {}, ['--log-level', 'warn']));
   const id = await send(site, 'alice@tidemail.test', [`q-${process.pid}@remote.example`]);
   await sh.waitForMessages(1, 20_000);
-  await sleep(1000);
+  await inHistory(site, id, /delivered/);
   assert.not.match(d.logs(), /accepted|deferred|delivered/, `info lines printed at --log-level warn:\n${d.logs()}`);
   const r = await cli(site, [id]);
   assert.is(r.code, 0, r.stderr);
@@ -149,7 +153,7 @@ test('history older than 30 days is pruned when the daemon starts; newer history
   await db.close();
   assert.is((await cli(site, ['AAAAAAAAAAAA0001'])).code, 0, 'the old event is there before the daemon starts');
   const again = track(await startDaemon(site));
-  await sleep(500);
+  await waitFor('the old history pruned', async () => (await cli(site, ['AAAAAAAAAAAA0001'])).code === 66, 10_000, 100);
   await again.stop();
   const old = await cli(site, ['AAAAAAAAAAAA0001']);
   assert.is(old.code, 66, old.stdout);
