@@ -2,6 +2,7 @@
 // adds a DKIM-Signature that verifies over the message as stored) and a scripted milter for what
 // OpenDKIM never does (refusals, header edits, counting connections).
 
+import fs from 'node:fs';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
@@ -11,7 +12,7 @@ import { runChecks, type Check, type CheckContext, type HeaderField, type Phase,
 import { createCheck } from '../../src/checks/milter-check.js';
 import { ConfigError } from '../../src/errors.js';
 import { buildCheck, context } from '../helpers/check-env.js';
-import { makeSite, startDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { RawSmtp, sendMessage } from '../helpers/smtp-client.js';
 import { startOpendkim, verifySimpleDkim, dkimTags, type Opendkim } from '../helpers/opendkim.js';
@@ -289,6 +290,45 @@ test('end to end: a milter\'s header changes, deletions and body replacement rea
     assert.match(head, /\r\nX-New: added by chgheader\r\n$/);
     assert.is(rest, 'Replaced body line 1.\r\nLine 2.\r\nLine 3.\r\n');
     assert.match(d.logs(), /message edited by a check headers=3 body=replaced/);
+  } finally {
+    await d.stop();
+    await sh.close();
+    m.close();
+  }
+});
+
+test('end to end: dkim-sign listed before a milter that edits still signs the edited message (signing is last)', async () => {
+  const m = await scriptedMilter((p) => {
+    if (p.cmd !== 'E') return undefined;
+    return [pkt('m', 1, 'Subject', ' [tagged] hello'), raw('b', 'The milter\'s body.\r\n'), pkt('a')];
+  });
+  const sh = await startSmarthost();
+  const site = await makeSite();
+  site.route('isp', smarthostRoute(sh.port));
+  const k = await runCli(['dkim', 'keygen', 'example.org', '--config', site.configPath]);
+  assert.is(k.code, 0, k.stderr);
+  const record = [.../_domainkey\.\S+ IN TXT (.*)$/m.exec(k.stdout)![1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]).join('');
+  // keygen's [checks] lines, with the milter after the signer: the order a user may well write.
+  const printed = k.stdout.slice(k.stdout.indexOf('[checks]')).replace(/^data = \[[^\]]*\]/m, 'data = ["dkim-sign", "milter"]');
+  assert.match(printed, /data = \["dkim-sign", "milter"\]/);
+  fs.appendFileSync(site.configPath, `\n${printed}\n[checks.milter]\naddress = "${m.address}"\n`);
+  const d = await startDaemon(site);
+  try {
+    const body = 'From: Alice <alice@example.org>\r\nTo: bob@remote.example\r\nSubject: hello\r\nDate: Wed, 25 Nov 2026 22:00:00 +0000\r\n\r\nThe original body.\r\n';
+    assert.match(await sendMessage(site.port, 'alice@example.org', ['bob@remote.example'], body), /^250/);
+    const [got] = await sh.waitForMessages(1);
+    const text = got!.raw.toString();
+    assert.match(text, /^DKIM-Signature: /);
+    assert.match(text, /\r\nSubject: \[tagged\] hello\r\n/);
+    assert.match(text, /\r\n\r\nThe milter's body\.\r\n$/);
+    const { dkimVerify } = await import('mailauth/lib/dkim/verify.js');
+    const res = await dkimVerify(got!.raw, {
+      resolver: async (n: string, type: string) => {
+        if (type === 'TXT' && n === 'tidemail._domainkey.example.org') return [[record]];
+        throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
+      },
+    });
+    assert.is(res.results[0]?.status.result, 'pass', `${JSON.stringify(res.results[0]?.status)}\n${text}`);
   } finally {
     await d.stop();
     await sh.close();
