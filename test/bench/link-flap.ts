@@ -40,7 +40,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeSite, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { canUseNetns, canUseNft, carrierDown, carrierUp, createVethNamespace, setLoss, type VethNamespace } from '../helpers/netns.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { cleanupTmp } from '../helpers/tmp.js';
@@ -433,7 +433,12 @@ export async function runLinkFlapBench(opts: LinkFlapOptions): Promise<LinkFlapR
       msgs: new Map(),
       inflight: new Set(),
       attemptsWhileDown: 0,
-      queued: async () => null,
+      // `tidemail status` prints "N queued" per route
+      queued: async () => {
+        const r = await runCli(['status', '--config', site.configPath]);
+        const m = /(\d+) queued/.exec(r.stdout);
+        return m ? Number(m[1]) : null;
+      },
       stop: async () => void (await daemon.stop()),
     });
 
@@ -620,7 +625,7 @@ export function putLinkFlapSection(md: string, generated: string): string {
   const e = old.indexOf(END);
   const fresh = b >= 0 && e > b
     ? old.slice(0, b) + block + old.slice(e + END.length).replace(/^\n/, '')
-    : `${SECTION_HEAD}\n\n${block}`;
+    : `${SECTION_HEAD}\n\n${block}${md.endsWith(old) ? '' : '\n'}`;
   return md.replace(old, fresh.endsWith('\n') ? fresh : fresh + '\n');
 }
 

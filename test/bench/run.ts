@@ -22,7 +22,12 @@
 //   --no-write                          do not write RESULTS.md
 //   --keep                              keep temp dirs (daemon logs, Postfix log) for inspection
 //   --no-links       BENCH_LINKS=0      skip links.ts (link-up flush, idle CPU, local delivery)
+//   --no-link-flap   BENCH_LINK_FLAP=0  skip link-flap.ts (issue 14; needs root and nft)
+//   --flap-minutes M BENCH_FLAP_MINUTES length of the link-flap schedule  (10)
+//   --flap-seed S    BENCH_FLAP_SEED    its PRNG seed                     (14)
 //   BENCH_DAEMON_NODE_ARGS="..."        extra node options for the daemon only (V8 experiments)
+// The link-flap figures go into their own "Link flaps" section of RESULTS.md (link-flap.ts); when
+// that bench is skipped, the section of the previous RESULTS.md is kept as it was.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -56,6 +61,7 @@ import {
 import { cleanupTmp } from '../helpers/tmp.js';
 import { runLinkBenches } from './links.js';
 import { runCheckBenches } from './checks.js';
+import { linkFlapSection, putLinkFlapSection, runLinkFlapBench } from './link-flap.js';
 import {
   daemonEntry,
   daemonNodeArgs,
@@ -86,6 +92,9 @@ const CLIENTS = new Set(opt('--client', 'BENCH_CLIENT', 'smtp-source,node').spli
 const WRITE = !argv.includes('--no-write');
 const KEEP = argv.includes('--keep');
 const LINKS = !argv.includes('--no-links') && process.env.BENCH_LINKS !== '0';
+const LINK_FLAP = !argv.includes('--no-link-flap') && process.env.BENCH_LINK_FLAP !== '0';
+const FLAP_MINUTES = Number(opt('--flap-minutes', 'BENCH_FLAP_MINUTES', '10'));
+const FLAP_SEED = Number(opt('--flap-seed', 'BENCH_FLAP_SEED', '14'));
 const REPEAT = Math.max(1, Number(opt('--repeat', 'BENCH_REPEAT', '3')));
 const WARMUP = Math.min(200, MESSAGES); // messages sent before measuring (JIT, caches, first files)
 
@@ -867,11 +876,24 @@ async function main(): Promise<void> {
       if (!KEEP) cleanupTmp();
     }
   }
+  // Link flaps (issue 14): ten minutes of carrier loss and packet loss; its own RESULTS section.
+  let flapMarkdown: string | null = null;
+  if (LINK_FLAP && daemonEntry(ROOT)) {
+    log(`link flaps (test/bench/link-flap.ts, ${FLAP_MINUTES} min, seed ${FLAP_SEED})`);
+    try {
+      const r = await runLinkFlapBench({ minutes: FLAP_MINUTES, seed: FLAP_SEED, log: (m) => log(`link-flap: ${m}`) });
+      lines.push('', ...r.lines);
+      flapMarkdown = r.markdown;
+    } catch (e) {
+      lines.push('', `link flaps: FAILED: ${(e as Error).message.split('\n')[0]}`);
+      log(`link flaps: FAILED ${(e as Error).message}`);
+    }
+  }
   lines.push('', `bench run took ${((nowMs() - t0) / 1000).toFixed(0)} s`);
   console.log('\n' + lines.join('\n'));
 
   if (WRITE) {
-    const md = [
+    let md = [
       '# tidemail benchmark results',
       '',
       'Written by `npm run bench` (test/bench/run.ts); rerun to refresh. Issue targets: at least ' +
@@ -884,6 +906,10 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     const out = path.join(ROOT, 'test', 'bench', 'RESULTS.md');
+    // Keep the previous "Link flaps" section (and its hand-written notes); refresh its figures.
+    const previous = fs.existsSync(out) ? linkFlapSection(fs.readFileSync(out, 'utf8')) : null;
+    if (previous) md = `${md.trimEnd()}\n\n${previous.trimEnd()}\n`;
+    if (flapMarkdown) md = putLinkFlapSection(md, flapMarkdown);
     fs.writeFileSync(out, md);
     log(`wrote ${path.relative(process.cwd(), out) || out}`);
   }
