@@ -22,6 +22,8 @@ const MAX_SLEEP_MS = 15 * 60_000;
 const MAX_JOBS_IN_FLIGHT = 64;
 /** How soon to look again when everything due is kept back in memory and nothing else is known. */
 const HELD_RECHECK_MS = 60_000;
+/** Attempts a stalled link may retry at once before the normal back-off applies. */
+const RETRY_SOON_ATTEMPTS = 3;
 
 export interface RouteState {
   lastError: string | null;
@@ -433,7 +435,9 @@ export class DeliveryRunner {
       const attempts = env.attempts + 1;
       const warn = needsDelayWarning(q, firstAttempt, now, env.warned, env.sender);
       if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
-      const nextAttempt = now + retryDelay(q, attempts);
+      // A connection the link stopped carrying is tried again at once on a new one — for the
+      // first few attempts only, so a peer that always stalls gets the normal back-off.
+      const nextAttempt = r.retrySoon && attempts <= RETRY_SOON_ATTEMPTS ? now : now + retryDelay(q, attempts);
       log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
       updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: laneName });
     }

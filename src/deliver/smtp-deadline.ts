@@ -50,6 +50,8 @@ interface Internals {
 }
 
 export const DEADLINE_CODE = 'EDEADLINE';
+/** The progress watchdog cut a connection on which nothing got through (progress-watchdog.ts). */
+export const STALL_CODE = 'ESTALL';
 
 /** The hooked members were found once (deps/pinned.ts); the daemon checked the version at start. */
 let checked = false;
@@ -162,11 +164,11 @@ export class ReplyDeadlines {
   }
 
   /** Fails the command in flight (nodemailer's own error path) and drops the connection. */
-  private fail(text: string): void {
+  fail(text: string, code = DEADLINE_CODE): void {
     this.stop();
     if (this.c._destroyed) return;
     const socket = this.c._socket;
-    this.c._onError(Object.assign(new Error(text), { code: DEADLINE_CODE }), DEADLINE_CODE, false, 'CONN');
+    this.c._onError(Object.assign(new Error(text), { code }), code, false, 'CONN');
     // close() ends politely and waits for the peer; this peer is the problem, so cut it off.
     if (socket && !socket.destroyed) socket.destroy();
   }

@@ -13,7 +13,8 @@ import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
 import { dial, DialError } from './dial.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
-import { DEADLINE_CODE, ReplyDeadlines } from './smtp-deadline.js';
+import { watchProgress } from './progress-watchdog.js';
+import { DEADLINE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
@@ -245,7 +246,7 @@ export class SmtpTransport implements Transport {
       return await this.open(hop, deadlineAt);
     } catch (err) {
       const e = err as SmtpErrorLike;
-      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE) throw err;
+      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE || e.code === STALL_CODE) throw err;
       log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
       return this.open({ ...hop, tls: 'none' }, deadlineAt);
     }
@@ -314,6 +315,12 @@ export class SmtpTransport implements Transport {
     conn.once('end', () => this.live.delete(conn));
     const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs);
     deadlines.startTransaction(deadlineAt);
+    if (connected) {
+      const peer = this.peer(hop);
+      const outer = () => (conn as unknown as { _socket?: { bytesRead: number; writableLength: number } })._socket;
+      watchProgress(connected, outer, spec.progressMs, (bytes, s) =>
+        deadlines.fail(`no progress for ${s} s on the connection to ${peer} (${bytes} bytes unacknowledged, nothing received; progress_timeout): the link passes nothing; trying again on a new connection`, STALL_CODE));
+    }
     const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false };
     await new Promise<void>((resolve, reject) => {
       let settled = false;
@@ -362,6 +369,10 @@ export class SmtpTransport implements Transport {
       log.warn(null, 'AUTH refused without TLS', { route: this.name, error: text });
       return { outcome: 'tempfail', message: text, remote: hop.host };
     }
+    if (err.code === STALL_CODE) {
+      log.warn(null, 'link passes nothing', { route: this.name, error: err.message });
+      return { outcome: 'tempfail', message: err.message, remote: hop.host, retrySoon: true };
+    }
     if (err.code === DEADLINE_CODE) {
       log.warn(null, 'next hop too slow', { route: this.name, error: err.message });
       return { outcome: 'tempfail', message: err.message, remote: hop.host };
@@ -397,6 +408,7 @@ export class SmtpTransport implements Transport {
           pc.broken = true; // the session state after a failed transaction is not worth trusting
           const perRcpt = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
           for (const r of job.recipients) results.set(r.envId, resultOf(perRcpt.get(r.recipient) ?? err, host));
+          if (err.code === STALL_CODE) for (const r of results.values()) r.retrySoon = true;
           return resolve(results);
         }
         const rejected = new Map((info?.rejectedErrors ?? []).map((e) => [e.recipient, e]));

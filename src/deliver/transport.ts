@@ -17,6 +17,8 @@ export interface DeliveryResult {
   message: string;
   /** The host that gave the answer (for DSN Remote-MTA). */
   remote?: string;
+  /** A tempfail of the link, not of the peer (the progress watchdog): try again at once. */
+  retrySoon?: boolean;
 }
 
 export interface DeliveryJob {

@@ -223,6 +223,7 @@ function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls'], kind
     // A dead link must not hold a delivery for long: every address is raced within this.
     connectTimeoutMs: positiveDuration(r, 'connect_timeout', 10_000),
     keepAliveMs: positiveDuration(r, 'keepalive', 15_000),
+    progressMs: positiveDuration(r, 'progress_timeout', 20_000),
     popBeforeSmtp: readPopBeforeSmtp(r),
     allowPlainAuth: r.bool('allow_plain_auth', kind === 'ssh'),
     deadlines: readDeadlines(r),

@@ -68,6 +68,8 @@ export interface SmtpClientSpec {
   connectTimeoutMs: number;
   /** TCP keepalive idle time: a dead link is noticed this long (+10 s of probes) after it went quiet. */
   keepAliveMs: number;
+  /** Outstanding data unacknowledged, nothing received, this long: the link is dead (progress-watchdog.ts). */
+  progressMs: number;
   popBeforeSmtp?: PopBeforeSmtpSpec;
   /**
    * AUTH may go over a session that is not encrypted (tls = "none", or STARTTLS not offered or

@@ -18,7 +18,7 @@ export interface FarSide {
 export function startFarSide(ns: string, ip: string, port: number, args: string[] = []): Promise<FarSide> {
   const script = path.join(REPO, 'dist', 'test', 'helpers', 'smarthost-proc.js');
   const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, script, ip, String(port), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const far: FarSide = { proc, connections: 0, tags: [], stalls: [], stop: () => void proc.kill() };
+  const far: FarSide = { proc, connections: 0, tags: [], stalls: [], stop: () => void proc.kill('SIGKILL') }; // a half-dead session would keep a polite close waiting
   let buf = '';
   return new Promise((resolve, reject) => {
     proc.on('exit', (code) => reject(new Error(`far-side smarthost exited with ${code}`)));

@@ -5,6 +5,7 @@
 // Usage: node smarthost-proc.js HOST PORT [--stall-mail N] [--stall-data N]
 //   --stall-mail N  never answer MAIL FROM in the first N transactions (a session hung on the link)
 //   --stall-data N  take the first N messages but never answer their end of DATA (reply lost)
+//   --pause-read MS stop reading the first message's data for MS ms (our send window fills)
 
 import { startSmarthost } from './smarthost.js';
 
@@ -15,6 +16,7 @@ const flag = (name: string): number => {
 };
 let stallMail = flag('--stall-mail');
 let stallData = flag('--stall-data');
+const pauseRead = flag('--pause-read');
 const [host = '127.0.0.1', port = '0'] = args;
 const emit = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
 let seen = 0;
@@ -24,6 +26,7 @@ const sh = await startSmarthost({
   port: Number(port),
   stallMail: () => stallMail > 0 && stallMail-- > 0,
   stallData: () => stallData > 0 && stallData-- > 0,
+  pauseRead: (i) => (i === 0 ? pauseRead : 0),
   onStall: (what) => emit({ event: 'stalled', what }),
 });
 emit({ event: 'listening', port: sh.port });

@@ -28,10 +28,12 @@ export interface SmarthostOptions {
   stallMail?: (sender: string) => boolean;
   /** True: record the message but never answer its end of DATA (the reply lost on the way). */
   stallData?: (raw: Buffer) => boolean;
+  /** Stop reading the message data of this (0-based) message for the returned ms (its TCP window fills). */
+  pauseRead?: (index: number) => number;
   /** Answer MAIL FROM only after this many ms (a slow but working peer). */
   mailDelayMs?: number;
   /** Called when a reply is withheld. */
-  onStall?: (what: 'mail' | 'data') => void;
+  onStall?: (what: 'mail' | 'data' | 'read') => void;
 }
 
 export interface Smarthost {
@@ -53,6 +55,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
   const tls = opts.tls ?? 'none';
   const certs = tls === 'none' ? null : testCerts();
   const state = { connections: 0 };
+  let dataCount = 0;
   const options: SMTPServerOptions = {
     logger: false,
     secure: tls === 'implicit',
@@ -82,7 +85,12 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     },
     onData: (stream, session, cb) => {
       const parts: Buffer[] = [];
-      stream.on('data', (d: Buffer) => parts.push(d));
+      const pause = opts.pauseRead?.(dataCount++) ?? 0;
+      if (pause > 0) {
+        stream.pause();
+        opts.onStall?.('read');
+        setTimeout(() => stream.on('data', (d: Buffer) => parts.push(d)), pause);
+      } else stream.on('data', (d: Buffer) => parts.push(d));
       stream.on('end', () => {
         const raw = Buffer.concat(parts);
         const r = opts.dataReply?.(raw);
