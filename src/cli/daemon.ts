@@ -32,9 +32,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      daemon.reload().catch((err: Error) => log.error(null, 'reload failed, keeping the old configuration', { error: err.message }));
-    });
+    process.on('SIGHUP', () => daemon.reloadOnSignal());
   });
 }
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { domainToASCII } from 'node:url';
 import { promisify } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { writeSecretFile } from '../config/secret-file.js';
+import { chownSecret, secretOwner, writeSecretFile } from '../config/secret-file.js';
 import { UsageError } from '../errors.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -45,14 +45,18 @@ export async function runDkim(argv: string[]): Promise<number> {
   const { privateKey, publicKey } = await (opts.type === 'rsa'
     ? generateKeyPair('rsa', { modulusLength: opts.bits })
     : generateKeyPair('ed25519'));
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeSecretFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+  const created = fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Run as root, the key (and a directory made for it) goes to the daemon's user, or the next
+  // reload, after the daemon dropped root, fails with EACCES.
+  const owner = secretOwner(config.user);
+  writeSecretFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, owner ?? undefined);
+  if (owner) chownSecret(file, owner, created);
 
   const record = dkimRecord(opts.type, publicKey);
   const keyPath = config.configDir && isInside(file, config.configDir) ? path.relative(config.configDir, file) : file;
   const size = opts.type === 'rsa' ? `RSA ${opts.bits} bits` : 'Ed25519';
   process.stdout.write(
-    `Wrote ${file} (${size}, mode 0600).\n\n` +
+    `Wrote ${file} (${size}, mode 0600${owner ? `, owner ${owner.name}` : ''}).\n\n` +
       `Publish this DNS record:\n\n` +
       `${opts.selector}._domainkey.${opts.domain} IN TXT ${txtStrings(record).map((s) => `"${s}"`).join(' ')}\n\n` +
       `Then add to ${config.file ?? 'tidemail.toml'}:\n\n` +

@@ -12,6 +12,7 @@ import { readHistories, type MessageHistory } from '../queue/events.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
+import { NoPermissionError } from '../control/client.js';
 import { printableJson, printableLines } from '../log/printable.js';
 
 const USAGE = 'usage: tidemail log ID|ADDRESS [--since 1h] [--json]   or   tidemail log --since 1h';
@@ -40,6 +41,15 @@ function parseArgs(args: string[]): LogArgs {
   });
   if (!out.id && !out.address && out.since === undefined) throw new UsageError(USAGE);
   return out;
+}
+
+function readable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const when = (t: number) => new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
@@ -86,11 +96,21 @@ export async function runLog(argv: string[]): Promise<number> {
     return EX.NOINPUT;
   }
   let histories: MessageHistory[];
-  try {
-    histories = await readHistories(ctx.config.stateDir, q);
-  } catch (err) {
-    if (/no such table: events/.test((err as Error).message)) histories = []; // made by a version that kept no history
-    else throw err;
+  let own = false;
+  if (!readable(db)) {
+    // The database is the daemon's (0600): an ordinary user gets the history of the messages
+    // they submitted, through the daemon (control/commands.ts 'history').
+    const r = (await ctx.ask({ cmd: 'history', proof: '', id: q.id, address: q.address, since: q.since })) as { histories: MessageHistory[] } | null;
+    if (r === null) throw new NoPermissionError(`the message history (${db}) is readable only by root and the daemon's user; while the daemon runs, anyone may see the history of their own messages`);
+    histories = r.histories;
+    own = true;
+  } else {
+    try {
+      histories = await readHistories(ctx.config.stateDir, q);
+    } catch (err) {
+      if (/no such table: events/.test((err as Error).message)) histories = []; // made by a version that kept no history
+      else throw err;
+    }
   }
   // An id names one message; the bounce it caused (for=ID) is shown inside its history.
   if (q.id) {
@@ -107,7 +127,7 @@ export async function runLog(argv: string[]): Promise<number> {
   }
   if (!histories.length) {
     const what = q.id ? `message ${q.id}` : q.address ? `<${q.address}>` : 'any message';
-    process.stderr.write(`tidemail: no history for ${what}${q.since !== undefined ? ` since ${when(q.since)}` : ''} (history is kept for 30 days)\n`);
+    process.stderr.write(`tidemail: no history for ${what}${own ? ' among the messages you sent' : ''}${q.since !== undefined ? ` since ${when(q.since)}` : ''} (history is kept for 30 days)\n`);
     return EX.NOINPUT;
   }
   // Events carry remote replies (and older rows were stored unescaped): escape on the way out.

@@ -8,18 +8,32 @@ import { createLocalLane } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { printable, printableLines } from '../log/printable.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
-import type { QueuedMessage, QueueStore } from '../queue/store.js';
+import type { QueuedMessage } from '../queue/store.js';
+import type { SqliteQueueStore } from '../queue/sqlite.js';
+import path from 'node:path';
+import { NoPermissionError, whoAmI } from '../control/client.js';
+import { recordAdminAction } from '../queue/events.js';
+import { formatFields } from '../log/log.js';
 import { loadRoutes } from '../routes/load.js';
 import { chownTree, dropPrivileges, resolveRunUser } from '../privileges.js';
 import { cliContext, takeConfigOption, type CliContext } from './context.js';
 import { EX } from './exit.js';
 
-type Direct<T> = (store: QueueStore) => Promise<T>;
+type Direct<T> = (store: SqliteQueueStore) => Promise<T>;
 
 /** Runs a request on the daemon, or `direct` on the database when no daemon answers. */
 async function viaDaemonOrStore<T>(ctx: CliContext, req: Parameters<CliContext['ask']>[0], direct: Direct<T>): Promise<T> {
   const r = await ctx.ask(req);
   if (r !== null) return r as T;
+  // The database is the daemon's (0600): an ordinary user sees the queue only through it.
+  const db = path.join(ctx.config.stateDir, 'queue.sqlite');
+  if (fs.existsSync(db)) {
+    try {
+      fs.accessSync(db, fs.constants.R_OK | fs.constants.W_OK);
+    } catch {
+      throw new NoPermissionError(`the queue (${db}) is readable only by root and the daemon's user, and the daemon is not running to answer for it; start the daemon, or run this as root`);
+    }
+  }
   const store = await ctx.openStore();
   try {
     return await direct(store);
@@ -100,9 +114,15 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
       // Releasing also makes the message due now: an admin who releases mail wants it to go,
       // not to wait out a retry time from before it was held. requeue does exactly that.
       const cmd = sub === 'release' ? 'requeue' : sub;
-      const direct: Direct<number | boolean> = (s) =>
-        cmd === 'remove' ? s.removeMessage(qid) : cmd === 'hold' ? s.setStatus(qid, 'hold') : s.requeue(qid);
-      const n = await viaDaemonOrStore(ctx, { cmd, id: qid }, direct);
+      const by = whoAmI();
+      const direct: Direct<number | boolean> = async (s) => {
+        const n = cmd === 'remove' ? await s.removeMessage(qid) : cmd === 'hold' ? await s.setStatus(qid, 'hold') : await s.requeue(qid);
+        // Who did it goes into the message's history (`tidemail log ID`), as the daemon records it.
+        const event = `${sub === 'remove' ? 'removed' : sub === 'hold' ? 'held' : sub === 'release' ? 'released' : 'requeued'} by admin`;
+        if (n) await recordAdminAction(s.writer, { id: qid, event, fields: formatFields({ by, ...(typeof n === 'number' ? { recipients: n } : {}) }).slice(1) });
+        return n;
+      };
+      const n = await viaDaemonOrStore(ctx, { cmd: sub === 'release' ? 'release' : cmd, id: qid, by }, direct);
       if (!n) {
         process.stderr.write(`tidemail: no message ${qid} in the queue\n`);
         return EX.NOINPUT;

@@ -11,6 +11,7 @@ import { loadRoutes } from '../routes/load.js';
 import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { probeLinks } from '../doctor/links.js';
+import { maildropDir } from '../queue/maildrop.js';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -44,6 +45,11 @@ interface DaemonStatus {
   pid: number;
   since: number;
   config: string | null;
+  /** Admin socket only: when the running configuration was read, a failed reload, restarts. */
+  loadedAt?: number;
+  reloadError?: { at: number; message: string } | null;
+  needsRestart?: string[];
+  secrets?: { file: string; readAt: number; error?: string }[];
   queue: QueueSummary;
   noRoute?: number;
   routes: RouteStatus[];
@@ -56,6 +62,14 @@ type ByRoute = Record<string, Record<string, number>>;
 export interface StatusReport {
   daemon: { running: boolean; pid?: number; since?: number };
   config: string | null;
+  /** The configuration on disk is not what runs: a failed reload (file:line) or edits not loaded yet. */
+  configNotLoaded: string | null;
+  /** Changed settings a reload could not apply to the running listeners. */
+  needsRestart: string[];
+  /** Secret files the daemon used: which, and when it read them. */
+  secrets: { file: string; readAt: number; error?: string }[];
+  /** Files in the maildrop the daemon has not taken yet (null: this user cannot look). */
+  maildrop: number | null;
   queue: QueueSummary;
   byRoute: ByRoute | null;
   routes: RouteStatus[];
@@ -83,6 +97,50 @@ async function byRouteAndState(db: Db): Promise<ByRoute> {
 
 const PROBLEM_WINDOW_MS = 24 * 3_600_000;
 
+/** openStore() needs write access (it may migrate); a read-only look is enough otherwise. */
+function canWrite(stateDir: string): boolean {
+  try {
+    fs.accessSync(path.join(stateDir, 'queue.sqlite'), fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function countMaildrop(stateDir: string): number | null {
+  try {
+    return fs.readdirSync(maildropDir(stateDir)).filter((n) => !n.startsWith('.')).length;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : null; // 1733: only root and the daemon may look
+  }
+}
+
+/**
+ * Why the configuration on disk is not the one running: the last reload failed (its file:line
+ * message), or a file changed after the daemon read it.
+ */
+function configNotLoaded(file: string | null, configDir: string | null, st: DaemonStatus): string | null {
+  if (st.reloadError) return st.reloadError.message.replace(/\s*\n\s*/g, ' ');
+  if (st.loadedAt === undefined) return null;
+  const files = [...(file ? [file] : []), ...(configDir ? listToml(path.join(configDir, 'routes')) : [])];
+  for (const f of files) {
+    try {
+      if (fs.statSync(f).mtimeMs > st.loadedAt) return `${f} changed ${ago(fs.statSync(f).mtimeMs)}, after the daemon read it (load it: tidemail reload or kill -HUP ${st.pid})`;
+    } catch {
+      /* gone or unreadable: the daemon's own reload will say */
+    }
+  }
+  return null;
+}
+
+function listToml(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).filter((n) => n.endsWith('.toml')).map((n) => path.join(dir, n));
+  } catch {
+    return [];
+  }
+}
+
 export async function runStatus(argv: string[]): Promise<number> {
   const args = [...argv];
   const ctx = cliContext(takeConfigOption(args));
@@ -98,6 +156,10 @@ export async function runStatus(argv: string[]): Promise<number> {
   const report: StatusReport = {
     daemon: st ? { running: true, pid: st.pid, since: st.since } : { running: false },
     config: ctx.config.file,
+    configNotLoaded: st ? configNotLoaded(ctx.config.file, ctx.config.configDir, st) : null,
+    needsRestart: st?.needsRestart ?? [],
+    secrets: st?.secrets ?? [],
+    maildrop: countMaildrop(ctx.config.stateDir),
     queue: st?.queue ?? queueSummary([]),
     byRoute: null,
     routes: st?.routes ?? [],
@@ -106,7 +168,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   };
   try {
     if (!st) {
-      if (db) {
+      if (db && canWrite(ctx.config.stateDir)) {
         const store = await ctx.openStore();
         try {
           report.queue = queueSummary(await store.listMessages());
@@ -149,13 +211,21 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
     ? `daemon:  running (pid ${r.daemon.pid}, up since ${new Date(r.daemon.since!).toISOString()}, ${ago(r.daemon.since!).replace(' ago', '')})`
     : 'daemon:  NOT running — nothing is received or sent (start it: tidemail daemon, or systemctl start tidemail)');
   out.push(`config:  ${r.config ?? 'embedded local-only default'}`);
+  if (r.configNotLoaded) out.push(`         config on disk not loaded: ${r.configNotLoaded}`);
+  if (r.needsRestart.length) out.push(`         changed settings need a restart (the listeners keep the old values): ${r.needsRestart.join(', ')}`);
+  for (const x of r.secrets) out.push(`         secret ${x.file}: read ${ago(x.readAt)}${x.error ? `; rereading failed (${x.error}), the old value is used` : ''}`);
   const q = r.queue;
   out.push(`queue:   ${q.messages} message(s), ${q.recipients} recipient(s), ${q.held} on hold, ${Math.ceil(q.bytes / 1024)} KiB` +
     (q.oldest ? `, oldest ${ago(q.oldest)}` : ''));
-  for (const [why, n] of Object.entries(q.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`         ${String(n).padStart(5)} × ${why}`);
+  // One line per reason, recipients counted once: the lines add up to the total above.
+  const reasons = Object.entries(q.reasons).sort((a, b) => b[1] - a[1]);
+  for (const [why, n] of reasons.slice(0, 8)) out.push(`         ${String(n).padStart(5)} recipient(s): ${why}`);
+  if (reasons.length > 8) out.push(`         ${String(reasons.slice(8).reduce((a, [, n]) => a + n, 0)).padStart(5)} recipient(s): ${reasons.length - 8} other reason(s) (mailq lists them)`);
+  if (r.maildrop) out.push(`maildrop: ${r.maildrop} message(s) from sendmail wait for the daemon to take them${r.daemon.running ? '' : ' (it is not running)'}`);
   const known = new Set(r.routes.map((x) => x.name));
   for (const [route, counts] of Object.entries(r.byRoute ?? {})) {
-    if (known.has(route)) continue;
+    // Not routed yet is already among the reasons ("not tried yet"): counted once.
+    if (known.has(route) || route === '') continue;
     const label = route === '' ? 'not routed yet' : route === '*' ? 'no online route' : route === 'local' ? 'local delivery' : `route ${route} (no longer configured)`;
     out.push(`         ${label}: ${states(counts)}`);
   }
@@ -163,7 +233,9 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
   for (const x of r.routes) {
     const since = x.since ? ` since ${ago(x.since)}` : '';
     out.push(`  ${x.name.padEnd(14)} ${x.online ? 'ONLINE ' : 'offline'}${since}  ${x.target}`);
-    if (x.why) out.push(`${pad}why: ${x.why}`);
+    // A link that looks up while deliveries fail: the failure beside the reason, with its age.
+    const failing = x.online && x.lastError && x.lastErrorAt && (!x.since || x.lastErrorAt >= x.since);
+    if (x.why) out.push(`${pad}why: ${x.why}${failing ? ` — but the last delivery failed ${ago(x.lastErrorAt!)}: ${printable(x.lastError!)}` : ''}`);
     const byState = states(r.byRoute?.[x.name]);
     const parts = [`${x.queued ?? 0} queued${byState ? ` (${byState})` : ''}`, ...(x.delivered ? [`${x.delivered} delivered`] : [])];
     out.push(`${pad}${parts.join(', ')}`);

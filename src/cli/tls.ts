@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { takeConfigOption } from './context.js';
+import { secretOwner } from '../config/secret-file.js';
 import { EX } from './exit.js';
 
 const USAGE = 'usage: tidemail tls selfsigned --out DIR [--name HOST] [--force]';
@@ -28,7 +29,8 @@ export async function runTls(argv: string[]): Promise<number> {
     else throw new UsageError(`unknown option "${a}"; ${USAGE}`);
   }
   if (!out) throw new UsageError(USAGE);
-  name ??= loadConfig(configPath).hostname;
+  const config = loadConfig(configPath);
+  name ??= config.hostname;
   if (!/^[A-Za-z0-9.-]+$/.test(name)) throw new UsageError(`"${name}" is not a host name`);
   const cert = path.join(out, 'cert.pem');
   const key = path.join(out, 'key.pem');
@@ -52,8 +54,11 @@ export async function runTls(argv: string[]): Promise<number> {
     return EX.UNAVAILABLE;
   }
   fs.chmodSync(tmpKey, 0o600);
+  // Run as root, the key goes to the daemon's user: it rereads it on SIGHUP after dropping root.
+  const owner = secretOwner(config.user);
+  if (owner) fs.chownSync(tmpKey, owner.uid, owner.gid);
   fs.renameSync(tmpKey, key);
   fs.chmodSync(cert, 0o644);
-  process.stdout.write(`wrote ${cert} and ${key} (self-signed for ${name}, 10 years); in [smtp]:\n  tls_cert = "${cert}"\n  tls_key = "${key}"\n`);
+  process.stdout.write(`wrote ${cert} and ${key} (key mode 0600${owner ? `, owner ${owner.name}` : ''}; self-signed for ${name}, 10 years); in [smtp]:\n  tls_cert = "${cert}"\n  tls_key = "${key}"\n`);
   return EX.OK;
 }

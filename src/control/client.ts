@@ -1,14 +1,74 @@
-// CLI side of the control socket. `null` means "no daemon is listening" so the caller can
-// fall back to working on the queue database directly.
+// CLI side of the control sockets. `null` means "no daemon is listening" so the caller can
+// fall back to working on the queue database directly. A user who may not use the admin socket
+// (control.sock, 0600) is sent to the public one for what ordinary users may see (mailq, status,
+// the history of their own messages); anything else is a clear "permission denied", exit 77.
 
 import net from 'node:net';
-import type { ControlReply, ControlRequest } from './protocol.js';
+import os from 'node:os';
+import path from 'node:path';
+import { makeProof } from './peer.js';
+import { publicSocketPath, type ControlReply, type ControlRequest } from './protocol.js';
 
 export class DaemonError extends Error {
   override name = 'DaemonError';
 }
 
-export function controlRequest(socketPath: string, req: ControlRequest, timeoutMs = 30_000): Promise<unknown | null> {
+/** Not allowed for this user; `code` makes cli/exit.ts answer EX_NOPERM (77). */
+export class NoPermissionError extends Error {
+  override name = 'NoPermissionError';
+  readonly code = 'EACCES';
+}
+
+/** Requests an ordinary user may send (answered on the public socket, filtered). */
+const PUBLIC_COMMANDS = new Set(['ping', 'list', 'status', 'history']);
+
+/** Who runs this command, for the history of admin actions: "root (sudo alice)". */
+export function whoAmI(): string {
+  let name: string;
+  try {
+    name = os.userInfo().username;
+  } catch {
+    name = `uid ${process.getuid?.() ?? '?'}`;
+  }
+  const sudo = process.env.SUDO_USER;
+  return sudo && sudo !== name ? `${name} (sudo ${sudo})` : name;
+}
+
+export async function controlRequest(socketPath: string, req: ControlRequest, timeoutMs = 30_000): Promise<unknown | null> {
+  try {
+    return await ask(socketPath, req, timeoutMs);
+  } catch (err) {
+    if (!(err instanceof NoPermissionError)) throw err;
+    if (!PUBLIC_COMMANDS.has(req.cmd)) {
+      throw new NoPermissionError(`"${describe(req)}" needs root or the daemon's user (anyone may run mailq, tidemail status and tidemail log for their own messages)`);
+    }
+    return askPublic(path.dirname(socketPath), req, timeoutMs);
+  }
+}
+
+async function askPublic(stateDir: string, req: ControlRequest, timeoutMs: number): Promise<unknown | null> {
+  if (req.cmd !== 'history') return ask(publicSocketPath(stateDir), req, timeoutMs);
+  let proof;
+  try {
+    proof = makeProof(stateDir);
+  } catch (err) {
+    // No maildrop (the daemon never ran here) means no daemon either.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    return await ask(publicSocketPath(stateDir), { ...req, proof: proof.name }, timeoutMs);
+  } finally {
+    proof.done();
+  }
+}
+
+function describe(req: ControlRequest): string {
+  const names: Record<string, string> = { flush: 'tidemail queue flush', reload: 'tidemail reload', fetch: 'tidemail fetch', link: 'tidemail link', show: 'tidemail queue show', poke: 'poking the daemon' };
+  return names[req.cmd] ?? `tidemail queue ${req.cmd}`;
+}
+
+function ask(socketPath: string, req: ControlRequest, timeoutMs: number): Promise<unknown | null> {
   return new Promise((resolve, reject) => {
     const sock = net.createConnection(socketPath);
     let buf = '';
@@ -22,7 +82,7 @@ export function controlRequest(socketPath: string, req: ControlRequest, timeoutM
     sock.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(null);
-      else if (err.code === 'EACCES') reject(new DaemonError(`permission denied on ${socketPath} (run as root or the tidemail user)`));
+      else if (err.code === 'EACCES') reject(new NoPermissionError(`permission denied on ${socketPath} (run as root or the tidemail user)`));
       else reject(err);
     });
     sock.on('end', () => {
@@ -30,7 +90,7 @@ export function controlRequest(socketPath: string, req: ControlRequest, timeoutM
       try {
         const r = JSON.parse(buf) as ControlReply;
         if (r.ok) resolve(r.data ?? true);
-        else reject(new DaemonError(r.error));
+        else reject(r.denied ? new NoPermissionError(r.error) : new DaemonError(r.error));
       } catch {
         reject(new DaemonError('malformed reply from the daemon'));
       }

@@ -1,17 +1,19 @@
-// The daemon's control socket (unix domain, in the state dir, mode 0600 for the daemon user;
-// root can always connect). Used by the CLI for flush, queue management, status and reload.
+// The daemon's control sockets (unix domain, in the state dir): control.sock, mode 0600 for the
+// daemon user (root can always connect), used by the CLI for flush, queue management, status and
+// reload; and control-public.sock, mode 0666, whose handler answers only read-only requests
+// (control/commands.ts decides what).
 
 import fs from 'node:fs';
 import net from 'node:net';
 import { log } from '../log/log.js';
-import type { ControlReply, ControlRequest } from './protocol.js';
+import { PermissionError, type ControlReply, type ControlRequest } from './protocol.js';
 
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
 
 export class ControlServer {
   private server: net.Server | null = null;
 
-  constructor(private readonly path: string, private readonly handle: ControlHandler) {}
+  constructor(private readonly path: string, private readonly handle: ControlHandler, private readonly mode = 0o600) {}
 
   async start(): Promise<void> {
     try {
@@ -24,7 +26,7 @@ export class ControlServer {
       server.once('error', reject);
       server.listen(this.path, () => resolve());
     });
-    fs.chmodSync(this.path, 0o600);
+    fs.chmodSync(this.path, this.mode);
     this.server = server;
   }
 
@@ -45,11 +47,13 @@ export class ControlServer {
       } catch {
         return this.reply(sock, { ok: false, error: 'malformed request' });
       }
+      // Anyone may write to the public socket: only an object with a command name goes on.
+      if (!req || typeof req !== 'object' || typeof (req as { cmd?: unknown }).cmd !== 'string') return this.reply(sock, { ok: false, error: 'malformed request' });
       this.handle(req).then(
         (data) => this.reply(sock, { ok: true, data }),
         (err: Error) => {
           log.debug(null, 'control request failed', { cmd: req.cmd, error: err.message });
-          this.reply(sock, { ok: false, error: err.message });
+          this.reply(sock, { ok: false, error: err.message, ...(err instanceof PermissionError ? { denied: true } : {}) });
         },
       );
     });

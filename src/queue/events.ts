@@ -90,6 +90,15 @@ export function recordEvents(writer: GroupCommitWriter): () => void {
   };
 }
 
+/**
+ * An admin action taken without the daemon (mailrm, hold, … on the database directly) into the
+ * message's history, as the daemon's log line would have put it there. Durable: it is the only
+ * record of who did it.
+ */
+export async function recordAdminAction(writer: GroupCommitWriter, e: Omit<LogEvent, 'time' | 'level'>): Promise<void> {
+  await writer.submitSql(true, insertSql([{ ...e, time: Date.now(), level: 'info' }]));
+}
+
 export interface EventQuery {
   /** A message or envelope id (the whole message's history either way). */
   id?: string;
@@ -164,8 +173,10 @@ export async function recentProblems(db: Db, since: number, limit = 5): Promise<
   const rows = await db.all<{ t: number; msgid: string; env_id: string | null; level: string; event: string; fields: string }>(
     `SELECT t, msgid, env_id, level, event, fields FROM events
      WHERE t >= ? AND (level IN ('warn', 'error') OR event LIKE 'deferred%' OR event LIKE 'bounced%' OR event LIKE 'refused%')
+       -- a message an admin removed (mailrm) is no longer anyone's problem
+       AND msgid NOT IN (SELECT msgid FROM events WHERE t >= ? AND event = 'removed by admin')
      ORDER BY t DESC, rowid DESC LIMIT ?`,
-    [since, limit],
+    [since, since, limit],
   );
   return rows.map((r) => ({ t: r.t, msgid: r.msgid, envId: r.env_id, level: r.level, event: r.event, fields: r.fields }));
 }
