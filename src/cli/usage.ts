@@ -48,7 +48,7 @@ const COMMANDS: Record<string, CommandHelp> = {
   status: { synopsis: 'status [--json]', summary: 'what is queued, why, and the state of each route', details: CONFIG_OPT },
   link: { synopsis: 'link up|down NAME', summary: 'a link hook: route or interface NAME changed', details: '  NAME is a route or an interface; with the daemon down this is not an error\n' + CONFIG_OPT },
   fetch: { synopsis: 'fetch [ROUTE/USER]', summary: 'fetch POP3 mailboxes now (all accounts on online routes, or the one named)', details: CONFIG_OPT },
-  config: { synopsis: 'config check|show', summary: 'validate / print the effective configuration (key, value, where it came from)', details: CONFIG_OPT },
+  config: { synopsis: 'config check|show [--json]', summary: 'validate / print the effective configuration (key, value, where it came from)', details: CONFIG_OPT },
   user: { short: 'user add|passwd|remove NAME|list', synopsis: 'user add|passwd|remove NAME | user list', summary: 'SMTP AUTH users (the password is read from stdin)', details: CONFIG_OPT },
   tls: { short: 'tls selfsigned --out DIR', synopsis: 'tls selfsigned --out DIR [--name HOST] [--force]', summary: 'make a self-signed cert.pem + key.pem for STARTTLS' },
   presets: { synopsis: 'presets [PRESET]', summary: 'list the set-up presets, or describe one' },

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { ConfigError } from '../errors.js';
 import { parseCidr } from './cidr.js';
-import { ConfigReader, type TomlTable } from './reader.js';
+import { ConfigReader, openQuoteColumn, ReadLog, type SettingRead, type TomlTable } from './reader.js';
 import type { Config, ListenAddress } from './schema.js';
 
 export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
@@ -132,6 +132,12 @@ export function parseTomlFile(file: string): { source: string; table: TomlTable 
   } catch (err) {
     if (err instanceof TomlError) {
       const first = err.message.split('\n')[0];
+      // A missing closing quote reads to the end of the line, where the parser sees a newline
+      // ("control character") — point at where the string starts instead.
+      const open = /control character|unterminated|newlines are not allowed/i.test(first ?? '') ? openQuoteColumn(source, err.line) : null;
+      if (open !== null) {
+        throw new ConfigError(`${file}:${err.line}:${err.column}: TOML syntax error: ${first}\n  unterminated string? the string starts at ${err.line}:${open}\n  fix: close it with the same quote on line ${err.line} (a string that spans lines is written \"\"\"…\"\"\")`);
+      }
       throw new ConfigError(`${file}:${err.line}:${err.column}: TOML syntax error: ${first}\n  fix: correct the TOML syntax at line ${err.line}, column ${err.column} (strings need "quotes", tables are [name])`);
     }
     throw err;
@@ -177,11 +183,27 @@ function loadSubmission(smtp: ConfigReader, cfg: Config): void {
 }
 
 export function loadConfig(explicit?: string): Config {
+  return loadConfigWithSources(explicit).config;
+}
+
+/** The config and, for `config show`, every setting read with its effective value and origin. */
+export function loadConfigWithSources(explicit?: string): { config: Config; settings: SettingRead[] } {
   const file = resolveConfigPath(explicit);
-  const cfg = defaultConfig();
-  if (!file) return cfg;
+  if (!file) {
+    // No file: the defaults, and (read from an empty file, then thrown away) their settings.
+    const shown = readConfig(BUILT_IN, '', {}, defaultConfig());
+    return { config: defaultConfig(), settings: shown.settings };
+  }
   const { source, table } = parseTomlFile(file);
-  const top = new ConfigReader(file, source, table);
+  return readConfig(file, source, table, defaultConfig());
+}
+
+/** What `config show` calls the settings when there is no config file. */
+export const BUILT_IN = '(built-in defaults)';
+
+function readConfig(file: string, source: string, table: TomlTable, cfg: Config): { config: Config; settings: SettingRead[] } {
+  const log = new ReadLog();
+  const top = new ConfigReader(file, source, table, [], log);
   cfg.file = file;
   cfg.configDir = path.dirname(file);
   cfg.hostname = top.string('hostname', cfg.hostname);
@@ -216,7 +238,6 @@ export function loadConfig(explicit?: string): Config {
   cfg.smtp.maxConnectionsPerIp = smtp.integer('max_connections_per_ip', cfg.smtp.maxConnectionsPerIp, 1);
   cfg.smtp.greetDelayMs = smtp.duration('greet_delay', cfg.smtp.greetDelayMs);
   loadSubmission(smtp, cfg);
-  smtp.rejectUnknown();
 
   const local: ConfigReader = top.sub('local');
   cfg.local.domains = local.stringList('domains', cfg.local.domains).map((d) => d.toLowerCase());
@@ -240,7 +261,6 @@ export function loadConfig(explicit?: string): Config {
     const map: ConfigReader = virtual.sub(domain);
     cfg.local.virtual[domain.toLowerCase()] = Object.fromEntries(Object.keys(map.table).map((k) => [k.toLowerCase(), map.string(k)!]));
   }
-  local.rejectUnknown();
 
   const queue = top.sub('queue');
   cfg.queue.retryMinMs = queue.duration('retry_min', cfg.queue.retryMinMs);
@@ -251,14 +271,15 @@ export function loadConfig(explicit?: string): Config {
   if (cfg.queue.retryMinMs > cfg.queue.retryMaxMs) {
     queue.fail('retry_min', 'is larger than retry_max', 'make retry_min ≤ retry_max');
   }
-  queue.rejectUnknown();
 
   const logs = top.sub('log');
   cfg.logLevel = logs.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, cfg.logLevel);
-  logs.rejectUnknown();
 
+  // Unknown keys last, once every table has been read: a key in the wrong table is then named
+  // with the table it belongs to (max_message_size under [queue] → [smtp]).
+  for (const t of [smtp, local, queue, logs]) t.rejectUnknown();
   // Sections owned by later features are accepted here and validated by their modules.
   cfg.checks = loadChecks(top);
   top.rejectUnknown(['fetch', 'aliases']);
-  return cfg;
+  return { config: cfg, settings: [...log.settings.values()] };
 }

@@ -28,3 +28,9 @@ export function formatDuration(ms: number): string {
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }
+
+/** Bytes in the notation of the config files ("25M"), exact. */
+export function formatSize(n: number): string {
+  for (const [unit, k] of [['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) if (n > 0 && n % k === 0) return `${n / k}${unit}`;
+  return String(n);
+}

@@ -158,16 +158,70 @@ if (fs.existsSync(SYSTEM_CONFIG)) {
     const r = await runCli(['config', 'check'], { env });
     assert.is(r.code, 0, r.stderr);
     assert.match(r.stdout, /embedded default: ok \(0 route/);
-    const show = await runCli(['config', 'show'], { env });
+    const show = await runCli(['config', 'show', '--json'], { env });
     assert.is(show.code, 0, show.stderr);
-    const cfg = JSON.parse(show.stdout) as { file: unknown; stateDir: string; smtp: { listen: { host: string; port: number }[] } };
-    assert.is(cfg.file, null);
-    assert.equal(cfg.smtp.listen, [{ host: '127.0.0.1', port: 2525 }]);
+    const [defaults] = JSON.parse(show.stdout) as { file: string; settings: { key: string; value: unknown; from: string }[] }[];
+    assert.is(defaults!.file, '(built-in defaults)');
+    const value = (k: string) => defaults!.settings.find((x) => x.key === k);
+    assert.equal(value('smtp.listen'), { key: 'smtp.listen', value: ['127.0.0.1:2525'], from: 'default' });
     const want = process.getuid?.() === 0 ? '/var/lib/tidemail' : path.join(home, 'state', 'tidemail');
-    assert.is(cfg.stateDir, want);
+    assert.is(value('state_dir')!.value, want);
+    const text = await runCli(['config', 'show'], { env });
+    assert.match(text.stdout, /^# no configuration file: the built-in defaults apply/);
     // Checking must not create anything.
     assert.equal(fs.readdirSync(home), []);
   });
 }
+
+test('a missing closing quote: the parser\'s words, then where the string starts', async () => {
+  const { file, line } = await mainConfig(['state_dir = "STATE"', 'hostname = "gw.test', '[smtp]', 'listen = ["127.0.0.1:PORT"]'], /^hostname/);
+  await assertRefused(file, file, line, new RegExp(`control characters are not allowed in strings\\n  unterminated string\\? the string starts at ${line}:12\\n  fix: close it with the same quote on line ${line}`));
+});
+
+test('auth.username in a route → did you mean user (a prefix is a guess too)', async () => {
+  const site = await makeSite();
+  site.route('isp', 'smarthost = "smtp.example.net:587"\n[auth]\nusername = "me@example.net"\n');
+  await assertRefused(site.configPath, path.join(site.dir, 'routes', 'isp.toml'), 3, /'auth\.username' is not a known setting\n  fix: did you mean 'user'\?/, 1);
+});
+
+test('a key in the wrong table (max_message_size under [queue]) names the table it belongs to', async () => {
+  const { file, line } = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', '[queue]', 'max_message_size = "10M"'], /^max_message_size/);
+  await assertRefused(file, file, line, /'queue\.max_message_size' is not a setting of \[queue\]; it belongs in \[smtp\]\n  fix: move it to \[smtp\]/, 1);
+  // At the top of the file, before any table, too.
+  const top = await mainConfig(['state_dir = "STATE"', 'retry_max = "4h"', '[smtp]', 'listen = ["127.0.0.1:PORT"]'], /^retry_max/);
+  await assertRefused(top.file, top.file, top.line, /'retry_max' is not a setting of the top level; it belongs in \[queue\]/, 1);
+});
+
+test('a duration without a unit (no_route_recheck = 30) is refused with the fix; 0 and "30s" are fine', async () => {
+  const { file, line } = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', '[queue]', 'no_route_recheck = 30'], /^no_route_recheck/);
+  await assertRefused(file, file, line, /'queue\.no_route_recheck' is 30, a number without a unit\n  fix: write "30s" or "30m"/, 1);
+  const quoted = await mainConfig(['state_dir = "STATE"', '[queue]', 'no_route_recheck = "30"'], /^no_route_recheck/);
+  const r = await runCli(['config', 'check', '--config', quoted.file]);
+  assert.is(r.code, 78, r.stderr);
+  assert.match(r.stderr, /'queue\.no_route_recheck' is "30", a number without a unit/);
+  const good = await mainConfig(['state_dir = "STATE"', '[smtp]', 'greet_delay = 0', '[queue]', 'no_route_recheck = "30s"'], /^no_route_recheck/);
+  const ok = await runCli(['config', 'check', '--config', good.file]);
+  assert.is(ok.code, 0, ok.stderr);
+});
+
+test('config show: the effective settings in the files\' own key names, each with file:line or default', async () => {
+  const site = await makeSite('', { smtpToml: 'command_timeout = "2m"' });
+  site.route('isp', 'smarthost = "smtp.example.net:587"\npriority = 10\n');
+  const r = await runCli(['config', 'show', '--config', site.configPath]);
+  assert.is(r.code, 0, r.stderr);
+  const text = fs.readFileSync(site.configPath, 'utf8').split('\n');
+  const lineOf = (re: RegExp) => text.findIndex((l) => re.test(l)) + 1;
+  assert.match(r.stdout, new RegExp(`^# ${escape(site.configPath)}\\n`));
+  assert.match(r.stdout, new RegExp(`^hostname = "tidemail\\.test" +# tidemail\\.toml:${lineOf(/^hostname/)}:1$`, 'm'));
+  assert.match(r.stdout, new RegExp(`^\\[smtp\\]\\n`, 'm'));
+  assert.match(r.stdout, new RegExp(`^command_timeout = "2m" +# tidemail\\.toml:${lineOf(/^command_timeout/)}:1$`, 'm'));
+  // Keys left out of the file are shown too, with their default, in the file's notation.
+  assert.match(r.stdout, /^session_timeout = "1h" +# default$/m);
+  assert.match(r.stdout, /^max_message_size = "\d+[KMG]" +# default$/m);
+  assert.match(r.stdout, /^\[queue\]\nretry_min = "\S+" +# default$/m);
+  // The route file, in its own section.
+  assert.match(r.stdout, new RegExp(`^# ${escape(path.join(site.dir, 'routes', 'isp.toml'))}\\n[\\s\\S]*^priority = 10 +# isp\\.toml:2:1$`, 'm'));
+  assert.not.match(r.stdout, /commandTimeoutMs|stateDir|maxMessageSize/);
+});
 
 test.run();

@@ -93,20 +93,24 @@ test('uci → toml: the generated files load in the real config loader with the 
   const r = uci(['--file', s.uciFile, '--out', s.out]);
   assert.is(r.status, 0, r.stderr);
   assert.equal(fs.readdirSync(path.join(s.out, 'routes')).sort(), ['lte.toml', 'wan0.toml']);
-  const shown = JSON.parse(execFileSync(process.execPath, [path.join(REPO, 'bin/tidemail.js'), 'config', 'show', '--config', path.join(s.out, 'tidemail.toml')], { encoding: 'utf8' }));
-  assert.is(shown.hostname, 'gw.lan');
-  assert.is(shown.stateDir, path.join(s.dir, 'state'));
-  assert.equal(shown.smtp.listen, [{ host: '127.0.0.1', port: s.port }]);
-  assert.equal(shown.smtp.trustedNetworks, ['127.0.0.0/8', '::1/128']);
-  assert.is(shown.queue.retry_min, '1h');
-  const routes = Object.fromEntries((shown.routes as { name: string }[]).map((x) => [x.name, x as Record<string, any>]));
-  assert.equal(Object.keys(routes).sort(), ['lte', 'wan0']);
-  assert.is(routes.wan0!.priority, 10);
-  assert.equal(routes.wan0!.senders, ['*@gw.lan']);
-  assert.match(JSON.stringify(routes.wan0!.rewrite), /me@example\.net/);
-  assert.match(JSON.stringify(routes.lte!.online), /wwan/);
-  assert.match(JSON.stringify(routes.lte), /it's me/);
-  assert.equal(routes.lte!.recipients, ['*@example.org']);
+  // config show --json: every setting of every file, in the files' own key names.
+  const shown = JSON.parse(execFileSync(process.execPath, [path.join(REPO, 'bin/tidemail.js'), 'config', 'show', '--json', '--config', path.join(s.out, 'tidemail.toml')], { encoding: 'utf8' })) as { file: string; settings: { key: string; value: unknown }[] }[];
+  const of = (file: string) => Object.fromEntries(shown.find((f) => path.basename(f.file) === file)!.settings.map((x) => [x.key, x.value]));
+  const main = of('tidemail.toml');
+  assert.is(main.hostname, 'gw.lan');
+  assert.is(main.state_dir, path.join(s.dir, 'state'));
+  assert.equal(main['smtp.listen'], [`127.0.0.1:${s.port}`]);
+  assert.equal(main['smtp.trusted_networks'], ['127.0.0.0/8', '::1/128']);
+  assert.is(main['queue.retry_min'], '1h');
+  assert.equal(shown.map((f) => path.basename(f.file)).sort(), ['lte.toml', 'tidemail.toml', 'wan0.toml']);
+  const wan0 = of('wan0.toml');
+  const lte = of('lte.toml');
+  assert.is(wan0.priority, 10);
+  assert.equal(wan0.senders, ['*@gw.lan']);
+  assert.match(JSON.stringify(wan0), /me@example\.net/);
+  assert.match(JSON.stringify(lte), /wwan/);
+  assert.match(JSON.stringify(lte), /it's me/);
+  assert.equal(lte.recipients, ['*@example.org']);
 });
 
 test('uci → toml: unchanged files are not rewritten; removed routes go; hand-written files stay', async () => {
