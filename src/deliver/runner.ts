@@ -412,7 +412,8 @@ export class DeliveryRunner {
         // The link went down under it: not an attempt and not a failure. Due again at once;
         // the next pass finds a route that is up, or records it as waiting for one.
         log.info(env.envId, 'interrupted by link down; stays queued', { to: fields.to, route: laneName, why: r.message });
-        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now, lastError: env.lastError ?? null, route: laneName });
+        // No `route`: that would start the lifetime clock (first_attempt), and this was no attempt.
+        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now, lastError: env.lastError ?? null });
         continue;
       }
       state.lastError = r.message;

@@ -90,6 +90,8 @@ export class LinkMonitor extends EventEmitter {
     };
     t.detectors.forEach((d) => d.start(changed));
     t.tcp?.start(() => void this.update(t));
+    // With no other detector nothing would call update before the first interval: probe now.
+    if (t.tcp && t.detectors.length === 0) void this.update(t);
   }
 
   stop(): void {

@@ -4,6 +4,7 @@
 // the link detectors directly.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -105,5 +106,51 @@ test('status before the daemon ever ran creates nothing and says the queue is em
   assert.match(s.text, /^routes:\s+none/m);
   assert.not.ok(fs.existsSync(site.stateDir), 'status created the state dir');
 });
+
+test('status tells the truth: reasons add up, an ONLINE link shows the failing delivery, mailrm clears problems, the maildrop counts with the daemon down', async () => {
+  const dead = await freePort();
+  // The link probe answers (a listener of the test's own), but the smarthost refuses.
+  const probe = net.createServer((s) => s.destroy());
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  probe.unref();
+  const site = await makeSite('[queue]\nretry_min = "1h"');
+  site.route('isp', `smarthost = "127.0.0.1:${dead}"\ntls = "none"\nonline.tcp = "127.0.0.1:${(probe.address() as net.AddressInfo).port}"\n`);
+  const d = track(await startDaemon(site));
+  await sendMessage(site.port, 'a@tidemail.test', ['x@remote.example', 'y@remote.example'], 'Subject: 1\r\n\r\nx\r\n');
+  await sendMessage(site.port, 'a@tidemail.test', ['z@remote.example'], 'Subject: 2\r\n\r\nx\r\n');
+  await d.waitForLog(/deferred to=<z@remote\.example>/, 30_000).catch((e: Error) => assert.unreachable(`${e.message}\n${d.logs()}`));
+  await d.waitForLog(/deferred to=<y@remote\.example>/);
+  let { text } = await status(site);
+  // One line per reason, and the counts add up to the recipients in the headline.
+  const total = Number(/(\d+) recipient\(s\), \d+ on hold/.exec(text)![1]);
+  const lines = [...text.matchAll(/^ +(\d+) recipient\(s\): /gm)].map((m) => Number(m[1]));
+  assert.is(lines.reduce((a, b) => a + b, 0), total, text);
+  assert.not.match(text, /not routed yet:/);
+  // The link answers (our own port), but deliveries are refused: said beside the reason.
+  assert.match(text, /why: .*reachable — but the last delivery failed \d+s ago: .*ECONNREFUSED/);
+  const ids = [...new Set([...d.logs().matchAll(/([0-9A-F]{16}): accepted/g)].map((m) => m[1]!))];
+  // Events reach the history in batches: wait for them rather than sleep.
+  ({ text } = await waitForStatus(site, (t) => /recent problems/.test(t)));
+  assert.match(text, /recent problems/, text);
+  for (const id of ids) assert.is((await runCli(['mailrm', id, '--config', site.configPath])).code, 0);
+  ({ text } = await waitForStatus(site, (t) => !/recent problems/.test(t)));
+  assert.not.match(text, /recent problems/);
+
+  await d.stop();
+  const r = await runCli(['-C', site.configPath, 'w@remote.example'], { argv0: 'sendmail', input: 'Subject: later\n\nx\n' });
+  assert.is(r.code, 0, r.stderr);
+  ({ text } = await status(site));
+  assert.match(text, /maildrop: 1 message\(s\) from sendmail wait for the daemon .*not running/);
+  probe.close();
+});
+
+async function waitForStatus(site: TestSite, ok: (t: string) => boolean): Promise<{ text: string }> {
+  for (let i = 0; i < 100; i++) {
+    const { text } = await status(site);
+    if (ok(text)) return { text };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return status(site);
+}
 
 test.run();

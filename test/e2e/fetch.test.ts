@@ -66,7 +66,7 @@ const maildirNew = (dir: string) => {
     const d = keep(await startDaemon(site));
     await d.waitForLog(/fetch failed account=isp\/me/);
     const r = await runCli(['fetch', 'isp/me', '--config', site.configPath]);
-    assert.equal(r.code, 75);
+    assert.equal(r.code, 78, "a refused login needs a person: EX_CONFIG, not a retry"); // sysexits
     assert.match(r.stdout, /isp\/me: .*(refused|password|auth)/i);
     assert.equal(dovecot.mailbox('me').length, 1);
   } finally {

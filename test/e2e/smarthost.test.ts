@@ -9,6 +9,8 @@ import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smart
 import { sendMessage } from '../helpers/smtp-client.js';
 import { testCerts } from '../helpers/certs.js';
 import { cleanupTmp, writeSecret } from '../helpers/tmp.js';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
+import { createIpv6BlackHole } from '../helpers/blackhole.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
 const track = <T extends { stop(): Promise<unknown> } | Smarthost>(x: T): T => {
@@ -208,6 +210,95 @@ test('one connection carries several messages (reuse) and the queue drains', asy
   await runCli(['runq', '--config', site.configPath]);
   await sh2.waitForMessages(5);
   assert.equal(sh2.connections, 1);
+});
+
+// ---- the connection layer: smarthost list, Happy Eyeballs, one clear error, no DEP0123 ----
+
+async function dnsFor(zone: Parameters<typeof startDnsServer>[0]): Promise<DnsServer> {
+  const dns = await startDnsServer(zone);
+  running.push({ stop: () => dns.close() });
+  return dns;
+}
+
+test('smarthost list: the first host refuses → delivered through the second at once', async () => {
+  const closed = await freePort();
+  const sh = track(await startSmarthost());
+  const site = await makeSite();
+  site.route('isp', `smarthost = ["127.0.0.1:${closed}", "127.0.0.1:${sh.port}"]\ntls = "none"\n`);
+  const d = track(await startDaemon(site));
+  const t0 = Date.now();
+  await sendMessage(site.port, 'a@tidemail.test', ['l@remote.example'], 'Subject: list\r\n\r\nx\r\n');
+  await sh.waitForMessages(1, 5000);
+  const ms = Date.now() - t0;
+  // A refused port costs nothing: well within a second (two under a loaded CI machine).
+  assert.ok(ms < 2000, `took ${ms} ms`);
+  await d.waitForLog(new RegExp(`delivered to=<l@remote\\.example> route=isp relay=127\\.0\\.0\\.1`));
+  assert.not.match(d.logs(), /deferred to=<l@remote/);
+});
+
+test('smarthost list: while the first host is up it is the one used', async () => {
+  const a = track(await startSmarthost());
+  const b = track(await startSmarthost());
+  const site = await makeSite();
+  site.route('isp', `smarthost = ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]\ntls = "none"\n`);
+  track(await startDaemon(site));
+  for (let i = 0; i < 3; i++) await sendMessage(site.port, 'a@tidemail.test', [`f${i}@remote.example`], `Subject: ${i}\r\n\r\nx\r\n`);
+  await a.waitForMessages(3);
+  assert.equal(b.connections, 0);
+});
+
+test('a smarthost list entry that is not HOST:PORT is refused at load with file:line and a fix', async () => {
+  const site = await makeSite();
+  site.route('isp', `tls = "none"\nsmarthost = ["127.0.0.1:25", "bad host:x"]\n`);
+  const r = await runCli(['config', 'check', '--config', site.configPath]);
+  assert.is.not(r.code, 0);
+  assert.match(r.stdout + r.stderr, /isp\.toml:2\b.*smarthost.*"bad host:x" is not HOST or HOST:PORT/);
+  assert.match(r.stdout + r.stderr, /fix: .*smarthost = "host\.example\.net:25"/);
+});
+
+test('broken IPv6: a smarthost name whose AAAA black-holes and whose A works is reached via IPv4 at once', async () => {
+  const hole = createIpv6BlackHole('sh', 232);
+  if (!hole) return console.log('  (skipped: needs root, ip and nft for the black-holed IPv6 address)');
+  running.push({ stop: async () => hole.teardown() });
+  const sh = track(await startSmarthost());
+  const dns = await dnsFor({ 'relay.test': { AAAA: [hole.address], A: ['127.0.0.1'] } });
+  const site = await makeSite();
+  // connect_timeout well above the test's bound: only racing the families can pass it.
+  site.route('isp', `smarthost = "relay.test:${sh.port}"\ndns_servers = ["127.0.0.1:${dns.port}"]\ntls = "none"\nconnect_timeout = "30s"\n`);
+  const d = track(await startDaemon(site));
+  const t0 = Date.now();
+  await sendMessage(site.port, 'a@tidemail.test', ['v6@remote.example'], 'Subject: he\r\n\r\nx\r\n');
+  await sh.waitForMessages(1, 5000);
+  const ms = Date.now() - t0;
+  assert.ok(ms < 2000, `took ${ms} ms`);
+  await d.waitForLog(/delivered to=<v6@remote\.example> route=isp/);
+  assert.ok(dns.queries.some((q) => q.name === 'relay.test' && q.type === 'AAAA'), 'AAAA was never asked');
+});
+
+test('every address of the smarthost failing: one deferral naming each address and why, no bounce', async () => {
+  const closed = await freePort();
+  const dns = await dnsFor({ 'relay.test': { AAAA: ['::1'], A: ['127.0.0.1'] } });
+  const site = await makeSite('[queue]\nretry_min = "1h"');
+  site.route('isp', `smarthost = "relay.test:${closed}"\ndns_servers = ["127.0.0.1:${dns.port}"]\ntls = "none"\n`);
+  const d = track(await startDaemon(site));
+  await sendMessage(site.port, 'a@tidemail.test', ['all@remote.example'], 'Subject: x\r\n\r\nx\r\n');
+  const [line] = await d.waitForLog(new RegExp(`deferred to=<all@remote\\.example>.*`));
+  assert.match(line, new RegExp(`cannot connect to relay\\.test:${closed}: ::1 connection refused \\(ECONNREFUSED\\), 127\\.0\\.0\\.1 connection refused \\(ECONNREFUSED\\)`));
+  assert.not.match(d.logs(), /bounce|permfail|\bat [A-Za-z.]+ \(/); // no bounce, no stack trace
+});
+
+test('a smarthost given by IP with TLS: verified, delivered, and no DEP0123 warning in the log or in `tidemail check`', async () => {
+  const sh = track(await startSmarthost({ tls: 'starttls' }));
+  const site = await makeSite();
+  site.route('isp', `smarthost = "127.0.0.1:${sh.port}"\ntls = "starttls"\ntls_ca_file = "${testCerts().caFile}"\n`);
+  const d = track(await startDaemon(site));
+  await sendMessage(site.port, 'a@tidemail.test', ['ip@remote.example'], 'Subject: ip\r\n\r\nx\r\n');
+  const [m] = await sh.waitForMessages(1);
+  assert.ok(m!.secure, 'message did not travel over TLS');
+  const check = await runCli(['check', '--config', site.configPath], { timeoutMs: 60_000 });
+  assert.match(check.stdout, /TLS \S+ handshake verified/);
+  assert.not.match(check.stdout + check.stderr, /DEP0123|DeprecationWarning/);
+  assert.not.match(d.logs(), /DEP0123|DeprecationWarning/);
 });
 
 test.run();

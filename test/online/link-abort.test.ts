@@ -10,6 +10,8 @@
 // Carrier loss (the far end goes away, our interface stays admin-up: NO-CARRIER), admin down,
 // and carrier loss on a link that loses 20 % of its packets while up.
 
+import path from 'node:path';
+import sqlite3 from 'sqlite3';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
@@ -38,6 +40,20 @@ function loggedAt(d: RunningDaemon, re: RegExp, after = 0): number | null {
 async function inject(port: number, tag: string, to = 'you@far.example'): Promise<void> {
   const r = await sendMessage(port, 'me@tidemail.test', [to], `Subject: ${tag}\r\nX-Tag: ${tag}\r\n\r\nhello\r\n`);
   assert.match(r, /^250 /);
+}
+
+/** attempts and first_attempt of every waiting recipient, read from the queue file itself. */
+function attemptsInQueue(stateDir: string): Promise<{ attempts: number; first_attempt: number | null }[]> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(path.join(stateDir, 'queue.sqlite'), sqlite3.OPEN_READONLY, (err) => {
+      if (err) return reject(err);
+      db.all('SELECT attempts, first_attempt FROM recipients', (e, rows) => {
+        db.close();
+        if (e) reject(e);
+        else resolve(rows as { attempts: number; first_attempt: number | null }[]);
+      });
+    });
+  });
 }
 
 interface Link {
@@ -88,6 +104,12 @@ async function dropWithSessionInFlight(v: VethNamespace, link: Link, opts: { los
     assert.match(q.stdout, /route far is offline/);
     assert.equal(syns.read(), synsAtDown, 'a SYN left while the link was down');
     assert.not.match(d.logs(), /deferred[^\n]*route=far/, 'the interrupted session was counted as a failed attempt');
+    // Not an attempt: no count, and the lifetime clock (first_attempt) has not started.
+    const far1 = await waitFor('the interrupted message back in the queue', async () => {
+      const rows = await attemptsInQueue(site.stateDir);
+      return rows.length >= 2 ? rows : null;
+    });
+    assert.equal(far1.filter((r) => r.attempts > 0 || r.first_attempt !== null), [], 'the interruption was counted');
 
     const beforeUp = Date.now();
     link.up(v);
