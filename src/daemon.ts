@@ -28,6 +28,8 @@ import type { FetchSpec, RouteProfile } from './routes/profile.js';
 import { rfc5322Date } from './message/date.js';
 import { qualify } from './message/address.js';
 import { setTokenStateDir } from './deliver/oauth2-token-store.js';
+import { DeliveryHelper, helperSettings } from './privsep/client.js';
+import { currentUserName } from './local/users.js';
 
 /** Safety net for a missed poke or inotify event: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
@@ -45,6 +47,8 @@ export class Daemon {
   private readonly configState: ConfigState = { loadedAt: Date.now(), reloadError: null, needsRestart: [] };
   private links!: LinkMonitor;
   private local!: LocalDelivery;
+  /** The root helper that delivers as each local user (src/privsep); null when not started as root. */
+  private helper: DeliveryHelper | null = null;
   private checks: CheckPlan | null = null;
   private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
   private fetcher: import('./fetch/scheduler.js').FetchScheduler | null = null;
@@ -89,8 +93,13 @@ export class Daemon {
     // Before binding anything: after the drop the run user must still reach our code and state.
     if (runAs) checkReachable(runAs, config.stateDir, config.configDir);
 
+    // The delivery helper keeps root for writing as each user; forked before any port or input.
+    if (runAs) this.helper = await DeliveryHelper.start(config.local);
+    else if (config.local.delivery !== 'lmtp') {
+      log.warn(null, 'not started as root: local delivery writes with this user\'s rights, so only its own mailbox gets mail', { user: currentUserName(), uid: process.getuid?.(), fix: 'start the daemon as root to deliver to every local user' });
+    }
     // Ports first (they may be privileged), then give up root before touching any input.
-    this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a));
+    this.local = createLocalLane(config, (m, a) => this.store.addRecipients(m, a), this.helper);
     // The users file, the TLS key and check keys (DKIM) are read now, while we may still be root.
     const users = new UsersStore(config.smtp.usersFile, config.smtp.usersFileWhere);
     this.checks = await buildChecks(config, {
@@ -287,12 +296,14 @@ export class Daemon {
     // Checks the new plan still uses are fresh instances; close the old ones once sessions moved on.
     if (oldChecks) setTimeout(() => void Promise.all(allChecks(oldChecks).map((c) => c.close?.().catch(() => undefined))), 60_000).unref();
     this.config = config;
-    Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a)));
+    Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a), this.helper));
     this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
     // The listeners keep the [smtp] settings they were started with (only checks and the
     // certificate are swapped): say which changed ones wait for a restart, here and in status.
     const restart = smtpRestartSettings(this.bootConfig, config);
+    // The delivery helper's rules were fixed when it was forked as root.
+    if (this.helper && JSON.stringify(helperSettings(config.local)) !== JSON.stringify(this.helper.settings)) restart.push('local.min_uid/mbox/mda (delivery helper)');
     this.configState.loadedAt = Date.now();
     this.configState.reloadError = null;
     this.configState.needsRestart = restart;
@@ -315,6 +326,7 @@ export class Daemon {
     await this.closeFetch?.();
     await this.pickups.idle();
     await this.store.close();
+    this.helper?.stop();
     log.always('daemon stopped');
   }
 }

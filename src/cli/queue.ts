@@ -16,6 +16,7 @@ import { recordAdminAction } from '../queue/events.js';
 import { formatFields } from '../log/log.js';
 import { loadRoutes } from '../routes/load.js';
 import { chownTree, dropPrivileges, resolveRunUser } from '../privileges.js';
+import { DeliveryHelper } from '../privsep/client.js';
 import { cliContext, takeConfigOption, type CliContext } from './context.js';
 import { EX } from './exit.js';
 
@@ -146,14 +147,14 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
     return EX.OK;
   }
-  becomeRunUser(ctx);
+  const helper = await becomeRunUser(ctx);
   const store = await ctx.openStore();
   // The foreground run's attempts belong in the message histories (`tidemail log`) too.
   (await import('../queue/events.js')).recordEvents(store.writer);
   try {
     await pickupMaildrop(ctx.config, store);
     await store.requeue(null);
-    const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a));
+    const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a), helper);
     const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir), () => true, local);
     await runner.drain();
     await runner.stop();
@@ -161,6 +162,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     process.stdout.write(`queue run done; ${left.length} message(s) still queued\n`);
   } finally {
     await store.close();
+    helper?.stop();
   }
   return EX.OK;
 }
@@ -168,20 +170,23 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
 /**
  * Without a daemon this process delivers, so as root it gives up root first, exactly as the
  * daemon does: pipes and files from the aliases file run as the daemon's user, never as root,
- * and the queue files it touches stay that user's.
+ * and the queue files it touches stay that user's; users' own mail goes through the same root
+ * delivery helper the daemon keeps (src/privsep), forked before root is given up.
  */
-function becomeRunUser(ctx: CliContext): void {
+async function becomeRunUser(ctx: CliContext): Promise<DeliveryHelper | null> {
   let runAs;
   try {
     runAs = resolveRunUser(ctx.config.user);
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}\n  (runq delivers as the daemon's user when no daemon runs)`, { cause: err });
   }
-  if (!runAs) return;
+  if (!runAs) return null;
   process.umask(0o077);
   fs.mkdirSync(ctx.config.stateDir, { recursive: true });
   chownTree(ctx.config.stateDir, runAs);
+  const helper = await DeliveryHelper.start(ctx.config.local);
   dropPrivileges(runAs);
+  return helper;
 }
 
 export async function runMailrm(argv: string[]): Promise<number> {

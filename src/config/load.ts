@@ -67,6 +67,7 @@ export function defaultConfig(): Config {
       passwdFile: null,
       preQueueDeadlineMs: 60_000,
       archive: null,
+      minUid: 1000,
     },
     queue: {
       retryMinMs: 60_000,
@@ -254,6 +255,7 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
   if (local.has('passwd_file')) cfg.local.passwdFile = path.resolve(cfg.configDir, local.string('passwd_file')!);
   cfg.local.preQueueDeadlineMs = local.duration('pre_queue_deadline', cfg.local.preQueueDeadlineMs);
   cfg.local.archive = local.string('archive') ?? null;
+  cfg.local.minUid = local.integer('min_uid', cfg.local.minUid, 1);
   const users: ConfigReader = local.sub('users');
   for (const k of Object.keys(users.table)) cfg.local.users[k.toLowerCase()] = users.string(k)!;
   const virtual: ConfigReader = local.sub('virtual');

@@ -88,6 +88,8 @@ export interface LocalConfig {
   preQueueDeadlineMs: number;
   /** A copy of every message goes here (an address, or a Maildir path starting with /). */
   archive: string | null;
+  /** Users below this uid (and root) are never delivered to as themselves (src/privsep). */
+  minUid: number;
 }
 
 /** [checks]: which checks run at which SMTP phase, and each check's own options table. */

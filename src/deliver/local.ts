@@ -5,11 +5,19 @@
 // One result per original recipient: temporary if any target failed temporarily (the whole
 // recipient is retried, so a target that already succeeded may see a duplicate, as with
 // Postfix's local(8)), else permanent if any target failed permanently, else ok.
+//
+// Whose rights: when the daemon was started as root, a system user's mailbox and the pipes and
+// files of their ~/.forward are delivered by the privileged helper as that user
+// (src/privsep); root, system accounts below [local] min_uid and passwd_file-only users get
+// the daemon's own rights (Postfix's default_privs), and so do the aliases file's pipes.
 
 import path from 'node:path';
 import type { Config, LocalConfig } from '../config/schema.js';
 import { LocalResolveError, LocalResolver, type LocalTarget } from '../local/resolve.js';
-import { cachedUserLookup, currentUserName, passwdFileLookup } from '../local/users.js';
+import { cachedUserLookup, currentUserName, passwdFileLookup, type SystemUser } from '../local/users.js';
+import type { DeliveryHelper } from '../privsep/client.js';
+import { readForwardFile, type ForwardFile } from '../local/forward.js';
+import type { DeliveryKind } from '../privsep/protocol.js';
 import { log } from '../log/log.js';
 import type { LocalLane } from './runner.js';
 import type { Envelope } from '../queue/store.js';
@@ -42,7 +50,11 @@ export class LocalTransport implements Transport {
     private readonly hostname: string,
     /** Adds recipients to a queued message (alias/forward to an external address). */
     private readonly addRecipients: (msgid: string, addresses: string[]) => Promise<void>,
+    /** The root helper that delivers as each user; null when the daemon was not started as root. */
+    private readonly helper: DeliveryHelper | null = null,
   ) {}
+
+  private readonly systemUser = cachedUserLookup();
 
   async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
     const { results, forwards } = await this.deliverAll(job);
@@ -105,8 +117,41 @@ export class LocalTransport implements Transport {
     return { results, forwards };
   }
 
-  private deliverTarget(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
-    if (t.kind !== 'mailbox' && t.user !== undefined && t.uid !== process.getuid?.()) return Promise.resolve(refuseForeignForward(t, env));
+  private async deliverTarget(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
+    const asUser = t.user !== undefined && t.uid !== undefined ? this.helperUser(t.user, t.uid) : null;
+    if (asUser) return this.viaHelper(asUser, t, job, env);
+    if (t.kind !== 'mailbox' && t.user !== undefined && t.uid !== process.getuid?.()) return refuseForeignForward(t, env, this.helper ? this.cfg.minUid : null);
+    const r = await this.inProcess(t, job, env);
+    return t.kind === 'mailbox' && r.outcome === 'tempfail' ? withoutRootHint(r, t, this.helper ? this.cfg.minUid : null) : r;
+  }
+
+  /** The system user to deliver as through the helper, or null (no helper, root, system account, passwd_file only). */
+  private helperUser(name: string, uid: number): SystemUser | null {
+    if (!this.helper || uid === 0 || uid < this.cfg.minUid) return null;
+    const u = this.systemUser(name);
+    return u && u.uid === uid ? u : null;
+  }
+
+  private viaHelper(u: SystemUser, t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
+    const base = { user: u.name, uid: u.uid, sender: job.sender, recipient: env.recipient };
+    let kind: DeliveryKind;
+    let where: { path?: string; command?: string };
+    if (t.kind === 'pipe') [kind, where] = ['pipe', { command: t.command }];
+    else if (t.kind === 'file') [kind, where] = ['file', { path: t.path }];
+    else if (this.cfg.delivery === 'maildir') [kind, where] = ['maildir', { path: expandPath(this.cfg.maildir, u) }];
+    else if (this.cfg.delivery === 'mbox') [kind, where] = ['mbox', { path: expandPath(this.cfg.mbox, u) }];
+    else [kind, where] = ['mda', {}];
+    if (kind === 'file' && !where.path!.startsWith(u.home.replace(/\/+$/, '') + '/')) {
+      return Promise.resolve({
+        outcome: 'permfail',
+        message: `5.7.1 <${env.recipient}>: ~${u.name}/.forward sends mail to the file ${where.path}, outside ${u.home}; tidemail writes .forward files only inside their owner's home. Fix: use a file under ${u.home}, or ask the administrator to put it in the aliases file`,
+      });
+    }
+    return this.helper!.deliver({ ...base, kind, ...where }, job.body);
+  }
+
+  /** With the daemon's own rights (not root: the daemon never is by now). */
+  private inProcess(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
     const user = t.kind === 'mailbox' ? { name: t.user, uid: t.uid, gid: t.gid, home: t.home } : undefined;
     const info = { sender: job.sender, recipient: env.recipient, user };
     switch (t.kind) {
@@ -136,7 +181,7 @@ export interface LocalDelivery extends LocalLane {
   resolver: LocalResolver;
 }
 
-export function createLocalLane(config: Config, addRecipients: (msgid: string, addresses: string[]) => Promise<void>): LocalDelivery {
+export function createLocalLane(config: Config, addRecipients: (msgid: string, addresses: string[]) => Promise<void>, helper: DeliveryHelper | null = null): LocalDelivery {
   const resolver = new LocalResolver({
     domains: [...new Set([...config.local.domains, config.hostname.toLowerCase()])],
     hostname: config.hostname,
@@ -145,13 +190,26 @@ export function createLocalLane(config: Config, addRecipients: (msgid: string, a
     virtual: config.local.virtual,
     forward: config.local.forward,
     ...(config.local.passwdFile ? { lookupUser: withPasswdFile(config.local.passwdFile) } : {}),
+    ...(helper ? { readForward: forwardReader(helper, config.local.minUid) } : {}),
   });
   return {
     resolver,
     // The archive Maildir is exactly the configured path: no envelope address can be a path
     // (message/address.ts nonMailboxReason), so no sender can name it or any other.
     isLocal: (a) => isArchive(config.local, a) || resolver.isLocal(a),
-    transport: new LocalTransport(config.local, resolver, config.hostname, addRecipients),
+    transport: new LocalTransport(config.local, resolver, config.hostname, addRecipients, helper),
+  };
+}
+
+/**
+ * ~/.forward through the root helper for the users it delivers as (their 0700 homes are closed
+ * to the daemon); with our own rights for the rest, as before.
+ */
+function forwardReader(helper: DeliveryHelper, minUid: number): (u: SystemUser) => Promise<ForwardFile> {
+  const system = cachedUserLookup();
+  return (u) => {
+    const sys = u.uid !== 0 && u.uid >= minUid ? system(u.name) : null;
+    return sys && sys.uid === u.uid ? helper.readForward(sys) : readForwardFile(u);
   };
 }
 
@@ -169,18 +227,35 @@ function withPasswdFile(file: string) {
  * restricted": retrying cannot help until the .forward or the setup changes, and a deferral
  * would sit unseen in the queue for days. The user's other .forward targets still get the mail.
  */
-function refuseForeignForward(t: Extract<LocalTarget, { kind: 'file' | 'pipe' }>, env: Envelope): DeliveryResult {
+function refuseForeignForward(t: Extract<LocalTarget, { kind: 'file' | 'pipe' }>, env: Envelope, minUid: number | null): DeliveryResult {
   const uid = process.getuid?.() ?? -1;
   const me = currentUserName();
   const what = t.kind === 'pipe' ? `a command (|${t.command})` : `a file (${t.path})`;
+  // With the helper, only root, system accounts and passwd_file-only users end up here.
+  const why = minUid === null ? '' : t.uid !== undefined && (t.uid === 0 || t.uid < minUid) ? `${t.user} (uid ${t.uid}) is root or a system account (below [local] min_uid ${minUid}), ` : `${t.user} is not a system user tidemail may deliver as, `;
   log.warn(env.envId, '.forward target refused: delivery does not run as its owner', { to: `<${env.recipient}>`, user: t.user, kind: t.kind, target: t.kind === 'pipe' ? `|${t.command}` : t.path, running_as: `${me} (uid ${uid})` });
   return {
     outcome: 'permfail',
     message:
-      `5.7.1 <${env.recipient}>: ~${t.user}/.forward sends mail to ${what}, but this delivery runs as ${me} (uid ${uid}), not as ${t.user}, ` +
+      `5.7.1 <${env.recipient}>: ~${t.user}/.forward sends mail to ${what}, but ${why}this delivery runs as ${me} (uid ${uid}), not as ${t.user}, ` +
       `and tidemail runs a user's .forward commands and files only with that user's own rights. ` +
       `Fix: remove that line from ~${t.user}/.forward, or ask the administrator to put it in the aliases file`,
   };
+}
+
+/**
+ * A mailbox delivery that failed with our own rights: say when the cause is that we are not
+ * root (a developer's `npx tidemail daemon`), so the fix is in the error, not in a search.
+ */
+function withoutRootHint(r: DeliveryResult, t: Extract<LocalTarget, { kind: 'mailbox' }>, minUid: number | null): DeliveryResult {
+  const uid = process.getuid?.() ?? -1;
+  if (t.uid === uid || !/EACCES|EPERM/.test(r.message)) return r;
+  const me = currentUserName();
+  if (minUid !== null) {
+    const who = t.uid === 0 || t.uid < minUid ? `${t.user} is root or a system account (uid ${t.uid}, below [local] min_uid ${minUid}), so its mail is written with the daemon's rights (${me})` : `${t.user} is not in the system's passwd, so its mail is written with the daemon's rights (${me})`;
+    return { ...r, message: `${r.message}; ${who}; fix: alias ${t.user} to a person in the aliases file (root: you), or give ${me} write access to that mailbox` };
+  }
+  return { ...r, message: `${r.message}; tidemail runs as ${me} without root, so it can write only ${me}'s own mailbox; fix: start the daemon as root (it keeps a small root helper that delivers as each user), or alias ${t.user} to ${me}` };
 }
 
 /** The [local] archive recipient when it is a Maildir path ("/path"), not an address. */

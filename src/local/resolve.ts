@@ -71,6 +71,8 @@ export interface LocalResolverOptions {
   forward: boolean;
   /** System users by login name; default: getent/passwd, cached 30 s (users.ts). */
   lookupUser?: (name: string) => SystemUser | null;
+  /** Reads ~user/.forward; default forward.ts with our own rights (the root helper's when it runs: src/privsep). */
+  readForward?: (user: SystemUser) => Promise<import('./forward.js').ForwardFile>;
 }
 
 /** An address that cannot be resolved now; `permanent` says whether retrying can help. */
@@ -147,6 +149,7 @@ export class LocalResolver {
   private readonly virtual = new Map<string, Map<string, string>>();
   private readonly forward: boolean;
   private readonly lookupUser: (name: string) => SystemUser | null;
+  private readonly readForward: (user: SystemUser) => Promise<import('./forward.js').ForwardFile>;
   private readonly aliases: AliasTable;
 
   constructor(opts: LocalResolverOptions) {
@@ -158,6 +161,7 @@ export class LocalResolver {
     }
     this.forward = opts.forward;
     this.lookupUser = opts.lookupUser ?? cachedUserLookup();
+    this.readForward = opts.readForward ?? readForwardFile;
     this.aliases = new AliasTable(opts.aliasesFile);
   }
 
@@ -271,7 +275,7 @@ export class LocalResolver {
     if (followForward && this.forward) {
       let fwd;
       try {
-        fwd = await readForwardFile(user);
+        fwd = await this.readForward(user);
       } catch (err) {
         throw new LocalResolveError(`cannot read ~${user.name}/.forward: ${(err as Error).message}`, false, { cause: err });
       }

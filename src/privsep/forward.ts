@@ -1,0 +1,49 @@
+// ~/.forward read by the root helper for the unprivileged daemon (which cannot enter a 0700
+// home), as OpenSMTPD's parent opens .forward for its lookup process. Root reads it, so it is
+// read more strictly than forward.ts does: never through a symbolic link (O_NOFOLLOW: a link
+// to /etc/shadow would hand its lines to the daemon), one link only (no hard link to a file
+// of root's), owned by the user or root, not writable by group or others, in a home the user
+// owns that others cannot write to (unless sticky). Anything else: ignored, mailbox delivery.
+
+import { constants } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseTargetFile } from '../local/aliases.js';
+import type { ForwardFile } from '../local/forward.js';
+import type { SystemUser } from '../local/users.js';
+
+export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> {
+  const file = path.join(user.home, '.forward');
+  let home;
+  try {
+    home = await fs.lstat(user.home);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'none' };
+    throw err;
+  }
+  if (!home.isDirectory()) return { kind: 'ignored', file, reason: `home ${user.home} is not a directory` };
+  if (home.uid !== user.uid && home.uid !== 0) return { kind: 'ignored', file, reason: `home directory ${user.home} is owned by uid ${home.uid}, not by ${user.name}` };
+  if (home.mode & 0o022 && !(home.mode & 0o1000)) return { kind: 'ignored', file, reason: `home directory ${user.home} is writable by group or others` };
+  let fh;
+  try {
+    fh = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'none' };
+    if (code === 'ELOOP') return { kind: 'ignored', file, reason: `${file} is a symbolic link` };
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return { kind: 'ignored', file, reason: `${file} is not a regular file` };
+    if (st.nlink !== 1) return { kind: 'ignored', file, reason: `${file} has ${st.nlink} hard links` };
+    if (st.uid !== user.uid && st.uid !== 0) return { kind: 'ignored', file, reason: `${file} is owned by uid ${st.uid}` };
+    if (st.mode & 0o022) return { kind: 'ignored', file, reason: `${file} is writable by group or others` };
+    if (st.size > 1 << 20) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
+    const { targets, errors } = parseTargetFile(await fh.readFile('utf8'), file);
+    return targets.length || errors.length ? { kind: 'targets', file, targets, errors } : { kind: 'none' };
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,98 @@
+// The privileged delivery helper (OpenSMTPD's parent, kept small): forked by the daemon while
+// it is still root, it stays root and does one thing — for a named local user, deliver the
+// message the daemon streams to it, as that user, and report the result. It reads no SMTP, no
+// queue and no configuration: its settings come with the fork (argv), its requests over the
+// fork's IPC channel, which only the daemon holds. Each delivery runs in a child that drops
+// to the user before loading any delivery code (as-user.ts).
+
+import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readForwardAsRoot } from './forward.js';
+import { approve, eligibleUser } from './policy.js';
+import type { FromHelper, HelperResult, HelperSettings, ToHelper } from './protocol.js';
+
+const settings = JSON.parse(process.argv[2] ?? '{}') as HelperSettings;
+const AS_USER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'as-user.js');
+
+interface Running {
+  child: ChildProcess | null;
+  /** Chunks that came before the child was ready (at most one: the daemon waits for "more"). */
+  done: boolean;
+}
+const running = new Map<number, Running>();
+
+const send = (m: FromHelper) => process.send?.(m);
+
+function finish(id: number, result: HelperResult): void {
+  const r = running.get(id);
+  if (!r || r.done) return;
+  r.done = true;
+  running.delete(id);
+  send({ t: 'result', id, result });
+}
+
+async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']): Promise<void> {
+  const r: Running = { child: null, done: false };
+  running.set(id, r);
+  let ok;
+  try {
+    ok = await approve(settings, req);
+  } catch (err) {
+    ok = { outcome: 'tempfail' as const, message: `4.3.0 delivery helper: ${(err as Error).message}` };
+  }
+  if ('outcome' in ok) {
+    process.stderr.write(`tidemail delivery helper: ${ok.message} (user=${req.user} kind=${req.kind}${req.path ? ` path=${req.path}` : ''})\n`);
+    return finish(id, ok);
+  }
+  const job = { req, user: ok.user, extraGid: ok.extraGid, mda: settings.mda };
+  // A small environment: nothing of the daemon's leaks into a user's pipe.
+  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin', ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
+  const child = fork(AS_USER, [JSON.stringify(job)], { stdio: ['pipe', 'ignore', 'inherit', 'ipc'], env, execArgv: [] });
+  r.child = child;
+  let result: HelperResult | null = null;
+  child.on('message', (m) => (result = m as HelperResult));
+  child.on('error', (err) => finish(id, { outcome: 'tempfail', message: `4.3.0 cannot start the delivery as ${req.user}: ${err.message}` }));
+  child.on('exit', (code, signal) => finish(id, result ?? { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} ended (${signal ?? `exit ${code}`}) without a result` }));
+  child.stdin!.on('error', () => undefined); // a pipe that exits early closes its stdin
+  send({ t: 'more', id });
+}
+
+process.on('message', (raw) => {
+  const m = raw as ToHelper;
+  const r = m.t === 'forward' ? undefined : running.get(m.id);
+  switch (m.t) {
+    case 'deliver':
+      void start(m.id, m.req);
+      return;
+    case 'forward': {
+      const u = eligibleUser(settings, m.user, m.uid);
+      if ('outcome' in u) return void send({ t: 'forward', id: m.id, forward: { kind: 'error', message: u.message } });
+      readForwardAsRoot(u).then(
+        (forward) => send({ t: 'forward', id: m.id, forward }),
+        (err: Error) => send({ t: 'forward', id: m.id, forward: { kind: 'error', message: err.message } }),
+      );
+      return;
+    }
+    case 'data':
+      if (!r?.child) return;
+      // Ask for the next chunk only once this one is taken: memory stays at one chunk.
+      if (r.child.stdin!.write(Buffer.from(m.chunk))) send({ t: 'more', id: m.id });
+      else r.child.stdin!.once('drain', () => send({ t: 'more', id: m.id }));
+      return;
+    case 'end':
+      r?.child?.stdin!.end();
+      return;
+    case 'abort':
+      r?.child?.kill('SIGTERM');
+      return;
+  }
+});
+
+// The daemon is gone: nobody to report to, and nothing must outlive it with root.
+process.on('disconnect', () => {
+  for (const r of running.values()) r.child?.kill('SIGTERM');
+  process.exit(0);
+});
+process.on('SIGTERM', () => undefined); // the daemon's process group gets it; we end with the daemon
+send({ t: 'ready' });

@@ -1,0 +1,98 @@
+// The privileged helper's rules: whom it delivers for and where. It believes nothing the
+// daemon says about a user — the user is looked up again here, fresh — and refuses root,
+// system accounts (uid below min_uid), names not in passwd, paths outside the user's home
+// (the spool file /var/mail/USER excepted), and pipes or files the user's own ~/.forward
+// does not list (Postfix's allow_mail_to_commands/files = forward for what comes here:
+// the aliases file's pipes and files never come here, they run as the daemon's user).
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { classifyTarget } from '../local/aliases.js';
+import { lookupUserByName, type SystemUser } from '../local/users.js';
+import { readForwardAsRoot } from './forward.js';
+import type { DeliveryRequest, HelperResult, HelperSettings } from './protocol.js';
+
+export interface Approved {
+  user: SystemUser;
+  /** A supplementary group for the delivery (the spool directory's, e.g. mail). */
+  extraGid?: number;
+}
+
+const refuse = (why: string): HelperResult => ({ outcome: 'tempfail', message: `4.7.0 delivery helper refused: ${why}` });
+
+/** The user the daemon names, fresh from passwd, if the helper may act for them at all. */
+export function eligibleUser(s: HelperSettings, name: string, uid: number): SystemUser | HelperResult {
+  const user = lookupUserByName(name);
+  if (!user) return refuse(`no user "${name}" in passwd (removed while mail waited?)`);
+  if (user.uid !== uid) return refuse(`user ${user.name} has uid ${user.uid}, not ${uid}`);
+  if (user.uid === 0) return refuse(`${user.name} is root; root's mail is delivered with the daemon's rights (alias root to a person)`);
+  if (user.uid < s.minUid) return refuse(`${user.name} has uid ${user.uid}, below [local] min_uid ${s.minUid} (a system account)`);
+  return user;
+}
+
+export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<Approved | HelperResult> {
+  const user = eligibleUser(s, req.user, req.uid);
+  if ('outcome' in user) return user;
+  switch (req.kind) {
+    case 'mda':
+      return s.mda.length ? { user } : refuse('no [local] mda configured');
+    case 'pipe':
+      if (!req.command || !(await forwardLists(user, 'pipe', req.command))) return refuse(`the command is not in ~${user.name}/.forward`);
+      return { user };
+    case 'file':
+    case 'maildir':
+    case 'mbox': {
+      const p = req.path ?? '';
+      if (!path.isAbsolute(p) || path.normalize(p) !== p) return refuse(`${JSON.stringify(p)} is not a plain absolute path`);
+      if (req.kind === 'mbox') {
+        const spool = s.spools.find((d) => path.join(d, user.name) === p);
+        if (spool) return { user, ...spoolGroup(spool) };
+      }
+      if (!p.startsWith(user.home.replace(/\/+$/, '') + '/')) return refuse(`${p} is outside ${user.name}'s home ${user.home}`);
+      const home = homeProblem(user);
+      if (home) return home;
+      if (req.kind === 'file' && !(await forwardLists(user, 'file', p))) return refuse(`the file ${p} is not in ~${user.name}/.forward`);
+      return { user };
+    }
+    default:
+      return refuse(`unknown delivery kind ${JSON.stringify(req.kind)}`);
+  }
+}
+
+/**
+ * A home that is not the user's (a stale chown after a uid change, or someone else's dir given
+ * as home): writing there as the user would put mail where its owner decides. Temporary, as
+ * Postfix treats a mailbox it may not use: the admin can fix it and the mail waits.
+ */
+function homeProblem(user: SystemUser): HelperResult | null {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(user.home);
+  } catch (err) {
+    return { outcome: 'tempfail', message: `4.2.0 home directory ${user.home} of ${user.name} is missing (${(err as NodeJS.ErrnoException).code}); fix: create it, owned by ${user.name} (mkhomedir_helper ${user.name})` };
+  }
+  if (!st.isDirectory()) return { outcome: 'tempfail', message: `4.2.0 home ${user.home} of ${user.name} is not a directory; fix: make it ${user.name}'s own directory` };
+  if (st.uid !== user.uid) {
+    return { outcome: 'tempfail', message: `4.2.0 home directory ${user.home} is owned by uid ${st.uid}, not by ${user.name} (uid ${user.uid}); tidemail delivers only into a home its user owns; fix: chown ${user.name} ${user.home}` };
+  }
+  return null;
+}
+
+/** The spool directory's group when members may create files there (/var/mail is root:mail 2775). */
+function spoolGroup(dir: string): { extraGid?: number } {
+  try {
+    const st = fs.statSync(dir);
+    return st.gid !== 0 && st.mode & 0o020 ? { extraGid: st.gid } : {};
+  } catch {
+    return {};
+  }
+}
+
+async function forwardLists(user: SystemUser, kind: 'pipe' | 'file', what: string): Promise<boolean> {
+  const f = await readForwardAsRoot(user).catch(() => null);
+  if (f?.kind !== 'targets') return false;
+  return f.targets.some((raw) => {
+    const t = classifyTarget(raw);
+    return kind === 'pipe' ? t.kind === 'pipe' && t.command === what : t.kind === 'file' && t.path === what;
+  });
+}

@@ -1,0 +1,52 @@
+import type { ForwardFile } from '../local/forward.js';
+
+// What the network-facing daemon and its privileged delivery helper say to each other over
+// the IPC channel of child_process.fork (a socketpair only the two of them hold).
+//
+// One request per delivery; the message body follows in chunks the helper asks for one at a
+// time ("more"), so a 50 MB message never sits in either process's memory.
+
+/** Fixed at spawn from root's configuration; the daemon cannot change it later. */
+export interface HelperSettings {
+  /** Root and uids below this are refused. */
+  minUid: number;
+  /** Mail spool directories (the directory of [local] mbox when it is "DIR/%u"): DIR/USER is allowed. */
+  spools: string[];
+  /** [local] mda argv (with {sender} {recipient} {user}); the helper runs only this one. */
+  mda: string[];
+}
+
+export type DeliveryKind = 'maildir' | 'mbox' | 'file' | 'pipe' | 'mda';
+
+export interface DeliveryRequest {
+  /** Login name; must be in the system's passwd with this uid. */
+  user: string;
+  uid: number;
+  kind: DeliveryKind;
+  /** maildir/mbox/file: where; must be inside the user's home (or the spool file for mbox). */
+  path?: string;
+  /** pipe: the command from the user's ~/.forward (checked there). */
+  command?: string;
+  sender: string;
+  recipient: string;
+}
+
+export interface HelperResult {
+  outcome: 'ok' | 'tempfail' | 'permfail';
+  message: string;
+}
+
+export type ToHelper =
+  | { t: 'deliver'; id: number; req: DeliveryRequest }
+  /** Read ~user/.forward for the resolver (the daemon cannot enter a 0700 home). */
+  | { t: 'forward'; id: number; user: string; uid: number }
+  | { t: 'data'; id: number; chunk: Buffer }
+  | { t: 'end'; id: number }
+  /** Reading the queued message failed: the delivery must not keep what it got. */
+  | { t: 'abort'; id: number; message: string };
+
+export type FromHelper =
+  | { t: 'ready' }
+  | { t: 'more'; id: number }
+  | { t: 'result'; id: number; result: HelperResult }
+  | { t: 'forward'; id: number; forward: ForwardFile | { kind: 'error'; message: string } };

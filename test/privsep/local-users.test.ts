@@ -1,0 +1,153 @@
+// Local delivery for every user, with the network-facing daemon unprivileged (issue 16): three
+// real system users made here get their mail by SMTP, by sendmail and through an alias, each
+// in their own ~/Maildir (or the spool mbox) owned by them; a .forward pipe runs as its owner;
+// the SMTP daemon holds no root uid and no capability, and only its small helper stays root.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { stopAfterEach } from '../helpers/cleanup.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/ports.js';
+import { sendMessage } from '../helpers/smtp-client.js';
+import { filesIn, makeUsers, removeUsers, writeAs, type TestUser } from '../helpers/system-users.js';
+import { isRoot, tmpDir, writeFile } from '../helpers/tmp.js';
+
+const keep = stopAfterEach(test);
+test.after(() => removeUsers());
+
+const MSG = (s: string) => `From: x@remote.example\r\nSubject: ${s}\r\n\r\nhello ${s}\r\n`;
+
+/** Status fields of a process: Uid line, CapEff. */
+function procStatus(pid: number): { uids: number[]; capEff: string; ppid: number } {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(s)![1]!.trim();
+  return { uids: field('Uid').split(/\s+/).map(Number), capEff: field('CapEff'), ppid: Number(field('PPid')) };
+}
+
+function childrenOf(pid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number)
+    .filter((p) => {
+      try {
+        return procStatus(p).ppid === pid;
+      } catch {
+        return false; // ended meanwhile
+      }
+    });
+}
+
+/** The socket inode listening on 127.0.0.1:port (/proc/net/tcp, state 0A). */
+function listenInode(port: number): string {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === `0100007F:${hex}` && f[3] === '0A') return f[9]!;
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${port}`);
+}
+
+const cmdline = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+
+async function maildirSite(users: TestUser[], extraLocal = '') {
+  const [a, b, c] = users as [TestUser, TestUser, TestUser];
+  const aliases = writeFile(path.join(tmpDir(), 'aliases'), `family: ${a.name}, ${b.name}, ${c.name}\n`);
+  return makeSite(`[local]\naliases = "${aliases}"\nforward = true\ndelivery = "maildir"\nmaildir = "~/Maildir"\n${extraLocal}[queue]\nretry_min = "1h"\n`);
+}
+
+if (!isRoot()) {
+  test.skip('delivery as each system user (needs root to create users)', () => undefined);
+} else {
+  test('three users get SMTP, sendmail and alias mail in their own ~/Maildir, owned by them; a .forward pipe runs as its owner', async () => {
+    const users = makeUsers(3);
+    const [a, b, c] = users as [TestUser, TestUser, TestUser];
+    // c sends everything to a command; it records whose rights it ran with.
+    writeAs(c, path.join(c.home, '.forward'), `"|id -u >> ${c.home}/fwd-uid"\n`);
+    const site = await maildirSite(users);
+    const d = keep(await startDaemon(site));
+    for (const u of users) assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG(`smtp ${u.name}`)), /^250 /);
+    for (const u of users) {
+      const r = await runCli(['-C', site.configPath, '-f', 'x@remote.example', u.name], { argv0: 'sendmail', input: `Subject: sendmail ${u.name}\n\nhi\n` });
+      assert.is(r.code, 0, r.stderr);
+    }
+    assert.match(await sendMessage(site.port, 'x@remote.example', ['family@tidemail.test'], MSG('family')), /^250 /);
+
+    for (const u of [a, b]) {
+      const files = await waitFor(`3 messages for ${u.name}`, () => {
+        const f = filesIn(path.join(u.home, 'Maildir', 'new'));
+        return f.length === 3 ? f : null;
+      }, 20_000);
+      for (const f of files) assert.is(fs.statSync(f).uid, u.uid, `${f} owned by ${u.name}`);
+      for (const sub of ['', 'new', 'cur', 'tmp']) assert.is(fs.statSync(path.join(u.home, 'Maildir', sub)).uid, u.uid);
+      const all = files.map((f) => fs.readFileSync(f, 'utf8')).join('\n');
+      for (const s of [`smtp ${u.name}`, `sendmail ${u.name}`, 'family']) assert.match(all, new RegExp(`Subject: ${s}`));
+      assert.match(all, new RegExp(`Delivered-To: ${u.name}@tidemail\\.test`));
+    }
+    const fwd = path.join(c.home, 'fwd-uid');
+    await waitFor('c\'s pipe ran three times', () => fs.existsSync(fwd) && fs.readFileSync(fwd, 'utf8').trim().split('\n').length === 3, 20_000).catch((err: Error) => {
+      throw new Error(`${err.message}\n${d.logs()}`);
+    });
+    assert.equal(fs.readFileSync(fwd, 'utf8').trim().split('\n'), [String(c.uid), String(c.uid), String(c.uid)]);
+    assert.is(fs.statSync(fwd).uid, c.uid);
+    assert.not.ok(fs.existsSync(path.join(c.home, 'Maildir')), 'c forwards everything: no mailbox');
+    assert.not.match(d.logs(), /\n\s+at /, 'a stack trace');
+  });
+
+  test('the SMTP daemon runs with no root uid and no capabilities; its one child, the delivery helper, is root', async () => {
+    const users = makeUsers(3);
+    const site = await maildirSite(users);
+    const d = keep(await startDaemon(site));
+    const pid = d.proc.pid!;
+    const st = procStatus(pid);
+    assert.ok(st.uids.every((u) => u !== 0), `daemon uids ${st.uids.join(' ')}`);
+    assert.is(st.capEff, '0000000000000000');
+    const helpers = childrenOf(pid).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    assert.is(helpers.length, 1, 'one delivery helper');
+    assert.is(procStatus(helpers[0]!).uids[0], 0, 'the helper keeps root');
+    // The helper holds no listening socket: the SMTP port belongs to the daemon alone.
+    const listening = listenInode(site.port);
+    const fdsOf = (p: number) => fs.readdirSync(`/proc/${p}/fd`).map((f) => fs.readlinkSync(`/proc/${p}/fd/${f}`));
+    assert.ok(fdsOf(pid).includes(`socket:[${listening}]`), 'the daemon holds the SMTP port');
+    assert.not.ok(fdsOf(helpers[0]!).includes(`socket:[${listening}]`), 'the helper holds the SMTP port');
+    // Still delivers after all that looking.
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${users[0]!.name}@tidemail.test`], MSG('after')), /^250 /);
+    await waitFor('delivered', () => filesIn(path.join(users[0]!.home, 'Maildir', 'new')).length === 1);
+  });
+
+  test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
+    const users = makeUsers(2);
+    const spool = tmpDir('tidemail-spool-');
+    const mailGid = (() => {
+      try {
+        return Number(/^mail:[^:]*:(\d+):/m.exec(fs.readFileSync('/etc/group', 'utf8'))![1]);
+      } catch {
+        return null;
+      }
+    })();
+    if (mailGid !== null) {
+      fs.chownSync(spool, 0, mailGid);
+      fs.chmodSync(spool, 0o2775);
+    } else fs.chmodSync(spool, 0o1777);
+    const site = await makeSite(`[local]\ndelivery = "mbox"\nmbox = "${spool}/%u"\n[queue]\nretry_min = "1h"\n`);
+    keep(await startDaemon(site));
+    for (const u of users) {
+      assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG(`mbox ${u.name}`) + 'From here on\r\n'), /^250 /);
+      const r = await runCli(['-C', site.configPath, '-f', 'x@remote.example', u.name], { argv0: 'sendmail', input: `Subject: sendmail ${u.name}\n\nhi\n` });
+      assert.is(r.code, 0, r.stderr);
+    }
+    for (const u of users) {
+      const f = path.join(spool, u.name);
+      await waitFor(`2 messages in ${f}`, () => fs.existsSync(f) && (fs.readFileSync(f, 'utf8').match(/^From /gm) ?? []).length === 2, 20_000);
+      const st = fs.statSync(f);
+      assert.is(st.uid, u.uid);
+      assert.is(st.mode & 0o777, 0o600);
+      assert.match(fs.readFileSync(f, 'utf8'), /^>From here on$/m);
+      assert.not.ok(fs.existsSync(`${f}.lock`), 'the dotlock is gone');
+    }
+  });
+}
+
+test.run();
