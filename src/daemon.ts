@@ -14,6 +14,7 @@ import { MaildropPickup } from './intake/pickup.js';
 import type { IntakeTarget } from './intake/pipeline.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
+import { withRelayRoutes } from './relay/routes.js';
 import { SmtpFront, fmt } from './smtp/server.js';
 import { allChecks, buildChecks, type CheckPlan } from './checks/registry.js';
 import { UsersStore } from './smtp/users-file.js';
@@ -73,7 +74,7 @@ export class Daemon {
     checkPinnedVersions();
     const config = loadConfig(opts.configPath);
     setLogLevel(config.logLevel);
-    const routes = loadRoutes(config.configDir);
+    const routes = withRelayRoutes(config, loadRoutes(config.configDir));
     const d = new Daemon(config, opts);
     await d.boot(routes);
     return d;
@@ -283,7 +284,7 @@ export class Daemon {
 
   private async reloadNow(): Promise<void> {
     const config = loadConfig(this.opts.configPath);
-    const routes = loadRoutes(config.configDir);
+    const routes = withRelayRoutes(config, loadRoutes(config.configDir));
     setLogLevel(config.logLevel);
     await this.setSchedules(routes); // first: an invalid schedule keeps the old configuration
     // New checks before anything is swapped: a bad [checks.NAME] option keeps the old configuration.

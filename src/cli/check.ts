@@ -16,6 +16,7 @@ import { probeLinks, type LinkAnswer } from '../doctor/links.js';
 import { probePorts } from '../doctor/ports.js';
 import { probeRoutes } from '../doctor/routes.js';
 import { probeState } from '../doctor/state.js';
+import { probeRelay } from '../doctor/relay.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 import { usageLine } from './usage.js';
@@ -70,7 +71,9 @@ export async function runCheck(argv: string[]): Promise<number> {
       ? st.routes.map((r) => ({ route: r.name, online: r.online, why: r.why ?? '' }))
       : await probeLinks(routes, { tcp: true });
     print(await guarded('routes', () => probeRoutes(routes, links, config.hostname)));
-    print(await guarded('dns', () => probeDns(config, routes, links, opts.dns)));
+    // [relay] next hops are routes of kind mx too, but say nothing about this host's own DNS.
+    print(await guarded('dns', () => probeDns(config, routes.filter((r) => !(r.kind === 'mx' && r.nextHop)), links, opts.dns)));
+    if (config.relay.domains.length) print(await guarded('relay', () => probeRelay(config, routes, opts.dns.servers)));
   }
   const count = (l: Finding['level']) => findings.filter((f) => f.level === l).length;
   const failed = count('fail');

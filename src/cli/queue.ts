@@ -15,6 +15,7 @@ import { NoPermissionError, whoAmI } from '../control/client.js';
 import { recordAdminAction } from '../queue/events.js';
 import { formatFields } from '../log/log.js';
 import { loadRoutes } from '../routes/load.js';
+import { withRelayRoutes } from '../relay/routes.js';
 import { chownTree, dropPrivileges, resolveRunUser } from '../privileges.js';
 import { DeliveryHelper } from '../privsep/client.js';
 import { cliContext, takeConfigOption, type CliContext } from './context.js';
@@ -155,7 +156,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     await pickupMaildrop(ctx.config, store);
     await store.requeue(null);
     const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a), helper);
-    const runner = new DeliveryRunner(store, ctx.config, loadRoutes(ctx.config.configDir), () => true, local);
+    const runner = new DeliveryRunner(store, ctx.config, withRelayRoutes(ctx.config, loadRoutes(ctx.config.configDir)), () => true, local);
     await runner.drain();
     await runner.stop();
     const left = await store.listMessages();

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Db } from '../queue/db.js';
 import { lastFetched, openQueueDbReadOnly, recentProblems, type StoredEvent } from '../queue/events.js';
 import { loadRoutes } from '../routes/load.js';
+import { withRelayRoutes } from '../relay/routes.js';
 import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { probeLinks } from '../doctor/links.js';
@@ -176,7 +177,7 @@ export async function runStatus(argv: string[]): Promise<number> {
           await store.close();
         }
       }
-      const routes = loadRoutes(ctx.config.configDir);
+      const routes = withRelayRoutes(ctx.config, loadRoutes(ctx.config.configDir));
       const links = await probeLinks(routes, { tcp: false });
       report.routes = routes.map((r, i) => ({ name: r.name, target: describeTarget(r), online: links[i]!.online, why: links[i]!.why }));
       report.fetch = routes.flatMap((r) => r.fetch.map((f) => ({ account: f.name, route: r.name, lastRun: null, running: false, last: null })));

@@ -9,6 +9,8 @@ import { ConfigError } from '../errors.js';
 import { parseCidr } from './cidr.js';
 import { ConfigReader, openQuoteColumn, ReadLog, type SettingRead, type TomlTable } from './reader.js';
 import type { Config, ListenAddress } from './schema.js';
+import { emptyRelay, loadRelay } from '../relay/config.js';
+import { defaultAlerts, loadAlerts } from '../alerts/config.js';
 
 export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
 
@@ -77,6 +79,8 @@ export function defaultConfig(): Config {
       noRouteRecheckMs: 3_600_000,
     },
     checks: defaultChecks(null),
+    relay: emptyRelay(),
+    alerts: defaultAlerts(),
     logLevel: 'info',
   };
 }
@@ -276,6 +280,8 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
 
   const logs = top.sub('log');
   cfg.logLevel = logs.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, cfg.logLevel);
+  cfg.relay = loadRelay(top, cfg.local);
+  cfg.alerts = loadAlerts(top);
 
   // Unknown keys last, once every table has been read: a key in the wrong table is then named
   // with the table it belongs to (max_message_size under [queue] → [smtp]).

@@ -118,5 +118,9 @@ export interface Config {
   local: LocalConfig;
   queue: QueueConfig;
   checks: ChecksConfig;
+  /** [relay]: domains relayed for, not delivered here (src/relay/config.ts). */
+  relay: import('../relay/config.js').RelayConfig;
+  /** [alerts]: warnings that do not travel through the queue (src/alerts/config.ts). */
+  alerts: import('../alerts/config.js').AlertsConfig;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }

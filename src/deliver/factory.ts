@@ -4,7 +4,7 @@ import net from 'node:net';
 import { domainOf } from '../message/address.js';
 import type { RouteProfile } from '../routes/profile.js';
 import { hostPortLabel } from './dial.js';
-import { createMxLookup } from './mx.js';
+import { createMxLookup, type SelfCheck } from './mx.js';
 import { addressResolver } from './mx-dns.js';
 import { PipeTransport } from './pipe.js';
 import { popBeforeSmtp } from './pop-before-smtp.js';
@@ -13,7 +13,8 @@ import { sshHop } from './ssh-tunnel.js';
 import { sameForAll, type Transport } from './transport.js';
 import { wrapperHop } from './wrapper.js';
 
-export function createTransport(route: RouteProfile, hostname: string): Transport {
+/** @param self tells an MX that is this machine (mail must not loop back to us). */
+export function createTransport(route: RouteProfile, hostname: string, self?: SelfCheck): Transport {
   if (route.kind === 'pipe') return new PipeTransport(route);
   if (route.kind === 'local-only') {
     return {
@@ -46,7 +47,7 @@ export function createTransport(route: RouteProfile, hostname: string): Transpor
       return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => hops });
     }
     case 'mx': {
-      const mx = createMxLookup(route);
+      const mx = createMxLookup(route, self);
       return new SmtpTransport({
         ...common,
         poolKey: (job) => domainOf(job.recipients[0]!.recipient),

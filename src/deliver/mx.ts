@@ -6,11 +6,18 @@
 // checked, plaintext again if the handshake fails — Postfix's "may") unless MTA-STS enforce
 // says "required and verified against the MX name".
 //
+// Never to ourselves (RFC 5321 5.1, Postfix's "mail for X loops back to myself"): an MX host that
+// is this machine — our host name, or an address and port we listen on — and every MX of equal
+// or lower preference are dropped, so a backup MX hands mail only to better ones. When we are
+// the best MX the mail is deferred with the fix, not bounced: it is a configuration mistake, and
+// a backup MX exists to hold mail. [relay] next_hop names the host instead of the MX records.
+//
 // DANE (RFC 7672) is not done: it needs DNSSEC-validated TLSA answers, and node:dns (c-ares)
 // neither validates nor shows the resolver's AD bit, so we could not tell a signed TLSA record
 // from a forged one. A DANE-only domain gets opportunistic TLS (or its MTA-STS policy).
 
 import { domainToASCII } from 'node:url';
+import dns from 'node:dns';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -38,7 +45,15 @@ export interface MxLookup {
   hops(job: DeliveryJob): Promise<SmtpHop[] | DeliveryResult>;
 }
 
-export function createMxLookup(route: MxRoute): MxLookup {
+/** Is an MX host this machine? (src/relay/self.ts builds it from the config.) */
+export interface SelfCheck {
+  /** Lower-case host names of this machine. */
+  names: ReadonlySet<string>;
+  /** An address we accept SMTP on at this port. */
+  isOwnAddress(ip: string, port: number): boolean;
+}
+
+export function createMxLookup(route: MxRoute, self?: SelfCheck): MxLookup {
   // A configuration problem defers the mail with a clear reason; it is never the recipient's fault.
   const broken = (message: string): MxLookup => ({ hops: async () => tempfail(`4.3.5 route ${route.name}: ${message}`) });
   let resolver: Resolver;
@@ -62,7 +77,8 @@ export function createMxLookup(route: MxRoute): MxLookup {
     timeoutMs: STS_FETCH_TIMEOUT_MS,
     now: Date.now,
   });
-  return { hops: (job) => findHops(route, resolver, sts, job) };
+  if (route.nextHop) return { hops: (job) => nextHop(route, route.nextHop!, self, job) };
+  return { hops: (job) => findHops(route, resolver, sts, job, self) };
 }
 
 interface Exchanger {
@@ -73,7 +89,7 @@ interface Exchanger {
 const tempfail = (message: string): DeliveryResult => ({ outcome: 'tempfail', message });
 const permfail = (message: string): DeliveryResult => ({ outcome: 'permfail', message });
 
-async function findHops(route: MxRoute, resolver: Resolver, sts: StsPolicies, job: DeliveryJob): Promise<SmtpHop[] | DeliveryResult> {
+async function findHops(route: MxRoute, resolver: Resolver, sts: StsPolicies, job: DeliveryJob, self?: SelfCheck): Promise<SmtpHop[] | DeliveryResult> {
   const raw = domainOf(job.recipients[0]!.recipient);
   if (raw.startsWith('[')) return literalHop(route, raw);
   // SMTPUTF8 domains are looked up in their A-label form.
@@ -115,7 +131,29 @@ async function findHops(route: MxRoute, resolver: Resolver, sts: StsPolicies, jo
     }
   }
 
-  return resolveHops(route, resolver, domain, exchangers, enforce ? policy : null);
+  return resolveHops(route, resolver, domain, exchangers, enforce ? policy : null, self);
+}
+
+/** [relay] next_hop: one named host (getaddrinfo, so /etc/hosts names work), never ourselves. */
+async function nextHop(route: MxRoute, hop: { host: string; port: number }, self: SelfCheck | undefined, job: DeliveryJob): Promise<SmtpHop[] | DeliveryResult> {
+  let addresses: string[];
+  try {
+    addresses = net.isIP(hop.host) ? [hop.host] : (await dns.promises.lookup(hop.host, { all: true })).map((a) => a.address);
+  } catch (err) {
+    return tempfail(`4.4.3 cannot resolve next hop ${hop.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const domain = domainOf(job.recipients[0]!.recipient);
+  if (self && (self.names.has(hop.host.toLowerCase()) || addresses.some((a) => self.isOwnAddress(a, hop.port)))) {
+    return tempfail(`4.4.6 mail for ${domain} loops back to myself: next hop ${hop.host}:${hop.port} is this machine (fix [relay] next_hop, or add ${domain} to [local] domains to deliver it here)`);
+  }
+  const one = addresses.length === 1 ? addresses[0] : undefined;
+  return [{
+    label: `${hop.host}[${addresses.join(',')}]:${hop.port}`,
+    host: one ?? hop.host,
+    port: hop.port,
+    addresses,
+    servername: net.isIP(hop.host) ? '' : hop.host,
+  }];
 }
 
 /** Sorted by preference, equal preferences in random order (RFC 5321 5.1). */
@@ -123,8 +161,21 @@ function byPreference(list: Exchanger[]): Exchanger[] {
   return shuffle(list).sort((a, b) => a.preference - b.preference);
 }
 
-async function resolveHops(route: MxRoute, resolver: Resolver, domain: string, exchangers: Exchanger[], enforced: StsPolicy | null): Promise<SmtpHop[] | DeliveryResult> {
-  const found = await Promise.all(exchangers.map((e) => resolveAddresses(resolver, e.name)));
+async function resolveHops(route: MxRoute, resolver: Resolver, domain: string, exchangers: Exchanger[], enforced: StsPolicy | null, self?: SelfCheck): Promise<SmtpHop[] | DeliveryResult> {
+  let found = await Promise.all(exchangers.map((e) => resolveAddresses(resolver, e.name)));
+  if (self) {
+    // Us, and everything not better than us, is dropped: a backup MX sends only up the list.
+    const mine = exchangers.findIndex((e, i) => self.names.has(e.name) || found[i]!.addresses.some((a) => self.isOwnAddress(a, route.port)));
+    if (mine >= 0) {
+      const ours = exchangers[mine]!;
+      const better = exchangers.map((e, i) => [e, found[i]!] as const).filter(([e]) => e.preference < ours.preference);
+      if (!better.length) {
+        return tempfail(`4.4.6 mail for ${domain} loops back to myself: ${ours.name} (preference ${ours.preference}) is this machine and no MX host is preferred to it (add ${domain} to [local] domains to deliver it here, or give its primary MX a lower preference number)`);
+      }
+      exchangers = better.map(([e]) => e);
+      found = better.map(([, f]) => f);
+    }
+  }
   const hops: SmtpHop[] = [];
   const temp: string[] = [];
   const missing: string[] = [];

@@ -13,6 +13,7 @@ import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type Rewrite
 import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
 import { formatDuration } from '../config/units.js';
 import { createTransport, jobKey } from './factory.js';
+import { selfCheck } from '../relay/self.js';
 import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
 import { PendingResults, type ResultPlan } from './pending-results.js';
 
@@ -29,6 +30,8 @@ export interface RouteState {
   lastError: string | null;
   lastErrorAt: number | null;
   delivered: number;
+  /** First temporary failure since the last delivery ([alerts] route_failing); null when the last one worked. */
+  failingSince?: number | null;
   /** Why no new deliveries start on this lane (its results cannot be stored), or null. */
   paused?: string | null;
 }
@@ -144,7 +147,7 @@ export class DeliveryRunner {
   private transportFor(route: RouteProfile): Transport {
     let t = this.transports.get(route.name);
     if (!t) {
-      t = createTransport(route, this.config.hostname);
+      t = createTransport(route, this.config.hostname, selfCheck(this.config));
       this.transports.set(route.name, t);
     }
     return t;
@@ -405,6 +408,7 @@ export class DeliveryRunner {
       if (r.outcome === 'ok') {
         log.info(env.envId, 'delivered', fields);
         state.delivered++;
+        state.failingSince = null;
         done.push(env.envId);
         continue;
       }
@@ -423,6 +427,7 @@ export class DeliveryRunner {
         updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + q.noRouteRecheckMs, lastError: r.message, waiting: laneName });
         continue;
       }
+      if (r.outcome === 'tempfail') state.failingSince ??= now;
       const firstAttempt = env.firstAttempt ?? now;
       if (r.outcome === 'permfail' || (r.outcome === 'tempfail' && isExpired(q, firstAttempt, now))) {
         const expired = r.outcome !== 'permfail';

@@ -4,6 +4,7 @@
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { loadRoutes } from '../routes/load.js';
+import { withRelayRoutes } from '../relay/routes.js';
 import type { RouteProfile } from '../routes/profile.js';
 import { fail, ok, type Finding } from './finding.js';
 
@@ -15,7 +16,7 @@ export interface LoadedConfig {
 export async function probeConfig(configPath?: string): Promise<{ findings: Finding[]; loaded: LoadedConfig | null }> {
   try {
     const config = loadConfig(configPath);
-    const routes = loadRoutes(config.configDir);
+    const routes = withRelayRoutes(config, loadRoutes(config.configDir));
     if (routes.some((r) => r.schedule)) new (await import('../schedule/cron.js')).RouteSchedules(() => undefined).validate(routes);
     const { allChecks, buildChecks } = await import('../checks/registry.js');
     const plan = await buildChecks(config, { isLocal: () => true });

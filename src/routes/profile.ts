@@ -169,6 +169,8 @@ export interface MxRoute extends RouteBase, SmtpClientSpec {
   port: number;
   /** DNS servers to ask instead of the system's (host or host:port). */
   dnsServers: string[];
+  /** [relay] next_hop: this host instead of the MX records (src/relay/routes.ts). */
+  nextHop?: { host: string; port: number };
 }
 
 export interface PipeRoute extends RouteBase {
@@ -208,7 +210,7 @@ export function describeTarget(r: RouteProfile): string {
     case 'smarthost':
       return r.hosts.map((h) => (h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)).join(', ');
     case 'mx':
-      return `MX (port ${r.port})`;
+      return r.nextHop ? `${r.nextHop.host}:${r.nextHop.port} ([relay] next_hop)` : `MX (port ${r.port})`;
     case 'pipe':
       return `| ${r.command.join(' ')}`;
     case 'ssh':
