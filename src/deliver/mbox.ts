@@ -82,8 +82,15 @@ async function takeDotlock(file: string, opts: MboxOptions): Promise<(() => Prom
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const st = await fs.stat(lock).catch(() => null);
+    // lstat: a planted link's target is never looked at (nor its age taken for ours).
+    const st = await fs.lstat(lock).catch(() => null);
     if (!st) continue; // released between our two calls
+    if (st.isSymbolicLink()) {
+      // No program makes its lock a link: someone planted it, maybe where we cannot remove it (a
+      // sticky spool). Say so now rather than wait out a "lock" that never ends.
+      log.warn(null, 'mbox lock is a symbolic link, not following it', { lock });
+      throw Object.assign(new Error(`${lock} is a symbolic link, not a lock; fix: remove it (rm ${lock})`), { code: 'ELOOP' });
+    }
     if (Date.now() - st.mtimeMs > staleMs) {
       log.warn(null, 'removing stale mbox lock', { lock, age_s: Math.round((Date.now() - st.mtimeMs) / 1000) });
       await fs.rm(lock, { force: true });
@@ -129,6 +136,14 @@ async function append(file: string, body: () => Readable, info: LocalDeliveryInf
     if (!st.isFile()) {
       await fh.close().catch(() => undefined);
       return { outcome: 'tempfail', message: `4.2.0 ${file} is not a regular file` };
+    }
+    // Postfix's safe_open(): a second name for the file (a hard link someone made in a shared
+    // spool) or a file of someone else's would put the user's mail where another can read it.
+    const bad = st.nlink > 1 ? `${file} has ${st.nlink} hard links` : owner === undefined && info.user && info.user.uid === process.getuid?.() && st.uid !== info.user.uid ? `${file} is owned by uid ${st.uid}, not by ${info.user.name}` : null;
+    if (bad) {
+      await fh.close().catch(() => undefined);
+      log.warn(null, 'mbox refused', { file, reason: bad });
+      return { outcome: 'tempfail', message: `4.2.0 cannot deliver to ${bad}; tidemail appends only to a mailbox with one name that its user owns; fix: move it aside (mv ${file} ${file}.suspect) so a new one is made` };
     }
     start = st.size;
     if (created && owner) await fh.chown(owner.uid, owner.gid);

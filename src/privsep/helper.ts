@@ -77,7 +77,7 @@ process.on('message', (raw) => {
     case 'data':
       if (!r?.child) return;
       // Ask for the next chunk only once this one is taken: memory stays at one chunk.
-      if (r.child.stdin!.write(Buffer.from(m.chunk))) send({ t: 'more', id: m.id });
+      if (r.child.stdin!.write(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) send({ t: 'more', id: m.id });
       else r.child.stdin!.once('drain', () => send({ t: 'more', id: m.id }));
       return;
     case 'end':
