@@ -15,6 +15,8 @@ import type { IntakeTarget } from './intake/pipeline.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
 import { withRelayRoutes } from './relay/routes.js';
+import { AlertMonitor } from './alerts/monitor.js';
+import { daemonAlertSources } from './alerts/sources.js';
 import { SmtpFront, fmt } from './smtp/server.js';
 import { allChecks, buildChecks, type CheckPlan } from './checks/registry.js';
 import { UsersStore } from './smtp/users-file.js';
@@ -54,6 +56,8 @@ export class Daemon {
   private schedules: import('./schedule/cron.js').RouteSchedules | null = null;
   private fetcher: import('./fetch/scheduler.js').FetchScheduler | null = null;
   private maildropTimer: NodeJS.Timeout | null = null;
+  /** [alerts]: warnings outside mail (src/alerts). */
+  private alerts: AlertMonitor | null = null;
   private maildropWatch: fs.FSWatcher | null = null;
   private readonly pickups = new MaildropPickup({
     config: () => this.config,
@@ -165,6 +169,8 @@ export class Daemon {
       /* no inotify: pokes and the scan still work */
     }
     this.runner.wake();
+    this.alerts = new AlertMonitor(config.alerts, daemonAlertSources(this.controlTarget()), () => this.config.hostname);
+    this.alerts.start();
     log.always('daemon ready', {
       listen: config.smtp.listen.map(fmt).join(','),
       ...(config.smtp.submission.length ? { submission: config.smtp.submission.map(fmt).join(',') } : {}),
@@ -259,6 +265,7 @@ export class Daemon {
       pickup: () => this.pickup(),
       flushRoute: (name) => this.flushRoute(name),
       reload: () => this.reload(),
+      get alerts() { return d.alerts; },
     };
   }
 
@@ -300,6 +307,7 @@ export class Daemon {
     Object.assign(this.local, createLocalLane(config, (m, a) => this.store.addRecipients(m, a), this.helper));
     this.links.setRoutes(routes);
     await this.runner.reconfigure(config, routes);
+    this.alerts?.start(config.alerts);
     // The listeners keep the [smtp] settings they were started with (only checks and the
     // certificate are swapped): say which changed ones wait for a restart, here and in status.
     const restart = smtpRestartSettings(this.bootConfig, config);
@@ -321,6 +329,7 @@ export class Daemon {
     await this.publicControl?.close();
     this.links.stop();
     this.schedules?.stop();
+    await this.alerts?.stop();
     await this.runner.stop();
     this.fetcher?.stop();
     await this.fetcher?.idle();

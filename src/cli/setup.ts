@@ -275,7 +275,7 @@ async function collect(preset: Preset, flags: Flags, ask: Asker): Promise<Collec
   const answers: Answers = {
     paths,
     hostname,
-    runUser: preset.runAsLocalUser && localUser ? localUser : 'tidemail',
+    runUser: 'tidemail',
     listen: listen.length ? listen : undefined,
     smarthost,
     from: user?.includes('@') ? user : undefined,

@@ -51,10 +51,17 @@ interface DaemonStatus {
   reloadError?: { at: number; message: string } | null;
   needsRestart?: string[];
   secrets?: { file: string; readAt: number; error?: string }[];
+  alerts?: AlertsStatus | null;
   queue: QueueSummary;
   noRoute?: number;
   routes: RouteStatus[];
   fetch?: FetchStatus[];
+}
+
+/** [alerts]: the last alert sent (with each action's result) and the conditions firing now. */
+interface AlertsStatus {
+  last: { kind: string; subject: string; state: string; message: string; at: number; results: { action: string; ok: boolean; detail: string }[] } | null;
+  active: { kind: string; subject: string; since: number; message: string }[];
 }
 
 /** Queued recipients per route and state; '' = not routed yet, '*' = no online route. */
@@ -76,6 +83,7 @@ export interface StatusReport {
   routes: RouteStatus[];
   fetch: FetchStatus[];
   problems: StoredEvent[];
+  alerts: AlertsStatus | null;
 }
 
 const ago = (t: number) => {
@@ -166,6 +174,7 @@ export async function runStatus(argv: string[]): Promise<number> {
     routes: st?.routes ?? [],
     fetch: st?.fetch ?? [],
     problems: [],
+    alerts: st?.alerts ?? null,
   };
   try {
     if (!st) {
@@ -252,6 +261,12 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
       const msg = f.lastMessage ? `last message ${ago(f.lastMessage)}` : '';
       out.push(`  ${f.account.padEnd(20)} ${[when, what, msg].filter(Boolean).join(', ')}`);
     }
+  }
+  if (r.alerts && (r.alerts.last || r.alerts.active.length)) {
+    out.push('alerts:');
+    for (const a of r.alerts.active) out.push(`  FIRING ${a.kind} ${a.subject} since ${ago(a.since)}: ${a.message}`);
+    const l = r.alerts.last;
+    if (l) out.push(`  last: ${l.state} ${l.kind} ${l.subject} ${ago(l.at)} — ${l.results.map((x) => `${x.action} ${x.ok ? 'ok' : 'FAILED'} (${x.detail})`).join(', ')}`);
   }
   if (r.problems.length) {
     out.push('recent problems (tidemail log ID for the whole story):');

@@ -40,6 +40,8 @@ export interface ControlTarget {
   pickup(): Promise<void>;
   flushRoute(name: string): Promise<number>;
   reload(): Promise<void>;
+  /** [alerts] monitor: the last alert and what is firing (null before boot ends). */
+  readonly alerts: import('../alerts/monitor.js').AlertMonitor | null;
 }
 
 /** A request on the public socket: read-only, and filtered to what anyone may see. */
@@ -142,6 +144,6 @@ async function status(d: ControlTarget, isPublic: boolean): Promise<unknown> {
       ...d.runner.routeState.get(r.name),
     })),
     // Secret paths and config errors (which may quote a line of the file) are for admins only.
-    ...(isPublic ? {} : { loadedAt: cs.loadedAt, reloadError: cs.reloadError, needsRestart: cs.needsRestart, secrets: secretReads() }),
+    ...(isPublic ? {} : { loadedAt: cs.loadedAt, reloadError: cs.reloadError, needsRestart: cs.needsRestart, secrets: secretReads(), alerts: d.alerts && { last: d.alerts.last, active: d.alerts.active() } }),
   };
 }

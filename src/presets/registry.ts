@@ -118,8 +118,6 @@ export interface Preset {
     fetch: boolean;
     tls: boolean;
   };
-  /** Run-as user: the local user for pi-home (so ~/Maildir is writable), else "tidemail". */
-  runAsLocalUser?: boolean;
   build(a: Answers): SetupPlan;
 }
 
@@ -139,7 +137,7 @@ function header(a: Answers, preset: string, text: string): TomlText {
     .blank()
     .set('hostname', a.hostname)
     .set('state_dir', a.paths.state)
-    .set('user', a.runUser, a.runUser === 'tidemail' ? 'the daemon drops root to this user after binding its ports' : 'the daemon runs as this user, so it can write the mailbox');
+    .set('user', a.runUser, 'the daemon drops root to this user after binding its ports; a small root helper delivers local mail as each user');
 }
 
 function loopbackListen(port: number, a: Answers): string[] {
@@ -299,12 +297,12 @@ messages, one outgoing connection. Mail to root goes to --admin (default: --user
 const piHome: Preset = {
   name: 'pi-home',
   summary: 'Raspberry Pi home server: local Maildir/LMTP delivery, POP3 fetch, smarthost out, LAN relay',
-  details: `Delivers local mail to --local-user's ~/Maildir (the daemon runs as that user), or to
-Dovecot over LMTP when Dovecot's LMTP socket exists (serve it by IMAP). Fetches the mailboxes
+  details: `Delivers every local user's mail to their own ~/Maildir, written as that user by a small
+root helper while the daemon runs as tidemail, or to Dovecot over LMTP when Dovecot's LMTP socket
+exists (serve it by IMAP). root's and postmaster's mail goes to --local-user. Fetches the mailboxes
 given with --fetch pop3s://USER@HOST whenever the smarthost route is online and delivers them to
 --local-user. Accepts mail from --lan and relays it through --smarthost.`,
   needs: { smarthost: 'required', user: 'required', lan: 'required', domain: 'optional', admin: 'optional', localUser: 'required', fetch: true, tls: false },
-  runAsLocalUser: true,
   build(a) {
     const t = header(a, 'pi-home', 'A home server: mail for the household is delivered here; the rest leaves through the smarthost.');
     const listen = a.listen ?? [...loopbackListen(25, a), ...(a.lanAddress ? [a.lanAddress.includes(':') ? `[${a.lanAddress}]:25` : `${a.lanAddress}:25`] : [])];
@@ -318,7 +316,7 @@ given with --fetch pop3s://USER@HOST whenever the smarthost route is online and 
         { path: a.paths.aliases, content: aliasesFile(adminAliases(admin), `root's mail goes to ${admin}.`) },
       ],
       nextSteps: [
-        a.delivery.kind === 'lmtp' ? 'Dovecot delivers into the mailboxes; read them by IMAP' : `mail for ${a.localUser} lands in ${a.delivery.kind === 'maildir' ? a.delivery.maildir : 'the mailbox'}`,
+        a.delivery.kind === 'lmtp' ? 'Dovecot delivers into the mailboxes; read them by IMAP' : `each user's mail lands in their own ${a.delivery.kind === 'maildir' ? a.delivery.maildir : 'mailbox'}, root's in ${a.localUser}'s`,
         ...(a.fetch.length ? ['fetch now (instead of waiting for the route to come online): tidemail fetch'] : []),
       ],
     };

@@ -16,8 +16,8 @@ const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helper.j
 
 /** What the helper is allowed to do, from [local]: fixed until the daemon restarts. */
 export function helperSettings(local: LocalConfig): HelperSettings {
-  const m = /^(\/.*)\/%u$/.exec(local.mbox);
-  return { minUid: local.minUid, spools: m && !m[1]!.includes('%u') ? [path.normalize(m[1]!)] : [], mda: local.mda };
+  const templates = [local.maildir, local.mbox].filter((t) => t.startsWith('/') && t.includes('%u')).map((t) => path.normalize(t));
+  return { minUid: local.minUid, templates: [...new Set(templates)], mda: local.mda };
 }
 
 interface Pending {

@@ -1,7 +1,7 @@
 // The privileged helper's rules: whom it delivers for and where. It believes nothing the
 // daemon says about a user — the user is looked up again here, fresh — and refuses root,
 // system accounts (uid below min_uid), names not in passwd, paths outside the user's home
-// (the spool file /var/mail/USER excepted), and pipes or files the user's own ~/.forward
+// (the configured /var/mail/%u-style paths excepted), and pipes or files the user's own ~/.forward
 // does not list (Postfix's allow_mail_to_commands/files = forward for what comes here:
 // the aliases file's pipes and files never come here, they run as the daemon's user).
 
@@ -44,10 +44,8 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
     case 'mbox': {
       const p = req.path ?? '';
       if (!path.isAbsolute(p) || path.normalize(p) !== p) return refuse(`${JSON.stringify(p)} is not a plain absolute path`);
-      if (req.kind === 'mbox') {
-        const spool = s.spools.find((d) => path.join(d, user.name) === p);
-        if (spool) return { user, ...spoolGroup(spool) };
-      }
+      // A configured path for this user outside homes (the spool file /var/mail/USER).
+      if (req.kind !== 'file' && s.templates.some((t) => t.replaceAll('%u', user.name) === p)) return { user, ...(req.kind === 'mbox' ? spoolGroup(path.dirname(p)) : {}) };
       if (!p.startsWith(user.home.replace(/\/+$/, '') + '/')) return refuse(`${p} is outside ${user.name}'s home ${user.home}`);
       const home = homeProblem(user);
       if (home) return home;

@@ -10,8 +10,11 @@ import type { ForwardFile } from '../local/forward.js';
 export interface HelperSettings {
   /** Root and uids below this are refused. */
   minUid: number;
-  /** Mail spool directories (the directory of [local] mbox when it is "DIR/%u"): DIR/USER is allowed. */
-  spools: string[];
+  /**
+   * Absolute [local] maildir/mbox templates with %u (/var/mail/%u, /srv/mail/%u/Maildir): their
+   * expansion for the user is allowed besides the user's home. Root wrote them, not the daemon.
+   */
+  templates: string[];
   /** [local] mda argv (with {sender} {recipient} {user}); the helper runs only this one. */
   mda: string[];
 }

@@ -97,7 +97,7 @@ test('satellite: mail to local users is sent to the admin through the smarthost;
 test('pi-home: local mail lands in the user\'s Maildir, remote mail leaves, and the POP3 mailbox is fetched', async () => {
   const sh = keep(await startSmarthost({ auth: { user: 'me@example.net', pass: 'pw' } }));
   const mail = tmpDir('tidemail-mail-');
-  fs.chmodSync(mail, 0o777); // the daemon runs as the local user (nobody here)
+  fs.chmodSync(mail, 0o777); // written as the local user (nobody here), or as ourselves when not root
   const dovecot = haveDovecot() ? await startDovecot({ users: { me: 'pop secret' }, tls: true }) : null;
   try {
     dovecot?.deliver('me', 'From: friend@remote.example\r\nSubject: from the provider\r\n\r\nfetched body\r\n');
@@ -107,7 +107,7 @@ test('pi-home: local mail lands in the user\'s Maildir, remote mail leaves, and 
       '--lan', '10.99.0.0/24', '--local-user', 'nobody', '--maildir', `${mail}/%u/Maildir`, '--hostname', 'pi.home.arpa',
       '--tls-ca-file', testCerts().caFile, ...fetchArgs,
     ]));
-    assert.match(a.read('tidemail.toml'), /^user = "nobody"/m, 'runs as the local user');
+    assert.match(a.read('tidemail.toml'), /^user = "tidemail"/m, 'the daemon runs as tidemail, not as the local user (issue 16)');
     assert.equal((await configCheck(a.configPath)).code, 0);
     keep(await startDaemon(a.site));
     await sendMessage(a.port, 'friend@remote.example', ['root@pi.home.arpa'], 'Subject: for root\r\n\r\nlocal body\r\n');
