@@ -130,7 +130,7 @@ export class Daemon {
     await this.front.listen(config.smtp.smtps, 'smtps');
     if (runAs) dropPrivileges(runAs);
 
-    this.store = await SqliteQueueStore.open(config.stateDir);
+    this.store = await SqliteQueueStore.open(config.stateDir, Date.now);
     setTokenStateDir(config.stateDir); // rotated OAuth2 refresh tokens (oauth2-token-store.ts)
     // Every log line with a queue id also goes into the queue database (`tidemail log`).
     (await import('./queue/events.js')).recordEvents(this.store.writer);

@@ -22,7 +22,7 @@ export function cliContext(configPath?: string): CliContext {
     config,
     socket,
     ask: (req, timeoutMs) => controlRequest(socket, req, timeoutMs),
-    openStore: () => SqliteQueueStore.open(config.stateDir),
+    openStore: () => SqliteQueueStore.open(config.stateDir, Date.now),
   };
 }
 

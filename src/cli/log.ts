@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseDuration } from '../config/units.js';
 import { UsageError } from '../errors.js';
 import { readHistories, type MessageHistory } from '../queue/events.js';
-import { isEnvelopeId, isMessageId } from '../queue/ids.js';
+import { isEnvelopeId, isMessageId, messageIdOf, recipientPartOf } from '../queue/ids.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 import { NoPermissionError } from '../control/client.js';
@@ -78,7 +78,7 @@ function outcome(h: MessageHistory): string[] {
 function format(h: MessageHistory): string {
   const lines = [`${h.msgid}${h.queued ? `  from <${h.queued.sender}>, queued since ${when(h.queued.created)}` : ''}`];
   for (const e of h.events) {
-    const who = e.envId && e.envId !== h.msgid ? `${e.envId.slice(16)} ` : '';
+    const who = e.envId && e.envId !== h.msgid ? `${recipientPartOf(e.envId)} ` : '';
     const other = e.msgid !== h.msgid ? `[${e.msgid}] ` : '';
     lines.push(`  ${when(e.t)}  ${e.level === 'info' ? '' : e.level.toUpperCase() + ' '}${who}${other}${e.event}${e.fields ? '  ' + e.fields : ''}`);
   }
@@ -114,7 +114,7 @@ export async function runLog(argv: string[]): Promise<number> {
   }
   // An id names one message; the bounce it caused (for=ID) is shown inside its history.
   if (q.id) {
-    const main = histories.find((h) => h.msgid === q.id!.slice(0, 16));
+    const main = histories.find((h) => h.msgid === messageIdOf(q.id!));
     if (main) {
       for (const h of histories) if (h !== main) main.events.push(...h.events);
       main.events.sort((a, b) => a.t - b.t);

@@ -118,7 +118,7 @@ export async function runQueueCommand(argv: string[]): Promise<number> {
       const cmd = sub === 'release' ? 'requeue' : sub;
       const by = whoAmI();
       const direct: Direct<number | boolean> = async (s) => {
-        const n = cmd === 'remove' ? await s.removeMessage(qid) : cmd === 'hold' ? await s.setStatus(qid, 'hold') : await s.requeue(qid);
+        const n = cmd === 'remove' ? await s.removeMessage(qid) : cmd === 'hold' ? await s.hold(qid) : await s.requeue(qid);
         // Who did it goes into the message's history (`tidemail log ID`), as the daemon records it.
         const event = `${sub === 'remove' ? 'removed' : sub === 'hold' ? 'held' : sub === 'release' ? 'released' : 'requeued'} by admin`;
         if (n) await recordAdminAction(s.writer, { id: qid, event, fields: formatFields({ by, ...(typeof n === 'number' ? { recipients: n } : {}) }).slice(1) });

@@ -219,6 +219,9 @@ export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, v
             return spool.size;
           },
           write: (chunk) => spool.write(chunk),
+          readBack: () => spool.readBack(),
+          rewrite: (headerEnd, edit) => spool.rewrite(headerEnd, edit),
+          prepend: (header) => spool.prepend(header),
           commit: async (meta) => {
             await spool.commit(meta);
             unfinished.delete(spool);

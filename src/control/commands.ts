@@ -7,7 +7,7 @@
 
 import { log } from '../log/log.js';
 import { PermissionError, type ControlRequest } from './protocol.js';
-import type { QueueStore } from '../queue/store.js';
+import type { Queue } from '../queue/admin.js';
 import type { DeliveryRunner } from '../deliver/runner.js';
 import type { LinkMonitor } from '../online/monitor.js';
 import type { FetchScheduler } from '../fetch/scheduler.js';
@@ -30,7 +30,8 @@ export interface ConfigState {
 
 /** The parts of the daemon the commands use. */
 export interface ControlTarget {
-  readonly store: QueueStore;
+  /** Storage and its administration (hold, requeue, remove). */
+  readonly store: Queue;
   readonly runner: DeliveryRunner;
   readonly links: LinkMonitor;
   readonly fetcher: FetchScheduler | null;
@@ -86,7 +87,7 @@ export function controlCommands(d: ControlTarget, opts: { public: boolean }): (r
         return ok;
       }
       case 'hold': {
-        const n = await d.store.setStatus(req.id, 'hold');
+        const n = await d.store.hold(req.id);
         if (n) log.info(req.id, 'held by admin', { by: who(req), recipients: n });
         return n;
       }

@@ -8,6 +8,7 @@
 // "queued", so such a message can be sent once more: at most one duplicate per restart.
 
 import { log } from '../log/log.js';
+import { messageIdOf } from '../queue/ids.js';
 
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 60_000;
@@ -62,7 +63,7 @@ export class PendingResults {
     for (const id of plan.envIds) this.covered.add(id);
     const first = !this.paused.has(plan.lane);
     if (first) this.paused.set(plan.lane, err.message);
-    log.error(plan.envIds[0]?.slice(0, 16) ?? null, 'could not record delivery results; kept in memory, not sent again', {
+    log.error(messageOf(plan), 'could not record delivery results; kept in memory, not sent again', {
       route: plan.lane, envelopes: plan.envIds.length, pending: plan.steps.map((s) => s.what).join(','), error: err.message,
     });
     if (first) log.warn(null, 'route paused: no new deliveries until its results are stored', { route: plan.lane, error: err.message });
@@ -97,7 +98,7 @@ export class PendingResults {
       }
       this.plans.shift();
       for (const id of plan.envIds) this.covered.delete(id);
-      log.info(plan.envIds[0]?.slice(0, 16) ?? null, 'delivery results recorded', { route: plan.lane, envelopes: plan.envIds.length, attempt: this.retries });
+      log.info(messageOf(plan), 'delivery results recorded', { route: plan.lane, envelopes: plan.envIds.length, attempt: this.retries });
       if (!this.plans.some((p) => p.lane === plan.lane)) {
         this.paused.delete(plan.lane);
         log.info(null, 'route resumed', { route: plan.lane });
@@ -129,4 +130,10 @@ async function runSteps(plan: ResultPlan): Promise<void> {
     await plan.steps[0]!.run();
     plan.steps.shift();
   }
+}
+
+/** The message a plan is about, for its log lines. */
+function messageOf(plan: ResultPlan): string | null {
+  const first = plan.envIds[0];
+  return first === undefined ? null : messageIdOf(first);
 }

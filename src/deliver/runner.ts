@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
+import type { QueueAdmin } from '../queue/admin.js';
 import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
 import type { RewriteSpec, RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
@@ -72,7 +73,8 @@ export class DeliveryRunner {
   private readonly heldUntil = new Map<string, number>();
 
   constructor(
-    private readonly store: QueueStore,
+    /** Storage, and releasing mail that waits for a route when the routes change. */
+    private readonly store: QueueStore & Pick<QueueAdmin, 'releaseWaiting'>,
     private config: Config,
     private routes: RouteProfile[],
     private readonly isOnline: (r: RouteProfile) => boolean = () => true,

@@ -215,10 +215,10 @@ async function checkAndSign(
   target: IntakeTarget, source: IntakeSource, spool: Spool,
   msg: { size: number; headerText: string; storedHeaderEnd: number }, fields: Record<string, unknown>,
 ): Promise<void> {
-  const readBack = spool.readBack?.();
-  // A spool that cannot read back (the maildrop behind `sendmail -bs`) gets no data checks:
-  // the pickup runs them when the daemon queues the message.
-  if (!readBack || !source.checks.length) return;
+  // A source without checks (`sendmail -bs` into the maildrop: the pickup runs them when the
+  // daemon queues the message) costs no read-back.
+  if (!source.checks.length) return;
+  const readBack = spool.readBack();
   const checks = source.checks.filter((c) => !isSigner(c));
   const signers = source.checks.filter(isSigner);
   let headerText = msg.headerText;
@@ -248,7 +248,7 @@ async function checkAndSign(
       if (!refused(v, source, spool.msgid, fields)) signatures = v.addHeaders ?? [];
     }
     const top = [...signatures, ...added];
-    if (top.length) await spool.prepend!(Buffer.from(headerLines(top), 'utf8'));
+    if (top.length) await spool.prepend(Buffer.from(headerLines(top), 'utf8'));
   } finally {
     if (source.endsSession) for (const c of source.checks) for (const id of sessionIds) c.sessionEnded?.(id);
   }
@@ -271,7 +271,7 @@ async function applyEdits(spool: Spool, v: Verdict, storedHeaderEnd: number, edi
   if (v.action !== 'next' && v.action !== 'accept') return;
   const changes = v.changeHeaders ?? [];
   if (!changes.length && !v.replaceBody) return;
-  await spool.rewrite!(storedHeaderEnd, {
+  await spool.rewrite(storedHeaderEnd, {
     ...(changes.length ? { header: (section: string) => {
       const out = applyHeaderChanges(section, changes);
       edited(Buffer.from(out, 'latin1').toString('utf8'));

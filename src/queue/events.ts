@@ -14,7 +14,7 @@
 import path from 'node:path';
 import { setEventSink, type LogEvent } from '../log/log.js';
 import { Db, sqlLiteral, type GroupCommitWriter } from './db.js';
-import { isEnvelopeId, isMessageId } from './ids.js';
+import { isEnvelopeId, isMessageId, messageIdOf } from './ids.js';
 
 /** History older than this is pruned (at start, then daily). */
 export const EVENT_RETENTION_MS = 30 * 86_400_000;
@@ -34,7 +34,7 @@ export interface StoredEvent {
 function insertSql(events: readonly LogEvent[]): string {
   const rows = events.map((e) => {
     const id = e.id.toUpperCase();
-    return `(${[e.time, id.slice(0, 16), isEnvelopeId(id) ? id : null, e.level, e.event, e.fields].map(sqlLiteral).join(', ')})`;
+    return `(${[e.time, messageIdOf(id), isEnvelopeId(id) ? id : null, e.level, e.event, e.fields].map(sqlLiteral).join(', ')})`;
   });
   return `INSERT INTO events (t, msgid, env_id, level, event, fields) VALUES ${rows.join(',\n')};\n`;
 }
@@ -63,7 +63,7 @@ export function recordEvents(writer: GroupCommitWriter): () => void {
     if (batch.length) writer.submitSql(false, insertSql(batch)).catch(() => undefined);
   };
   setEventSink((e) => {
-    if (!isMessageId(e.id.slice(0, 16))) return; // not a queue id (e.g. a session tag)
+    if (!isMessageId(messageIdOf(e.id))) return; // not a queue id (e.g. a session tag)
     pending.push(e);
     if (pending.length >= FLUSH_AT_EVENTS) flush();
     else if (!timer) {
@@ -127,7 +127,7 @@ export async function readHistories(stateDir: string, q: EventQuery): Promise<Me
     const where: string[] = [];
     const params: unknown[] = [];
     if (q.id) {
-      const id = q.id.slice(0, 16).toUpperCase();
+      const id = messageIdOf(q.id);
       // A bounce or delay notice is its own message; it names the original with for=ID.
       where.push(`(msgid = ? OR fields LIKE ?)`);
       params.push(id, `%for=${id}%`);

@@ -1,25 +1,44 @@
-// Queue ids, written in hex. A message id is 16 hex digits: 12 of milliseconds (so ids sort by
-// arrival) and 4 random. An envelope (one recipient of a message) appends 4 more digits, so one
-// grep for the message id finds every recipient line in the logs (OpenSMTPD's msgid/evpid idea).
+// Queue ids, written in hex: the one place that knows their format. A message id is 16 hex
+// digits: 12 of milliseconds (so ids sort by arrival) and 4 random. An envelope (one recipient
+// of a message) appends 4 more digits, so one grep for the message id finds every recipient
+// line in the logs (OpenSMTPD's msgid/evpid idea). Everything else asks this file.
 
 import { randomBytes } from 'node:crypto';
+
+const MESSAGE_DIGITS = 16;
+const RECIPIENT_DIGITS = 4;
 
 let lastMs = 0;
 let seq = 0;
 
-export function newMessageId(): string {
-  const now = Date.now();
+/** A new message id for a message arriving at `now` (the caller's clock, ms since the epoch). */
+export function newMessageId(now: number): string {
   // Within one millisecond keep ids unique and ordered with a counter in the random part.
   if (now === lastMs) seq = (seq + 1) & 0xffff;
   else {
     lastMs = now;
     seq = randomBytes(2).readUInt16BE(0) & 0x0fff;
   }
-  return now.toString(16).toUpperCase().padStart(12, '0') + seq.toString(16).toUpperCase().padStart(4, '0');
+  return hex(now, 12) + hex(seq, 4);
 }
 
 export function envelopeId(msgid: string, index: number): string {
-  return msgid + index.toString(16).toUpperCase().padStart(4, '0');
+  return msgid + hex(index, RECIPIENT_DIGITS);
+}
+
+/** The message a message or envelope id belongs to, in upper case. */
+export function messageIdOf(id: string): string {
+  return id.slice(0, MESSAGE_DIGITS).toUpperCase();
+}
+
+/** The recipient part of an envelope id ("0001"), as shown beside its message id. */
+export function recipientPartOf(envId: string): string {
+  return envId.slice(MESSAGE_DIGITS);
+}
+
+/** The recipient number of an envelope id (0 for the first recipient). */
+export function recipientIndexOf(envId: string): number {
+  return Number.parseInt(recipientPartOf(envId), 16);
 }
 
 export function isMessageId(s: string): boolean {
@@ -28,4 +47,8 @@ export function isMessageId(s: string): boolean {
 
 export function isEnvelopeId(s: string): boolean {
   return /^[0-9A-F]{20}$/i.test(s);
+}
+
+function hex(n: number, digits: number): string {
+  return n.toString(16).toUpperCase().padStart(digits, '0');
 }

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Config } from '../config/schema.js';
 import { TempFailError, TidemailError } from '../errors.js';
@@ -91,8 +92,41 @@ export class MaildropSpool implements Spool {
     // Refused while writing, so a huge message is not read to its end first.
     if (this.opts.maxSize !== undefined && this.written + chunk.length > this.opts.maxSize) throw new MessageTooBigError(this.opts.maxSize);
     const fh = await this.handle();
-    await fh.write(chunk);
+    // At an explicit offset: rewrite() and prepend() replace the file's content in place.
+    await fh.write(chunk, 0, chunk.length, this.written);
     this.written += chunk.length;
+  }
+
+  readBack(): () => Readable {
+    return () => (this.written ? fs.createReadStream(this.tmpPath, { start: 0, end: this.written - 1 }) : Readable.from([]));
+  }
+
+  // Edits read the message into memory: a maildrop message is at most max_message_size, and
+  // only checks edit (the maildrop behind `sendmail -bs` has none; the pickup runs them).
+  async rewrite(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void> {
+    const all = await this.content();
+    const head = all.subarray(0, headerEnd);
+    const newHead = edit.header ? Buffer.from(edit.header(head.toString('latin1')), 'latin1') : head;
+    await this.replace(Buffer.concat([newHead, ...(edit.body ? [Buffer.from('\r\n'), ...edit.body] : [all.subarray(headerEnd)])]));
+  }
+
+  async prepend(header: Buffer): Promise<void> {
+    if (this.prepended) throw new Error('prepend() may be called once per message');
+    this.prepended = true;
+    await this.replace(Buffer.concat([header, await this.content()]));
+  }
+
+  private prepended = false;
+
+  private async content(): Promise<Buffer> {
+    return this.written ? (await fsp.readFile(this.tmpPath)).subarray(0, this.written) : Buffer.alloc(0);
+  }
+
+  private async replace(data: Buffer): Promise<void> {
+    const fh = await this.handle();
+    await fh.truncate(0);
+    await fh.write(data, 0, data.length, 0);
+    this.written = data.length;
   }
 
   async commit(meta: MessageMeta): Promise<void> {
@@ -101,7 +135,8 @@ export class MaildropSpool implements Spool {
       v: 1, sender: meta.sender, recipients: meta.recipients, via: meta.via, uid: process.getuid?.() ?? -1, created: Date.now(),
     };
     const json = JSON.stringify(env) + '\n';
-    await fh.write(json + String(Buffer.byteLength(json)).padStart(TRAILER_DIGITS, '0') + '\n');
+    const trailer = Buffer.from(json + String(Buffer.byteLength(json)).padStart(TRAILER_DIGITS, '0') + '\n');
+    await fh.write(trailer, 0, trailer.length, this.written);
     await fh.sync();
     await fh.close();
     this.fh = null;

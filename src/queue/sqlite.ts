@@ -13,11 +13,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Db, GroupCommitWriter, sqlLiteral } from './db.js';
-import { envelopeId, isEnvelopeId, newMessageId } from './ids.js';
+import type { QueueAdmin } from './admin.js';
+import { envelopeId, isEnvelopeId, messageIdOf, newMessageId, recipientIndexOf } from './ids.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck, writeMarker } from './integrity.js';
 import { addColumnIfMissing, migrate, type Migration } from './migrate.js';
 import { stateError } from './state-error.js';
-import type { Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, RecipientStatus, Spool } from './store.js';
+import type { Clock, Envelope, EnvelopeUpdate, MessageMeta, QueueStore, QueuedMessage, Spool } from './store.js';
 
 export const CHUNK_SIZE = 64 * 1024;
 
@@ -65,14 +66,16 @@ interface EnvelopeRow extends Omit<Envelope, 'warned'> {
 }
 const toEnvelope = (r: EnvelopeRow): Envelope => ({ ...r, warned: r.warned !== 0 });
 
-export class SqliteQueueStore implements QueueStore {
+/** Storage and its administration (admin.ts) in one file; every time comes from `clock`. */
+export class SqliteQueueStore implements QueueStore, QueueAdmin {
   private constructor(
     private readonly writeDb: Db,
     private readonly readDb: Db,
     readonly writer: GroupCommitWriter,
+    private readonly clock: Clock,
   ) {}
 
-  static async open(stateDir: string): Promise<SqliteQueueStore> {
+  static async open(stateDir: string, clock: Clock): Promise<SqliteQueueStore> {
     const file = path.join(stateDir, QUEUE_FILE);
     try {
       fs.mkdirSync(stateDir, { recursive: true, mode: 0o750 });
@@ -90,7 +93,7 @@ export class SqliteQueueStore implements QueueStore {
         writeMarker(stateDir);
         const r = await Db.open(file);
         await r.exec('PRAGMA busy_timeout=10000;');
-        return new SqliteQueueStore(w, r, new GroupCommitWriter(w));
+        return new SqliteQueueStore(w, r, new GroupCommitWriter(w), clock);
       } catch (err) {
         await w.close().catch(() => undefined);
         throw err;
@@ -101,8 +104,8 @@ export class SqliteQueueStore implements QueueStore {
     }
   }
 
-  openMessage(msgid = newMessageId()): Spool {
-    return new SqliteSpool(msgid, this.writer, this.writeDb);
+  openMessage(): Spool {
+    return new SqliteSpool(newMessageId(this.clock()), this.writer, this.writeDb, this.clock);
   }
 
   async due(now: number, limit: number): Promise<Envelope[]> {
@@ -127,7 +130,7 @@ export class SqliteQueueStore implements QueueStore {
            WHERE env_id = ?`,
           [
             u.attempts, u.nextAttempt, u.lastError, u.warned === undefined ? null : u.warned ? 1 : 0, u.waiting ?? null,
-            u.route ?? null, u.route ?? null, Date.now(), u.envId,
+            u.route ?? null, u.route ?? null, this.clock(), u.envId,
           ],
         );
       }
@@ -140,7 +143,7 @@ export class SqliteQueueStore implements QueueStore {
       const msgids = new Set<string>();
       for (const id of envIds) {
         await db.run('DELETE FROM recipients WHERE env_id = ?', [id]);
-        msgids.add(id.slice(0, 16));
+        msgids.add(messageIdOf(id));
       }
       for (const m of msgids) await deleteIfEmpty(db, m);
     });
@@ -156,28 +159,29 @@ export class SqliteQueueStore implements QueueStore {
   }
 
   async getMessage(id: string): Promise<QueuedMessage | undefined> {
-    const rows = (await this.readDb.all<EnvelopeRow>(`${ENVELOPE_SELECT} WHERE r.msgid = ? ORDER BY r.env_id`, [id.slice(0, 16).toUpperCase()])).map(toEnvelope);
+    const rows = (await this.readDb.all<EnvelopeRow>(`${ENVELOPE_SELECT} WHERE r.msgid = ? ORDER BY r.env_id`, [messageIdOf(id)])).map(toEnvelope);
     return groupByMessage(rows)[0];
   }
 
-  setStatus(id: string | null, status: RecipientStatus): Promise<number> {
+  hold(id: string | null): Promise<number> {
     const [where, params] = idFilter(id);
-    return this.writer.submit(true, (db) => db.run(`UPDATE recipients SET status = ? WHERE ${where}`, [status, ...params]));
+    return this.writer.submit(true, (db) => db.run(`UPDATE recipients SET status = 'hold' WHERE ${where}`, params));
   }
 
   requeue(id: string | null): Promise<number> {
     const [where, params] = idFilter(id);
     const extra = id === null ? ` AND status = 'queued'` : '';
     return this.writer.submit(true, (db) =>
-      db.run(`UPDATE recipients SET next_attempt = ?, status = 'queued' WHERE ${where}${extra}`, [Date.now(), ...params]),
+      db.run(`UPDATE recipients SET next_attempt = ?, status = 'queued' WHERE ${where}${extra}`, [this.clock(), ...params]),
     );
   }
 
   addRecipients(msgid: string, addresses: readonly string[]): Promise<void> {
     return this.writer.submit(true, async (db) => {
       const row = await db.get<{ last: string | null }>('SELECT MAX(env_id) AS last FROM recipients WHERE msgid = ?', [msgid]);
-      let next = row?.last ? Number.parseInt(row.last.slice(16), 16) + 1 : 0;
-      for (const a of addresses) await db.run('INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (?, ?, ?, ?)', [envelopeId(msgid, next++), msgid, a, Date.now()]);
+      let next = row?.last ? recipientIndexOf(row.last) + 1 : 0;
+      const now = this.clock();
+      for (const a of addresses) await db.run('INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (?, ?, ?, ?)', [envelopeId(msgid, next++), msgid, a, now]);
     });
   }
 
@@ -190,19 +194,19 @@ export class SqliteQueueStore implements QueueStore {
 
   flushRoute(route: string): Promise<number> {
     return this.writer.submit(true, (db) =>
-      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND (waiting IN (?, '*') OR route = ?)`, [Date.now(), route, route]),
+      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND (waiting IN (?, '*') OR route = ?)`, [this.clock(), route, route]),
     );
   }
 
   releaseWaiting(route: string | null): Promise<number> {
     const [where, params] = route === null ? ['waiting IS NOT NULL', []] : ['waiting IN (?, \'*\')', [route]];
     return this.writer.submit(true, (db) =>
-      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND ${where}`, [Date.now(), ...params]),
+      db.run(`UPDATE recipients SET next_attempt = ?, waiting = NULL WHERE status = 'queued' AND ${where}`, [this.clock(), ...params]),
     );
   }
 
   removeMessage(msgid: string): Promise<boolean> {
-    const id = msgid.slice(0, 16).toUpperCase();
+    const id = messageIdOf(msgid);
     return this.writer.submit(true, async (db) => {
       const n = await db.run('DELETE FROM recipients WHERE msgid = ?', [id]);
       await deleteIfEmpty(db, id);
@@ -291,6 +295,7 @@ class SqliteSpool implements Spool {
     // The writing connection: it always sees its own commits, while the read connection may still
     // hold the snapshot of a statement that has not been finalized yet (a stale, chunk-less view).
     private readonly ownDb: Db,
+    private readonly clock: Clock,
   ) {}
 
   /** Writes what is buffered as a chunk (not durable: the commit's fsync covers it). */
@@ -395,7 +400,7 @@ class SqliteSpool implements Spool {
     this.parts = [];
     this.partsLength = 0;
     const seq = last ? ++this.seq : 0;
-    const now = Date.now();
+    const now = this.clock();
     const due = meta.notBefore ?? now;
     let sql = last ? chunkSql(this.msgid, seq, last) : '';
     sql += `INSERT INTO messages (id, sender, created, size, via, client, helo, origin) VALUES (${[

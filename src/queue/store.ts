@@ -1,8 +1,13 @@
 // Where messages live between acceptance and delivery. The SQLite backend is in sqlite.ts;
 // a second backend (e.g. replicated) fills in this interface without touching sessions or
-// transports. The store only stores: *when* to try is schedule/'s business.
+// transports, and proves it by passing test/queue/store-contract.test.ts. The store only
+// stores: *when* to try is the runner's business, what an administrator may do to the queue is
+// admin.ts's, and the time comes from the caller's clock (never read here), so a test can step it.
 
 import type { Readable } from 'node:stream';
+
+/** Milliseconds since the epoch, as the caller sees them (Date.now in production, stepped in tests). */
+export type Clock = () => number;
 
 export type RecipientStatus = 'queued' | 'hold';
 
@@ -59,33 +64,35 @@ export interface QueuedMessage {
   recipients: Envelope[];
 }
 
+/**
+ * One message being written. Every method is required: the intake pipeline reads back, edits
+ * and prepends for every source, so a backend that cannot is not a backend.
+ */
 export interface Spool {
   readonly msgid: string;
   /** Bytes written so far. */
   readonly size: number;
   /** Appends body bytes; resolves when the store can take more (backpressure). */
   write(chunk: Buffer): Promise<void>;
-  /**
-   * The message written so far, as a fresh stream each call (end-of-DATA checks read it before
-   * the commit). Optional: a spool that cannot read back gets no data-phase checks.
-   */
-  readBack?(): () => Readable;
+  /** The message written so far, as a fresh stream each call (end-of-DATA checks read it before the commit). */
+  readBack(): () => Readable;
   /**
    * Rewrites what was written so far: `header` gets the bytes before `headerEnd` (the field
    * lines) and returns their new text; `body`, when given, replaces everything after the field
    * lines (the empty line is kept). Used for a milter's header changes and body replacement.
    */
-  rewrite?(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void>;
+  rewrite(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void>;
   /** Puts header lines above everything written so far (headers added by checks). Once per message. */
-  prepend?(header: Buffer): Promise<void>;
+  prepend(header: Buffer): Promise<void>;
   /** Makes the message visible to the scheduler. Resolves only after fsync. */
   commit(meta: MessageMeta): Promise<void>;
   rollback(): Promise<void>;
 }
 
+/** Storage alone: messages in, envelopes due, results recorded, messages out. */
 export interface QueueStore {
-  /** Spools a body; nothing is visible to the scheduler until commit(). */
-  openMessage(msgid?: string): Spool;
+  /** Spools a new message (its id from ids.ts); nothing is visible to the scheduler until commit(). */
+  openMessage(): Spool;
   /** Queued (not held) envelopes due at or before `now`, oldest first. */
   due(now: number, limit: number): Promise<Envelope[]>;
   /** The earliest next_attempt of any queued envelope. */
@@ -95,20 +102,11 @@ export interface QueueStore {
   deleteEnvelopes(envIds: readonly string[]): Promise<void>;
   readBody(msgid: string): Readable;
   listMessages(): Promise<QueuedMessage[]>;
-  getMessage(msgid: string): Promise<QueuedMessage | undefined>;
-  /** Envelopes matching a message or envelope id (or all when id is null). */
-  setStatus(id: string | null, status: RecipientStatus): Promise<number>;
-  /** Adds recipients to a queued message (an alias that expands to external addresses). */
+  /** The message a message or envelope id names. */
+  getMessage(id: string): Promise<QueuedMessage | undefined>;
+  /** Adds recipients to a queued message (an alias that expands to external addresses), due now. */
   addRecipients(msgid: string, addresses: readonly string[]): Promise<void>;
-  /** Queued recipients per route (waiting for it, or last tried on it); '*' = no route. */
-  countByRoute(): Promise<Record<string, number>>;
-  /** Makes everything for `route` due now: waiting for it, or deferred on it. */
-  flushRoute(route: string): Promise<number>;
-  /** Makes envelopes that wait for `route` (or for any route, with null) due now. */
-  releaseWaiting(route: string | null): Promise<number>;
-  /** Makes envelopes due now; with id null every queued envelope. */
-  requeue(id: string | null): Promise<number>;
-  removeMessage(msgid: string): Promise<boolean>;
+  /** Whether a message with this origin (a maildrop file) was committed: a re-pickup is not a duplicate. */
   hasOrigin(origin: string): Promise<boolean>;
   close(): Promise<void>;
 }

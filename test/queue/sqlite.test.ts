@@ -14,7 +14,7 @@ async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 test('quotes and SQL in addresses are stored as text, byte-exact bodies of any size come back', async () => {
-  const store = await SqliteQueueStore.open(tmpDir());
+  const store = await SqliteQueueStore.open(tmpDir(), Date.now);
   const hostile = "o'brien'); DROP TABLE messages; --@remote.example";
   const spool = store.openMessage();
   const body = Buffer.alloc(200_000 + 7);
@@ -29,7 +29,7 @@ test('quotes and SQL in addresses are stored as text, byte-exact bodies of any s
 });
 
 test('concurrent commits share transactions (group commit)', async () => {
-  const store = await SqliteQueueStore.open(tmpDir());
+  const store = await SqliteQueueStore.open(tmpDir(), Date.now);
   const before = store.writer.commits;
   await Promise.all(Array.from({ length: 100 }, async (_, i) => {
     const s = store.openMessage();
@@ -44,14 +44,14 @@ test('concurrent commits share transactions (group commit)', async () => {
 
 test('a rolled-back spool leaves nothing; a reopen removes chunks of unfinished messages', async () => {
   const dir = tmpDir();
-  const store = await SqliteQueueStore.open(dir);
+  const store = await SqliteQueueStore.open(dir, Date.now);
   const a = store.openMessage();
   await a.write(Buffer.alloc(300_000, 65)); // several chunks already in the table
   await a.rollback();
   const b = store.openMessage();
   await b.write(Buffer.alloc(300_000, 66)); // never committed: a session that died
   await store.close();
-  const again = await SqliteQueueStore.open(dir);
+  const again = await SqliteQueueStore.open(dir, Date.now);
   assert.equal((await again.listMessages()).length, 0);
   // Reading a body that is gone is an error, never an empty message.
   await readAll(again.readBody(b.msgid)).then(
