@@ -17,6 +17,7 @@ import { probePorts } from '../doctor/ports.js';
 import { probeRoutes } from '../doctor/routes.js';
 import { probeState } from '../doctor/state.js';
 import { probeRelay } from '../doctor/relay.js';
+import { probeAlerts } from '../doctor/alerts.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 import { usageLine } from './usage.js';
@@ -74,6 +75,7 @@ export async function runCheck(argv: string[]): Promise<number> {
     // [relay] next hops are routes of kind mx too, but say nothing about this host's own DNS.
     print(await guarded('dns', () => probeDns(config, routes.filter((r) => !(r.kind === 'mx' && r.nextHop)), links, opts.dns)));
     if (config.relay.domains.length) print(await guarded('relay', () => probeRelay(config, routes, opts.dns.servers)));
+    print(await guarded('alerts', () => probeAlerts(config)));
   }
   const count = (l: Finding['level']) => findings.filter((f) => f.level === l).length;
   const failed = count('fail');
