@@ -16,6 +16,7 @@ import { probeLinks, type LinkAnswer } from '../doctor/links.js';
 import { probePorts } from '../doctor/ports.js';
 import { probeRoutes } from '../doctor/routes.js';
 import { probeState } from '../doctor/state.js';
+import { probeLocalUsers } from '../doctor/local-users.js';
 import { probeRelay } from '../doctor/relay.js';
 import { probeAlerts } from '../doctor/alerts.js';
 import { takeConfigOption } from './context.js';
@@ -68,6 +69,7 @@ export async function runCheck(argv: string[]): Promise<number> {
     print(await guarded('state dir', () => probeState(config)));
     print(await guarded('ports', () => probePorts(config, st?.pid ?? null)));
     print(await guarded('certificate', () => probeCertificate(config)));
+    print(await guarded('local users', () => probeLocalUsers(config)));
     const links: LinkAnswer[] = st
       ? st.routes.map((r) => ({ route: r.name, online: r.online, why: r.why ?? '' }))
       : await probeLinks(routes, { tcp: true });
