@@ -18,6 +18,7 @@ import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
 
 interface Ctx {
   dns: DnsServer;
+  list: string;
   /** The port every MX listens on, and our second listener (127.0.0.7) too. */
   mxPort: number;
   primary: Smarthost | null;
@@ -46,7 +47,7 @@ t.before(async (ctx) => {
   ctx.primary = null; // down at first
   ctx.lan = await startSmarthost({ host: '127.0.0.3' });
   const dir = tmpDir();
-  const list = writeFile(path.join(dir, 'relay-recipients'), '# who the primary knows\nalice@family.example\nbob@family.example  OK\n@loop.example\n@sneaky.example\n@lan.example\n');
+  const list = ctx.list = writeFile(path.join(dir, 'relay-recipients'), '# who the primary knows\nalice@family.example\nbob@family.example  OK\n@loop.example\n@sneaky.example\n@lan.example\n');
   const port = await freePort();
   ctx.site = await makeSite(`[local]\ndomains = ["tidemail.test"]\n[queue]\nretry_min = "1s"\nretry_max = "2s"\n[relay]\ndomains = ["family.example", "loop.example", "sneaky.example"]\nrecipients = "${list}"\n[relay.next_hop]\n"lan.example" = "127.0.0.3:${ctx.lan.port}"\n`, { port, smtpToml: 'greet_delay = "0s"' });
   const toml = fs.readFileSync(ctx.site.configPath, 'utf8')
@@ -82,6 +83,25 @@ t('an untrusted client: relay domain accepted, listed recipients only, everythin
   } finally {
     c.close();
   }
+});
+
+t('an edited recipients list applies to the next RCPT, without a reload', async (ctx) => {
+  const rcpt = async () => {
+    const c = await RawSmtp.connect(ctx.site.port);
+    try {
+      await c.hello('outside.example');
+      await c.cmd('MAIL FROM:<outside@sender.example>');
+      return await c.cmd('RCPT TO:<carol@family.example>');
+    } finally {
+      c.close();
+    }
+  };
+  assert.match(await rcpt(), /^550 5\.1\.1/);
+  fs.appendFileSync(ctx.list, 'carol@family.example\n');
+  assert.match(await rcpt(), /^250/);
+  const show = await runCli(['config', 'show', '--config', ctx.site.configPath]);
+  assert.match(show.stdout, /\[relay\]\ndomains = \["family\.example", "loop\.example", "sneaky\.example"\]/);
+  assert.match(show.stdout, /recipients = ".*relay-recipients"/);
 });
 
 t('backup MX: queued while the primary is down, delivered to it (not to us) when it comes back', async (ctx) => {
