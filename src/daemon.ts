@@ -142,7 +142,13 @@ export class Daemon {
       // Link up: everything waiting is due at once — not only what waited for this route: mail
       // whose preferred route is still down may go by this one (failover), so every waiting
       // envelope gets its route chosen again now rather than at no_route_recheck.
-      if (online) void this.store.releaseWaiting(null).then(() => this.runner.wake(), () => this.runner.wake());
+      // Mail deferred on this route (a connection cut by loss, a timeout on the last window) is
+      // due again too: the link it failed on is back — what `postqueue -f` in ip-up does for
+      // Postfix and masqmail's online run does. At most one retry per link-up.
+      if (online) {
+        const wake = () => this.runner.wake();
+        void this.store.releaseWaiting(null).then(() => this.store.flushRoute(route.name)).then(wake, wake);
+      }
       // …and its POP3 mailboxes are fetched.
       if (online) void this.fetcher?.fetchRoute(route.name);
     });

@@ -542,6 +542,15 @@ export async function runLinkFlapBench(opts: LinkFlapOptions): Promise<LinkFlapR
     log('stopping');
     for (const s of subjects) await s.stop();
     const dlog = daemon.logs();
+    // BENCH_FLAP_DEBUG=DIR keeps the daemon's log and every message's story (reply, arrivals,
+    // link-ups) for a look at duplicates and the slow tail.
+    const debugDir = process.env.BENCH_FLAP_DEBUG;
+    if (debugDir) {
+      fs.mkdirSync(debugDir, { recursive: true });
+      fs.writeFileSync(path.join(debugDir, 'tidemail.log'), dlog);
+      const story = subjects.map((s) => ({ subject: s.name, msgs: [...s.msgs.values()].map((m) => ({ ...m, arrivals: s.far.arrivals.get(m.tag) ?? [] })) }));
+      fs.writeFileSync(path.join(debugDir, 'messages.json'), JSON.stringify({ ups, windows, story }, null, 1));
+    }
     const count = (re: RegExp): number => dlog.split('\n').filter((l) => re.test(l)).length;
     notes.push(`tidemail log: ${count(/link down/)} "link down", ${count(/link up/)} "link up", ` +
       `${count(/ETIMEDOUT|[Tt]imeout|timed out/)} timeout lines, ${count(/interrupted/)} "interrupted" lines`);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
-import { waitFor } from '../helpers/ports.js';
+import { freePort, waitFor } from '../helpers/ports.js';
 import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -48,6 +48,34 @@ test('the backup is brought up by `tidemail link up backup`: delivered by it at 
     const r = await runCli(['link', 'up', 'backup', '--config', configPath]);
     assert.equal(r.code, 0, r.stderr);
   });
+});
+
+test('mail deferred on a route (its smarthost unreachable) is retried the moment its link comes back, not after retry_min', async () => {
+  const dir = tmpDir();
+  const flag = path.join(dir, 'isp.up');
+  fs.writeFileSync(flag, '');
+  const port = await freePort(); // nothing listens yet: the first attempt is refused
+  const site = await makeSite('[queue]\nretry_min = "1h"\nretry_max = "4h"');
+  site.route('isp', `smarthost = "127.0.0.1:${port}"\ntls = "none"\nonline.file = "${flag}"\n`);
+  const d = await startDaemon(site);
+  let sh: Awaited<ReturnType<typeof startSmarthost>> | null = null;
+  try {
+    await sendMessage(site.port, 'me@tidemail.test', ['later@remote.example'], 'Subject: deferred\r\n\r\nhello\r\n');
+    await d.waitForLog(/deferred to=<later@remote\.example>/, 10_000);
+    // The link drops and comes back; by now the smarthost answers.
+    fs.rmSync(flag);
+    await d.waitForLog(/link down route=isp/, 10_000);
+    sh = await startSmarthost({ port });
+    const t0 = Date.now();
+    fs.writeFileSync(flag, '');
+    const [m] = await sh.waitForMessages(1, 10_000);
+    assert.equal(m!.to, ['later@remote.example']);
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms after link up`);
+    assert.is(sh.messages.length, 1);
+  } finally {
+    await d.stop();
+    await sh?.close();
+  }
 });
 
 test.run();
