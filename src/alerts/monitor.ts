@@ -12,7 +12,8 @@ import { runActions, type ActionResult, type AlertEvent } from './notify.js';
 export interface AlertSources {
   /** Messages with recipients not on hold, created before `before`: how many, and the oldest. */
   waiting(before: number): Promise<{ count: number; oldest: { msgid: string; sender: string; created: number; lastError: string | null } | null }>;
-  routes(): { name: string; failingSince: number | null; lastError: string | null }[];
+  /** Each route's failure state from the runner, and how many recipients it has queued. */
+  routes(): Promise<{ name: string; failingSince: number | null; lastError: string | null; lastErrorAt: number | null; queued: number }[]>;
   fetches(): { account: string; error: string | null }[];
 }
 
@@ -45,6 +46,10 @@ export class AlertMonitor {
   private readonly firing = new Map<string, Firing & { kind: AlertEvent['kind']; subject: string }>();
   /** When each fetch account was first seen FAILING (the scheduler keeps only the last result). */
   private readonly fetchSince = new Map<string, number>();
+  /** When each route last had nothing queued: failures before that are history (mail removed, bounced). */
+  private readonly routeIdle = new Map<string, number>();
+  /** The first failure seen after a route was last empty (the runner's failingSince may be older). */
+  private readonly routeFailStart = new Map<string, number>();
   /** The last alert sent, with what each action said (`tidemail status`). */
   last: AlertRecord | null = null;
 
@@ -96,9 +101,21 @@ export class AlertMonitor {
       }
     }
     if (c.routeFailingMs !== null) {
-      for (const r of this.sources.routes()) {
-        if (r.failingSince === null || now - r.failingSince < c.routeFailingMs) continue;
-        out.push({ kind: 'route-failing', subject: r.name, since: r.failingSince, message: `route ${r.name}: no delivery has worked for ${age(now - r.failingSince)}${r.lastError ? `; last error: ${r.lastError}` : ''}` });
+      for (const r of await this.sources.routes()) {
+        if (!r.queued) {
+          this.routeIdle.set(r.name, now);
+          this.routeFailStart.delete(r.name);
+          continue;
+        }
+        const idle = this.routeIdle.get(r.name) ?? 0;
+        if (r.failingSince === null || r.lastErrorAt === null || r.lastErrorAt < idle) {
+          this.routeFailStart.delete(r.name);
+          continue;
+        }
+        let since = this.routeFailStart.get(r.name);
+        if (since === undefined) this.routeFailStart.set(r.name, (since = r.failingSince >= idle ? r.failingSince : r.lastErrorAt));
+        if (now - since < c.routeFailingMs) continue;
+        out.push({ kind: 'route-failing', subject: r.name, since, message: `route ${r.name}: no delivery has worked for ${age(now - since)}${r.lastError ? `; last error: ${r.lastError}` : ''}` });
       }
     }
     const fetches = this.sources.fetches();

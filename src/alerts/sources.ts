@@ -6,7 +6,7 @@ import type { QueuedMessage } from '../queue/store.js';
 import type { AlertSources } from './monitor.js';
 
 export function daemonAlertSources(d: {
-  readonly store: { listMessages(): Promise<QueuedMessage[]> };
+  readonly store: { listMessages(): Promise<QueuedMessage[]>; countByRoute(): Promise<Record<string, number>> };
   readonly runner: DeliveryRunner;
   readonly fetcher: FetchScheduler | null;
 }): AlertSources {
@@ -21,10 +21,13 @@ export function daemonAlertSources(d: {
         oldest: oldest && { msgid: oldest.msgid, sender: oldest.sender, created: oldest.created, lastError: oldest.recipients.find((r) => r.lastError)?.lastError ?? null },
       };
     },
-    routes: () => d.runner.getRoutes().map((r) => {
-      const st = d.runner.routeState.get(r.name);
-      return { name: r.name, failingSince: st?.failingSince ?? null, lastError: st?.lastError ?? null };
-    }),
+    async routes() {
+      const counts = await d.store.countByRoute();
+      return d.runner.getRoutes().map((r) => {
+        const st = d.runner.routeState.get(r.name);
+        return { name: r.name, failingSince: st?.failingSince ?? null, lastError: st?.lastError ?? null, lastErrorAt: st?.lastErrorAt ?? null, queued: counts[r.name] ?? 0 };
+      });
+    },
     fetches: () => (d.fetcher?.states() ?? []).map((s) => ({ account: s.account, error: s.last?.error ?? null })),
   };
 }

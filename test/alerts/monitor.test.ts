@@ -23,7 +23,7 @@ function setup(opts: { cleared: boolean }) {
       const old = queue.filter((m) => m.created < before);
       return { count: old.length, oldest: old[0] ? { ...old[0], lastError: 'route wan is offline' } : null };
     },
-    routes: () => [],
+    routes: async () => [],
     fetches: () => [],
   };
   const m = new AlertMonitor({ ...defaultAlerts(), mailWaitingMs: 4 * H, repeatMs: 6 * H, cleared: opts.cleared, command: [process.execPath, script] }, sources, () => 'pi.home.arpa', () => now);
@@ -63,6 +63,40 @@ test('cleared = false: no notice when it ends', async () => {
   s.empty();
   await s.m.tick();
   assert.equal(s.got().map((x) => x.state), ['firing']);
+});
+
+test('route failing: only while the route has mail queued; failures from before it was empty are history', async () => {
+  const dir = tmpDir();
+  const out = path.join(dir, 'got.jsonl');
+  const script = writeFile(path.join(dir, 'rec.mjs'), `import fs from 'node:fs'; let s=''; process.stdin.on('data',(d)=>s+=d); process.stdin.on('end',()=>fs.appendFileSync(${JSON.stringify(out)}, s));\n`);
+  let now = Date.UTC(2026, 11, 3, 8, 0, 0);
+  const route = { name: 'isp', failingSince: now as number | null, lastError: 'cannot connect (ECONNREFUSED)', lastErrorAt: now as number | null, queued: 1 };
+  const m = new AlertMonitor({ ...defaultAlerts(), routeFailingMs: H, repeatMs: 6 * H, command: [process.execPath, script] },
+    { waiting: async () => ({ count: 0, oldest: null }), routes: async () => [{ ...route }], fetches: () => [] }, () => 'gw', () => now);
+  const got = () => (fs.existsSync(out) ? fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { state: string; message: string }) : []);
+  now += H + 1000;
+  route.lastErrorAt = now;
+  await m.tick();
+  assert.equal(got().map((x) => x.state), ['firing']);
+  assert.match(got()[0]!.message, /^route isp: no delivery has worked for 1h; last error: cannot connect/);
+  // The admin removes the mail: nothing to deliver is not a failing route.
+  route.queued = 0;
+  now += 60_000;
+  await m.tick();
+  assert.equal(got().map((x) => x.state), ['firing', 'cleared']);
+  // New mail, but no failure since: the old failingSince does not fire at once.
+  route.queued = 1;
+  now += 2 * H;
+  await m.tick();
+  assert.equal(got().length, 2);
+  // It fails again: counted from that failure, so an hour later.
+  route.lastErrorAt = now;
+  await m.tick();
+  assert.is(got().length, 2);
+  now += H;
+  route.lastErrorAt = now;
+  await m.tick();
+  assert.equal(got().map((x) => x.state), ['firing', 'cleared', 'firing']);
 });
 
 test.after(() => cleanupTmp());
