@@ -117,6 +117,21 @@ if (!isRoot()) {
     await waitFor('delivered', () => filesIn(path.join(users[0]!.home, 'Maildir', 'new')).length === 1);
   });
 
+  test('an MDA runs as the user, with their HOME; when the daemon is killed, the helper does not outlive it', async () => {
+    const [u] = makeUsers(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "mda"\nmda = ["/bin/sh", "-c", "id -u > \\"$HOME/mda-uid\\"; cat > \\"$HOME/mda-msg\\"", "{user}"]\n[queue]\nretry_min = "1h"\n`);
+    const d = keep(await startDaemon(site));
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG('mda')), /^250 /);
+    await waitFor('the MDA ran', () => fs.existsSync(path.join(u.home, 'mda-msg')) && /hello mda/.test(fs.readFileSync(path.join(u.home, 'mda-msg'), 'utf8')));
+    assert.is(fs.readFileSync(path.join(u.home, 'mda-uid'), 'utf8').trim(), String(u.uid));
+    assert.is(fs.statSync(path.join(u.home, 'mda-msg')).uid, u.uid);
+    assert.match(fs.readFileSync(path.join(u.home, 'mda-msg'), 'utf8'), new RegExp(`^Return-Path: <x@remote\\.example>\nDelivered-To: ${u.name}@tidemail\\.test\n`));
+    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    assert.ok(helper, 'a helper');
+    await d.kill9();
+    await waitFor('the helper gone', () => !fs.existsSync(`/proc/${helper}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8')), 5000);
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
