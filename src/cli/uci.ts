@@ -54,6 +54,16 @@ const MAIN: OptionMap = {
   retry_max: { keys: ['queue.retry_max'], kind: 'string' },
   max_lifetime: { keys: ['queue.max_lifetime'], kind: 'string' },
   no_route_recheck: { keys: ['queue.no_route_recheck'], kind: 'string' },
+  // [relay] (backup MX, a LAN domain) and [alerts]; a relay next_hop needs a hand-written route.
+  relay_domain: { keys: ['relay.domains'], kind: 'list' },
+  relay_recipients: { keys: ['relay.recipients'], kind: 'string' },
+  alert_mail_waiting: { keys: ['alerts.mail_waiting'], kind: 'string' },
+  alert_route_failing: { keys: ['alerts.route_failing'], kind: 'string' },
+  alert_fetch_failing: { keys: ['alerts.fetch_failing'], kind: 'string' },
+  alert_repeat: { keys: ['alerts.repeat'], kind: 'string' },
+  alert_command: { keys: ['alerts.command'], kind: 'list' },
+  alert_url: { keys: ['alerts.url'], kind: 'string' },
+  alert_token_file: { keys: ['alerts.token_file'], kind: 'string' },
 };
 
 const ROUTE: OptionMap = {
