@@ -49,7 +49,7 @@ async function deliver(job: Job): Promise<DeliveryResult> {
 }
 
 async function main(): Promise<void> {
-  const job = JSON.parse(process.argv[2] ?? '{}') as Job;
+  const job = await new Promise<Job>((resolve) => process.once('message', (m) => resolve(m as Job)));
   let result: DeliveryResult;
   try {
     becomeUser(job);

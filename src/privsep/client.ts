@@ -35,11 +35,8 @@ export class DeliveryHelper {
     child.on('message', (raw) => this.onMessage(raw as FromHelper));
     child.on('exit', (code, signal) => {
       this.gone = signal ?? `exit ${code}`;
-      if (this.stopping) return;
-      log.error(null, 'the local delivery helper stopped; deliveries to local users are deferred until tidemail is restarted', { how: this.gone, fix: 'restart tidemail as root (systemctl restart tidemail)' });
-      for (const [id, p] of this.pending) this.settle(id, p, { outcome: 'tempfail', message: `4.3.0 the local delivery helper is not running (${this.gone}); restart tidemail` });
-      for (const f of this.forwards.values()) f.reject(new Error(`the local delivery helper is not running (${this.gone})`));
-      this.forwards.clear();
+      if (!this.stopping) log.error(null, 'the local delivery helper stopped; deliveries to local users are deferred until tidemail is restarted', { how: this.gone, fix: 'restart tidemail as root (systemctl restart tidemail)' });
+      this.failAll();
     });
   }
 
@@ -107,8 +104,19 @@ export class DeliveryHelper {
   }
 
   private send(m: ToHelper): void {
-    if (!this.child.connected) return;
-    this.child.send(m);
+    if (this.child.connected) {
+      this.child.send(m);
+      return;
+    }
+    // Nobody will answer: settle everything now rather than leave deliveries hanging.
+    this.gone ??= 'disconnected';
+    this.failAll();
+  }
+
+  private failAll(): void {
+    for (const [id, p] of this.pending) this.settle(id, p, { outcome: 'tempfail', message: `4.3.0 the local delivery helper is not running (${this.gone}); restart tidemail` });
+    for (const f of this.forwards.values()) f.reject(new Error(`the local delivery helper is not running (${this.gone})`));
+    this.forwards.clear();
   }
 
   private onMessage(m: FromHelper): void {

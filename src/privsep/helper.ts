@@ -17,7 +17,7 @@ const AS_USER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'as-user
 
 interface Running {
   child: ChildProcess | null;
-  /** Chunks that came before the child was ready (at most one: the daemon waits for "more"). */
+  /** The result went to the daemon; later events of this delivery are ignored. */
   done: boolean;
 }
 const running = new Map<number, Running>();
@@ -48,8 +48,10 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
   const job = { req, user: ok.user, extraGid: ok.extraGid, mda: settings.mda };
   // A small environment: nothing of the daemon's leaks into a user's pipe.
   const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin', ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
-  const child = fork(AS_USER, [JSON.stringify(job)], { stdio: ['pipe', 'ignore', 'inherit', 'ipc'], env, execArgv: [] });
+  // The job goes over the child's IPC channel, not argv: ps would show who mails whom.
+  const child = fork(AS_USER, [], { stdio: ['pipe', 'ignore', 'inherit', 'ipc'], env, execArgv: [] });
   r.child = child;
+  child.send(job);
   let result: HelperResult | null = null;
   child.on('message', (m) => (result = m as HelperResult));
   child.on('error', (err) => finish(id, { outcome: 'tempfail', message: `4.3.0 cannot start the delivery as ${req.user}: ${err.message}` }));
