@@ -50,6 +50,8 @@ export class AlertMonitor {
   private readonly routeIdle = new Map<string, number>();
   /** The first failure seen after a route was last empty (the runner's failingSince may be older). */
   private readonly routeFailStart = new Map<string, number>();
+  /** The last answer to waiting(), and when it was asked (it reads the whole queue: not every tick). */
+  private waitingSeen: { at: number; answer: Awaited<ReturnType<AlertSources['waiting']>> } | null = null;
   /** The last alert sent, with what each action said (`tidemail status`). */
   last: AlertRecord | null = null;
 
@@ -91,7 +93,13 @@ export class AlertMonitor {
     const c = this.cfg;
     const out: Condition[] = [];
     if (c.mailWaitingMs !== null) {
-      const w = await this.sources.waiting(now - c.mailWaitingMs);
+      // listMessages reads every envelope (~150 ms for 10 000 messages here): for a threshold of
+      // hours, asking every tenth of it (1 s … 10 min) is soon enough.
+      const every = Math.min(10 * 60_000, Math.max(c.intervalMs, c.mailWaitingMs / 10));
+      if (!this.waitingSeen || now - this.waitingSeen.at >= every || now < this.waitingSeen.at) {
+        this.waitingSeen = { at: now, answer: await this.sources.waiting(now - c.mailWaitingMs) };
+      }
+      const w = this.waitingSeen.answer;
       if (w.count && w.oldest) {
         const o = w.oldest;
         out.push({
