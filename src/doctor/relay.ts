@@ -2,6 +2,7 @@
 // list with our place in it (a backup relays only to better MX hosts; the best MX being us means
 // a loop). For a next_hop: the host, and that it is not this machine. And which route carries it.
 
+import dns from 'node:dns';
 import type { Config } from '../config/schema.js';
 import { dnsErrorText, makeResolver, resolveAddresses } from '../deliver/mx-dns.js';
 import { selfCheck } from '../relay/self.js';
@@ -23,7 +24,13 @@ export async function probeRelay(config: Config, routes: readonly RouteProfile[]
     const route = choice.route;
     const hop = config.relay.nextHops[domain];
     if (hop) {
-      const mine = self.names.has(hop.host.toLowerCase()) || (await resolveAddresses(makeResolver([]), hop.host).catch(() => ({ addresses: [] as string[] }))).addresses.some((a) => self.isOwnAddress(a, hop.port));
+      // getaddrinfo, as delivery resolves it (/etc/hosts names work).
+      const addrs = await dns.promises.lookup(hop.host, { all: true }).then((l) => l.map((a) => a.address), () => null);
+      if (!addrs) {
+        out.push(warn(area, `next hop ${hop.host} does not resolve now`, `check the name in [relay.next_hop] "${domain}"; the mail waits until it resolves`));
+        continue;
+      }
+      const mine = self.names.has(hop.host.toLowerCase()) || addrs.some((a) => self.isOwnAddress(a, hop.port));
       out.push(mine
         ? fail(area, `next hop ${hop.host}:${hop.port} is this machine: the mail would loop`, `point [relay.next_hop] "${domain}" at the server that delivers ${domain}, or add ${domain} to [local] domains`)
         : ok(area, `relayed to ${hop.host}:${hop.port} (next_hop, route ${route.name})`));
