@@ -10,7 +10,8 @@ import { ControlServer } from './control/server.js';
 import { DeliveryRunner } from './deliver/runner.js';
 import { log, setLogLevel } from './log/log.js';
 import { maildropDir } from './queue/maildrop.js';
-import { MaildropPickup } from './intake/pickup.js';
+import { MaildropPickup, localSubmissionChecks } from './intake/pickup.js';
+import { submitBounce } from './intake/bounce.js';
 import type { IntakeTarget } from './intake/pipeline.js';
 import { SqliteQueueStore } from './queue/sqlite.js';
 import { loadRoutes } from './routes/load.js';
@@ -136,6 +137,8 @@ export class Daemon {
     (await import('./queue/events.js')).recordEvents(this.store.writer);
     this.links = new LinkMonitor(routes);
     this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local);
+    // Bounces enter through the intake like all mail, signed as our users' mail is (intake/bounce.ts).
+    this.runner.queueNoticesWith((n) => submitBounce(this.intakeTarget(), { hostname: this.config.hostname, checks: localSubmissionChecks(this.checks) }, n));
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
       // Link down: its sessions are cut now, not when TCP gives up on a dead connection.
       if (!online) this.runner.interrupt(route.name, `link down on route ${route.name}`);

@@ -4,12 +4,17 @@
 import fs from 'node:fs';
 import { ConfigError, UsageError } from '../errors.js';
 import { DeliveryRunner } from '../deliver/runner.js';
-import { createLocalLane } from '../deliver/local.js';
+import { createLocalLane, type LocalDelivery } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { printable, printableLines } from '../log/printable.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
 import type { QueuedMessage } from '../queue/store.js';
 import type { SqliteQueueStore } from '../queue/sqlite.js';
+import { allChecks, buildChecks } from '../checks/registry.js';
+import { submitBounce } from '../intake/bounce.js';
+import { localSubmissionChecks, submitPickedUp } from '../intake/pickup.js';
+import type { IntakeTarget } from '../intake/pipeline.js';
+import { localRecipientCheck } from '../smtp/recipient-check.js';
 import path from 'node:path';
 import { NoPermissionError, whoAmI } from '../control/client.js';
 import { recordAdminAction } from '../queue/events.js';
@@ -148,15 +153,24 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
     return EX.OK;
   }
+  // As the daemon does: the checks (DKIM keys) are read before root is given up.
+  let local: LocalDelivery | null = null;
+  const plan = await buildChecks(ctx.config, { isLocal: (a) => local!.isLocal(a), checkRecipient: (a) => localRecipientCheck(local!.resolver)(a) });
   const helper = await becomeRunUser(ctx);
   const store = await ctx.openStore();
   // The foreground run's attempts belong in the message histories (`tidemail log`) too.
   (await import('../queue/events.js')).recordEvents(store.writer);
   try {
-    await pickupMaildrop(ctx.config, store);
+    local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a), helper);
+    // The daemon's intake: cron's mail picked up here is signed, archived and qualified alike,
+    // and so are the bounces this run queues.
+    const hostname = ctx.config.hostname;
+    const checks = localSubmissionChecks(plan);
+    const target: IntakeTarget = { openMessage: () => store.openMessage(), archive: ctx.config.local.archive, checkTimeoutMs: ctx.config.checks.timeoutMs };
+    await pickupMaildrop(ctx.config, store, { submit: async (m) => void (await submitPickedUp(target, m, { hostname, checks })) });
     await store.requeue(null);
-    const local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a), helper);
     const runner = new DeliveryRunner(store, ctx.config, withRelayRoutes(ctx.config, loadRoutes(ctx.config.configDir)), () => true, local);
+    runner.queueNoticesWith((n) => submitBounce(target, { hostname, checks }, n));
     await runner.drain();
     await runner.stop();
     const left = await store.listMessages();
@@ -164,6 +178,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
   } finally {
     await store.close();
     helper?.stop();
+    await Promise.all(allChecks(plan).map((c) => c.close?.().catch(() => undefined)));
   }
   return EX.OK;
 }

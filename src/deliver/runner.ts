@@ -5,6 +5,7 @@
 import { pipeline } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
+import { submitBounce, type Notice } from '../intake/bounce.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { QueueAdmin } from '../queue/admin.js';
 import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
@@ -80,6 +81,15 @@ export class DeliveryRunner {
     private readonly isOnline: (r: RouteProfile) => boolean = () => true,
     private readonly local: LocalLane | null = null,
   ) {}
+
+  /** How notifications enter the queue: the intake pipeline, with the daemon's signers once it sets them. */
+  private queueNotice: (n: Notice) => Promise<string> = (n) =>
+    submitBounce({ openMessage: () => this.store.openMessage() }, { hostname: this.config.hostname, checks: [] }, n);
+
+  /** Bounces and delay notices go through `queue` (the daemon's intake target and signers). */
+  queueNoticesWith(queue: (n: Notice) => Promise<string>): void {
+    this.queueNotice = queue;
+  }
 
   private laneOf(route: RouteProfile): Lane {
     return { name: route.name, transport: () => this.transportFor(route), rewrite: route.rewrite, route };
@@ -467,25 +477,23 @@ export class DeliveryRunner {
       log.warn(env.msgid, 'original headers unreadable; the notification goes without them', { error: err.message });
       return Buffer.alloc(0);
     });
-    const spool = this.store.openMessage();
+    const text = composeDsn({
+      hostname: this.config.hostname,
+      msgid: env.msgid,
+      sender: env.sender,
+      arrival: env.created,
+      recipients,
+      originalHeaders: headers,
+      giveUpAfter: formatDuration(this.config.queue.maxLifetimeMs),
+    });
+    let id: string;
     try {
-      const text = composeDsn({
-        hostname: this.config.hostname,
-        msgid: env.msgid,
-        sender: env.sender,
-        arrival: env.created,
-        recipients,
-        originalHeaders: headers,
-        giveUpAfter: formatDuration(this.config.queue.maxLifetimeMs),
-      });
-      await spool.write(Buffer.from(text, 'utf8'));
-      await spool.commit({ sender: '', recipients: [env.sender], via: 'bounce' });
+      id = await this.queueNotice({ about: env.msgid, to: env.sender, text });
     } catch (err) {
-      await spool.rollback().catch(() => undefined);
       log.error(env.msgid, 'could not queue delivery status notification; the original stays queued', { error: (err as Error).message });
       throw err;
     }
-    log.info(spool.msgid, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
+    log.info(id, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
     this.wake();
   }
 }

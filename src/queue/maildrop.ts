@@ -257,8 +257,8 @@ export function pickupPolicy(config: Config): PickupPolicy {
 }
 
 export interface PickupOptions {
-  /** Queues one accepted file; without it, the intake's pickup source with no checks. */
-  submit?: (m: PickedUp) => Promise<void>;
+  /** Queues one accepted file: the intake's pickup source (src/intake/pickup.ts), with its checks. */
+  submit: (m: PickedUp) => Promise<void>;
 }
 
 /**
@@ -270,7 +270,7 @@ export interface PickupOptions {
  * without blocking (a FIFO), and judged on what fstat says about the opened file: a regular
  * file with one link. Its owner is the submitter; the envelope's own uid and via are not trusted.
  */
-export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, opts: PickupOptions = {}): Promise<number> {
+export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'hasOrigin'>, opts: PickupOptions): Promise<number> {
   const dir = maildropDir(config.stateDir);
   const policy = pickupPolicy(config);
   let names: string[];
@@ -342,7 +342,7 @@ function judge(st: fs.Stats, found: FoundEnvelope | null, policy: PickupPolicy):
 }
 
 /** One maildrop entry; true when it became a queued message. */
-async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<boolean> {
+async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<boolean> {
   const file = path.join(dir, name);
   let fh: fsp.FileHandle;
   try {
@@ -365,7 +365,7 @@ async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'op
       await refuse(dir, name, refusal, { uid: st.uid });
       return false;
     }
-    if (!(await store.hasOrigin(origin))) await queueFile(fh, found!, st.uid, origin, store, policy, loginOf, opts);
+    if (!(await store.hasOrigin(origin))) await queueFile(fh, found!, st.uid, origin, policy, loginOf, opts);
   } finally {
     await fh.close();
   }
@@ -374,17 +374,13 @@ async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'op
 }
 
 /** Hands an accepted file to the intake, with the sender checked. */
-async function queueFile(fh: fsp.FileHandle, found: FoundEnvelope, uid: number, origin: string, store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<void> {
+async function queueFile(fh: fsp.FileHandle, found: FoundEnvelope, uid: number, origin: string, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<void> {
   const { env, bodyLength } = found;
   const login = loginOf(uid);
   const sender = senderFor(uid, login, env.sender, policy);
   // Only labels of our local submission programs; "bounce" or "smtp" would claim a trust the file does not have.
   const via = LOCAL_VIAS.has(env.via) ? env.via : 'sendmail';
-  const submit = opts.submit ?? (async (m: PickedUp) => {
-    const { submitPickedUp } = await import('../intake/pickup.js');
-    await submitPickedUp({ openMessage: () => store.openMessage() }, m, { hostname: policy.hostname, checks: [] });
-  });
-  await submit({ sender, ...(sender !== env.sender ? { claimed: env.sender } : {}), recipients: env.recipients, via, uid, login, origin, body: fileRange(fh, bodyLength) });
+  await opts.submit({ sender, ...(sender !== env.sender ? { claimed: env.sender } : {}), recipients: env.recipients, via, uid, login, origin, body: fileRange(fh, bodyLength) });
 }
 
 /** The first `length` bytes of an open file, in chunks. */

@@ -1,5 +1,6 @@
 // The intake contract, driven through the real daemon for every source that queues mail: SMTP,
-// the maildrop pickup (sendmail, sendmail -bs) and POP3 fetching. Each message carries an
+// the maildrop pickup (sendmail, sendmail -bs; also by `runq` with no daemon), POP3 fetching and
+// our own bounces. Each message carries an
 // Authentication-Results that claims our host name (forged) and one from elsewhere; whatever
 // brought it, the copy that leaves has our one trace line on top, the forged field gone, the
 // foreign one byte for byte, the archive copy, and — for our own users' mail — a DKIM signature
@@ -31,6 +32,7 @@ const TRACE: Record<string, RegExp> = {
   sendmail: /^Received: by tidemail\.test \(tidemail pickup, from userid \d+\)\r\n/,
   'sendmail-bs': /^Received: by tidemail\.test \(tidemail pickup, from userid \d+\)\r\n/,
   fetch: /^Received: from 127\.0\.0\.1 by tidemail\.test \(tidemail\) with POP3 id /,
+  runq: /^Received: by tidemail\.test \(tidemail pickup, from userid \d+\)\r\n/,
 };
 
 async function site(sh: Smarthost, dovecot?: Dovecot) {
@@ -110,5 +112,44 @@ test('SMTP, sendmail and sendmail -bs: one trace line, forged A-R removed, archi
     await dovecot.stop();
   }
 });
+
+test('runq with no daemon: cron\'s mail in the maildrop goes through the same pipeline (signed, archived, forged A-R removed)', async () => {
+  const sh = keep(await startSmarthost());
+  const { s, record } = await site(sh);
+  const r = await runCli(['-C', s.configPath, '-f', 'alice@tidemail.test', 'bob@remote.example'], { argv0: 'sendmail', input: message('runq').replace(/\r\n/g, '\n') });
+  assert.is(r.code, 0, r.stderr);
+  const run = await runCli(['--config', s.configPath], { argv0: 'runq' });
+  assert.is(run.code, 0, run.stderr);
+  const [m] = await sh.waitForMessages(1);
+  await assertContract(m!, 'runq', true, record); // unsigned and without the archive copy before
+});
+
+test('a bounce: our DSN enters through the pipeline — one trace line with its own id, signed, no archive copy, never refused', async () => {
+  const sh = keep(await startSmarthost({ rcptReply: (a) => (a === 'gone@remote.example' ? '550 5.1.1 no such user' : null) }));
+  const { s, record } = await site(sh);
+  const d = keep(await startDaemon(s));
+  assert.match(await sendMessage(s.port, 'author@remote.example', ['gone@remote.example'], message('bounce')), /^250/);
+  const [, id] = await d.waitForLog(/([0-9A-F]{16}): bounce queued/);
+  const dsn = await waitForDsn(sh);
+  const raw = dsn.raw.toString();
+  assert.equal([dsn.from, dsn.to], ['', ['author@remote.example']], 'the archive gets no copy of a bounce');
+  // In the DSN's own header section (the returned original's headers follow in the body).
+  const head = raw.slice(0, raw.indexOf('\r\n\r\n') + 2);
+  const ours = head.match(/^Received: [^\r]*(\r\n[ \t][^\r]*)*\r\n(?=[^ \t])/gm) ?? [];
+  assert.is(ours.length, 1, raw);
+  assert.match(ours[0]!, new RegExp(`^Received: by tidemail\\.test \\(tidemail, delivery status notification\\)\r\n\tid ${id};`));
+  assert.match(raw, /^DKIM-Signature: [^]*\bd=tidemail\.test;/);
+  assert.is(await verifies(dsn.raw, record), 'pass', raw);
+  assert.match(raw, /From: Mail Delivery System <MAILER-DAEMON@tidemail\.test>/);
+  assert.match(d.logs(), new RegExp(`${id}: accepted from=<> via=bounce`));
+});
+
+async function waitForDsn(sh: Smarthost): Promise<ReceivedMessage> {
+  for (let n = 1; ; n++) {
+    const got = await sh.waitForMessages(n, 15_000);
+    const dsn = got.find((m) => m.from === '');
+    if (dsn) return dsn;
+  }
+}
 
 test.run();
