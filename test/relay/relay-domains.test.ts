@@ -47,9 +47,9 @@ t.before(async (ctx) => {
   ctx.primary = null; // down at first
   ctx.lan = await startSmarthost({ host: '127.0.0.3' });
   const dir = tmpDir();
-  const list = ctx.list = writeFile(path.join(dir, 'relay-recipients'), '# who the primary knows\nalice@family.example\nbob@family.example  OK\n@loop.example\n@sneaky.example\n@lan.example\n');
+  const list = ctx.list = writeFile(path.join(dir, 'relay-recipients'), '# who the primary knows\nalice@family.example\nbob@family.example  OK\n@loop.example\n@sneaky.example\n@lan.example\n@self.example\n');
   const port = await freePort();
-  ctx.site = await makeSite(`[local]\ndomains = ["tidemail.test"]\n[queue]\nretry_min = "1s"\nretry_max = "2s"\n[relay]\ndomains = ["family.example", "loop.example", "sneaky.example"]\nrecipients = "${list}"\n[relay.next_hop]\n"lan.example" = "127.0.0.3:${ctx.lan.port}"\n`, { port, smtpToml: 'greet_delay = "0s"' });
+  ctx.site = await makeSite(`[local]\ndomains = ["tidemail.test"]\n[queue]\nretry_min = "1s"\nretry_max = "2s"\n[relay]\ndomains = ["family.example", "loop.example", "sneaky.example"]\nrecipients = "${list}"\n[relay.next_hop]\n"lan.example" = "127.0.0.3:${ctx.lan.port}"\n"self.example" = "127.0.0.1:${port}"\n`, { port, smtpToml: 'greet_delay = "0s"' });
   const toml = fs.readFileSync(ctx.site.configPath, 'utf8')
     .replace(/^listen = .*$/m, `listen = ["127.0.0.1:${port}", "127.0.0.7:${ctx.mxPort}"]`)
     .replace(/^trusted_networks = .*$/m, 'trusted_networks = ["192.0.2.0/24"]');
@@ -122,17 +122,18 @@ t('backup MX: queued while the primary is down, delivered to it (not to us) when
 });
 
 t('never to ourselves: best MX by name, or an MX whose address and port are ours, is deferred with the fix', async (ctx) => {
-  for (const to of ['x@loop.example', 'y@sneaky.example']) {
+  for (const to of ['x@loop.example', 'y@sneaky.example', 'z@self.example']) {
     assert.match(await sendMessage(ctx.site.port, 'outside@sender.example', [to], body(to)), /^250/);
   }
   const cfg = ['--config', ctx.site.configPath];
   const q = await waitFor('both deferred as loops', async () => {
     const out = (await runCli(['mailq', ...cfg])).stdout;
-    return (out.match(/loops back to myself/g)?.length ?? 0) >= 2 ? out : null;
+    return (out.match(/loops back to myself/g)?.length ?? 0) >= 3 ? out : null;
   }, 20_000, 200);
   assert.match(q, /tidemail\.test \(preference 10\) is this machine/);
   assert.match(q, /mx\.sneaky\.example \(preference 10\) is this machine/);
   assert.match(q, /add loop\.example to \[local\] domains/);
+  assert.match(q, /mail for self\.example loops back to myself: next hop 127\.0\.0\.1:\d+ is this machine/);
   // Nothing reached the primary for these, and no session came in on our MX-port listener.
   assert.ok(ctx.primary!.messages.every((m) => !m.to.some((a) => /loop|sneaky/.test(a))));
   assert.not.match(ctx.daemon.logs(), /client=127\.0\.0\.7|127\.0\.0\.7.*connect/);
@@ -153,6 +154,7 @@ t('tidemail check shows the MX list and our place in it', async (ctx) => {
   assert.match(out, /relay family\.example\s+MX 10 mx1\.family\.example, 20 tidemail\.test \(this host\): this host is a backup MX \(preference 20\); relayed mail goes to mx1\.family\.example by route direct/);
   assert.match(out, /FAIL\s+relay loop\.example\s+MX 10 tidemail\.test \(this host\)[^\n]*best MX[\s\S]*?fix: give the primary MX a lower preference/);
   assert.match(out, /FAIL\s+relay sneaky\.example\s+MX 10 mx\.sneaky\.example \(this host\)/);
+  assert.match(out, /FAIL\s+relay self\.example\s+next hop 127\.0\.0\.1:\d+ is this machine: the mail would loop/);
   assert.match(out, /OK\s+relay lan\.example\s+relayed to 127\.0\.0\.3:\d+ \(next_hop, route relay-lan\.example\)/);
   assert.not.match(out, /at .*\.js:\d+/, 'no stack trace');
 });
