@@ -122,6 +122,32 @@ if (!isRoot()) {
     assert.not.ok(fs.existsSync(path.join(a.home, 'Maildir')));
   });
 
+  test('a system account (uid below min_uid) is never written as itself: deferred with the alias fix, nothing in its home', async () => {
+    const [sys] = makeUsers(1, { system: true, prefix: 'ts' }) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await send(site, sys), /^250 /);
+    await d.waitForLog(new RegExp(`deferred to=<${sys.name}@tidemail\\.test>.*EACCES.*${sys.name} is root or a system account \\(uid ${sys.uid}, below \\[local\\] min_uid 1000\\).*fix: alias ${sys.name} to a person`));
+    assert.not.ok(fs.existsSync(path.join(sys.home, 'Maildir')));
+  });
+
+  test('.forward files: one in the home is appended as its owner; one outside the home is refused with 5.7.1', async () => {
+    const [inside, outside] = makeUsers(2) as [TestUser, TestUser];
+    const elsewhere = tmpDir('tidemail-elsewhere-');
+    fs.chmodSync(elsewhere, 0o777);
+    writeAs(inside, path.join(inside.home, '.forward'), `${inside.home}/saved\n`);
+    writeAs(outside, path.join(outside.home, '.forward'), `${elsewhere}/saved\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await send(site, inside), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${inside.name}@tidemail\\.test>`));
+    assert.is(fs.statSync(path.join(inside.home, 'saved')).uid, inside.uid);
+    assert.match(fs.readFileSync(path.join(inside.home, 'saved'), 'utf8'), /^From x@remote\.example /);
+    const reply = await send(site, outside);
+    assert.match(reply, /^550 5\.7\.1 .*outside .*aliases file/);
+    assert.equal(fs.readdirSync(elsewhere), []);
+  });
+
   test('a full disk under ~/Maildir defers (4.3.1) leaving nothing in tmp/ or new/; freed, the mail arrives', async () => {
     const [a] = makeUsers(1) as [TestUser];
     const mount = path.join(a.home, 'Maildir');
