@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConfigReader } from '../config/reader.js';
+import { secretFileProblem } from '../config/secret-file.js';
 
 export interface AlertsConfig {
   /** Mail (not on hold) older than this is an alert; null: not watched. */
@@ -21,8 +22,9 @@ export interface AlertsConfig {
   command: string[] | null;
   /** POSTed as JSON; https certificates verified. */
   url: string | null;
-  /** Bearer token for url (mode 0600, read at each POST). */
+  /** Bearer token for url (mode 0600): read at load, while we may be root, and again when it changes. */
   tokenFile: string | null;
+  token: string | null;
   /** Extra CA for an https url (a private CA). */
   caFile: string | null;
   /** How often the conditions are looked at. */
@@ -33,7 +35,7 @@ export interface AlertsConfig {
 
 export const defaultAlerts = (): AlertsConfig => ({
   mailWaitingMs: null, routeFailingMs: null, fetchFailingMs: null, repeatMs: 6 * 3_600_000, cleared: true,
-  command: null, url: null, tokenFile: null, caFile: null, intervalMs: 30_000, timeoutMs: 15_000,
+  command: null, url: null, tokenFile: null, token: null, caFile: null, intervalMs: 30_000, timeoutMs: 15_000,
 });
 
 export function loadAlerts(top: ConfigReader): AlertsConfig {
@@ -77,7 +79,10 @@ export function loadAlerts(top: ConfigReader): AlertsConfig {
     // A bearer token over plain http is readable by anyone on the path.
     if (u.protocol === 'http:' && !loopback) a.fail('url', 'is http:// while token_file is set: the token would cross the network in clear', 'use an https:// URL');
     out.tokenFile = path.resolve(path.dirname(a.file), a.string('token_file')!);
-    checkTokenFile(a, out.tokenFile);
+    const problem = secretFileProblem(out.tokenFile);
+    if (problem) a.fail('token_file', problem.problem, problem.fix);
+    out.token = fs.readFileSync(out.tokenFile, 'utf8').trim();
+    if (!out.token) a.fail('token_file', `file ${out.tokenFile} is empty`, `write the token into it on one line (it stays mode 0600)`);
   }
   if (a.has('tls_ca_file')) {
     out.caFile = path.resolve(path.dirname(a.file), a.string('tls_ca_file')!);
@@ -89,22 +94,4 @@ export function loadAlerts(top: ConfigReader): AlertsConfig {
   }
   a.rejectUnknown();
   return out;
-}
-
-/** The token file must exist, be ours to read, and be readable by nobody else (mode 0600). */
-function checkTokenFile(a: ConfigReader, file: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') a.fail('token_file', `file ${file} does not exist`, `create it with the token (mode 0600): (umask 077; printf '%s' 'TOKEN' > ${file})`);
-    return a.fail('token_file', `file ${file} cannot be looked at (${code})`, `make its directory searchable by the tidemail user`);
-  }
-  if (st.mode & 0o077) a.fail('token_file', `file ${file} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 600 ${file}`);
-  try {
-    fs.accessSync(file, fs.constants.R_OK);
-  } catch {
-    a.fail('token_file', `file ${file} exists but cannot be read by this user (uid ${process.getuid?.()})`, `give it to the tidemail user: chown tidemail ${file} (keep mode 0600)`);
-  }
 }

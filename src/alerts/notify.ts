@@ -1,7 +1,8 @@
 // Alert actions: a command (argv, no shell, the daemon's user: it runs after the privilege drop)
 // with the alert as JSON on stdin and TIDEMAIL_ALERT_* in its environment, and/or a JSON POST to
 // a URL (https certificates verified, no redirects followed). Each is bounded by [alerts] timeout.
-// The bearer token is read from its 0600 file at each POST and never logged or shown.
+// The bearer token comes from its 0600 file (re-read when it changes, as route passwords are:
+// src/config/secret-file.ts) and is never logged or shown.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -9,6 +10,7 @@ import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import type { AlertsConfig } from './config.js';
+import { currentSecret } from '../config/secret-file.js';
 
 export interface AlertEvent {
   kind: 'mail-waiting' | 'route-failing' | 'fetch-failing';
@@ -79,7 +81,8 @@ function post(cfg: AlertsConfig, body: string): Promise<ActionResult> {
     const url = new URL(cfg.url!);
     const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'user-agent': 'tidemail-alerts' };
     try {
-      if (cfg.tokenFile) headers.authorization = `Bearer ${fs.readFileSync(cfg.tokenFile, 'utf8').trim()}`;
+      // The value read at load (as root, perhaps), or the file's new one once it changes.
+      if (cfg.tokenFile) headers.authorization = `Bearer ${currentSecret(cfg.tokenFile, cfg.token ?? '', (t) => t.trim()).value}`;
     } catch (err) {
       return resolve({ action: 'url', ok: false, detail: `cannot read token_file ${cfg.tokenFile}: ${(err as NodeJS.ErrnoException).code}` });
     }

@@ -95,12 +95,15 @@ test('route failing and fetch FAILING: one alert each by command and POST, none 
     const st = await runCli(['status', '--config', site.configPath]);
     assert.match(st.stdout, /alerts:\n[\s\S]*FIRING route-failing isp since/);
 
+    // A new token in the file is used from the next POST on, without a reload.
+    fs.writeFileSync(token, 'tok-rotated-55\n');
     // The smarthost comes up: the mail goes, the route's alert clears (once).
     isp = await startSmarthost({ port: ispPort });
     await isp.waitForMessages(1, 20_000);
     const cleared = await waitFor('the cleared notice', () => cmd.records().find((x) => x.stdin.kind === 'route-failing' && x.stdin.state === 'cleared') ?? null, 20_000, 100);
     assert.match(cleared.stdin.message, /^cleared after \d+s: route isp/);
-    await waitFor('the cleared POST', () => (http200.posts.some((p) => p.body.state === 'cleared') ? true : null), 10_000, 50);
+    const clearedPost = await waitFor('the cleared POST', () => http200.posts.find((p) => p.body.state === 'cleared'), 10_000, 50);
+    assert.is(clearedPost.auth, 'Bearer tok-rotated-55');
     const st2 = await runCli(['status', '--config', site.configPath]);
     assert.match(st2.stdout, /last: cleared route-failing isp \d+s ago — command ok \(exit 0\), url ok \(HTTP 200\)/);
     assert.not.match(st2.stdout, /FIRING route-failing/);
@@ -118,7 +121,9 @@ test('route failing and fetch FAILING: one alert each by command and POST, none 
 test('a POST that fails is logged once and not retried in a loop', async () => {
   const http503 = await listener(503);
   const dead = await freePort();
-  const site = await makeSite(`[queue]\nretry_min = "1s"\nretry_max = "1s"\n[alerts]\nroute_failing = "1s"\nrepeat = "1h"\ninterval = "1s"\nurl = "http://127.0.0.1:${http503.port}/hook"\n`);
+  // Owned by whoever runs the test (root in CI) and 0600: the daemon reads it before dropping root.
+  const token = writeFile(path.join(tmpDir(), 'root-token'), 'tok-root-only\n', 0o600);
+  const site = await makeSite(`[queue]\nretry_min = "1s"\nretry_max = "1s"\n[alerts]\nroute_failing = "1s"\nrepeat = "1h"\ninterval = "1s"\nurl = "http://127.0.0.1:${http503.port}/hook"\ntoken_file = "${token}"\n`);
   site.route('isp', `smarthost = "127.0.0.1:${dead}"\ntls = "none"\n`);
   let d: RunningDaemon | null = null;
   try {
@@ -128,6 +133,8 @@ test('a POST that fails is logged once and not retried in a loop', async () => {
     const n = deferrals(d);
     await waitFor('four more deferrals', () => (deferrals(d!) >= n + 4 ? true : null), 20_000, 100);
     assert.is(http503.posts.length, 1, 'one POST');
+    assert.is(http503.posts[0]!.auth, 'Bearer tok-root-only');
+    assert.not.match(d.logs(), /tok-root-only/);
     assert.is(d.logs().match(/alert action failed/g)?.length, 1, 'logged once');
     assert.match(d.logs(), /alert action failed.*retry="at the next repeat \(1h\)"/);
     const st = await runCli(['status', '--config', site.configPath]);
@@ -158,7 +165,7 @@ test('config errors name file:line and the fix; the token file must be 0600 and 
   assert.match(r.out, /'alerts\.token_file' file .* is readable by others \(mode 644\)[\s\S]*fix: chmod 600/);
   const missing = path.join(tmpDir(), 'nope');
   r = await run(`[alerts]\nroute_failing = "1h"\nurl = "https://ntfy.example/t"\ntoken_file = "${missing}"\n`);
-  assert.match(r.out, /does not exist[\s\S]*fix: create it with the token \(mode 0600\)/);
+  assert.match(r.out, /does not exist[\s\S]*fix: create it \(mode 0600\) with the secret on one line: \(umask 077; set -C; cat > /);
   const good = writeSecret(path.join(tmpDir(), 'token'), TOKEN);
   r = await run(`[alerts]\nroute_failing = "1h"\nurl = "http://alerts.example/t"\ntoken_file = "${good}"\n`);
   assert.match(r.out, /'alerts\.url' is http:\/\/ while token_file is set/);
