@@ -132,6 +132,22 @@ if (!isRoot()) {
     await waitFor('the helper gone', () => !fs.existsSync(`/proc/${helper}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8')), 5000);
   });
 
+  test('SIGHUP with a changed min_uid says it needs a restart: the helper keeps the rules it was forked with', async () => {
+    const [u] = makeUsers(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nmin_uid = 1000\n[queue]\nretry_min = "1h"\n`);
+    const d = keep(await startDaemon(site));
+    fs.writeFileSync(site.configPath, fs.readFileSync(site.configPath, 'utf8').replace('min_uid = 1000', `min_uid = ${u.uid + 1}`));
+    d.proc.kill('SIGHUP');
+    await d.waitForLog(/need a restart.*settings=.*local\.min_uid/);
+    const st = await runCli(['status', '--config', site.configPath]);
+    assert.match(st.stdout, /need a restart.*local\.min_uid/);
+    // The daemon applies the new limit at once — the user now counts as a system account, so its
+    // mail would be written with the daemon's rights (which fails here, with the alias fix); the
+    // helper's own limit, the one that matters if the daemon is subverted, waits for the restart.
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG('after reload')), /^250 /);
+    await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*below \\[local\\] min_uid ${u.uid + 1}`));
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
