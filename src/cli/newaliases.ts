@@ -1,9 +1,12 @@
 // newaliases (sendmail -bi): compiles the aliases file into the table the daemon reads
 // (format at the top of local/aliases.ts). The daemon notices the new table on its next
-// lookup; no restart or signal is needed.
+// lookup; no restart or signal is needed. Targets that are nobody here and alias loops are
+// warnings with file:line (aliases-lint.ts); the table is still written.
 
 import { UsageError } from '../errors.js';
 import { compileAliases } from '../local/aliases.js';
+import { lintAliases } from '../local/aliases-lint.js';
+import { cachedUserLookup, passwdFileLookup } from '../local/users.js';
 import { EX } from './exit.js';
 import { usageLine } from './usage.js';
 import { takeConfigOption } from './context.js';
@@ -19,14 +22,22 @@ const DEFAULT_ALIASES = '/etc/aliases';
 export async function runNewaliases(argv: string[]): Promise<number> {
   const args = [...argv];
   const explicitConfig = takeConfigOption(args);
-  let file = loadConfig(explicitConfig).local.aliases ?? DEFAULT_ALIASES;
+  const config = loadConfig(explicitConfig);
+  let file = config.local.aliases ?? DEFAULT_ALIASES;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '--aliases' && args[i + 1] !== undefined) file = args[++i]!;
     else if (a.startsWith('--aliases=')) file = a.slice('--aliases='.length);
     else throw new UsageError(`newaliases: unexpected argument "${a}"\n${usageLine('newaliases', 'newaliases')}`);
   }
-  const { count, warnings } = await compileAliases(file);
+  const local = config.local;
+  const system = cachedUserLookup();
+  const fromFile = local.passwdFile ? passwdFileLookup(local.passwdFile) : null;
+  const lookupUser = (n: string) => fromFile?.(n) ?? system(n);
+  const domains = [...new Set([...local.domains, config.hostname.toLowerCase()])];
+  const { count, warnings } = await compileAliases(file, file, (aliases) =>
+    lintAliases(aliases, file, { domains, ...(local.users ? { users: local.users } : {}), ...(local.virtual ? { virtual: local.virtual } : {}), lookupUser }),
+  );
   for (const w of warnings) process.stderr.write(`newaliases: warning: ${w}\n`);
   process.stdout.write(`${file}: ${count} aliases\n`);
   return EX.OK;

@@ -89,7 +89,7 @@ export class LocalTransport implements Transport {
         targets = res.targets;
       } catch (err: unknown) {
         const permanent = err instanceof LocalResolveError && err.permanent;
-        results.set(env.envId, { outcome: permanent ? 'permfail' : 'tempfail', message: `${permanent ? '5.4.6' : '4.3.0'} ${(err as Error).message}` });
+        results.set(env.envId, { outcome: permanent ? 'permfail' : 'tempfail', message: `${permanent ? (err as LocalResolveError).status : '4.3.0'} ${(err as Error).message}` });
         continue;
       }
       const got: DeliveryResult[] = [];

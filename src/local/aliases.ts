@@ -429,10 +429,16 @@ export async function parseAliasesFile(file: string, name = file): Promise<Parse
  * newaliases: parses `file` and writes its compiled table atomically. `name` is the path the
  * messages and the table give it (setup compiles a staged copy of what becomes `name`).
  * The table is no more readable than the text (a private aliases file gives a private table).
+ * `lint` adds warnings about what the parsed table means (newaliases: aliases-lint.ts).
  * @throws ConfigError for syntax errors or a missing file; fs errors (EACCES…) as they are.
  */
-export async function compileAliases(file: string, name = file): Promise<{ count: number; warnings: string[]; dbPath: string }> {
+export async function compileAliases(
+  file: string,
+  name = file,
+  lint?: (aliases: ReadonlyMap<string, AliasEntry>) => string[],
+): Promise<{ count: number; warnings: string[]; dbPath: string }> {
   const { aliases, warnings, stat: st } = await parseAliasesFile(file, name);
+  if (lint) warnings.push(...lint(aliases));
   const dbPath = compiledAliasesPath(file);
   const rows = [...aliases.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   aliases.clear();

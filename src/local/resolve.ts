@@ -80,9 +80,15 @@ export class LocalResolveError extends TidemailError {
   override name = 'LocalResolveError';
   /** true: loops, nesting, nothing left to deliver to (5xx); false: unreadable files, bad include syntax (4xx). */
   readonly permanent: boolean;
-  constructor(message: string, permanent: boolean, options?: ErrorOptions) {
+  /**
+   * The enhanced status (RFC 3463): 5.1.1 when every member is an unknown user (a mistyped
+   * alias target is a bad mailbox, not a routing loop), 5.4.6 for the other permanent errors.
+   */
+  readonly status: string;
+  constructor(message: string, permanent: boolean, options?: ErrorOptions & { status?: string }) {
     super(message, options);
     this.permanent = permanent;
+    this.status = options?.status ?? (permanent ? '5.4.6' : '4.3.0');
   }
 }
 
@@ -189,7 +195,8 @@ export class LocalResolver {
     if (!(await this.resolveAddress(address.trim(), [], walk))) return null;
     if (!walk.targets.size) {
       const why = walk.failed.length ? walk.failed.map((f) => `${f.address}: ${f.reason}`).join('; ') : 'expands to no recipients';
-      throw new LocalResolveError(`${address}: ${why}`, true);
+      const unknown = walk.failed.length > 0 && walk.failed.every((f) => f.reason === 'no such user');
+      throw new LocalResolveError(`${address}: ${why}`, true, unknown ? { status: '5.1.1' } : {});
     }
     return {
       targets: [...walk.targets.values()],

@@ -11,7 +11,7 @@ export function localRecipientCheck(resolver: Pick<LocalResolver, 'resolve'>): (
       return (await resolver.resolve(address)) ? null : replies.unknownUser(address);
     } catch (err: unknown) {
       const e = err as Error;
-      return err instanceof LocalResolveError && err.permanent ? replies.aliasLoop(address, e.message) : replies.lookupFailed(address, e.message);
+      return err instanceof LocalResolveError && err.permanent ? replies.aliasFailed(address, err.status, e.message) : replies.lookupFailed(address, e.message);
     }
   };
 }

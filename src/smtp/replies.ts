@@ -21,7 +21,8 @@ export const replies = {
   localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),
   noRecipients: () => new SmtpError(554, '5.5.1', 'No valid recipients'),
   unknownUser: (rcpt: string) => new SmtpError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown in local recipient table`),
-  aliasLoop: (rcpt: string, why: string) => new SmtpError(550, '5.4.6', `<${rcpt}>: ${why}`),
+  /** An alias that cannot be expanded: a loop (5.4.6) or only unknown users (5.1.1). */
+  aliasFailed: (rcpt: string, status: string, why: string) => new SmtpError(550, status, `<${rcpt}>: ${why}`),
   lookupFailed: (rcpt: string, why: string) => new SmtpError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure: ${why}`),
   authRequired: () => new SmtpError(530, '5.7.0', 'Authentication required'),
   encryptionRequired: () => new SmtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'),

@@ -26,9 +26,14 @@ const script = writeFile(
     `process.exit(code);\n`,
 );
 
+// The users newaliases knows come from a passwd file ([local] passwd_file, looked up before
+// the system's), so the warnings do not depend on who has an account on this machine.
+const passwd = writeFile(path.join(dir, 'passwd'), ['alice', 'bob', 'root', 'carol'].map((n, i) => `${n}:x:${1000 + i}:1000::/home/${n}:/bin/sh`).join('\n') + '\n');
+const config = writeFile(path.join(dir, 'tidemail.toml'), `hostname = "mail.example"\n[local]\ndomains = ["mail.example", "family.example"]\npasswd_file = "${passwd}"\n[local.users]\ninfo = "carol"\n`);
+
 function newaliases(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const p = spawn(process.execPath, [script, '--config', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -66,6 +71,45 @@ test('duplicates are warnings on stderr with file:line; exit 0', async () => {
   assert.is(r.code, 0);
   assert.is(r.stdout, `${file}: 1 aliases\n`);
   assert.match(r.stderr, `newaliases: warning: ${file}:2: duplicate alias "a"`);
+});
+
+test('a target that is nobody here: a warning with file:line, the table is still written, and the address bounces 5.1.1 (not 5.4.6)', async () => {
+  const file = writeFile(
+    path.join(dir, 'unknown'),
+    ['bob2: nosuchuser', 'team: alice, ghost@mail.example, \\nobody-here, far@elsewhere.example', 'helpdesk: info, alice+tickets', 'self: self', 'ok: postmaster, bob@family.example', ''].join('\n'),
+  );
+  const r = await newaliases(['--aliases', file]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(r.stdout, `${file}: 5 aliases\n`);
+  const warnings = r.stderr.trim().split('\n');
+  assert.match(r.stderr, `newaliases: warning: ${file}:1: bob2: "nosuchuser" is neither an alias nor a user here`);
+  assert.match(r.stderr, `newaliases: warning: ${file}:2: team: "ghost@mail.example" is neither an alias nor a user here`);
+  assert.match(r.stderr, `newaliases: warning: ${file}:2: team: "\\nobody-here" is not a user here`);
+  assert.match(r.stderr, `newaliases: warning: ${file}:4: self: "self" names this alias itself`);
+  assert.match(r.stderr, /5\.1\.1/);
+  assert.is(warnings.length, 4, r.stderr); // info (a [local] users name), alice+tickets, postmaster, far@elsewhere: fine
+  assert.ok(fs.existsSync(compiledAliasesPath(file)));
+
+  // What the daemon answers for them: 5.1.1 when nothing is left, the known members still get it.
+  const resolver = new LocalResolver({ domains: ['mail.example'], hostname: 'mail.example', aliasesFile: file, forward: false, lookupUser: (n) => users.get(n) ?? null });
+  const err = await resolver.resolve('bob2@mail.example').then(() => null, (e: unknown) => e as { status: string; permanent: boolean });
+  assert.is(err?.status, '5.1.1');
+  assert.is(err?.permanent, true);
+  assert.equal((await resolver.resolve('team@mail.example'))?.targets.map((t) => (t.kind === 'mailbox' ? t.user : t.kind)), ['alice', 'remote']);
+});
+
+test('alias loops: one warning per loop naming file:line and every alias on it; mail through one bounces 5.4.6', async () => {
+  const file = writeFile(path.join(dir, 'loops'), ['a: b', 'b: c, alice', 'c: a@mail.example', 'x: y', 'y: x', 'z: a', 'diamond: p, q', 'p: alice', 'q: p', ''].join('\n'));
+  const r = await newaliases(['--aliases', file]);
+  assert.is(r.code, 0, r.stderr);
+  const loops = r.stderr.trim().split('\n').filter((l) => /alias loop/.test(l));
+  assert.is(loops.length, 2, r.stderr);
+  assert.ok(loops.some((l) => l.includes('alias loop: a → b → c → a') && l.includes(`${file}:1:`) && /line 3/.test(l)), r.stderr);
+  assert.ok(loops.some((l) => l.includes('alias loop: x → y → x')), r.stderr);
+  assert.not.match(r.stderr, /diamond|unknown|neither/);
+  const resolver = new LocalResolver({ domains: ['mail.example'], hostname: 'mail.example', aliasesFile: file, forward: false, lookupUser: (n) => users.get(n) ?? null });
+  const err = await resolver.resolve('z@mail.example').then(() => null, (e: unknown) => e as { status: string });
+  assert.is(err?.status, '5.4.6');
 });
 
 test('syntax errors: exit 78 naming file:line, and no table is written', async () => {

@@ -48,13 +48,16 @@ test('echo hi | sendmail root lands in the admin\'s Maildir through the aliases'
 
 test('unknown local users are refused at RCPT with 550 5.1.1; aliases to outside are accepted', async () => {
   const sh = keep(await startSmarthost());
-  const { site } = await localSite('', 'root: admin\nfriend: someone@remote.example\n');
+  const { site } = await localSite('', 'root: admin\nfriend: someone@remote.example\nbob: nosuchuser\nping: pong\npong: ping\n');
   site.route('isp', smarthostRoute(sh.port));
   keep(await startDaemon(site));
   const c = await RawSmtp.connect(site.port);
   await c.hello();
   await c.cmd('MAIL FROM:<x@remote.example>');
   assert.match(await c.cmd('RCPT TO:<nosuchuser@tidemail.test>'), /^550 5\.1\.1 <nosuchuser@tidemail\.test>: Recipient address rejected/);
+  // An alias to nobody is an unknown user too (5.1.1, issue 18), a loop is 5.4.6.
+  assert.match(await c.cmd('RCPT TO:<bob@tidemail.test>'), /^550 5\.1\.1 <bob@tidemail\.test>: bob@tidemail\.test: nosuchuser: no such user/);
+  assert.match(await c.cmd('RCPT TO:<ping@tidemail.test>'), /^550 5\.4\.6 .*alias loop: ping → pong → ping/);
   assert.match(await c.cmd('RCPT TO:<friend@tidemail.test>'), /^250 /);
   assert.match(await c.cmd('DATA'), /^354/);
   c.write('Subject: fwd\r\n\r\nx\r\n.\r\n');
