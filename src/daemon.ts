@@ -35,6 +35,9 @@ import { setTokenStateDir } from './deliver/oauth2-token-store.js';
 import { DeliveryHelper, helperSettings } from './privsep/client.js';
 import { currentUserName } from './local/users.js';
 
+/** The store and the runner read one clock (tests of either step their own). */
+const QUEUE_CLOCK = Date.now;
+
 /** Safety net for a missed poke or inotify event: look at the maildrop at least this often. */
 const MAILDROP_SCAN_MS = 60_000;
 
@@ -131,12 +134,12 @@ export class Daemon {
     await this.front.listen(config.smtp.smtps, 'smtps');
     if (runAs) dropPrivileges(runAs);
 
-    this.store = await SqliteQueueStore.open(config.stateDir, Date.now);
+    this.store = await SqliteQueueStore.open(config.stateDir, QUEUE_CLOCK);
     setTokenStateDir(config.stateDir); // rotated OAuth2 refresh tokens (oauth2-token-store.ts)
     // Every log line with a queue id also goes into the queue database (`tidemail log`).
     (await import('./queue/events.js')).recordEvents(this.store.writer);
     this.links = new LinkMonitor(routes);
-    this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local);
+    this.runner = new DeliveryRunner(this.store, config, routes, (r) => this.links.isOnline(r), this.local, QUEUE_CLOCK);
     // Bounces enter through the intake like all mail, signed as our users' mail is (intake/bounce.ts).
     this.runner.queueNoticesWith((n) => submitBounce(this.intakeTarget(), { hostname: this.config.hostname, checks: localSubmissionChecks(this.checks) }, n));
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {

@@ -8,7 +8,7 @@ import { log } from '../log/log.js';
 import { submitBounce, type Notice } from '../intake/bounce.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { QueueAdmin } from '../queue/admin.js';
-import type { Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
+import type { Clock, Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
 import type { RewriteSpec, RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
 import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type RewriteContext } from '../routes/rewrite.js';
@@ -80,6 +80,8 @@ export class DeliveryRunner {
     private routes: RouteProfile[],
     private readonly isOnline: (r: RouteProfile) => boolean = () => true,
     private readonly local: LocalLane | null = null,
+    /** The same clock the store was opened with: due times, back-off and lifetimes are read from it. */
+    private readonly clock: Clock = Date.now,
   ) {}
 
   /** How notifications enter the queue: the intake pipeline, with the daemon's signers once it sets them. */
@@ -173,7 +175,7 @@ export class DeliveryRunner {
     this.running = true;
     this.timer = null;
     try {
-      const now = Date.now();
+      const now = this.clock();
       this.finishedDuringPass.clear();
       for (const [id, t] of this.heldUntil) if (t <= now) this.heldUntil.delete(id);
       const due = (await this.store.due(now, BATCH)).filter((e) => !this.heldInMemory(e.envId) && !this.finishedDuringPass.has(e.envId));
@@ -254,7 +256,7 @@ export class DeliveryRunner {
     const next = await this.nextWake().catch(() => null);
     if (this.timer || this.running || this.stopped) return;
     if (next === null) return; // nothing queued: sleep until new mail or an event wakes us
-    const delay = Math.min(Math.max(next - Date.now(), 0), MAX_SLEEP_MS);
+    const delay = Math.min(Math.max(next - this.clock(), 0), MAX_SLEEP_MS);
     this.timer = setTimeout(() => void this.pass(), delay);
     this.timer.unref();
   }
@@ -271,7 +273,7 @@ export class DeliveryRunner {
    */
   private async nextWake(): Promise<number | null> {
     const next = await this.store.nextDue();
-    const now = Date.now();
+    const now = this.clock();
     if (next === null || next > now) return next;
     if (!this.inFlight.size && !this.pending.size && !this.skippedPaused.size && !this.heldUntil.size) return next;
     const rows = await this.store.due(Number.MAX_SAFE_INTEGER, BATCH);
@@ -401,13 +403,13 @@ export class DeliveryRunner {
     if (state.paused === why) return;
     state.paused = why;
     state.lastError = `route paused: ${why}`;
-    state.lastErrorAt = Date.now();
+    state.lastErrorAt = this.clock();
   }
 
   /** What a job's results mean for the queue, as steps (pending-results.ts runs and retries them). */
   private record(laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>): ResultPlan {
     const q = this.config.queue;
-    const now = Date.now();
+    const now = this.clock();
     const done: string[] = [];
     const updates: EnvelopeUpdate[] = [];
     const bounces: DsnRecipient[] = [];
