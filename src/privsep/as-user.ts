@@ -62,6 +62,8 @@ async function main(): Promise<void> {
   } catch (err) {
     result = { outcome: 'tempfail', message: `4.3.0 delivery as ${job.user?.name} failed: ${(err as Error).message}` };
   }
+  // The helper may be gone (the daemon died and took it along): nobody to tell, and nothing left to do.
+  if (!process.connected) process.exit(0);
   process.send!(result, () => process.exit(0));
 }
 

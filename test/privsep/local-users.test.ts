@@ -148,6 +148,28 @@ if (!isRoot()) {
     await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*below \\[local\\] min_uid ${u.uid + 1}`));
   });
 
+  test('kill -9 of the daemon in the middle of a delivery: no partial message is left, and after the restart exactly one copy arrives', async () => {
+    const [u] = makeUsers(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n[queue]\nretry_min = "1h"\n`, { smtpToml: 'max_message_size = "200M"' });
+    let d = keep(await startDaemon(site));
+    const big = MSG('big') + ('y'.repeat(998) + '\r\n').repeat(64 * 1024); // 64 MB
+    const reply = sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], big).catch((e: Error) => e.message);
+    const tmp = path.join(u.home, 'Maildir', 'tmp');
+    await waitFor('the delivery under way', () => filesIn(tmp).length > 0, 60_000, 5);
+    await d.kill9();
+    void reply;
+    await waitFor('the unfinished tmp file removed', () => filesIn(tmp).length === 0, 10_000);
+    assert.equal(filesIn(path.join(u.home, 'Maildir', 'new')), []);
+    d = keep(await startDaemon(site));
+    const [f] = await waitFor('delivered after the restart', () => {
+      const n = filesIn(path.join(u.home, 'Maildir', 'new'));
+      return n.length ? n : null;
+    }, 60_000);
+    assert.ok(fs.statSync(f!).size > 64 * 1024 * 999);
+    assert.is(filesIn(path.join(u.home, 'Maildir', 'new')).length, 1);
+    assert.is(fs.statSync(f!).uid, u.uid);
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
