@@ -153,14 +153,17 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
     process.stdout.write(`queue flush started (${r.requeued} recipient(s) due now)\n`);
     return EX.OK;
   }
-  // As the daemon does: the checks (DKIM keys) are read before root is given up.
+  // As the daemon does: as root the checks (DKIM keys) are read before root is given up; anyone
+  // else is first told whether they may open the queue at all (77), not about a key they cannot read.
   let local: LocalDelivery | null = null;
-  const plan = await buildChecks(ctx.config, { isLocal: (a) => local!.isLocal(a), checkRecipient: (a) => localRecipientCheck(local!.resolver)(a) });
+  const buildPlan = () => buildChecks(ctx.config, { isLocal: (a) => local!.isLocal(a), checkRecipient: (a) => localRecipientCheck(local!.resolver)(a) });
+  let plan = process.getuid?.() === 0 ? await buildPlan() : null;
   const helper = await becomeRunUser(ctx);
   const store = await ctx.openStore();
   // The foreground run's attempts belong in the message histories (`tidemail log`) too.
   (await import('../queue/events.js')).recordEvents(store.writer);
   try {
+    plan ??= await buildPlan();
     local = createLocalLane(ctx.config, (m, a) => store.addRecipients(m, a), helper);
     // The daemon's intake: cron's mail picked up here is signed, archived and qualified alike,
     // and so are the bounces this run queues.
@@ -178,7 +181,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
   } finally {
     await store.close();
     helper?.stop();
-    await Promise.all(allChecks(plan).map((c) => c.close?.().catch(() => undefined)));
+    if (plan) await Promise.all(allChecks(plan).map((c) => c.close?.().catch(() => undefined)));
   }
   return EX.OK;
 }

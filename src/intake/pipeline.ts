@@ -259,7 +259,8 @@ function refused(v: Verdict, source: IntakeSource, msgid: string, fields: Record
   if (v.action === 'next' || v.action === 'accept') return false;
   const reply = `${v.code} ${v.enhanced} ${v.text}`;
   if (source.onRefusal === 'queue') {
-    log.warn(msgid, 'check refused a local submission; queued anyway (sendmail had accepted it)', { check: v.by, reply });
+    const why = source.kind === 'bounce' ? 'a delivery status notification is never refused' : 'sendmail had accepted it';
+    log.warn(msgid, `check refused ${source.kind === 'bounce' ? 'our notification' : 'a local submission'}; queued anyway (${why})`, { check: v.by, reply });
     return true;
   }
   log.info(msgid, 'refused by check', { check: v.by, phase: 'data', ...fields, reply });

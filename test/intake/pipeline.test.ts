@@ -124,6 +124,17 @@ test('runq with no daemon: cron\'s mail in the maildrop goes through the same pi
   await assertContract(m!, 'runq', true, record); // unsigned and without the archive copy before
 });
 
+(process.getuid?.() === 0 ? test : test.skip)('runq as an ordinary user with no daemon: told about the queue it may not open, not about the DKIM key it may not read', async () => {
+  const sh = keep(await startSmarthost());
+  const { s } = await site(sh);
+  const r = await runCli(['-C', s.configPath, 'bob@remote.example'], { argv0: 'sendmail', input: 'Subject: x\n\nx\n' });
+  assert.is(r.code, 0, r.stderr);
+  const run = await runCli(['--config', s.configPath], { argv0: 'runq', uid: 54321, gid: 54321 }); // no passwd entry
+  assert.ok(run.code === 73 || run.code === 77, `${run.code}: ${run.stderr}`);
+  assert.match(run.stderr, new RegExp(s.stateDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  assert.not.match(run.stderr, /dkim|\.key\b|\n\s+at /i);
+});
+
 test('a bounce: our DSN enters through the pipeline — one trace line with its own id, signed, no archive copy, never refused', async () => {
   const sh = keep(await startSmarthost({ rcptReply: (a) => (a === 'gone@remote.example' ? '550 5.1.1 no such user' : null) }));
   const { s, record } = await site(sh);
