@@ -55,7 +55,8 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
   let result: HelperResult | null = null;
   child.on('message', (m) => (result = m as HelperResult));
   child.on('error', (err) => finish(id, { outcome: 'tempfail', message: `4.3.0 cannot start the delivery as ${req.user}: ${err.message}` }));
-  child.on('exit', (code, signal) => finish(id, result ?? { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} ended (${signal ?? `exit ${code}`}) without a result` }));
+  // 'close', not 'exit': by then the channel is drained, so a sent result is never missed.
+  child.on('close', (code, signal) => finish(id, result ?? { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} ended (${signal ?? `exit ${code}`}) without a result` }));
   child.stdin!.on('error', () => undefined); // a pipe that exits early closes its stdin
   send({ t: 'more', id });
 }
