@@ -1,6 +1,7 @@
 // `tidemail check [--json]`: the startup doctor. Each probe (src/doctor/) prints OK, WARN or FAIL
 // with the fix: the configuration, the state directory, the listening ports, the certificate,
-// every route that is online now (smarthost reachable, TLS verified, a test login), and for a
+// every route that is online now (smarthost reachable, TLS verified, a test login) and its POP3
+// accounts (login, TLS, UIDL; nothing fetched or deleted), and for a
 // site on the Internet its DNS records and port 25. Exits 0 when nothing FAILs, 78 when the
 // configuration is invalid, 69 (EX_UNAVAILABLE) for any other FAIL.
 
@@ -15,6 +16,7 @@ import { formatFinding, guarded, ok, type Finding } from '../doctor/finding.js';
 import { probeLinks, type LinkAnswer } from '../doctor/links.js';
 import { probePorts } from '../doctor/ports.js';
 import { probeRoutes } from '../doctor/routes.js';
+import { probeFetch } from '../doctor/fetch.js';
 import { probeState } from '../doctor/state.js';
 import { probeLocalUsers } from '../doctor/local-users.js';
 import { probeRelay } from '../doctor/relay.js';
@@ -74,6 +76,7 @@ export async function runCheck(argv: string[]): Promise<number> {
       ? st.routes.map((r) => ({ route: r.name, online: r.online, why: r.why ?? '' }))
       : await probeLinks(routes, { tcp: true });
     print(await guarded('routes', () => probeRoutes(routes, links, config.hostname)));
+    print(await guarded('fetch', () => probeFetch(routes, links)));
     // [relay] next hops are routes of kind mx too, but say nothing about this host's own DNS.
     print(await guarded('dns', () => probeDns(config, routes.filter((r) => !(r.kind === 'mx' && r.nextHop)), links, opts.dns)));
     if (config.relay.domains.length) print(await guarded('relay', () => probeRelay(config, routes, opts.dns.servers)));
