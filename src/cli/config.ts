@@ -6,6 +6,7 @@ import { ConfigReader, type ReadLog, type SettingRead } from '../config/reader.j
 import type { Config } from '../config/schema.js';
 import type { RouteProfile } from '../routes/profile.js';
 import { loadRoutes } from '../routes/load.js';
+import { withRelayRoutes } from '../relay/routes.js';
 import { takeConfigOption } from './context.js';
 import { EX } from './exit.js';
 import { usageLine } from './usage.js';
@@ -21,7 +22,7 @@ export async function runConfig(argv: string[]): Promise<number> {
   let routes: RouteProfile[];
   try {
     config = loadConfig(path);
-    routes = loadRoutes(config.configDir);
+    routes = withRelayRoutes(config, loadRoutes(config.configDir));
   } finally {
     ConfigReader.collecting = null;
   }

@@ -3,6 +3,7 @@
 // opportunistic TLS as for MX delivery. It shows in `tidemail status` like any route.
 
 import type { Config } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
 import { DEFAULT_DEADLINES, type MxRoute, type RouteProfile } from '../routes/profile.js';
 
 export function relayRoutes(config: Config): MxRoute[] {
@@ -35,5 +36,10 @@ export function relayRoutes(config: Config): MxRoute[] {
 
 /** The route files' routes with the [relay] next hops in front. */
 export function withRelayRoutes(config: Config, routes: RouteProfile[]): RouteProfile[] {
-  return [...relayRoutes(config), ...routes];
+  const relay = relayRoutes(config);
+  for (const r of relay) {
+    const clash = routes.find((x) => x.name === r.name);
+    if (clash) throw new ConfigError(`${clash.file}:1:1: route name ${r.name} is the one [relay.next_hop] gives its route\n  fix: rename ${clash.file} (e.g. to ${r.name}-file.toml), or remove that next_hop`);
+  }
+  return [...relay, ...routes];
 }

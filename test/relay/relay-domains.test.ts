@@ -189,6 +189,14 @@ errs('a bad domain, a bad next hop, an unknown key', async () => {
   assert.match(r.out, /'relay\.domain' is not a known setting[\s\S]*did you mean 'domains'/);
 });
 
+errs('a route file named like a next_hop route', async () => {
+  const site = await makeSite('[relay.next_hop]\n"lan.example" = "nas.lan:25"\n');
+  site.route('relay-lan.example', 'kind = "local-only"\n');
+  const r = await runCli(['config', 'check', '--config', site.configPath]);
+  assert.is(r.code, 78);
+  assert.match(r.stdout + r.stderr, /relay-lan\.example\.toml:1:1: route name relay-lan\.example is the one \[relay\.next_hop\] gives its route[\s\S]*fix: rename/);
+});
+
 errs('a missing or malformed recipients list', async () => {
   const missing = path.join(tmpDir(), 'relay-recipients');
   let r = await configCheck(`[relay]\ndomains = ["family.example"]\nrecipients = "${missing}"\n`);
