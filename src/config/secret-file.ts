@@ -157,7 +157,7 @@ export function secretFileProblem(file: string): { problem: string; fix: string 
     fs.accessSync(file, fs.constants.R_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { problem: `cannot read ${file}: ${code === 'EACCES' ? 'permission denied' : code}${whoCan(file, st)}`, fix: `run this as root or as ${ownerName(st.uid)} (the file is fine where the daemon reads it as its owner)` };
+    return { problem: `cannot read ${file}: ${code === 'EACCES' ? 'permission denied' : code}${whoCan(file, st)}`, fix: `run this as ${st.uid === 0 ? 'root' : `root or as ${ownerName(st.uid)}`} (the file is fine where the daemon reads it as its owner)` };
   }
   return null;
 }

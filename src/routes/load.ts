@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseTomlFile } from '../config/load.js';
 import { ConfigReader } from '../config/reader.js';
+import { secretFileProblem } from '../config/secret-file.js';
 import type {
   FetchSpec, MxRoute, OnlineSpec, PipeRoute, PopBeforeSmtpSpec, RewriteSpec, RouteKind, RouteProfile, SmarthostRoute, SmtpAuthSpec,
   SmtpClientSpec, SmtpDeadlines, SshRoute, TlsMode, WrapperRoute,
@@ -304,14 +305,13 @@ function readPopBeforeSmtp(r: ConfigReader): PopBeforeSmtpSpec | undefined {
   return spec;
 }
 
+/**
+ * A secret file must be there, private and readable. "Cannot read" (a 0600 file of root's, read
+ * by a user) is never called "missing", and no fix truncates an existing file (secret-file.ts).
+ */
 function checkSecretMode(file: string, at: ConfigReader, key: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch {
-    return at.fail(key, `file ${file} does not exist`, `create it (mode 0600): install -m 600 /dev/null ${file}`);
-  }
-  if (st.mode & 0o077) at.fail(key, `file ${file} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 600 ${file}`);
+  const problem = secretFileProblem(file);
+  if (problem) at.fail(key, problem.problem, problem.fix);
 }
 
 /** Reads a secret file, refusing files that other users can read. */
@@ -320,6 +320,6 @@ export function readSecret(file: string, at: ConfigReader, key = 'password_file'
   try {
     return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
-    return at.fail(key, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, `make it readable by the tidemail user: chown tidemail ${file}`);
+    return at.fail(key, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`, 'run this as root or as the owner of the file');
   }
 }

@@ -108,6 +108,31 @@ test('a route password_file readable by others (0644) → 78 with a chmod fix', 
   assert.not.match(r.stderr, /hunter2/);
 });
 
+test('a missing secret is "does not exist" with a fix that cannot truncate a file; one a user cannot read is "cannot read", never "missing" (issue 18)', async () => {
+  const dir = tmpDir();
+  const pw = path.join(dir, 'secrets', 'isp');
+  const config = writeFile(path.join(dir, 'tidemail.toml'), `state_dir = "${path.join(dir, 'state')}"\n`);
+  writeFile(path.join(dir, 'routes', 'isp.toml'), `smarthost = "smtp.example.net:587"\nauth.user = "me@example.net"\nauth.password_file = "${pw}"\n`);
+  const missing = await runCli(['config', 'check', '--config', config]);
+  assert.is(missing.code, 78, missing.stderr);
+  assert.match(missing.stderr, `file ${pw} does not exist`);
+  assert.match(missing.stderr, /fix: create it \(mode 0600\) with the secret on one line: \(umask 077; set -C; cat > /);
+  assert.not.match(missing.stderr, /\/dev\/null|install -m/);
+  if (process.getuid?.() !== 0) return; // the rest needs a second user
+  writeFile(pw, 'Secret-pw-9\n', 0o600); // root's, as setup leaves it for a root-run daemon
+  const asUser = await runCli(['config', 'check', '--config', config], { uid: 12345, gid: 12345 });
+  assert.is(asUser.code, 78, asUser.stderr);
+  assert.match(asUser.stderr, `cannot read ${pw}: permission denied (it belongs to root, mode 0600)`);
+  assert.match(asUser.stderr, /fix: run this as root/);
+  assert.not.match(asUser.stderr, /does not exist|\/dev\/null|install -m|Secret-pw-9/);
+  fs.chmodSync(path.dirname(pw), 0o700);
+  const closedDir = await runCli(['config', 'check', '--config', config], { uid: 12345, gid: 12345 });
+  assert.match(closedDir.stderr, `cannot read ${pw}: permission denied on a directory above it`);
+  assert.not.match(closedDir.stderr, /does not exist|\/dev\/null/);
+  assert.is((await runCli(['config', 'check', '--config', config])).code, 0, 'root reads it');
+  assert.is(fs.readFileSync(pw, 'utf8'), 'Secret-pw-9\n');
+});
+
 test('a route with auth.user but no password_file → 78 pointing at the auth lines', async () => {
   const site = await makeSite();
   site.route('isp', 'smarthost = "smtp.example.net:587"\ntls = "starttls"\nauth.user = "me@example.net"\n');
