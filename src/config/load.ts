@@ -8,7 +8,7 @@ import { parse, TomlError } from 'smol-toml';
 import { ConfigError } from '../errors.js';
 import { parseCidr } from './cidr.js';
 import { ConfigReader, openQuoteColumn, ReadLog, type SettingRead, type TomlTable } from './reader.js';
-import type { Config, ListenAddress } from './schema.js';
+import type { Config, ListenAddress, TargetSource } from './schema.js';
 import { emptyRelay, loadRelay } from '../relay/config.js';
 import { defaultAlerts, loadAlerts } from '../alerts/config.js';
 
@@ -70,6 +70,8 @@ export function defaultConfig(): Config {
       preQueueDeadlineMs: 60_000,
       archive: null,
       minUid: 1000,
+      allowMailToCommands: ['alias', 'include', 'forward'],
+      allowMailToFiles: ['alias', 'include', 'forward'],
     },
     queue: {
       retryMinMs: 60_000,
@@ -260,6 +262,12 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
   cfg.local.preQueueDeadlineMs = local.duration('pre_queue_deadline', cfg.local.preQueueDeadlineMs);
   cfg.local.archive = local.string('archive') ?? null;
   cfg.local.minUid = local.integer('min_uid', cfg.local.minUid, 1);
+  for (const [key, field] of [['allow_mail_to_commands', 'allowMailToCommands'], ['allow_mail_to_files', 'allowMailToFiles']] as const) {
+    const v = local.stringList(key, cfg.local[field]);
+    const bad = v.find((x) => !['alias', 'include', 'forward'].includes(x));
+    if (bad !== undefined) local.fail(key, `names "${bad}", which is not "alias", "include" or "forward"`, `write e.g. ${key} = ["alias", "forward"] (Postfix's classes)`);
+    cfg.local[field] = v as TargetSource[];
+  }
   const users: ConfigReader = local.sub('users');
   for (const k of Object.keys(users.table)) cfg.local.users[k.toLowerCase()] = users.string(k)!;
   const virtual: ConfigReader = local.sub('virtual');

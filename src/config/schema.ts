@@ -90,7 +90,13 @@ export interface LocalConfig {
   archive: string | null;
   /** Users below this uid (and root) are never delivered to as themselves (src/privsep). */
   minUid: number;
+  /** Where pipes and files may come from (Postfix's allow_mail_to_commands/files). */
+  allowMailToCommands: TargetSource[];
+  allowMailToFiles: TargetSource[];
 }
+
+/** Where a pipe or file target was written: the aliases file, an :include: file, a ~/.forward. */
+export type TargetSource = 'alias' | 'include' | 'forward';
 
 /** [checks]: which checks run at which SMTP phase, and each check's own options table. */
 export interface ChecksConfig {

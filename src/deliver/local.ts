@@ -191,6 +191,8 @@ export function createLocalLane(config: Config, addRecipients: (msgid: string, a
     forward: config.local.forward,
     ...(config.local.passwdFile ? { lookupUser: withPasswdFile(config.local.passwdFile) } : {}),
     ...(helper ? { readForward: forwardReader(helper, config.local.minUid) } : {}),
+    allowCommands: config.local.allowMailToCommands,
+    allowFiles: config.local.allowMailToFiles,
   });
   return {
     resolver,

@@ -33,6 +33,7 @@ import { log } from '../log/log.js';
 import { AliasTable, classifyTarget, readTargetFile } from './aliases.js';
 import { readForwardFile } from './forward.js';
 import { cachedUserLookup, type SystemUser } from './users.js';
+import type { TargetSource } from '../config/schema.js';
 
 export type LocalTarget =
   /** A system (or mapped) user's mailbox. */
@@ -71,6 +72,9 @@ export interface LocalResolverOptions {
   forward: boolean;
   /** System users by login name; default: getent/passwd, cached 30 s (users.ts). */
   lookupUser?: (name: string) => SystemUser | null;
+  /** Where pipes and files may come from (Postfix's allow_mail_to_commands/files); default all three. */
+  allowCommands?: readonly TargetSource[];
+  allowFiles?: readonly TargetSource[];
   /** Reads ~user/.forward; default forward.ts with our own rights (the root helper's when it runs: src/privsep). */
   readForward?: (user: SystemUser) => Promise<import('./forward.js').ForwardFile>;
 }
@@ -139,7 +143,11 @@ interface Context {
   includes: boolean;
   /** Set for .forward targets: the user whose rights pipes and files need. */
   runAs?: SystemUser;
+  /** Which file these targets were written in ([local] allow_mail_to_commands/files). */
+  source: TargetSource;
 }
+
+const ALL_SOURCES: readonly TargetSource[] = ['alias', 'include', 'forward'];
 
 const normDomain = (d: string) => d.toLowerCase().replace(/\.$/, '');
 
@@ -156,6 +164,8 @@ export class LocalResolver {
   private readonly forward: boolean;
   private readonly lookupUser: (name: string) => SystemUser | null;
   private readonly readForward: (user: SystemUser) => Promise<import('./forward.js').ForwardFile>;
+  private readonly allowCommands: ReadonlySet<TargetSource>;
+  private readonly allowFiles: ReadonlySet<TargetSource>;
   private readonly aliases: AliasTable;
 
   constructor(opts: LocalResolverOptions) {
@@ -168,6 +178,8 @@ export class LocalResolver {
     this.forward = opts.forward;
     this.lookupUser = opts.lookupUser ?? cachedUserLookup();
     this.readForward = opts.readForward ?? readForwardFile;
+    this.allowCommands = new Set(opts.allowCommands ?? ALL_SOURCES);
+    this.allowFiles = new Set(opts.allowFiles ?? ALL_SOURCES);
     this.aliases = new AliasTable(opts.aliasesFile);
   }
 
@@ -271,7 +283,7 @@ export class LocalResolver {
       walk.listSeen = true;
       if (this.aliases.get(`owner-${key}`)) walk.errorsTo = `owner-${key}@${this.hostname}`;
     }
-    await this.expandTargets(alias.targets, { self: new Set([key]), chain: [...chain, key], programs: this.aliases.programs, includes: true }, walk);
+    await this.expandTargets(alias.targets, { self: new Set([key]), chain: [...chain, key], programs: this.aliases.programs, includes: true, source: 'alias' }, walk);
     return true;
   }
 
@@ -291,7 +303,7 @@ export class LocalResolver {
         const node = `~${user.name}/.forward`;
         this.enter(chain, node);
         for (const e of fwd.errors) walk.fail(fwd.file, e);
-        const ctx: Context = { self: new Set([key, user.name.toLowerCase()]), chain: [...chain, node], programs: true, includes: false, runAs: user };
+        const ctx: Context = { self: new Set([key, user.name.toLowerCase()]), chain: [...chain, node], programs: true, includes: false, runAs: user, source: 'forward' };
         await this.expandTargets(fwd.targets, ctx, walk);
         return true;
       }
@@ -309,12 +321,14 @@ export class LocalResolver {
           if (!(await this.deliverToUser(t.user.toLowerCase(), ctx.chain, walk, false))) walk.fail(raw, 'no such user');
           break;
         case 'pipe':
-          if (ctx.programs === true) walk.add({ kind: 'pipe', command: t.command, ...runAs });
-          else walk.fail(raw, `mail to a command refused: ${ctx.programs}`);
+          if (ctx.programs !== true) walk.fail(raw, `mail to a command refused: ${ctx.programs}`);
+          else if (!this.allowCommands.has(ctx.source)) walk.fail(raw, `mail to a command refused: [local] allow_mail_to_commands does not include "${ctx.source}"`);
+          else walk.add({ kind: 'pipe', command: t.command, ...runAs });
           break;
         case 'file':
-          if (ctx.programs === true) walk.add({ kind: 'file', path: t.path, ...runAs });
-          else walk.fail(raw, `mail to a file refused: ${ctx.programs}`);
+          if (ctx.programs !== true) walk.fail(raw, `mail to a file refused: ${ctx.programs}`);
+          else if (!this.allowFiles.has(ctx.source)) walk.fail(raw, `mail to a file refused: [local] allow_mail_to_files does not include "${ctx.source}"`);
+          else walk.add({ kind: 'file', path: t.path, ...runAs });
           break;
         case 'include':
           if (ctx.includes) await this.expandInclude(t.path, ctx, walk);
@@ -351,7 +365,7 @@ export class LocalResolver {
     // An admin's typo in a list file: defer the mail until it is fixed rather than bounce it.
     if (inc.errors.length) throw new LocalResolveError(inc.errors.join('; '), false);
     const programs = ctx.programs !== true ? ctx.programs : inc.safe ? true : (inc.unsafeReason ?? 'unsafe include file');
-    await this.expandTargets(inc.targets, { ...ctx, chain: [...ctx.chain, node], programs }, walk);
+    await this.expandTargets(inc.targets, { ...ctx, chain: [...ctx.chain, node], programs, source: 'include' }, walk);
   }
 
   /** Refuses to walk a name twice on one path, or deeper than MAX_DEPTH. */

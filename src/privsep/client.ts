@@ -17,7 +17,13 @@ const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helper.j
 /** What the helper is allowed to do, from [local]: fixed until the daemon restarts. */
 export function helperSettings(local: LocalConfig): HelperSettings {
   const templates = [local.maildir, local.mbox].filter((t) => t.startsWith('/') && t.includes('%u')).map((t) => path.normalize(t));
-  return { minUid: local.minUid, templates: [...new Set(templates)], mda: local.mda };
+  return {
+    minUid: local.minUid,
+    templates: [...new Set(templates)],
+    mda: local.mda,
+    forwardCommands: local.allowMailToCommands.includes('forward'),
+    forwardFiles: local.allowMailToFiles.includes('forward'),
+  };
 }
 
 interface Pending {

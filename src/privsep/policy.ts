@@ -37,6 +37,7 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
     case 'mda':
       return s.mda.length ? { user } : refuse('no [local] mda configured');
     case 'pipe':
+      if (!s.forwardCommands) return refuse('[local] allow_mail_to_commands does not include "forward"');
       if (!req.command || !(await forwardLists(user, 'pipe', req.command))) return refuse(`the command is not in ~${user.name}/.forward`);
       return { user };
     case 'file':
@@ -49,6 +50,7 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
       if (!p.startsWith(user.home.replace(/\/+$/, '') + '/')) return refuse(`${p} is outside ${user.name}'s home ${user.home}`);
       const home = homeProblem(user);
       if (home) return home;
+      if (req.kind === 'file' && !s.forwardFiles) return refuse('[local] allow_mail_to_files does not include "forward"');
       if (req.kind === 'file' && !(await forwardLists(user, 'file', p))) return refuse(`the file ${p} is not in ~${user.name}/.forward`);
       return { user };
     }

@@ -17,6 +17,9 @@ export interface HelperSettings {
   templates: string[];
   /** [local] mda argv (with {sender} {recipient} {user}); the helper runs only this one. */
   mda: string[];
+  /** Whether ~/.forward may name commands / files ([local] allow_mail_to_commands/files has "forward"). */
+  forwardCommands: boolean;
+  forwardFiles: boolean;
 }
 
 export type DeliveryKind = 'maildir' | 'mbox' | 'file' | 'pipe' | 'mda';

@@ -29,7 +29,7 @@ if (!isRoot()) {
   test.before(async () => {
     [user] = makeUsers(1) as [TestUser];
     [system] = makeUsers(1, { system: true, prefix: 'ts' }) as [TestUser];
-    helper = await DeliveryHelper.start({ minUid: 1000, maildir: '~/Maildir', mbox: `${spool}/%u`, mda: ['/bin/true'] } as LocalConfig);
+    helper = await DeliveryHelper.start({ minUid: 1000, maildir: '~/Maildir', mbox: `${spool}/%u`, mda: ['/bin/true'], allowMailToCommands: ['forward'], allowMailToFiles: ['forward'] } as LocalConfig);
   });
   test.after(() => {
     helper.stop();

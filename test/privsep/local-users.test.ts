@@ -170,6 +170,28 @@ if (!isRoot()) {
     assert.is(fs.statSync(f!).uid, u.uid);
   });
 
+  test('allow_mail_to_commands = ["alias"] and allow_mail_to_files = ["forward"] (Postfix\'s classes): a .forward pipe and an aliases file target are refused, the rest still run', async () => {
+    const [u, v] = makeUsers(2) as [TestUser, TestUser];
+    const out = tmpDir('tidemail-out-');
+    fs.chmodSync(out, 0o777);
+    writeAs(u, path.join(u.home, '.forward'), `"|id -u > ${u.home}/fwd-uid"\n`);
+    writeAs(v, path.join(v.home, '.forward'), `${v.home}/saved\n`);
+    const aliases = writeFile(path.join(tmpDir(), 'aliases'), `apipe: "|id -u > ${out}/alias-uid"\nafile: ${out}/alias-file\n`);
+    const site = await makeSite(`[local]\naliases = "${aliases}"\nforward = true\ndelivery = "maildir"\nallow_mail_to_commands = ["alias"]\nallow_mail_to_files = ["forward"]\n[queue]\nretry_min = "1h"\n`);
+    keep(await startDaemon(site));
+    const r1 = await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG('pipe'));
+    assert.match(r1, /^550 .*allow_mail_to_commands does not include "forward"/);
+    const r2 = await sendMessage(site.port, 'x@remote.example', ['afile@tidemail.test'], MSG('afile'));
+    assert.match(r2, /^550 .*allow_mail_to_files does not include "alias"/);
+    assert.match(await sendMessage(site.port, 'x@remote.example', ['apipe@tidemail.test'], MSG('apipe')), /^250 /);
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${v.name}@tidemail.test`], MSG('vfile')), /^250 /);
+    await waitFor('the alias pipe ran', () => fs.existsSync(path.join(out, 'alias-uid')));
+    await waitFor('v\'s .forward file written', () => fs.existsSync(path.join(v.home, 'saved')));
+    assert.is(fs.statSync(path.join(v.home, 'saved')).uid, v.uid);
+    assert.not.ok(fs.existsSync(path.join(u.home, 'fwd-uid')));
+    assert.not.ok(fs.existsSync(path.join(out, 'alias-file')));
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
@@ -202,5 +224,14 @@ if (!isRoot()) {
     }
   });
 }
+
+test('allow_mail_to_commands with a name that is not a Postfix class is a config error with the fix (exit 78)', async () => {
+  const site = await makeSite(`[local]\nallow_mail_to_commands = ["alias", "everyone"]\n`);
+  const r = await runCli(['config', 'check', '--config', site.configPath]);
+  assert.is(r.code, 78, r.stdout + r.stderr);
+  assert.match(r.stderr + r.stdout, /allow_mail_to_commands.*names "everyone", which is not "alias", "include" or "forward"/);
+  assert.match(r.stderr + r.stdout, /fix: write e\.g\. allow_mail_to_commands = \["alias", "forward"\]/);
+  assert.not.match(r.stderr, /\n\s+at /);
+});
 
 test.run();
