@@ -66,7 +66,7 @@ export class Daemon {
   private readonly pickups = new MaildropPickup({
     config: () => this.config,
     checks: () => this.checks,
-    store: { openMessage: () => this.openMessage(), hasOrigin: (o) => this.store.hasOrigin(o) },
+    store: { hasOrigin: (o) => this.store.hasOrigin(o) },
     target: this.intakeTarget(),
   });
   private readonly started = Date.now();

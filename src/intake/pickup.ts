@@ -48,7 +48,8 @@ export async function submitPickedUp(target: IntakeTarget, m: PickedUp, o: { hos
 export interface PickupDeps {
   config(): Config;
   checks(): CheckPlan | null;
-  store: Pick<QueueStore, 'openMessage' | 'hasOrigin'>;
+  /** Only asked whether a file was queued already; the message itself goes to `target`. */
+  store: Pick<QueueStore, 'hasOrigin'>;
   target: IntakeTarget;
 }
 
