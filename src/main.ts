@@ -2,45 +2,38 @@
 // mailrm, rmail, smtpd) or on the first argument of `tidemail`.
 
 import path from 'node:path';
-import { runConfig } from './cli/config.js';
-import { runDaemon } from './cli/daemon.js';
-import { runLink } from './cli/link.js';
-import { runFetch } from './cli/fetch.js';
-import { runNewaliases } from './cli/newaliases.js';
 import { EX, reportError } from './cli/exit.js';
-import { runMailq, runMailrm, runQueueCommand } from './cli/queue.js';
-import { runRmail } from './cli/rmail.js';
-import { runSendmail } from './cli/sendmail.js';
-import { runSmtpd } from './cli/smtpd.js';
-import { runStatus } from './cli/status.js';
-import { runTls } from './cli/tls.js';
-import { runUser } from './cli/user.js';
 import { commandHelp, helpTopic, mainUsage, version } from './cli/usage.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
+// Every command is imported only when it runs: `sendmail` from cron must not pay for loading the
+// daemon, SMTP server and SQLite bindings it never uses (start-up time and memory, issue 17).
+const runSendmail: Command = (a) => import('./cli/sendmail.js').then((m) => m.runSendmail(a));
+const runDaemon: Command = (a) => import('./cli/daemon.js').then((m) => m.runDaemon(a));
+const runQueueCommand: Command = (a) => import('./cli/queue.js').then((m) => m.runQueueCommand(a));
+
 const BY_ARGV0: Record<string, Command> = {
   sendmail: runSendmail,
-  mailq: runMailq,
+  mailq: (a) => import('./cli/queue.js').then((m) => m.runMailq(a)),
   runq: (a) => runQueueCommand(['flush', ...a]),
-  newaliases: runNewaliases,
-  mailrm: runMailrm,
-  rmail: runRmail,
-  smtpd: runSmtpd,
-  'in.smtpd': runSmtpd,
+  newaliases: (a) => import('./cli/newaliases.js').then((m) => m.runNewaliases(a)),
+  mailrm: (a) => import('./cli/queue.js').then((m) => m.runMailrm(a)),
+  rmail: (a) => import('./cli/rmail.js').then((m) => m.runRmail(a)),
+  smtpd: (a) => import('./cli/smtpd.js').then((m) => m.runSmtpd(a)),
+  'in.smtpd': (a) => import('./cli/smtpd.js').then((m) => m.runSmtpd(a)),
 };
 
 const SUBCOMMANDS: Record<string, Command> = {
   ...BY_ARGV0,
   daemon: runDaemon,
   queue: runQueueCommand,
-  status: runStatus,
-  link: runLink,
-  fetch: runFetch,
-  config: runConfig,
-  user: runUser,
-  tls: runTls,
-  // Set-up and diagnosis commands are loaded only when used.
+  status: (a) => import('./cli/status.js').then((m) => m.runStatus(a)),
+  link: (a) => import('./cli/link.js').then((m) => m.runLink(a)),
+  fetch: (a) => import('./cli/fetch.js').then((m) => m.runFetch(a)),
+  config: (a) => import('./cli/config.js').then((m) => m.runConfig(a)),
+  user: (a) => import('./cli/user.js').then((m) => m.runUser(a)),
+  tls: (a) => import('./cli/tls.js').then((m) => m.runTls(a)),
   setup: (a) => import('./cli/setup.js').then((m) => m.runSetup(a)),
   presets: (a) => import('./cli/setup.js').then((m) => m.runPresets(a)),
   check: (a) => import('./cli/check.js').then((m) => m.runCheck(a)),

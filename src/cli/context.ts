@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { controlRequest } from '../control/client.js';
 import { controlSocketPath, type ControlRequest } from '../control/protocol.js';
-import { SqliteQueueStore } from '../queue/sqlite.js';
+import type { SqliteQueueStore } from '../queue/sqlite.js';
 
 export interface CliContext {
   config: Config;
@@ -22,7 +22,8 @@ export function cliContext(configPath?: string): CliContext {
     config,
     socket,
     ask: (req, timeoutMs) => controlRequest(socket, req, timeoutMs),
-    openStore: () => SqliteQueueStore.open(config.stateDir, Date.now),
+    // Loaded when used: sqlite3's bindings are not needed to write a maildrop file.
+    openStore: () => import('../queue/sqlite.js').then(({ SqliteQueueStore }) => SqliteQueueStore.open(config.stateDir, Date.now)),
   };
 }
 

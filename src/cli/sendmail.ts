@@ -9,15 +9,8 @@ import { isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/ad
 import { writeSubmission } from '../message/submission.js';
 import { MaildropSpool, MessageTooBigError, maildropDir } from '../queue/maildrop.js';
 import type { MessageMeta, Spool } from '../queue/store.js';
-import { SmtpFront } from '../smtp/server.js';
-import { localRecipientCheck } from '../smtp/recipient-check.js';
-import { createLocalLane } from '../deliver/local.js';
 import { cliContext, type CliContext } from './context.js';
 import { EX } from './exit.js';
-import { StdioSession } from './stdio-session.js';
-import { runMailq, runQueueCommand } from './queue.js';
-import { runDaemon } from './daemon.js';
-import { runNewaliases } from './newaliases.js';
 import { SendmailUsageError, parseSendmailArgs, type SendmailArgs } from './sendmail-args.js';
 
 export async function runSendmail(argv: string[]): Promise<number> {
@@ -30,14 +23,16 @@ export async function runSendmail(argv: string[]): Promise<number> {
   }
   if (args.verbose && args.ignored.length) process.stderr.write(`sendmail: ignored for compatibility: ${args.ignored.join(' ')}\n`);
   switch (args.mode) {
+    // The other modes load their modules when used: plain `sendmail` loads only what writing
+    // the maildrop file needs (issue 17).
     case 'mailq':
-      return runMailq(args.configPath ? ['--config', args.configPath] : []);
+      return (await import('./queue.js')).runMailq(args.configPath ? ['--config', args.configPath] : []);
     case 'runq':
-      return runQueueCommand(['flush', ...(args.configPath ? ['--config', args.configPath] : [])]);
+      return (await import('./queue.js')).runQueueCommand(['flush', ...(args.configPath ? ['--config', args.configPath] : [])]);
     case 'newaliases':
-      return runNewaliases(args.configPath ? ['--config', args.configPath] : []);
+      return (await import('./newaliases.js')).runNewaliases(args.configPath ? ['--config', args.configPath] : []);
     case 'daemon':
-      return runDaemon(args.configPath ? ['--config', args.configPath] : []);
+      return (await import('./daemon.js')).runDaemon(args.configPath ? ['--config', args.configPath] : []);
     case 'smtp':
       await serveSmtpOnStdio(cliContext(args.configPath), '127.0.0.1', 'sendmail-bs');
       return EX.OK;
@@ -195,6 +190,12 @@ export async function poke(ctx: CliContext, verbose: boolean): Promise<void> {
  * otherwise the caller is a local user on a pipe, who may relay like `sendmail` does.
  */
 export async function serveSmtpOnStdio(ctx: CliContext, remoteAddress: string, via: string, fromNetwork = false): Promise<void> {
+  const [{ SmtpFront }, { localRecipientCheck }, { createLocalLane }, { StdioSession }] = await Promise.all([
+    import('../smtp/server.js'),
+    import('../smtp/recipient-check.js'),
+    import('../deliver/local.js'),
+    import('./stdio-session.js'),
+  ]);
   const dir = ensureMaildrop(ctx);
   const pokes: Promise<void>[] = [];
   const unfinished = new Set<MaildropSpool>();
