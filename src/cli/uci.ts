@@ -1,6 +1,8 @@
 // `tidemail uci [--file /etc/config/tidemail] [--out /etc/tidemail]`: on OpenWrt the UCI config
 // is the source of truth; this turns it into tidemail.toml and one routes/NAME.toml per route
-// section. The init script runs it before every start and reload. Files are rewritten only when
+// section. The init script runs it before every start and reload. Every generated file is
+// loaded by the real config loaders first; a bad value is an error at the UCI file's line, and
+// then nothing is written (validate() below). Files are rewritten only when
 // their content changes (flash wears), and only files this command generated are ever
 // replaced or removed: a hand-written tidemail.toml or route is left alone.
 
@@ -20,7 +22,8 @@ export interface UciSection {
   type: string;
   name: string | null;
   line: number;
-  options: Map<string, { value: string | string[]; line: number }>;
+  /** `lines`: for a list, the line of each value. */
+  options: Map<string, { value: string | string[]; line: number; lines?: number[] }>;
 }
 
 type Kind = 'string' | 'number' | 'bool' | 'list';
@@ -133,8 +136,10 @@ export function parseUci(text: string, file: string): UciSection[] {
     if ((keyword === 'option' || keyword === 'list') && !s) throw new ConfigError(`${where}: "${keyword}" before any "config" line; fix: start with config tidemail 'main'`);
     if (keyword === 'option' && a && b !== undefined) return void s!.options.set(a, { value: b, line: idx + 1 });
     if (keyword === 'list' && a && b !== undefined) {
-      const prev = s!.options.get(a)?.value;
-      return void s!.options.set(a, { value: [...(Array.isArray(prev) ? prev : prev !== undefined ? [prev] : []), b], line: idx + 1 });
+      const prev = s!.options.get(a);
+      const values = Array.isArray(prev?.value) ? prev.value : prev !== undefined ? [prev.value] : [];
+      const lines = prev?.lines ?? (prev ? [prev.line] : []);
+      return void s!.options.set(a, { value: [...values, b], line: idx + 1, lines: [...lines, idx + 1] });
     }
     throw new ConfigError(`${where}: cannot read "${raw.trim()}"; fix: use config TYPE 'NAME', option KEY 'VALUE' or list KEY 'VALUE'`);
   });
@@ -150,9 +155,15 @@ function setPath(t: Table, dotted: string, v: Table[string]): void {
   cur[parts[parts.length - 1]!] = v;
 }
 
-function toTable(s: UciSection, map: OptionMap, file: string): Table {
+/** Where each TOML key of a generated file came from: the UCI option and its line. */
+interface Origin {
+  section: number;
+  keys: Map<string, { opt: string; line: number; values?: Map<string, number> }>;
+}
+
+function toTable(s: UciSection, map: OptionMap, file: string, origin?: Origin): Table {
   const t: Table = {};
-  for (const [opt, { value, line }] of s.options) {
+  for (const [opt, { value, line, lines }] of s.options) {
     const where = `${file}:${line}`;
     if (!(opt in map)) {
       const known = Object.keys(map).join(', ');
@@ -170,21 +181,27 @@ function toTable(s: UciSection, map: OptionMap, file: string): Table {
       if (!/^(0|1|true|false|yes|no|on|off)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"; fix: write option ${opt} '1' (or '0')`);
       v = ['1', 'true', 'yes', 'on'].includes(value);
     } else v = value;
-    for (const k of m.keys) setPath(t, k, v);
+    for (const k of m.keys) {
+      setPath(t, k, v);
+      const values = Array.isArray(value) && lines ? new Map(value.map((x, i) => [x, lines[i]!])) : undefined;
+      origin?.keys.set(k, { opt, line, ...(values ? { values } : {}) });
+    }
   }
   return t;
 }
 
 const enabled = (s: UciSection) => !['0', 'false', 'no', 'off'].includes(String(s.options.get('enabled')?.value ?? '1'));
 
-/** The files to write: relative path → TOML text. */
-export async function uciToToml(text: string, file: string): Promise<Map<string, string>> {
+/** The files to write: relative path → TOML text; `origins` gets where each key came from. */
+export async function uciToToml(text: string, file: string, origins = new Map<string, Origin>()): Promise<Map<string, string>> {
   const { stringify } = await import('smol-toml');
   const sections = parseUci(text, file);
   const header = `${MARK} ${file} by \`tidemail uci\` (run by /etc/init.d/tidemail).\n# Edit the UCI config (uci set tidemail.…; uci commit tidemail), not this file.\n\n`;
   const mains = sections.filter((s) => s.type === 'tidemail');
   if (mains.length > 1) throw new ConfigError(`${file}:${mains[1]!.line}: a second "config tidemail" section; fix: keep one (config tidemail 'main')`);
-  const main: Table = mains[0] ? toTable(mains[0], MAIN, file) : {};
+  const mainOrigin: Origin = { section: mains[0]?.line ?? 1, keys: new Map() };
+  origins.set('tidemail.toml', mainOrigin);
+  const main: Table = mains[0] ? toTable(mains[0], MAIN, file, mainOrigin) : {};
   main.state_dir ??= OPENWRT_STATE_DIR;
   const out = new Map<string, string>([['tidemail.toml', header + stringify(main)]]);
   let anon = 0;
@@ -193,11 +210,59 @@ export async function uciToToml(text: string, file: string): Promise<Map<string,
     if (s.type !== 'route') throw new ConfigError(`${file}:${s.line}: unknown section type "${s.type}"; fix: use config tidemail 'main' or config route 'NAME'`);
     const name = s.name ?? `route${++anon}`;
     if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${file}:${s.line}: route name "${name}" is not a plain word; fix: use letters, digits, _ and -`);
-    const t = toTable(s, ROUTE, file);
+    const origin: Origin = { section: s.line, keys: new Map() };
+    const t = toTable(s, ROUTE, file, origin);
     if (!enabled(s)) continue;
     out.set(path.join('routes', `${name}.toml`), header + stringify(t));
+    origins.set(path.join('routes', `${name}.toml`), origin);
   }
   return out;
+}
+
+/**
+ * Loads every generated file with the real loaders before anything is written, so a bad value
+ * (option tls 'ssl') is reported against the UCI line it came from — not later, in a file whose
+ * header says not to edit it. Staged as dot files in the output dirs, so relative paths resolve
+ * as they will and a running daemon (which skips dot files) never sees them.
+ * @throws ConfigError naming UCI_FILE:LINE and the option, with the loader's problem and fix.
+ */
+async function validate(files: Map<string, string>, origins: Map<string, Origin>, outDir: string, uciFile: string): Promise<void> {
+  const { loadConfig } = await import('../config/load.js');
+  const { loadRoute } = await import('../routes/load.js');
+  const { lineOfKey } = await import('../config/reader.js');
+  fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true });
+  for (const [rel, content] of files) {
+    const staged = path.join(outDir, path.dirname(rel), `.uci-check-${process.pid}-${path.basename(rel)}`);
+    fs.writeFileSync(staged, content, { mode: 0o600 });
+    try {
+      if (rel === 'tidemail.toml') loadConfig(staged);
+      else loadRoute(staged);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const origin = origins.get(rel);
+      const byLine = new Map<number, { opt: string; line: number; values?: Map<string, number> }>();
+      for (const [key, o] of origin?.keys ?? []) {
+        const l = lineOfKey(content, key.split('.'));
+        if (l !== null) byLine.set(l, o);
+      }
+      const at = new RegExp(`^${staged.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:(\\d+)(?::\\d+)?: (?:'[^']*' )?(.*)$`, 'gm');
+      let message = err.message.replace(at, (_m, l: string, rest: string) => {
+        const o = byLine.get(Number(l));
+        if (!o) return `${uciFile}:${origin?.section ?? 1}: ${rest}`;
+        // A list: the line of the value the loader names ("entry \"lan\" is not …").
+        const entry = /^entry "([^"]*)"/.exec(rest)?.[1];
+        return `${uciFile}:${(entry !== undefined && o.values?.get(entry)) || o.line}: ${o.values ? 'list' : 'option'} ${o.opt}: ${rest}`;
+      });
+      // The loader's examples are TOML ("tls = \"starttls\""); say them the UCI way.
+      for (const [key, o] of origin?.keys ?? []) {
+        const last = key.split('.').pop()!;
+        message = message.replace(new RegExp(`(?<![\\w.])(?:[\\w]+\\.)*${last} = "([^"]*)"`, 'g'), (_m, v: string) => `${o.values ? 'list' : 'option'} ${o.opt} '${v}'`);
+      }
+      throw new ConfigError(message.split(staged).join(`${outDir}/${rel}`), { cause: err });
+    } finally {
+      fs.rmSync(staged, { force: true });
+    }
+  }
 }
 
 const generated = (p: string) => {
@@ -223,7 +288,9 @@ export async function runUci(argv: string[]): Promise<number> {
   } catch (err) {
     throw new ConfigError(`cannot read ${file}: ${(err as Error).message}; fix: install the default with the package, or create it (config tidemail 'main')`);
   }
-  const files = await uciToToml(text, file);
+  const origins = new Map<string, Origin>();
+  const files = await uciToToml(text, file, origins);
+  await validate(files, origins, outDir, file);
   fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true });
   for (const [rel, content] of files) {
     const p = path.join(outDir, rel);

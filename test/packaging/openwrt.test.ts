@@ -147,6 +147,30 @@ test('uci → toml: an unknown option is a configuration error naming file:line 
   assert.not.ok(fs.existsSync(path.join(s.out, 'tidemail.toml')), 'nothing written on error');
 });
 
+test('uci → toml: every value is checked by the real loaders first; a bad one is an error at /etc/config/tidemail:LINE with a UCI fix, and nothing is written (issue 18)', async () => {
+  const s = await sample();
+  const text = fs.readFileSync(s.uciFile, 'utf8');
+  const lineOf = (t: string, needle: string) => t.split('\n').findIndex((l) => l.includes(needle)) + 1;
+  const cases: [string, string, RegExp][] = [
+    [text.replace("option tls 'none'", "option tls 'ssl'"), "option tls 'ssl'", /option tls: is "ssl", which is not one of "starttls", "implicit", "none"\n\s+fix: use one of those values, e\.g\. option tls 'starttls'/],
+    [text.replace("option retry_min '1h'", "option retry_min '30'"), "option retry_min '30'", /option retry_min: is "30", a number without a unit[\s\S]*option retry_min '30s'/],
+    [text.replace("list trusted_network '127.0.0.0/8'", "list trusted_network 'lan'"), "list trusted_network 'lan'", /list trusted_network: entry "lan" is not an address or CIDR/],
+    [text.replace(/option password_file '[^']*'/, "option password_file '/nonexistent/secret'"), "option password_file '/nonexistent/secret'", /option password_file: file \/nonexistent\/secret does not exist/],
+  ];
+  for (const [bad, needle, problem] of cases) {
+    fs.writeFileSync(s.uciFile, bad);
+    const r = uci(['--file', s.uciFile, '--out', s.out]);
+    assert.is(r.status, 78, r.stderr);
+    assert.ok(r.stderr.includes(`${s.uciFile}:${lineOf(bad, needle)}: `), `${needle}:\n${r.stderr}`);
+    assert.match(r.stderr, problem);
+    assert.not.match(r.stderr, /\.uci-check|\n\s+at /, r.stderr);
+    assert.not.ok(fs.existsSync(path.join(s.out, 'tidemail.toml')), 'nothing written on error');
+    assert.equal(fs.readdirSync(path.join(s.out, 'routes')), [], 'no route file, and no staged file left behind');
+  }
+  fs.writeFileSync(s.uciFile, text);
+  assert.is(uci(['--file', s.uciFile, '--out', s.out]).status, 0);
+});
+
 /** OpenWrt's config_* (functions.sh) and procd_* (procd.sh) helpers, recording what the script registers. */
 function fakeOpenwrt(s: Sample, log: string): string {
   const vars: string[] = [];
