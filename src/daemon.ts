@@ -278,6 +278,9 @@ export class Daemon {
       flushRoute: (name) => this.flushRoute(name),
       reload: () => this.reload(),
       get alerts() { return d.alerts; },
+      get localDelivery() {
+        return { helperPid: d.helper?.pid ?? null, helperStopped: d.helper?.stopped ?? null, runsAs: currentUserName() };
+      },
     };
   }
 

@@ -50,6 +50,7 @@ interface DaemonStatus {
   loadedAt?: number;
   reloadError?: { at: number; message: string } | null;
   needsRestart?: string[];
+  localDelivery?: { helperPid: number | null; helperStopped: string | null; runsAs: string };
   secrets?: { file: string; readAt: number; error?: string }[];
   alerts?: AlertsStatus | null;
   queue: QueueSummary;
@@ -74,6 +75,8 @@ export interface StatusReport {
   configNotLoaded: string | null;
   /** Changed settings a reload could not apply to the running listeners. */
   needsRestart: string[];
+  /** Whose rights local mail is written with (admin socket; null when unknown). */
+  localDelivery: string | null;
   /** Secret files the daemon used: which, and when it read them. */
   secrets: { file: string; readAt: number; error?: string }[];
   /** Files in the maildrop the daemon has not taken yet (null: this user cannot look). */
@@ -167,6 +170,7 @@ export async function runStatus(argv: string[]): Promise<number> {
     config: ctx.config.file,
     configNotLoaded: st ? configNotLoaded(ctx.config.file, ctx.config.configDir, st) : null,
     needsRestart: st?.needsRestart ?? [],
+    localDelivery: st?.localDelivery ? describeLocalDelivery(st.localDelivery, ctx.config.local.delivery === 'lmtp' ? ctx.config.local.lmtp : null) : null,
     secrets: st?.secrets ?? [],
     maildrop: countMaildrop(ctx.config.stateDir),
     queue: st?.queue ?? queueSummary([]),
@@ -214,6 +218,14 @@ function states(counts: Record<string, number> | undefined): string {
   return Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([s, n]) => `${n} ${s}`).join(', ');
 }
 
+/** One line: who writes local mail (README "Privileges"). */
+function describeLocalDelivery(l: NonNullable<DaemonStatus['localDelivery']>, lmtp: string | null): string {
+  if (lmtp) return `mailboxes over LMTP (${lmtp}); the LMTP server writes as each user`;
+  if (l.helperStopped) return `delivery helper STOPPED (${l.helperStopped}): local deliveries wait; restart tidemail`;
+  if (l.helperPid !== null) return `written as each user by the delivery helper (pid ${l.helperPid}, root); the daemon runs as ${l.runsAs}`;
+  return `written as ${l.runsAs} only: the daemon was not started as root, so other users' mail waits (start it as root)`;
+}
+
 function format(r: StatusReport, st: DaemonStatus | null): string {
   const out: string[] = [];
   const pad = ''.padEnd(17);
@@ -223,6 +235,7 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
   out.push(`config:  ${r.config ?? 'embedded local-only default'}`);
   if (r.configNotLoaded) out.push(`         config on disk not loaded: ${r.configNotLoaded}`);
   if (r.needsRestart.length) out.push(`         changed settings need a restart (the listeners keep the old values): ${r.needsRestart.join(', ')}`);
+  if (r.localDelivery) out.push(`local:   ${r.localDelivery}`);
   for (const x of r.secrets) out.push(`         secret ${x.file}: read ${ago(x.readAt)}${x.error ? `; rereading failed (${x.error}), the old value is used` : ''}`);
   const q = r.queue;
   out.push(`queue:   ${q.messages} message(s), ${q.recipients} recipient(s), ${q.held} on hold, ${Math.ceil(q.bytes / 1024)} KiB` +

@@ -41,6 +41,8 @@ export interface ControlTarget {
   pickup(): Promise<void>;
   flushRoute(name: string): Promise<number>;
   reload(): Promise<void>;
+  /** How local mail is written: by the root delivery helper (src/privsep), or with the daemon's rights. */
+  readonly localDelivery: { helperPid: number | null; helperStopped: string | null; runsAs: string };
   /** [alerts] monitor: the last alert and what is firing (null before boot ends). */
   readonly alerts: import('../alerts/monitor.js').AlertMonitor | null;
 }
@@ -145,6 +147,6 @@ async function status(d: ControlTarget, isPublic: boolean): Promise<unknown> {
       ...d.runner.routeState.get(r.name),
     })),
     // Secret paths and config errors (which may quote a line of the file) are for admins only.
-    ...(isPublic ? {} : { loadedAt: cs.loadedAt, reloadError: cs.reloadError, needsRestart: cs.needsRestart, secrets: secretReads(), alerts: d.alerts && { last: d.alerts.last, active: d.alerts.active() } }),
+    ...(isPublic ? {} : { loadedAt: cs.loadedAt, reloadError: cs.reloadError, needsRestart: cs.needsRestart, localDelivery: d.localDelivery, secrets: secretReads(), alerts: d.alerts && { last: d.alerts.last, active: d.alerts.active() } }),
   };
 }

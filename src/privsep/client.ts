@@ -69,6 +69,11 @@ export class DeliveryHelper {
     return this.child.pid;
   }
 
+  /** Why the helper is not running (its exit), or null while it runs. */
+  get stopped(): string | null {
+    return this.gone;
+  }
+
   /** Delivers `body` as req.user; never throws. */
   deliver(req: DeliveryRequest, body: () => Readable): Promise<DeliveryResult> {
     if (this.gone) return Promise.resolve({ outcome: 'tempfail', message: `4.3.0 the local delivery helper is not running (${this.gone}); restart tidemail` });

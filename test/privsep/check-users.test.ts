@@ -61,6 +61,8 @@ if (!isRoot()) {
       await waitFor('deferred with the fix', () => new RegExp(`deferred to=<${other.name}@tidemail\\.test>.*EACCES.*tidemail runs as ${me.name} without root.*fix: start the daemon as root`).test(log), 10_000);
       assert.not.ok(fs.existsSync(path.join(other.home, 'Maildir')));
       assert.is(log.match(/not started as root/g)?.length, 1, 'said once');
+      const st = await runCli(['status', '--config', site.configPath], { uid: me.uid, gid: me.gid, env: { HOME: me.home } });
+      assert.match(st.stdout, new RegExp(`^local:   written as ${me.name} only: the daemon was not started as root`, 'm'));
     } finally {
       proc.kill('SIGTERM');
     }

@@ -112,6 +112,8 @@ if (!isRoot()) {
     const fdsOf = (p: number) => fs.readdirSync(`/proc/${p}/fd`).map((f) => fs.readlinkSync(`/proc/${p}/fd/${f}`));
     assert.ok(fdsOf(pid).includes(`socket:[${listening}]`), 'the daemon holds the SMTP port');
     assert.not.ok(fdsOf(helpers[0]!).includes(`socket:[${listening}]`), 'the helper holds the SMTP port');
+    const st2 = await runCli(['status', '--config', site.configPath]);
+    assert.match(st2.stdout, new RegExp(`^local:   written as each user by the delivery helper \\(pid ${helpers[0]}, root\\); the daemon runs as nobody$`, 'm'));
     // Still delivers after all that looking.
     assert.match(await sendMessage(site.port, 'x@remote.example', [`${users[0]!.name}@tidemail.test`], MSG('after')), /^250 /);
     await waitFor('delivered', () => filesIn(path.join(users[0]!.home, 'Maildir', 'new')).length === 1);
