@@ -194,6 +194,24 @@ if (!isRoot()) {
     assert.not.ok(fs.existsSync(path.join(out, 'alias-file')));
   });
 
+  test('runq with no daemon, as root: the same helper writes each user\'s mail as them, and runq exits', async () => {
+    const users = makeUsers(2);
+    const site = await maildirSite([...users, ...makeUsers(1)]);
+    for (const u of users) {
+      const s = await runCli(['-C', site.configPath, '-f', 'x@remote.example', u.name], { argv0: 'sendmail', input: `Subject: runq ${u.name}\n\nhi\n` });
+      assert.is(s.code, 0, s.stderr);
+    }
+    const r = await runCli(['-C', site.configPath], { argv0: 'runq', timeoutMs: 30_000 });
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, /queue run done; 0 message\(s\) still queued/);
+    for (const u of users) {
+      const [f] = filesIn(path.join(u.home, 'Maildir', 'new'));
+      assert.ok(f, `mail for ${u.name}`);
+      assert.is(fs.statSync(f!).uid, u.uid);
+      assert.match(fs.readFileSync(f!, 'utf8'), new RegExp(`Subject: runq ${u.name}`));
+    }
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
