@@ -40,6 +40,7 @@ function problem(u: SystemUser, box: string, cfg: Config['local']): { message: s
     let st: fs.Stats;
     try {
       st = fs.lstatSync(u.home);
+      if (st.isSymbolicLink() && st.uid === 0) st = fs.statSync(u.home); // the admin's link: followed, as the helper does
     } catch {
       return { message: `home ${u.home} does not exist`, fix: `create it, owned by ${u.name}: mkhomedir_helper ${u.name}` };
     }

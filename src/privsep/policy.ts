@@ -68,9 +68,12 @@ function homeProblem(user: SystemUser): HelperResult | null {
   let st: fs.Stats;
   try {
     st = fs.lstatSync(user.home);
+    // A home that is root's link (/home/ann -> /data/ann) is the admin's doing: follow that one.
+    if (st.isSymbolicLink() && st.uid === 0) st = fs.statSync(user.home);
   } catch (err) {
     return { outcome: 'tempfail', message: `4.2.0 home directory ${user.home} of ${user.name} is missing (${(err as NodeJS.ErrnoException).code}); fix: create it, owned by ${user.name} (mkhomedir_helper ${user.name})` };
   }
+  if (st.isSymbolicLink()) return { outcome: 'tempfail', message: `4.2.0 home ${user.home} of ${user.name} is a symbolic link owned by uid ${st.uid}, not by root; tidemail follows only root's; fix: make the home a real directory, or have root make the link` };
   if (!st.isDirectory()) return { outcome: 'tempfail', message: `4.2.0 home ${user.home} of ${user.name} is not a directory; fix: make it ${user.name}'s own directory` };
   if (st.uid !== user.uid) {
     return { outcome: 'tempfail', message: `4.2.0 home directory ${user.home} is owned by uid ${st.uid}, not by ${user.name} (uid ${user.uid}); tidemail delivers only into a home its user owns; fix: chown ${user.name} ${user.home}` };

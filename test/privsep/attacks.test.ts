@@ -148,6 +148,25 @@ if (!isRoot()) {
     assert.equal(fs.readdirSync(elsewhere), []);
   });
 
+  test('a home that is root\'s symbolic link (/home/x -> /data/x) is followed; one that is the user\'s own link is refused', async () => {
+    const [a, b] = makeUsers(2) as [TestUser, TestUser];
+    const links = tmpDir('tidemail-links-');
+    for (const u of [a, b]) {
+      const link = path.join(links, u.name);
+      fs.symlinkSync(u.home, link);
+      if (u === b) fs.lchownSync(link, b.uid, b.gid);
+      execFileSync('usermod', ['-d', link, u.name]);
+    }
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await send(site, a), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${a.name}@tidemail\\.test>`));
+    assert.is(filesIn(path.join(a.home, 'Maildir', 'new')).length, 1);
+    assert.match(await send(site, b), /^250 /);
+    await d.waitForLog(new RegExp(`deferred to=<${b.name}@tidemail\\.test>.*home .*${b.name} of ${b.name} is a symbolic link owned by uid ${b.uid}, not by root.*fix: make the home a real directory`));
+    assert.not.ok(fs.existsSync(path.join(b.home, 'Maildir')));
+  });
+
   test('a full disk under ~/Maildir defers (4.3.1) leaving nothing in tmp/ or new/; freed, the mail arrives', async () => {
     const [a] = makeUsers(1) as [TestUser];
     const mount = path.join(a.home, 'Maildir');
