@@ -26,6 +26,31 @@ export interface ImportResult {
   report: ImportReport;
 }
 
+/**
+ * `import-masqmail --root DIR`: the masqmail files name paths of the system they belong to
+ * ("/etc/masqmail/isp.route"); they are read from under DIR. Set for one conversion only
+ * (withInputRoot).
+ */
+let inputRoot = '';
+
+/** Where a path named by a masqmail file is read from (under --root DIR when given). */
+export function inputPath(file: string): string {
+  return inputRoot && path.isAbsolute(file) && !file.startsWith(inputRoot + '/') ? path.join(inputRoot, file) : file;
+}
+
+export function withInputRoot<T>(root: string, fn: () => T): T {
+  const before = inputRoot;
+  inputRoot = root === '/' ? '' : root;
+  try {
+    return fn();
+  } finally {
+    inputRoot = before;
+  }
+}
+
+/** Keys whose values may be secrets: never shown or copied, whatever else happens to them. */
+const SECRET_KEY = /pass|secret|token|key|auth|login|cred/i;
+
 /** Largest masqmail file we read; masqmail's own files are a few KiB. */
 const MAX_FILE = 1 << 20;
 
@@ -35,7 +60,8 @@ const MAX_FILE = 1 << 20;
  * may not read (like /etc/shadow) is refused rather than copied into a 0644 config.
  * Errors name the file only, never its content.
  */
-export function readMasqText(file: string, publicOnly: boolean): string {
+export function readMasqText(given: string, publicOnly: boolean): string {
+  const file = inputPath(given);
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -204,10 +230,16 @@ export function converted(acc: Accounting, e: MasqEntry, to: string): void {
  * config only points at, is not ours to show, name or value — the "file" may be /etc/shadow or
  * an env file of secrets; the line number says where to look.
  */
-export function notConverted(acc: Accounting, e: MasqEntry, reason: string, target: string, hide = false): void {
-  const hidden = hide && e.file !== acc.mainFile;
-  const key = hidden ? '(name and value not shown)' : e.key;
-  const value = hidden ? null : e.value;
+/**
+ * `unknown`: a key we do not know. Its value is never shown or copied (it may be a password
+ * under a name we cannot guess); outside masqmail.conf its name is not shown either (the file
+ * may be private). A secret-looking key's value is never shown, known or not.
+ */
+export function notConverted(acc: Accounting, e: MasqEntry, reason: string, target: string, unknown = false): void {
+  const hidden = unknown && e.file !== acc.mainFile;
+  const masked = unknown || SECRET_KEY.test(e.key);
+  const key = hidden ? '(name and value not shown)' : masked ? `${e.key} (value not shown)` : e.key;
+  const value = masked ? null : e.value;
   acc.report.notConverted.push({ at: at(e), key, value, reason });
   const list = acc.leftovers.get(target) ?? [];
   list.push(`masqmail ${at(e)}: ${key}${value === null ? '' : ` = ${JSON.stringify(value)}`} — not converted: ${reason}`);

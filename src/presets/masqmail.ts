@@ -10,7 +10,7 @@ import path from 'node:path';
 import { parseSize } from '../config/units.js';
 import { TomlText, type PlannedFile, type TomlValue } from './writer.js';
 
-import { at, flag, converted, duration, mapVariables, masqList, notConverted, parseMasqFile, readMasqText, splitCommand, type Accounting, type MasqEntry, type ImportResult } from './masqmail-parse.js';
+import { at, flag, converted, duration, inputPath, mapVariables, masqList, notConverted, parseMasqFile, readMasqText, splitCommand, type Accounting, type MasqEntry, type ImportResult } from './masqmail-parse.js';
 import { convertGetFile, convertRouteFile, unknownKey, type OnlineMethod, type RouteOut } from './masqmail-route.js';
 
 export type { ImportReport, ImportResult, MasqEntry } from './masqmail-parse.js';
@@ -106,7 +106,7 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
       case 'alias_file':
         // Not read here; but a private file is no aliases file (the daemon reads it as its own
         // user, newaliases compiles it): say so now, by path only.
-        if (!isPublicFile(e.value)) {
+        if (!isPublicFile(inputPath(e.value))) {
           notConverted(acc, e, 'not a regular file readable by everyone; point [local] aliases at your aliases file by hand', main);
           break;
         }

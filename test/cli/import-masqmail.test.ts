@@ -56,7 +56,8 @@ test('every key of every masqmail file is reported, converted or not; unknown ke
   for (const name of ['masqmail.conf', 'isp.route', 'work.route', 'uucp.route', 'isp.get', 'work.get']) {
     for (const key of keysOf(path.join(m, name))) assert.ok(r.stdout.includes(`${key} `), `${key} is not in the report`);
   }
-  assert.match(notConverted!, /masqmail\.conf:35 frobnicate_headers = "yes": not a setting of masqmail\.conf\(5\)/);
+  // An unknown key's value is never shown (it may be a password under a name we cannot guess).
+  assert.match(notConverted!, /masqmail\.conf:35 frobnicate_headers \(value not shown\): not a setting of masqmail\.conf\(5\)/);
   assert.match(notConverted!, /isp\.route:10 set_h_from_domain = "isp\.example": .*rewrite\.map\.USER = "USER@isp\.example"/);
   assert.match(notConverted!, /isp\.route:8 not_allowed_return_paths = "<>": tidemail routes cannot match the null sender/);
   assert.match(notConverted!, /masqmail\.conf:17 maildir_users/);
@@ -212,6 +213,74 @@ test('an unterminated quote in a route file is an error naming file:line; nothin
   assert.match(r.stderr, /isp\.route:2: the quoted value of auth_login is not closed/);
   assert.not.match(r.stdout + r.stderr, /every setting was converted/);
   assert.not.ok(fs.existsSync(path.join(out, 'tidemail.toml')), 'a config was written despite the error');
+});
+
+test('--root DIR: masqmail.conf and every file it names are read under DIR, the result goes to DIR/etc/tidemail with paths that work there (issue 18)', async () => {
+  const root = tmpDir('tidemail-image-');
+  fs.mkdirSync(path.join(root, 'etc/masqmail'), { recursive: true });
+  for (const name of fs.readdirSync(FIXTURES)) fs.copyFileSync(path.join(FIXTURES, name), path.join(root, 'etc/masqmail', name));
+  assert.not.ok(fs.existsSync('/etc/masqmail/isp.route'), 'this machine has a masqmail config: the test would not prove --root');
+  const r = await runCli(['import-masqmail', '--root', root]);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, new RegExp(`converted ${root}/etc/masqmail/masqmail\\.conf`));
+  assert.not.match(r.stdout + r.stderr, /ENOENT|cannot read/);
+  const out = path.join(root, 'etc/tidemail');
+  const routes = loadRoutes(out);
+  assert.equal(routes.map((x) => x.name).sort(), ['isp', 'local-net', 'work-1', 'work-2']);
+  const isp = routes.find((x) => x.name === 'isp') as SmarthostRoute;
+  assert.is(isp.fetch.length, 1, 'the get file under DIR was read');
+  assert.ok(isp.auth?.kind === 'password' && isp.auth.passwordFile.startsWith(out + '/secrets/'), JSON.stringify(isp.auth));
+
+  // Without the route files under DIR: exit 66 (EX_NOINPUT) naming them, and nothing written.
+  const bare = tmpDir('tidemail-image-');
+  fs.mkdirSync(path.join(bare, 'etc/masqmail'), { recursive: true });
+  fs.copyFileSync(path.join(FIXTURES, 'masqmail.conf'), path.join(bare, 'etc/masqmail/masqmail.conf'));
+  const missing = await runCli(['import-masqmail', '--root', bare]);
+  assert.equal(missing.code, 66, missing.stderr + missing.stdout);
+  assert.match(missing.stderr, new RegExp(`${bare}/etc/masqmail/isp\\.route: cannot read it \\(ENOENT\\)`));
+  assert.not.match(missing.stdout, /wrote|ok/);
+  assert.not.ok(fs.existsSync(path.join(bare, 'etc/tidemail/tidemail.toml')), 'written despite a missing route file');
+  const none = await runCli(['import-masqmail', '--root', tmpDir('tidemail-image-')]);
+  assert.equal(none.code, 66, none.stderr);
+  assert.match(none.stderr, /etc\/masqmail\/masqmail\.conf does not exist/);
+});
+
+test('a result that fails its own check is taken back: exit 78, no config left (or the previous one put back), never "ok" (issue 18)', async () => {
+  const dir = tmpDir('tidemail-masqmail-');
+  fs.writeFileSync(path.join(dir, 'isp.route'), 'mail_host = "mail.isp.example:0"\n');
+  fs.writeFileSync(path.join(dir, 'masqmail.conf'), `host_name = "pc.example"\nonline_routes.isp = "${dir}/isp.route"\n`);
+  const out = path.join(tmpDir(), 'tidemail');
+  const r = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', out]);
+  assert.equal(r.code, 78, r.stdout + r.stderr);
+  assert.match(r.stderr, /fails its own check[\s\S]*routes\/isp\.toml:\d+:\d+: [\s\S]*nothing was kept: .* was removed again/);
+  assert.not.match(r.stdout, /: ok \(|every setting was converted|wrote /);
+  assert.not.ok(fs.existsSync(out), 'the failing config was left in place');
+  assert.equal(fs.readdirSync(path.dirname(out)), [], 'leftovers beside the output dir');
+
+  // With --force over a working config: the working one is back, byte for byte.
+  const good = await importSample();
+  assert.equal(good.r.code, 0, good.r.stderr);
+  const before = fs.readFileSync(path.join(good.out, 'routes/isp.toml'), 'utf8');
+  const forced = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', good.out, '--force']);
+  assert.equal(forced.code, 78, forced.stdout + forced.stderr);
+  assert.match(forced.stderr, /is as it was before/);
+  assert.is(fs.readFileSync(path.join(good.out, 'routes/isp.toml'), 'utf8'), before);
+  assert.ok(fs.existsSync(path.join(good.out, 'routes/work-1.toml')));
+  assert.equal(fs.readdirSync(path.dirname(good.out)), ['tidemail'], 'leftovers beside the output dir');
+});
+
+test('unknown and secret-looking keys: their values are never shown or copied, in masqmail.conf or elsewhere (issue 18)', async () => {
+  const dir = tmpDir('tidemail-masqmail-');
+  fs.writeFileSync(path.join(dir, 'isp.route'), 'mail_host = "mail.isp.example"\npop_password = "route-s3cret"\n');
+  fs.writeFileSync(path.join(dir, 'masqmail.conf'), `host_name = "pc.example"\nlogin_pass = "pop-s3cret"\nonline_routes.isp = "${dir}/isp.route"\n`);
+  const out = path.join(tmpDir(), 'tidemail');
+  const r = await runCli(['import-masqmail', path.join(dir, 'masqmail.conf'), '--out', out]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const all = allOutput(r, out);
+  assert.not.match(all, /s3cret/, all);
+  assert.match(r.stdout, /masqmail\.conf:2 login_pass \(value not shown\): not a setting/);
+  assert.match(r.stdout, /isp\.route:2 \(name and value not shown\)/);
+  assert.match(fs.readFileSync(path.join(out, 'tidemail.toml'), 'utf8'), /# masqmail masqmail\.conf:2: login_pass \(value not shown\) — not converted/);
 });
 
 test('booleans are validated strictly: do_queue = maybe is an error naming file:line', async () => {
