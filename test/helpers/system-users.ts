@@ -17,6 +17,23 @@ export interface TestUser {
 const made: string[] = [];
 process.on('exit', () => removeUsers());
 
+/**
+ * useradd/userdel, retried while another test file holds the passwd lock (the runner runs two
+ * files at once; shadow-utils then exits 10, "cannot lock /etc/passwd").
+ */
+function shadowTool(cmd: string, args: string[]): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      return;
+    } catch (err) {
+      const e = err as { status?: number; stderr?: Buffer };
+      if (attempt >= 100 || !(e.status === 10 || /lock/i.test(String(e.stderr ?? '')))) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50 + Math.random() * 100);
+    }
+  }
+}
+
 /** `n` users with fresh homes (0700, their own); `system` ones get a uid below 1000. */
 export function makeUsers(n: number, opts: { system?: boolean; prefix?: string } = {}): TestUser[] {
   const base = tmpDir('tidemail-homes-');
@@ -24,7 +41,7 @@ export function makeUsers(n: number, opts: { system?: boolean; prefix?: string }
   for (let i = 0; i < n; i++) {
     const name = `${opts.prefix ?? 'tm'}${crypto.randomBytes(3).toString('hex')}${i}`;
     const home = path.join(base, name);
-    execFileSync('useradd', [...(opts.system ? ['--system'] : []), '-m', '-d', home, '-s', '/bin/sh', '-U', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    shadowTool('useradd', [...(opts.system ? ['--system'] : []), '-m', '-d', home, '-s', '/bin/sh', '-U', name]);
     made.push(name);
     fs.chmodSync(home, 0o700);
     const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
@@ -38,13 +55,13 @@ export function makeUsers(n: number, opts: { system?: boolean; prefix?: string }
 export function removeUser(name: string): void {
   const i = made.indexOf(name);
   if (i !== -1) made.splice(i, 1);
-  execFileSync('userdel', [name], { stdio: 'ignore' });
+  shadowTool('userdel', [name]);
 }
 
 export function removeUsers(): void {
   for (const name of made.splice(0)) {
     try {
-      execFileSync('userdel', [name], { stdio: 'ignore' });
+      shadowTool('userdel', [name]);
     } catch {
       /* already gone */
     }
