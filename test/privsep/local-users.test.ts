@@ -96,7 +96,7 @@ if (!isRoot()) {
     assert.not.match(d.logs(), /\n\s+at /, 'a stack trace');
   });
 
-  test('the SMTP daemon runs with no root uid and no capabilities; its one child, the delivery helper, is root', async () => {
+  test('the SMTP daemon runs with no root uid and no capabilities; its delivery helper child is root and does not hold the SMTP port', async () => {
     const users = makeUsers(3);
     const site = await maildirSite(users);
     const d = keep(await startDaemon(site));
