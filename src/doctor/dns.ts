@@ -40,6 +40,21 @@ const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 const missing = (err: unknown) => code(err) === 'ENOTFOUND' || code(err) === 'ENODATA';
 
+/**
+ * An mx route that only takes recipients in private domains (*.home.arpa, *.lan — masqmail's
+ * local_nets as import-masqmail converts them): direct delivery on the LAN. Receivers there do
+ * not look at our PTR, SPF or DMARC, and port 25 to the Internet does not matter, so such a
+ * route does not make this an Internet site.
+ */
+export function isLanOnlyMx(r: RouteProfile): boolean {
+  if (r.kind !== 'mx' || !r.recipients.length) return false;
+  return r.recipients.every((p) => {
+    const d = p.includes('@') ? p.slice(p.lastIndexOf('@') + 1) : p.includes('.') || p.includes('*') ? p : '';
+    const name = norm(d).replace(/^\*\.?/, '');
+    return name !== '' && !name.includes('*') && PRIVATE_SUFFIXES.some((s) => name === s || name.endsWith('.' + s));
+  });
+}
+
 /** The dkim-sign check's keys ([checks.dkim-sign] selector + keys = { domain = file }). */
 function dkimKeys(config: Config): DkimKey[] {
   const o = config.checks.options('dkim-sign');
@@ -80,7 +95,7 @@ function tags(record: string): Map<string, string> {
 }
 
 export async function probeDns(config: Config, routes: readonly RouteProfile[], links: readonly LinkAnswer[], opts: DnsProbeOptions = {}): Promise<Finding[]> {
-  const mx = routes.find((r): r is MxRoute => r.kind === 'mx');
+  const mx = routes.find((r): r is MxRoute => r.kind === 'mx' && !isLanOnlyMx(r));
   const keys = dkimKeys(config);
   if (!mx && !keys.length && !opts.domains) return [];
   const anyOnline = links.some((l) => l.online);

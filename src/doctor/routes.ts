@@ -13,6 +13,7 @@ import { addressResolver } from '../deliver/mx-dns.js';
 import { authenticate, describeAuthFailure } from '../deliver/smtp-auth.js';
 import type { PipeRoute, RouteProfile, SmarthostRoute } from '../routes/profile.js';
 import { ReplyDeadlines } from '../deliver/smtp-deadline.js';
+import { isLanOnlyMx } from './dns.js';
 import { fail, ok, skip, warn, type Finding } from './finding.js';
 import type { LinkAnswer } from './links.js';
 
@@ -45,7 +46,9 @@ export async function probeRoutes(routes: readonly RouteProfile[], links: readon
         out.push(probePipe(r, area));
         break;
       case 'mx':
-        out.push(ok(area, `online; direct delivery to each domain's MX on port ${r.port} (see the dns checks)`));
+        out.push(isLanOnlyMx(r)
+          ? ok(area, `online; direct delivery on the LAN (recipients ${r.recipients.join(', ')}): the Internet-site DNS checks do not apply`)
+          : ok(area, `online; direct delivery to each domain's MX on port ${r.port} (see the dns checks)`));
         break;
       default:
         out.push(skip(area, `online; ${r.kind} routes are not probed (their tunnel is checked when mail goes)`));

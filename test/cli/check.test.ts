@@ -182,6 +182,25 @@ async function internetSite() {
   return { site, zone, dns, peer };
 }
 
+test('a laptop whose masqmail local_nets became an mx route for *.home.arpa is not an Internet site: no DNS or port 25 checks; an mx route for a public domain still is (issue 18)', async () => {
+  const dns = await startDnsServer({});
+  dnsServers.push(dns);
+  const sh = track(await startSmarthost({}));
+  const site = await makeSite('[local]\ndomains = ["pc.home.arpa"]\n');
+  site.route('isp', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\n`);
+  // What import-masqmail writes for local_nets = "*.home.arpa;printer.lan".
+  site.route('local-net', `priority = 10\nkind = "mx"\ndns_servers = ["127.0.0.1:${dns.port}"]\nrecipients = ["*.home.arpa", "*@printer.lan"]\n`);
+  const r = await check(site);
+  assert.not.ok(r.findings.some((f) => f.area.startsWith('dns') || f.area === 'port 25 out'), r.out);
+  finding(r.findings, 'route local-net', /direct delivery on the LAN \(recipients \*\.home\.arpa, \*@printer\.lan\): the Internet-site DNS checks do not apply/);
+  assert.not.ok(r.findings.some((f) => f.level === 'fail'), r.out);
+
+  site.route('local-net', `priority = 10\nkind = "mx"\ndns_servers = ["127.0.0.1:${dns.port}"]\nrecipients = ["*.home.arpa", "*@example.com"]\n`);
+  const internet = await check(site);
+  assert.is(internet.code, 69, internet.out);
+  finding(internet.findings, 'dns tidemail.test', /has no A or AAAA record/);
+});
+
 test('an Internet site with every record right: PTR, MX, SPF, DKIM, DMARC and port 25 all OK', async () => {
   const { site } = await internetSite();
   const r = await check(site);
