@@ -45,6 +45,21 @@ test('every command name is a bin, and nothing of ours runs at install time', ()
   // (`prepare` runs for git installs and before packing, never for a registry install.)
 });
 
+test('every dependency with an install script is approved in allowScripts (npm 11.16+), and npm itself finds none pending', () => {
+  const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string; hasInstallScript?: boolean }> };
+  const allow = (pkg.allowScripts ?? {}) as Record<string, boolean>;
+  const withScripts = Object.entries(lock.packages).filter(([, v]) => v.hasInstallScript).map(([k, v]) => ({ name: k.slice(k.lastIndexOf('node_modules/') + 'node_modules/'.length), version: v.version }));
+  assert.ok(withScripts.some((p) => p.name === 'sqlite3'), 'sqlite3 has no install script in the lockfile?');
+  for (const p of withScripts) assert.ok(allow[p.name] === true || allow[`${p.name}@${p.version}`] === true, `${p.name}@${p.version} runs an install script but is not in allowScripts`);
+  // Nothing approved that is not there: a stale entry would hide the next package that needs one.
+  for (const key of Object.keys(allow)) assert.ok(withScripts.some((p) => key === p.name || key === `${p.name}@${p.version}`), `allowScripts.${key} matches no installed package with an install script`);
+  // npm's own view, where npm knows the field (the command is read-only).
+  const npmCheck = spawnSync('npm', ['approve-scripts', '--allow-scripts-pending'], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+  if (npmCheck.status === 0 && !/Unknown command/i.test(npmCheck.stdout + npmCheck.stderr)) {
+    assert.not.match(npmCheck.stdout + npmCheck.stderr, /not yet covered by allowScripts/, npmCheck.stdout + npmCheck.stderr);
+  }
+});
+
 test('the unpacked tarball runs under every command name', async () => {
   const { dir } = packedOnce();
   // Dependencies as npm would install them next to the package.
