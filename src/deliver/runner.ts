@@ -27,6 +27,11 @@ const MAX_JOBS_IN_FLIGHT = 64;
 const HELD_RECHECK_MS = 60_000;
 /** Attempts a stalled link may retry at once before the normal back-off applies. */
 const RETRY_SOON_ATTEMPTS = 3;
+/**
+ * After the nth such failure: half a second, then a short pause (a neighbour entry that failed while
+ * the carrier was down needs a moment after link-up), never a spin.
+ */
+const RETRY_SOON_MS = [500, 3000, 8000];
 
 export interface RouteState {
   lastError: string | null;
@@ -457,7 +462,7 @@ export class DeliveryRunner {
       if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
       // A connection the link stopped carrying is tried again at once on a new one — for the
       // first few attempts only, so a peer that always stalls gets the normal back-off.
-      const nextAttempt = r.retrySoon && attempts <= RETRY_SOON_ATTEMPTS ? now : now + retryDelay(q, attempts);
+      const nextAttempt = r.retrySoon && attempts <= RETRY_SOON_ATTEMPTS ? now + RETRY_SOON_MS[attempts - 1]! : now + retryDelay(q, attempts);
       log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
       updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: laneName });
     }

@@ -389,8 +389,9 @@ export class SmtpTransport implements Transport {
       ? `TLS to ${hop.label} failed: ${err.message} (certificates are verified; set tls_ca_file for a private CA)`
       : `cannot connect to ${hop.label}: ${err.message}`;
     log.warn(null, 'next hop unreachable', { route: this.name, error: text });
-    // Any failure before a server has judged the message is temporary.
-    return { outcome: 'tempfail', message: text, remote: hop.host };
+    // Any failure before a server has judged the message is temporary; one of the network
+    // rather than of the server is worth another try within seconds.
+    return { outcome: 'tempfail', message: text, remote: hop.host, ...(isNetworkFailure(err) ? { retrySoon: true } : {}) };
   }
 
   private send(pc: PooledConnection, job: DeliveryJob, deadlineAt: number): Promise<Map<string, DeliveryResult>> {
@@ -408,7 +409,7 @@ export class SmtpTransport implements Transport {
           pc.broken = true; // the session state after a failed transaction is not worth trusting
           const perRcpt = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
           for (const r of job.recipients) results.set(r.envId, resultOf(perRcpt.get(r.recipient) ?? err, host));
-          if (err.code === STALL_CODE) for (const r of results.values()) r.retrySoon = true;
+          if (err.code === STALL_CODE || isNetworkFailure(err)) for (const r of results.values()) if (r.outcome === 'tempfail') r.retrySoon = true;
           return resolve(results);
         }
         const rejected = new Map((info?.rejectedErrors ?? []).map((e) => [e.recipient, e]));
@@ -455,6 +456,17 @@ function destroyConnection(conn: SMTPConnection): void {
 function interruptedResult(job: DeliveryJob, signal: AbortSignal): Map<string, DeliveryResult> {
   const why = signal.reason instanceof Error ? signal.reason.message : 'link down';
   return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why}` });
+}
+
+/**
+ * The path failed, not the server: reset, unreachable, timed out. A refusal (ECONNREFUSED) is
+ * the host's answer and waits the normal back-off. nodemailer and dial.ts carry the errno only
+ * in the text, hence the pattern.
+ */
+const NETWORK_ERRNO = /\b(ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EPIPE|ECONNABORTED|ENETDOWN|EHOSTDOWN)\b|host unreachable|network unreachable|\(connect_timeout\)/;
+function isNetworkFailure(err: SmtpErrorLike): boolean {
+  if (err.responseCode) return false; // the server answered
+  return NETWORK_ERRNO.test(`${err.code ?? ''} ${err.message}`);
 }
 
 /** An SMTP error → result: 5xx is permanent, anything else (4xx, network) temporary. */

@@ -17,7 +17,10 @@ export interface DeliveryResult {
   message: string;
   /** The host that gave the answer (for DSN Remote-MTA). */
   remote?: string;
-  /** A tempfail of the link, not of the peer (the progress watchdog): try again at once. */
+  /**
+   * A tempfail of the link, not of the peer (the progress watchdog, a reset or unreachable
+   * host on a link that just came up): tried again within seconds for the first few attempts.
+   */
   retrySoon?: boolean;
 }
 

@@ -163,6 +163,29 @@ if (!canUseNetns()) {
     // bound is for "the link came up and mail flowed", not for the speed of a lossy line.
     await dropWithSessionInFlight(v, carrier, { tag: 'lossy', loss: 20, deliverWithinMs: 15_000 });
   });
+
+  test('a route with no link detector whose next hop is unreachable for a moment: retried within seconds, not at retry_min', async () => {
+    if (!canUseNft(v)) return console.log('  (skipped: nft not installed)');
+    const far = await startFarSide(v.ns, v.farIp, PORT);
+    let d: RunningDaemon | null = null;
+    try {
+      // online = "always": nothing tells the daemon about the carrier; only the failure itself.
+      const site = await makeSite('[queue]\nretry_min = "1h"\nretry_max = "2h"');
+      site.route('far', `smarthost = "${v.farIp}:${PORT}"\ntls = "none"\nconnect_timeout = "5s"\n`);
+      carrierDown(v);
+      d = await startDaemon(site);
+      await inject(site.port, 'unreach-1');
+      const [line] = await d.waitForLog(/deferred to=<you@far\.example>[^\n]*/, 20_000);
+      assert.match(line, /EHOSTUNREACH|ENETUNREACH|unreachable|connect_timeout/);
+      carrierUp(v);
+      await waitFor('the message at the far side', () => far.tags.includes('unreach-1'), 20_000);
+      assert.equal(far.tags, ['unreach-1']);
+    } finally {
+      await d?.stop();
+      far.stop();
+      carrierUp(v);
+    }
+  });
 }
 
 test.run();
