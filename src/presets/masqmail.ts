@@ -110,7 +110,8 @@ export function convertMasqmail(confFile: string, outDir: string): ImportResult 
           notConverted(acc, e, 'not a regular file readable by everyone; point [local] aliases at your aliases file by hand', main);
           break;
         }
-        local.push(['aliases', e.value, 'run `newaliases` once to compile it for tidemail']);
+        // Under --root, the copy in the image: the result is used in place, as setup --root's is.
+        local.push(['aliases', inputPath(e.value), 'run `newaliases` once to compile it for tidemail']);
         converted(acc, e, '[local] aliases');
         break;
       case 'alias_local_caseless':

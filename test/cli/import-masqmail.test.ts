@@ -230,6 +230,9 @@ test('--root DIR: masqmail.conf and every file it names are read under DIR, the 
   const isp = routes.find((x) => x.name === 'isp') as SmarthostRoute;
   assert.is(isp.fetch.length, 1, 'the get file under DIR was read');
   assert.ok(isp.auth?.kind === 'password' && isp.auth.passwordFile.startsWith(out + '/secrets/'), JSON.stringify(isp.auth));
+  assert.is(loadConfig(path.join(out, 'tidemail.toml')).local.aliases, path.join(root, 'etc/masqmail/aliases'), 'the aliases file of the image');
+  const na = await runCli(['newaliases', '--config', path.join(out, 'tidemail.toml')]);
+  assert.is(na.code, 0, na.stderr);
 
   // Without the route files under DIR: exit 66 (EX_NOINPUT) naming them, and nothing written.
   const bare = tmpDir('tidemail-image-');
