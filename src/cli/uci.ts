@@ -105,7 +105,7 @@ function words(line: string, where: string): string[] {
       cur = null;
     } else if (c === "'" || c === '"') {
       const end = line.indexOf(c, i + 1);
-      if (end < 0) throw new ConfigError(`${where}: unterminated ${c} quote; fix: close the quote`);
+      if (end < 0) throw new ConfigError(`${where}: unterminated ${c} quote\n  fix: close the quote`);
       cur = (cur ?? '') + line.slice(i + 1, end).replace(c === '"' ? /\\(.)/g : /(?!)/g, '$1');
       i = end;
     } else if (c === '\\' && i + 1 < line.length) {
@@ -128,12 +128,12 @@ export function parseUci(text: string, file: string): UciSection[] {
     const [keyword, a, b] = w;
     if (keyword === 'package') return;
     if (keyword === 'config') {
-      if (!a) throw new ConfigError(`${where}: "config" needs a section type; fix: write e.g. config route 'isp'`);
+      if (!a) throw new ConfigError(`${where}: "config" needs a section type\n  fix: write e.g. config route 'isp'`);
       sections.push({ type: a, name: b ?? null, line: idx + 1, options: new Map() });
       return;
     }
     const s = sections[sections.length - 1];
-    if ((keyword === 'option' || keyword === 'list') && !s) throw new ConfigError(`${where}: "${keyword}" before any "config" line; fix: start with config tidemail 'main'`);
+    if ((keyword === 'option' || keyword === 'list') && !s) throw new ConfigError(`${where}: "${keyword}" before any "config" line\n  fix: start with config tidemail 'main'`);
     if (keyword === 'option' && a && b !== undefined) return void s!.options.set(a, { value: b, line: idx + 1 });
     if (keyword === 'list' && a && b !== undefined) {
       const prev = s!.options.get(a);
@@ -141,7 +141,7 @@ export function parseUci(text: string, file: string): UciSection[] {
       const lines = prev?.lines ?? (prev ? [prev.line] : []);
       return void s!.options.set(a, { value: [...values, b], line: idx + 1, lines: [...lines, idx + 1] });
     }
-    throw new ConfigError(`${where}: cannot read "${raw.trim()}"; fix: use config TYPE 'NAME', option KEY 'VALUE' or list KEY 'VALUE'`);
+    throw new ConfigError(`${where}: cannot read "${raw.trim()}"\n  fix: use config TYPE 'NAME', option KEY 'VALUE' or list KEY 'VALUE'`);
   });
   return sections;
 }
@@ -167,18 +167,18 @@ function toTable(s: UciSection, map: OptionMap, file: string, origin?: Origin): 
     const where = `${file}:${line}`;
     if (!(opt in map)) {
       const known = Object.keys(map).join(', ');
-      throw new ConfigError(`${where}: unknown option "${opt}" in a ${s.type} section; fix: use one of ${known}`);
+      throw new ConfigError(`${where}: unknown option "${opt}" in a ${s.type} section\n  fix: use one of ${known}`);
     }
     const m = map[opt];
     if (!m) continue;
     let v: Table[string];
     if (m.kind === 'list') v = Array.isArray(value) ? value : [value];
-    else if (Array.isArray(value)) throw new ConfigError(`${where}: "${opt}" takes one value; fix: write option ${opt} '…' once, not as a list`);
+    else if (Array.isArray(value)) throw new ConfigError(`${where}: "${opt}" takes one value\n  fix: write option ${opt} '…' once, not as a list`);
     else if (m.kind === 'number') {
-      if (!/^\d+$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be a whole number, not "${value}"`);
+      if (!/^\d+$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be a whole number, not "${value}"\n  fix: write option ${opt} '10' (digits only)`);
       v = Number(value);
     } else if (m.kind === 'bool') {
-      if (!/^(0|1|true|false|yes|no|on|off)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"; fix: write option ${opt} '1' (or '0')`);
+      if (!/^(0|1|true|false|yes|no|on|off)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"\n  fix: write option ${opt} '1' (or '0')`);
       v = ['1', 'true', 'yes', 'on'].includes(value);
     } else v = value;
     for (const k of m.keys) {
@@ -198,7 +198,7 @@ export async function uciToToml(text: string, file: string, origins = new Map<st
   const sections = parseUci(text, file);
   const header = `${MARK} ${file} by \`tidemail uci\` (run by /etc/init.d/tidemail).\n# Edit the UCI config (uci set tidemail.…; uci commit tidemail), not this file.\n\n`;
   const mains = sections.filter((s) => s.type === 'tidemail');
-  if (mains.length > 1) throw new ConfigError(`${file}:${mains[1]!.line}: a second "config tidemail" section; fix: keep one (config tidemail 'main')`);
+  if (mains.length > 1) throw new ConfigError(`${file}:${mains[1]!.line}: a second "config tidemail" section\n  fix: keep one (config tidemail 'main')`);
   const mainOrigin: Origin = { section: mains[0]?.line ?? 1, keys: new Map() };
   origins.set('tidemail.toml', mainOrigin);
   const main: Table = mains[0] ? toTable(mains[0], MAIN, file, mainOrigin) : {};
@@ -207,9 +207,9 @@ export async function uciToToml(text: string, file: string, origins = new Map<st
   let anon = 0;
   for (const s of sections) {
     if (s.type === 'tidemail') continue;
-    if (s.type !== 'route') throw new ConfigError(`${file}:${s.line}: unknown section type "${s.type}"; fix: use config tidemail 'main' or config route 'NAME'`);
+    if (s.type !== 'route') throw new ConfigError(`${file}:${s.line}: unknown section type "${s.type}"\n  fix: use config tidemail 'main' or config route 'NAME'`);
     const name = s.name ?? `route${++anon}`;
-    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${file}:${s.line}: route name "${name}" is not a plain word; fix: use letters, digits, _ and -`);
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${file}:${s.line}: route name "${name}" is not a plain word\n  fix: use letters, digits, _ and -`);
     const origin: Origin = { section: s.line, keys: new Map() };
     const t = toTable(s, ROUTE, file, origin);
     if (!enabled(s)) continue;
@@ -286,7 +286,7 @@ export async function runUci(argv: string[]): Promise<number> {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read ${file}: ${(err as Error).message}; fix: install the default with the package, or create it (config tidemail 'main')`);
+    throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n  fix: install the default with the package, or create it (config tidemail 'main')`);
   }
   const origins = new Map<string, Origin>();
   const files = await uciToToml(text, file, origins);

@@ -143,7 +143,7 @@ test('uci → toml: an unknown option is a configuration error naming file:line 
   const line = fs.readFileSync(s.uciFile, 'utf8').split('\n').findIndex((l) => l.includes('smarthots')) + 1;
   assert.is(r.status, 78, r.stderr);
   assert.ok(r.stderr.includes(`${s.uciFile}:${line}`), r.stderr);
-  assert.match(r.stderr, /smarthots.*fix: use one of/);
+  assert.match(r.stderr, /smarthots[\s\S]*\n  fix: use one of/);
   assert.not.ok(fs.existsSync(path.join(s.out, 'tidemail.toml')), 'nothing written on error');
 });
 
