@@ -212,6 +212,20 @@ if (!isRoot()) {
     }
   });
 
+  test('the helper killed on its own: one error line, local mail defers with 4.3.0 (kept, not bounced), status says STOPPED', async () => {
+    const [u] = makeUsers(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n[queue]\nretry_min = "1h"\n`);
+    const d = keep(await startDaemon(site));
+    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    process.kill(helper!, 'SIGKILL');
+    await d.waitForLog(/error the local delivery helper stopped; deliveries to local users are deferred until tidemail is restarted how=SIGKILL/);
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG('no helper')), /^250 /);
+    await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*4\\.3\\.0 the local delivery helper is not running \\(SIGKILL\\); restart tidemail`));
+    const st = await runCli(['status', '--config', site.configPath]);
+    assert.match(st.stdout, /^local:   delivery helper STOPPED \(SIGKILL\): local deliveries wait; restart tidemail$/m);
+    assert.not.ok(fs.existsSync(path.join(u.home, 'Maildir')));
+  });
+
   test('mbox in a spool directory (root:mail 2775, like /var/mail): each user\'s file is theirs, dotlocked, mboxrd', async () => {
     const users = makeUsers(2);
     const spool = tmpDir('tidemail-spool-');
