@@ -19,6 +19,7 @@ import { probeRoutes } from '../doctor/routes.js';
 import { probeFetch } from '../doctor/fetch.js';
 import { probeState } from '../doctor/state.js';
 import { probeLocalUsers } from '../doctor/local-users.js';
+import { probeAliases } from '../doctor/aliases.js';
 import { probeRelay } from '../doctor/relay.js';
 import { probeAlerts } from '../doctor/alerts.js';
 import { takeConfigOption } from './context.js';
@@ -72,6 +73,7 @@ export async function runCheck(argv: string[]): Promise<number> {
     print(await guarded('ports', () => probePorts(config, st?.pid ?? null)));
     print(await guarded('certificate', () => probeCertificate(config)));
     print(await guarded('local users', () => probeLocalUsers(config)));
+    print(await guarded('aliases', () => probeAliases(config)));
     const links: LinkAnswer[] = st
       ? st.routes.map((r) => ({ route: r.name, online: r.online, why: r.why ?? '' }))
       : await probeLinks(routes, { tcp: true });

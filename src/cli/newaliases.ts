@@ -5,8 +5,7 @@
 
 import { UsageError } from '../errors.js';
 import { compileAliases } from '../local/aliases.js';
-import { lintAliases } from '../local/aliases-lint.js';
-import { cachedUserLookup, passwdFileLookup } from '../local/users.js';
+import { lintAliases, lintOptionsFor } from '../local/aliases-lint.js';
 import { EX } from './exit.js';
 import { usageLine } from './usage.js';
 import { takeConfigOption } from './context.js';
@@ -30,14 +29,7 @@ export async function runNewaliases(argv: string[]): Promise<number> {
     else if (a.startsWith('--aliases=')) file = a.slice('--aliases='.length);
     else throw new UsageError(`newaliases: unexpected argument "${a}"\n${usageLine('newaliases', 'newaliases')}`);
   }
-  const local = config.local;
-  const system = cachedUserLookup();
-  const fromFile = local.passwdFile ? passwdFileLookup(local.passwdFile) : null;
-  const lookupUser = (n: string) => fromFile?.(n) ?? system(n);
-  const domains = [...new Set([...local.domains, config.hostname.toLowerCase()])];
-  const { count, warnings } = await compileAliases(file, file, (aliases) =>
-    lintAliases(aliases, file, { domains, ...(local.users ? { users: local.users } : {}), ...(local.virtual ? { virtual: local.virtual } : {}), lookupUser }),
-  );
+  const { count, warnings } = await compileAliases(file, file, (aliases) => lintAliases(aliases, file, lintOptionsFor(config)));
   for (const w of warnings) process.stderr.write(`newaliases: warning: ${w}\n`);
   process.stdout.write(`${file}: ${count} aliases\n`);
   return EX.OK;

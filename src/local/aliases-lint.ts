@@ -8,9 +8,10 @@
 // "name: name" and \name are that user's mailbox. Virtual domains are checked against their
 // map's keys only; pipes, files, :include: files and remote addresses are not looked into.
 
+import type { Config } from '../config/schema.js';
 import { domainOf, localPartOf } from '../message/address.js';
 import { classifyTarget, excerpt, type AliasEntry } from './aliases.js';
-import type { SystemUser } from './users.js';
+import { cachedUserLookup, passwdFileLookup, type SystemUser } from './users.js';
 
 export interface LintOptions {
   /** Local domains, lower-case (the hostname among them). */
@@ -20,6 +21,19 @@ export interface LintOptions {
   /** [local] virtual: domain → map keys. */
   virtual?: Record<string, Record<string, string>>;
   lookupUser: (name: string) => SystemUser | null;
+}
+
+/** What the daemon's resolver knows, from the config: its domains, maps and users. */
+export function lintOptionsFor(config: Config): LintOptions {
+  const local = config.local;
+  const system = cachedUserLookup();
+  const fromFile = local.passwdFile ? passwdFileLookup(local.passwdFile) : null;
+  return {
+    domains: [...new Set([...local.domains, config.hostname.toLowerCase()])],
+    users: local.users,
+    virtual: local.virtual,
+    lookupUser: (n) => fromFile?.(n) ?? system(n),
+  };
 }
 
 /** How many warnings of each kind are shown; the rest are counted. */

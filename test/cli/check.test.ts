@@ -201,6 +201,24 @@ test('a laptop whose masqmail local_nets became an mx route for *.home.arpa is n
   finding(internet.findings, 'dns tidemail.test', /has no A or AAAA record/);
 });
 
+test('aliases: a target that is nobody here and an alias loop are WARN lines with file:line, as newaliases says them; a stale table is named (issue 18)', async () => {
+  const dir = tmpDir('tidemail-aliases-');
+  const passwd = writeFile(path.join(dir, 'passwd'), 'alice:x:2001:2001::/home/alice:/bin/sh\n');
+  const aliases = writeFile(path.join(dir, 'aliases'), 'postmaster: alice\nbob: nosuchuser\nping: pong\npong: ping\n');
+  const site = await makeSite(`[local]\naliases = "${aliases}"\npasswd_file = "${passwd}"\n`);
+  const r = await check(site);
+  const f = r.findings.filter((x) => x.area === 'aliases');
+  assert.ok(f.some((x) => x.level === 'warn' && x.message.startsWith(`${aliases}:2: bob: "nosuchuser" is neither an alias nor a user here`) && /create the user/.test(x.fix ?? '')), r.out);
+  assert.ok(f.some((x) => x.level === 'warn' && /alias loop: ping → pong → ping/.test(x.message)), r.out);
+  assert.ok(f.some((x) => x.level === 'warn' && /never compiled/.test(x.message) && x.fix === 'run newaliases'), r.out);
+  assert.not.match(r.out, /alice/);
+
+  writeFile(aliases, 'postmaster: alice\n');
+  assert.is((await runCli(['newaliases', '--config', site.configPath])).code, 0);
+  const clean = await check(site);
+  assert.equal(clean.findings.filter((x) => x.area === 'aliases').map((x) => x.level), ['ok'], clean.out);
+});
+
 test('an Internet site with every record right: PTR, MX, SPF, DKIM, DMARC and port 25 all OK', async () => {
   const { site } = await internetSite();
   const r = await check(site);
@@ -212,8 +230,8 @@ test('an Internet site with every record right: PTR, MX, SPF, DKIM, DMARC and po
   finding(r.findings, 'dns example.test', /DMARC published \(p=quarantine\)/);
   finding(r.findings, 'dns example.test', /MTA-STS not used/);
   finding(r.findings, 'port 25 out', /answers: outbound SMTP is not blocked/);
-  // "local users" reports this machine's accounts and /etc/aliases (src/doctor/local-users.ts), not the site's DNS.
-  assert.not.ok(r.findings.some((f) => (f.level === 'fail' || f.level === 'warn') && f.area !== 'local users'), r.out);
+  // "local users" and "aliases" report this machine's accounts and /etc/aliases (src/doctor/local-users.ts, aliases.ts), not the site's DNS.
+  assert.not.ok(r.findings.some((f) => (f.level === 'fail' || f.level === 'warn') && f.area !== 'local users' && f.area !== 'aliases'), r.out);
 });
 
 test('an Internet site with missing or wrong DNS records → a FAIL (or WARN) per record, with the record to publish', async () => {
