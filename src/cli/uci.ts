@@ -27,13 +27,14 @@ export interface UciSection {
 }
 
 type Kind = 'string' | 'number' | 'bool' | 'list';
-/** UCI option → TOML key path(s). Options the init script reads itself map to null. */
+/** UCI option → TOML key path(s). Options the init script reads itself have no keys: they are validated only. */
 type OptionMap = Record<string, { keys: string[]; kind: Kind } | null>;
 
 const MAIN: OptionMap = {
-  enabled: null,
-  max_heap_mb: null,
-  lite_mode: null,
+  enabled: { keys: [], kind: 'bool' },
+  // node --max-old-space-size=N in the init script: a word there stops the start later.
+  max_heap_mb: { keys: [], kind: 'number' },
+  lite_mode: { keys: [], kind: 'bool' },
   hostname: { keys: ['hostname'], kind: 'string' },
   state_dir: { keys: ['state_dir'], kind: 'string' },
   user: { keys: ['user'], kind: 'string' },
@@ -70,7 +71,7 @@ const MAIN: OptionMap = {
 };
 
 const ROUTE: OptionMap = {
-  enabled: null,
+  enabled: { keys: [], kind: 'bool' },
   kind: { keys: ['kind'], kind: 'string' },
   smarthost: { keys: ['smarthost'], kind: 'string' },
   tls: { keys: ['tls'], kind: 'string' },
@@ -178,8 +179,8 @@ function toTable(s: UciSection, map: OptionMap, file: string, origin?: Origin): 
       if (!/^\d+$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be a whole number, not "${value}"\n  fix: write option ${opt} '10' (digits only)`);
       v = Number(value);
     } else if (m.kind === 'bool') {
-      if (!/^(0|1|true|false|yes|no|on|off)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"\n  fix: write option ${opt} '1' (or '0')`);
-      v = ['1', 'true', 'yes', 'on'].includes(value);
+      if (!/^(0|1|true|false|yes|no|on|off|enabled|disabled)$/.test(value)) throw new ConfigError(`${where}: "${opt}" must be 1 or 0, not "${value}"\n  fix: write option ${opt} '1' (or '0')`);
+      v = ['1', 'true', 'yes', 'on', 'enabled'].includes(value);
     } else v = value;
     for (const k of m.keys) {
       setPath(t, k, v);
@@ -190,7 +191,7 @@ function toTable(s: UciSection, map: OptionMap, file: string, origin?: Origin): 
   return t;
 }
 
-const enabled = (s: UciSection) => !['0', 'false', 'no', 'off'].includes(String(s.options.get('enabled')?.value ?? '1'));
+const enabled = (s: UciSection) => !['0', 'false', 'no', 'off', 'disabled'].includes(String(s.options.get('enabled')?.value ?? '1'));
 
 /** The files to write: relative path → TOML text; `origins` gets where each key came from. */
 export async function uciToToml(text: string, file: string, origins = new Map<string, Origin>()): Promise<Map<string, string>> {

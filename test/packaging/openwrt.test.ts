@@ -156,6 +156,9 @@ test('uci → toml: every value is checked by the real loaders first; a bad one 
     [text.replace("option retry_min '1h'", "option retry_min '30'"), "option retry_min '30'", /option retry_min: is "30", a number without a unit[\s\S]*option retry_min '30s'/],
     [text.replace("list trusted_network '127.0.0.0/8'", "list trusted_network 'lan'"), "list trusted_network 'lan'", /list trusted_network: entry "lan" is not an address or CIDR/],
     [text.replace(/option password_file '[^']*'/, "option password_file '/nonexistent/secret'"), "option password_file '/nonexistent/secret'", /option password_file: file \/nonexistent\/secret does not exist/],
+    // Read by the init script, not the loader: checked here all the same.
+    [text.replace("option max_heap_mb '24'", "option max_heap_mb '24M'"), "option max_heap_mb '24M'", /"max_heap_mb" must be a whole number, not "24M"\n\s+fix: write option max_heap_mb '10'/],
+    [text.replace("option enabled '0'", "option enabled 'maybe'"), "option enabled 'maybe'", /"enabled" must be 1 or 0, not "maybe"/],
   ];
   for (const [bad, needle, problem] of cases) {
     fs.writeFileSync(s.uciFile, bad);
