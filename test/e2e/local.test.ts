@@ -67,6 +67,16 @@ test('unknown local users are refused at RCPT with 550 5.1.1; aliases to outside
   assert.equal(m!.to, ['someone@remote.example']);
 });
 
+test('sendmail to an alias whose only target is nobody here bounces with 5.1.1, not 5.4.6 (issue 18)', async () => {
+  const { site } = await localSite('', 'root: admin\nbob: nosuchuser\n');
+  const d = keep(await startDaemon(site));
+  const r = await runCli(['-C', site.configPath, 'bob'], { argv0: 'sendmail', input: 'Subject: to bob\n\nhi\n' });
+  assert.equal(r.code, 0, r.stderr);
+  await d.waitForLog(/bounced to=<bob@tidemail\.test>/);
+  assert.match(d.logs(), /bounced to=<bob@tidemail\.test>.*5\.1\.1 bob@tidemail\.test: nosuchuser: no such user/);
+  assert.not.match(d.logs(), /5\.4\.6/);
+});
+
 test('deliver, then answer: the local copy is in the Maildir before 250; the remote one is queued', async () => {
   const sh = keep(await startSmarthost());
   const { site, mail } = await localSite();
