@@ -291,6 +291,15 @@ export async function runUci(argv: string[]): Promise<number> {
   }
   const origins = new Map<string, Origin>();
   const files = await uciToToml(text, file, origins);
+  // Said before anything is staged, in words, rather than as an EACCES on a dot file.
+  let nearest = outDir;
+  while (!fs.existsSync(nearest) && path.dirname(nearest) !== nearest) nearest = path.dirname(nearest);
+  try {
+    fs.accessSync(nearest, fs.constants.W_OK);
+  } catch (err) {
+    process.stderr.write(`tidemail: cannot write ${outDir}: ${(err as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : (err as NodeJS.ErrnoException).code}\n  fix: run it as root (/etc/init.d/tidemail does), or pass --out DIR\n`);
+    return EX.NOPERM;
+  }
   await validate(files, origins, outDir, file);
   fs.mkdirSync(path.join(outDir, 'routes'), { recursive: true });
   for (const [rel, content] of files) {

@@ -23,10 +23,10 @@ const HOTPLUG = path.join(REPO, 'packaging/hooks/openwrt-hotplug');
 const UCI_JS = path.join(REPO, 'dist/src/cli/uci.js');
 
 /** `tidemail uci ARGS` (run through its module: main.ts's dispatch line is the lead's to add). */
-function uci(args: string[]) {
+function uci(args: string[], as?: { uid: number; gid: number }) {
   const code = `const m = await import(${JSON.stringify(UCI_JS)}); const { reportError } = await import(${JSON.stringify(path.join(REPO, 'dist/src/cli/exit.js'))});
     try { process.exitCode = await m.runUci(process.argv.slice(1)); } catch (e) { process.exitCode = reportError('tidemail', e); }`;
-  return spawnSync(process.execPath, ['--input-type=module', '-e', code, '--', ...args], { encoding: 'utf8' });
+  return spawnSync(process.execPath, ['--input-type=module', '-e', code, '--', ...args], { encoding: 'utf8', ...(as ?? {}) });
 }
 
 /** A shell script standing in for `tidemail` in the init script: runs the generator. */
@@ -171,6 +171,13 @@ test('uci → toml: every value is checked by the real loaders first; a bad one 
     assert.equal(fs.readdirSync(path.join(s.out, 'routes')), [], 'no route file, and no staged file left behind');
   }
   fs.writeFileSync(s.uciFile, text);
+  if (process.getuid?.() === 0) {
+    // Not root, and the output dir is root's: said in words with the fix, exit 77.
+    fs.mkdirSync(s.out, { recursive: true, mode: 0o755 });
+    const denied = uci(['--file', s.uciFile, '--out', s.out], { uid: 12345, gid: 12345 });
+    assert.is(denied.status, 77, denied.stderr);
+    assert.is(denied.stderr, `tidemail: cannot write ${s.out}: permission denied\n  fix: run it as root (/etc/init.d/tidemail does), or pass --out DIR\n`);
+  }
   assert.is(uci(['--file', s.uciFile, '--out', s.out]).status, 0);
 });
 
