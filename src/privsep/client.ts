@@ -20,6 +20,8 @@ export function helperSettings(local: LocalConfig): HelperSettings {
   return {
     minUid: local.minUid,
     templates: [...new Set(templates)],
+    maildir: local.maildir,
+    mbox: local.mbox,
     mda: local.mda,
     forwardCommands: local.allowMailToCommands.includes('forward'),
     forwardFiles: local.allowMailToFiles.includes('forward'),

