@@ -1,5 +1,6 @@
 // `tidemail daemon`: runs in the foreground (systemd, procd and runit supervise it).
 
+import v8 from 'node:v8';
 import { Daemon } from '../daemon.js';
 import { UsageError } from '../errors.js';
 import { stateError } from '../queue/state-error.js';
@@ -13,6 +14,11 @@ export async function runDaemon(argv: string[]): Promise<number> {
   const level = takeLogLevel(args);
   if (args.length) throw new UsageError(`unknown argument ${args[0]}\nusage: tidemail daemon [--config FILE] [--log-level debug|info|warn|error]`);
   if (level) forceLogLevel(level); // wins over [log] level, also after a reload
+  // V8 otherwise lets the old generation grow for a long time before it collects: a daemon
+  // taking 5 msg/s climbed from 64 to 94 MB RSS in 11 minutes with a flat live heap (issue 17).
+  // Heap sizing reads this flag at every GC, so setting it here works for every launcher
+  // (shebang, systemd, procd) without a command-line option.
+  v8.setFlagsFromString('--optimize-for-size');
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({ configPath });

@@ -60,6 +60,24 @@ export function shebangNodeArgs(script: string): string[] {
   return i >= 0 ? words.slice(i + 1) : [];
 }
 
+/** Variables the launcher's shebang sets before node (`env -S MALLOC_ARENA_MAX=2 node …`). */
+export function shebangEnv(script: string): Record<string, string> {
+  let first = '';
+  try {
+    first = fs.readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return {};
+  }
+  if (!first.startsWith('#!')) return {};
+  const out: Record<string, string> = {};
+  for (const w of first.slice(2).trim().split(/\s+/)) {
+    if (path.basename(w) === 'node' || path.basename(w) === 'nodejs') break;
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
 /**
  * Extra node command-line options for the daemon, from BENCH_DAEMON_NODE_ARGS (space-separated),
  * to try V8 settings (e.g. "--max-semi-space-size=2") without touching the package.
@@ -116,7 +134,7 @@ async function launch(
 
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, entry, 'daemon', '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TIDEMAIL_CONFIG: configPath },
+    env: { ...shebangEnv(entry), ...process.env, TIDEMAIL_CONFIG: configPath },
     cwd: dir,
   });
   // Keep the last 300 log lines; the full log also goes to DIR/daemon.log for post-mortems.

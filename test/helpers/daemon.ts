@@ -62,8 +62,9 @@ export interface RunningDaemon {
 }
 
 export async function startDaemon(site: TestSite, env: NodeJS.ProcessEnv = {}, args: string[] = []): Promise<RunningDaemon> {
+  // The launcher's shebang settings (bin/tidemail.js), which spawning node directly bypasses.
   const proc = spawn(process.execPath, ['--max-semi-space-size=2', BIN, 'daemon', '--config', site.configPath, ...args], {
-    env: { ...process.env, ...env },
+    env: { MALLOC_ARENA_MAX: '2', ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(proc);
