@@ -60,8 +60,9 @@ function printSettings(file: string, settings: SettingRead[]): void {
   const out: string[] = [`# ${file}`];
   const byTable = new Map<string, [string, SettingRead][]>();
   for (const s of settings) {
-    const parts = s.key.split('.');
-    const table = parts.slice(0, -1).join('.');
+    const parts = s.path;
+    // A part that is not a bare key ("lan.example") is written quoted, as in the file.
+    const table = parts.slice(0, -1).map((p) => (/^[A-Za-z0-9_#-]+$/.test(p) ? p : JSON.stringify(p))).join('.');
     if (!byTable.has(table)) byTable.set(table, []);
     byTable.get(table)!.push([parts[parts.length - 1]!, s]);
   }

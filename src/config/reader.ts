@@ -62,6 +62,8 @@ export function lineOfKey(source: string, path: readonly string[]): number | nul
 export interface SettingRead {
   /** The dotted key as written in the file ("smtp.command_timeout"; "fetch#1.user" for arrays). */
   key: string;
+  /** The same key as its parts: a quoted part may hold dots (`"lan.example" = …`). */
+  path: readonly string[];
   /** The effective value, in the file's own notation ("5m", "25M", ["a", "b"]). */
   value: unknown;
   /** file:line:col when the file set it, else "default". */
@@ -98,7 +100,7 @@ export class ConfigReader {
   private note(key: string, shown: unknown): void {
     const full = [...this.path, key].join('.');
     const set = this.table[key] !== undefined;
-    this.log.settings.set(full, { key: full, value: shown, from: set ? this.where(key) : 'default' });
+    this.log.settings.set(full, { key: full, path: [...this.path, key], value: shown, from: set ? this.where(key) : 'default' });
   }
 
   /**

@@ -102,6 +102,9 @@ t('an edited recipients list applies to the next RCPT, without a reload', async 
   const show = await runCli(['config', 'show', '--config', ctx.site.configPath]);
   assert.match(show.stdout, /\[relay\]\ndomains = \["family\.example", "loop\.example", "sneaky\.example"\]/);
   assert.match(show.stdout, /recipients = ".*relay-recipients"/);
+  // A quoted key with dots stays one key, as written in the file.
+  assert.match(show.stdout, /\[relay\.next_hop\]\n"lan\.example" = "127\.0\.0\.3:\d+"/);
+  assert.not.match(show.stdout, /\[relay\.next_hop\.lan\]/);
 });
 
 t('backup MX: queued while the primary is down, delivered to it (not to us) when it comes back', async (ctx) => {
