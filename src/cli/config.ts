@@ -38,7 +38,7 @@ export async function runConfig(argv: string[]): Promise<number> {
   if (sub !== 'show') throw new UsageError(usageLine('config'));
   if (args.includes('--json')) {
     // For scripts: the same settings, one object per file.
-    process.stdout.write(JSON.stringify(files.map(({ file, log }) => ({ file, settings: [...log.settings.values()].map(masked) })), null, 2) + '\n');
+    process.stdout.write(JSON.stringify(files.map(({ file, log }) => ({ file, settings: [...log.settings.values()].map(masked).map(({ key, value, from }) => ({ key, value, from })) })), null, 2) + '\n');
     return EX.OK;
   }
   for (const { file, log } of files) {
