@@ -266,10 +266,12 @@ export async function runSmtpSource(
   size: number,
   concurrency: number,
   timeoutMs = 180_000,
+  /** false: one connection per message (no -d), the way cron and LAN devices submit */
+  reuse = true,
 ): Promise<SourceResult> {
   const args = [
     '-c',
-    '-d',
+    ...(reuse ? ['-d'] : []),
     '-s', String(concurrency),
     '-m', String(messages),
     '-l', String(size),

@@ -18,7 +18,8 @@
 //   --repeat K       BENCH_REPEAT       runs per cell; the median is kept (3)
 //   --huge-mb MB     BENCH_HUGE_MB      size of the big message        (50)
 //   --only LIST      BENCH_ONLY         subset of floor,tidemail,postfix
-//   --client LIST    BENCH_CLIENT       subset of smtp-source,node     (both when available)
+//   --client LIST    BENCH_CLIENT       subset of smtp-source,smtp-source-1,node (all when available;
+//                                       smtp-source-1 = one connection per message, no -d)
 //   --no-write                          do not write RESULTS.md
 //   --keep                              keep temp dirs (daemon logs, Postfix log) for inspection
 //   --no-links       BENCH_LINKS=0      skip links.ts (link-up flush, idle CPU, local delivery)
@@ -65,6 +66,7 @@ import { linkFlapSection, putLinkFlapSection, runLinkFlapBench } from './link-fl
 import {
   daemonEntry,
   daemonNodeArgs,
+  shebangEnv,
   shebangNodeArgs,
   startTidemail,
   tidemailQueueCount,
@@ -88,7 +90,7 @@ const SIZE = Number(opt('--size', 'BENCH_SIZE', '4096'));
 const CONCURRENCY = opt('--concurrency', 'BENCH_CONCURRENCY', '1,10,50').split(',').map(Number);
 const HUGE_MB = Number(opt('--huge-mb', 'BENCH_HUGE_MB', '50'));
 const ONLY = new Set(opt('--only', 'BENCH_ONLY', 'floor,tidemail,postfix').split(','));
-const CLIENTS = new Set(opt('--client', 'BENCH_CLIENT', 'smtp-source,node').split(','));
+const CLIENTS = new Set(opt('--client', 'BENCH_CLIENT', 'smtp-source,smtp-source-1,node').split(','));
 const WRITE = !argv.includes('--no-write');
 const KEEP = argv.includes('--keep');
 const LINKS = !argv.includes('--no-links') && process.env.BENCH_LINKS !== '0';
@@ -141,7 +143,7 @@ function log(msg: string): void {
 // Results
 
 type Target = 'floor' | 'tidemail' | 'postfix';
-type Client = 'smtp-source' | 'node';
+type Client = 'smtp-source' | 'smtp-source-1' | 'node';
 
 interface Cell {
   rate: number;
@@ -229,8 +231,8 @@ async function runOnce(s: Subject, client: Client, c: number, rep: number, smtpS
   const stop = startMeters(s.pids);
   let cell: Cell;
   let extra = '';
-  if (client === 'smtp-source') {
-    const r = await runSmtpSource(smtpSource!, s.port, MESSAGES, SIZE, c);
+  if (client === 'smtp-source' || client === 'smtp-source-1') {
+    const r = await runSmtpSource(smtpSource!, s.port, MESSAGES, SIZE, c, 180_000, client === 'smtp-source');
     cell = { rate: r.rate, accepted: r.accepted, elapsedMs: r.elapsedMs, error: r.error, ...stop() };
   } else {
     const r = await runLoad({ host: '127.0.0.1', port: s.port, messages: MESSAGES, size: SIZE, concurrency: c });
@@ -260,6 +262,7 @@ async function measureAll(subjects: Subject[], smtpSource: string | null): Promi
   }
   const clients: Client[] = [];
   if (smtpSource && CLIENTS.has('smtp-source')) clients.push('smtp-source');
+  if (smtpSource && CLIENTS.has('smtp-source-1')) clients.push('smtp-source-1');
   if (CLIENTS.has('node') || clients.length === 0) clients.push('node');
   for (const c of CONCURRENCY) {
     const runs = new Map<string, Cell[]>();
@@ -646,7 +649,7 @@ function spreads(): string {
 function cpuTable(client: Client): string[] {
   const w = 22;
   const rows = [
-    `CPU with ${client === 'node' ? 'the Node client' : 'smtp-source'} (% of one core): ` +
+    `CPU with ${client === 'node' ? 'the Node client' : client === 'smtp-source' ? 'smtp-source -d' : 'smtp-source, one connection per message'} (% of one core): ` +
       'server(main thread)/client/other; server CPU us per message',
   ];
   rows.push('  ' + 'target'.padEnd(12) + CONCURRENCY.map((c) => `c=${c}`.padStart(w)).join(''));
@@ -716,11 +719,14 @@ function report(machine: string[], limits: string[]): string[] {
   if ([...cells.values()].some((c) => c.error)) out.push('"!" = not every message was accepted in that run (see problems).');
   out.push('');
   const hasSource = [...cells.keys()].some((k) => k.includes('|smtp-source|'));
-  if (hasSource) out.push(...table('smtp-source', 'client: smtp-source -d (Postfix load client, no pipelining)'), '');
+  if (hasSource) out.push(...table('smtp-source', 'client: smtp-source -d (Postfix load client, no pipelining, connections reused)'), '');
+  if ([...cells.keys()].some((k) => k.includes('|smtp-source-1|'))) {
+    out.push(...table('smtp-source-1', 'client: smtp-source without -d (one connection per message, as cron and LAN devices send)'), '');
+  }
   if ([...cells.keys()].some((k) => k.includes('|node|'))) {
     out.push(...table('node', 'client: test/bench/load.ts (Node, PIPELINING when advertised)'), '');
   }
-  for (const client of ['smtp-source', 'node'] as const) {
+  for (const client of ['smtp-source', 'smtp-source-1', 'node'] as const) {
     if ([...cells.keys()].some((k) => k.includes(`|${client}|`))) out.push(...cpuTable(client), '');
   }
   out.push(...memoryLines());
@@ -739,7 +745,7 @@ function limitNotes(cores: number, fsyncMs: number): string[] {
   out.push(`One write(4 KiB)+fdatasync in ${os.tmpdir()} takes ${fsyncMs.toFixed(2)} ms (median of 100), so a ` +
     `server that fsyncs each message by itself tops out near ${(1000 / fsyncMs).toFixed(0)} msg/s per session; ` +
     'at c=1 no group commit is possible, so tidemail and Postfix both pay this once per message.');
-  for (const client of ['smtp-source', 'node'] as const) {
+  for (const client of ['smtp-source', 'smtp-source-1', 'node'] as const) {
     const f = cells.get(key('floor', client, 50));
     const t = cells.get(key('tidemail', client, 50));
     const p = cells.get(key('postfix', client, 50));
@@ -815,7 +821,8 @@ async function main(): Promise<void> {
   const deployedArgs = entry ? shebangNodeArgs(entry) : [];
   const daemonArgs = [...deployedArgs, ...daemonNodeArgs()];
   if (entry) {
-    machine.push(`daemon: node ${[...daemonArgs, path.relative(ROOT, entry)].join(' ')} daemon --config ...` +
+    const envWords = Object.entries(shebangEnv(entry)).map(([k, v]) => `${k}=${v} `).join('');
+    machine.push(`daemon: ${envWords}node ${[...daemonArgs, path.relative(ROOT, entry)].join(' ')} daemon --config ...` +
       (deployedArgs.length ? ' (options from the launcher\'s shebang' +
         (daemonNodeArgs().length ? ' and BENCH_DAEMON_NODE_ARGS)' : ')') : ''));
   }
@@ -906,8 +913,12 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     const out = path.join(ROOT, 'test', 'bench', 'RESULTS.md');
-    // Keep the previous "Link flaps" section (and its hand-written notes); refresh its figures.
-    const previous = fs.existsSync(out) ? linkFlapSection(fs.readFileSync(out, 'utf8')) : null;
+    // Keep the previous file's "## " sections — Link flaps (its figures refreshed below), and
+    // the soak, per-stage and start-up sections that their own scripts write (soak.ts,
+    // stages.ts, startup.ts) — as they were.
+    const prevText = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';
+    const firstSection = prevText.indexOf('\n## ');
+    const previous = firstSection >= 0 ? prevText.slice(firstSection + 1) : linkFlapSection(prevText);
     if (previous) md = `${md.trimEnd()}\n\n${previous.trimEnd()}\n`;
     if (flapMarkdown) md = putLinkFlapSection(md, flapMarkdown);
     fs.writeFileSync(out, md);
