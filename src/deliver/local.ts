@@ -158,7 +158,7 @@ export class LocalTransport implements Transport {
       case 'file':
         return deliverMbox(t.path, job.body, info);
       case 'pipe':
-        return deliverMda(['/bin/sh', '-c', t.command], job.body, info);
+        return deliverMda(['/bin/sh', '-c', t.command], job.body, info, undefined, { expand: false });
       case 'mailbox':
         switch (this.cfg.delivery) {
           case 'maildir':

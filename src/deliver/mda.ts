@@ -52,8 +52,10 @@ export function expandMdaArgs(argv: readonly string[], info: LocalDeliveryInfo):
  * process group is killed), a code outside sysexits or when it cannot be started; permfail with
  * the agent's stderr on the other sysexits codes.
  */
-export function deliverMda(argv: string[], body: () => Readable, info: LocalDeliveryInfo, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<DeliveryResult> {
-  const [cmd, ...args] = expandMdaArgs(argv, info);
+export function deliverMda(argv: string[], body: () => Readable, info: LocalDeliveryInfo, timeoutMs = DEFAULT_TIMEOUT_MS, opts: { expand?: boolean } = {}): Promise<DeliveryResult> {
+  // A shell command (an aliases or .forward pipe) is never expanded: "{sender}" in it would put
+  // the SMTP peer's text into the shell (`cmd`@x); such commands read $SENDER and $RECIPIENT.
+  const [cmd, ...args] = opts.expand === false ? argv : expandMdaArgs(argv, info);
   if (!cmd) return Promise.resolve({ outcome: 'tempfail', message: '4.3.5 no MDA command configured' });
   const asUser = info.user && process.getuid?.() === 0 ? info.user : undefined;
   const env: NodeJS.ProcessEnv = {
@@ -90,7 +92,15 @@ export function deliverMda(argv: string[], body: () => Readable, info: LocalDeli
       killAll();
     }, timeoutMs);
     child.on('error', (err) => finish({ outcome: 'tempfail', message: `4.3.0 cannot run ${cmd}: ${err.message}` }));
+    // Something the agent left running (`cmd &`, a daemon) may keep stderr open for hours:
+    // its exit decides, and we stop listening a second after it.
+    let exitTimer: NodeJS.Timeout | undefined;
+    child.on('exit', () => {
+      exitTimer = setTimeout(() => child.stderr.destroy(), 1000);
+      exitTimer.unref();
+    });
     child.on('close', (code, signal) => {
+      clearTimeout(exitTimer);
       const said = stderr.trim().replace(/\s+/g, ' ');
       const tail = said ? `: ${said}` : '';
       if (readError) return finish({ outcome: 'tempfail', message: `4.3.0 ${readError.message}` });

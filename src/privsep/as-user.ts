@@ -42,7 +42,7 @@ async function deliver(job: Job): Promise<DeliveryResult> {
     case 'file':
       return (await import('../deliver/mbox.js')).deliverMbox(req.path!, body, info);
     case 'pipe':
-      return (await import('../deliver/mda.js')).deliverMda(['/bin/sh', '-c', req.command!], body, info);
+      return (await import('../deliver/mda.js')).deliverMda(['/bin/sh', '-c', req.command!], body, info, undefined, { expand: false });
     case 'mda':
       return (await import('../deliver/mda.js')).deliverMda(job.mda, body, info);
   }

@@ -6,6 +6,7 @@
 // to the user before loading any delivery code (as-user.ts).
 
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readForwardAsRoot } from './forward.js';
@@ -21,6 +22,19 @@ interface Running {
   done: boolean;
 }
 const running = new Map<number, Running>();
+
+/** Longer than any delivery may take in the child (the MDA's own timeout is 10 min). */
+const DEADLINE_MS = 11 * 60_000;
+
+/** Whether process `pid` is stopped (state T or t in /proc/PID/stat). */
+function stopped(pid: number | undefined): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return /^[Tt]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+  } catch {
+    return false;
+  }
+}
 
 const send = (m: FromHelper) => process.send?.(m);
 
@@ -58,6 +72,22 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
   // 'close', not 'exit': by then the channel is drained, so a sent result is never missed.
   child.on('close', (code, signal) => finish(id, result ?? { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} ended (${signal ?? `exit ${code}`}) without a result` }));
   child.stdin!.on('error', () => undefined); // a pipe that exits early closes its stdin
+  // The child runs as the user, who may signal it: a SIGSTOP would hold the delivery (and a slot
+  // of the daemon's) for ever. A stopped child is killed; so is one past every delivery timeout
+  // (the MDA's 10 min, the mbox lock's 30 s), whatever else holds it.
+  const watch = setInterval(() => {
+    if (!stopped(child.pid)) return;
+    child.kill('SIGKILL');
+    finish(id, { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} was stopped (SIGSTOP, by its user?) and is killed; it is retried later` });
+  }, 1000);
+  const deadline = setTimeout(() => {
+    child.kill('SIGKILL');
+    finish(id, { outcome: 'tempfail', message: `4.4.7 the delivery as ${req.user} took longer than ${DEADLINE_MS / 60_000} min and is killed; it is retried later` });
+  }, DEADLINE_MS);
+  child.once('exit', () => {
+    clearInterval(watch);
+    clearTimeout(deadline);
+  });
   send({ t: 'more', id });
 }
 

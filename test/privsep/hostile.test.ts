@@ -68,6 +68,41 @@ if (!isRoot()) {
       helper.stop();
     }
   });
+
+  test('a .forward pipe that leaves a background process holding its stderr does not hang the delivery: done when the command exits', async () => {
+    const [u] = users(1) as [TestUser];
+    const bg = path.join(u.home, 'bg.pid');
+    leftovers.push(bg);
+    // The shell exits 0 at once; the sleep keeps the delivery's stderr pipe open for 10 min.
+    writeAs(u, path.join(u.home, '.forward'), `"|sleep 600 & echo $! > ${bg}"\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${u.name}@tidemail\\.test>.*/bin/sh accepted the message`), 15_000);
+  });
+
+  test('an SMTP sender cannot inject shell into a .forward command that names {sender}: pipes get $SENDER, not text in the command', async () => {
+    const [u] = users(1) as [TestUser];
+    const got = path.join(u.home, 'got');
+    writeAs(u, path.join(u.home, '.forward'), `"|echo {sender} >> ${got}"\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    const sender = '`touch$IFS$HOME/pwned`@remote.example';
+    assert.match(await sendMessage(site.port, sender, [`${u.name}@tidemail.test`], MSG), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${u.name}@tidemail\\.test>`), 15_000);
+    assert.not.ok(fs.existsSync(path.join(u.home, 'pwned')), 'the sender ran a command as the user');
+    assert.is(fs.readFileSync(got, 'utf8'), '{sender}\n');
+  });
+
+  test('a user who stops their own delivery child (kill -STOP) does not hold the delivery forever: killed, deferred', async () => {
+    const [u] = users(1) as [TestUser];
+    // $PPID of the .forward command is the delivery child (node, running as the user).
+    writeAs(u, path.join(u.home, '.forward'), `"|kill -STOP $PPID"\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG), /^250 /);
+    await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*was stopped`), 15_000);
+  });
 }
 
 test.run();
