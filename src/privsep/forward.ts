@@ -12,6 +12,8 @@ import { parseTargetFile } from '../local/aliases.js';
 import type { ForwardFile } from '../local/forward.js';
 import type { SystemUser } from '../local/users.js';
 
+const MAX = 1 << 20;
+
 export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> {
   const file = path.join(user.home, '.forward');
   let home;
@@ -40,8 +42,14 @@ export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> 
     if (st.nlink !== 1) return { kind: 'ignored', file, reason: `${file} has ${st.nlink} hard links` };
     if (st.uid !== user.uid && st.uid !== 0) return { kind: 'ignored', file, reason: `${file} is owned by uid ${st.uid}` };
     if (st.mode & 0o022) return { kind: 'ignored', file, reason: `${file} is writable by group or others` };
-    if (st.size > 1 << 20) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
-    const { targets, errors } = parseTargetFile(await fh.readFile('utf8'), file);
+    if (st.size > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
+    // Never more than that, even if the user makes the file grow after the fstat (readFile
+    // would take up to 2 GB, as root, on every RCPT).
+    const buf = Buffer.alloc(MAX + 1);
+    let n = 0;
+    for (let r; n < buf.length && (r = await fh.read(buf, n, buf.length - n, n)).bytesRead > 0; ) n += r.bytesRead;
+    if (n > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
+    const { targets, errors } = parseTargetFile(buf.subarray(0, n).toString('utf8'), file);
     return targets.length || errors.length ? { kind: 'targets', file, targets, errors } : { kind: 'none' };
   } finally {
     await fh.close();

@@ -2,7 +2,6 @@
 // peer and a compromised daemon, against the real daemon and helper (root only: real users).
 // Each test is an attack that worked before its fix.
 
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -103,6 +102,7 @@ if (!isRoot()) {
     assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG), /^250 /);
     await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*was stopped`), 15_000);
   });
+
 }
 
 test.run();
