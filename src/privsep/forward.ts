@@ -41,6 +41,10 @@ export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> 
     if (!st.isFile()) return { kind: 'ignored', file, reason: `${file} is not a regular file` };
     if (st.nlink !== 1) return { kind: 'ignored', file, reason: `${file} has ${st.nlink} hard links` };
     if (st.uid !== user.uid && st.uid !== 0) return { kind: 'ignored', file, reason: `${file} is owned by uid ${st.uid}` };
+    // Root reads it, so only what the user could read themselves: a root-owned 0600 file left
+    // in their home (sudo, a root cp) renamed to .forward would otherwise show its lines in the
+    // RCPT reply ("… is not an address"). Postfix reads .forward as the user, with the same result.
+    if (st.uid === 0 && !(st.mode & 0o004)) return { kind: 'ignored', file, reason: `${file} is owned by root and not readable by ${user.name}` };
     if (st.mode & 0o022) return { kind: 'ignored', file, reason: `${file} is writable by group or others` };
     if (st.size > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
     // Never more than that, even if the user makes the file grow after the fstat (readFile

@@ -103,6 +103,21 @@ if (!isRoot()) {
     await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*was stopped`), 15_000);
   });
 
+
+  test('a root-owned 0600 file in a user\'s home, renamed to ~/.forward, is not read out by the root helper into the RCPT reply or the log', async () => {
+    const [u] = users(1) as [TestUser];
+    // Left there by root (sudo vim, a cp as root); the user owns the directory, so may rename it.
+    fs.writeFileSync(path.join(u.home, 'root-notes'), 'root:$6$SECRETHASH:19000:0:99999:7:::\nhunter2 is the password\n', { mode: 0o600 });
+    fs.renameSync(path.join(u.home, 'root-notes'), path.join(u.home, '.forward'));
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    const reply = await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG);
+    assert.not.match(reply, /SECRETHASH|hunter2/);
+    assert.match(reply, /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${u.name}@tidemail\\.test>`), 15_000);
+    assert.not.match(d.logs(), /SECRETHASH|hunter2/);
+    assert.is(filesIn(path.join(u.home, 'Maildir', 'new')).length, 1);
+  });
 }
 
 test.run();
