@@ -26,6 +26,41 @@ const running = new Map<number, Running>();
 /** Longer than any delivery may take in the child (the MDA's own timeout is 10 min). */
 const DEADLINE_MS = 11 * 60_000;
 
+const MAX_CHILDREN = 8;
+const MAX_PER_USER = 2;
+let active = 0;
+const perUser = new Map<number, number>();
+const waiting: { uid: number; go: () => void }[] = [];
+const mayStart = (uid: number) => active < MAX_CHILDREN && (perUser.get(uid) ?? 0) < MAX_PER_USER;
+const take = (uid: number) => {
+  active++;
+  perUser.set(uid, (perUser.get(uid) ?? 0) + 1);
+};
+
+/** Waits until a delivery child may start for `uid`, then counts it. */
+function slot(uid: number): Promise<void> {
+  if (mayStart(uid)) {
+    take(uid);
+    return Promise.resolve();
+  }
+  return new Promise((go) => waiting.push({ uid, go }));
+}
+
+function free(uid: number): void {
+  active--;
+  const n = (perUser.get(uid) ?? 1) - 1;
+  if (n) perUser.set(uid, n);
+  else perUser.delete(uid);
+  for (let i = 0; i < waiting.length; i++) {
+    const w = waiting[i]!;
+    if (!mayStart(w.uid)) continue;
+    waiting.splice(i--, 1);
+    take(w.uid);
+    w.go();
+    if (active >= MAX_CHILDREN) break;
+  }
+}
+
 /** Whether process `pid` is stopped (state T or t in /proc/PID/stat). */
 function stopped(pid: number | undefined): boolean {
   try {
@@ -59,6 +94,17 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
     process.stderr.write(`tidemail delivery helper: ${ok.message} (user=${req.user} kind=${req.kind}${req.path ? ` path=${req.path}` : ''})\n`);
     return finish(id, ok);
   }
+  // At most MAX_CHILDREN delivery processes (~40 MB each), MAX_PER_USER for any one user: a
+  // user whose .forward command is slow, or a peer sending many sessions at once, waits its turn
+  // instead of filling the memory with node processes (Postfix: local_destination_concurrency_limit).
+  const uid = ok.user.uid;
+  await slot(uid);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    free(uid);
+  };
   const job = { req, user: ok.user, extraGid: ok.extraGid, mda: settings.mda };
   // A small environment: nothing of the daemon's leaks into a user's pipe.
   const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin', ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
@@ -68,7 +114,8 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
   child.send(job);
   let result: HelperResult | null = null;
   child.on('message', (m) => (result = m as HelperResult));
-  child.on('error', (err) => finish(id, { outcome: 'tempfail', message: `4.3.0 cannot start the delivery as ${req.user}: ${err.message}` }));
+  child.once('exit', release);
+  child.on('error', (err) => (release(), finish(id, { outcome: 'tempfail', message: `4.3.0 cannot start the delivery as ${req.user}: ${err.message}` })));
   // 'close', not 'exit': by then the channel is drained, so a sent result is never missed.
   child.on('close', (code, signal) => finish(id, result ?? { outcome: 'tempfail', message: `4.3.0 the delivery as ${req.user} ended (${signal ?? `exit ${code}`}) without a result` }));
   child.stdin!.on('error', () => undefined); // a pipe that exits early closes its stdin

@@ -118,6 +118,22 @@ if (!isRoot()) {
     assert.not.match(d.logs(), /SECRETHASH|hunter2/);
     assert.is(filesIn(path.join(u.home, 'Maildir', 'new')).length, 1);
   });
+
+  test('one user\'s slow .forward command cannot fill the machine with delivery processes: at most 2 at once for a user, the rest wait their turn', async () => {
+    const [u] = users(1) as [TestUser];
+    const trace = path.join(u.home, 'trace');
+    writeAs(u, path.join(u.home, '.forward'), `"|echo s >> ${trace}; sleep 1; echo e >> ${trace}"\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    const n = 6;
+    const replies = await Promise.all(Array.from({ length: n }, () => sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG)));
+    for (const r of replies) assert.match(r, /^250 /);
+    await waitFor(`${n} deliveries`, () => (d.logs().match(new RegExp(`delivered to=<${u.name}@tidemail\\.test>`, 'g')) ?? []).length === n, 30_000);
+    let now = 0;
+    let most = 0;
+    for (const ev of fs.readFileSync(trace, 'utf8').trim().split('\n')) most = Math.max(most, (now += ev === 's' ? 1 : -1));
+    assert.ok(most <= 2, `${most} deliveries ran at once for one user`);
+  });
 }
 
 test.run();
