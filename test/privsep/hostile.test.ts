@@ -2,6 +2,7 @@
 // peer and a compromised daemon, against the real daemon and helper (root only: real users).
 // Each test is an attack that worked before its fix.
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -133,6 +134,43 @@ if (!isRoot()) {
     let most = 0;
     for (const ev of fs.readFileSync(trace, 'utf8').trim().split('\n')) most = Math.max(most, (now += ev === 's' ? 1 : -1));
     assert.ok(most <= 2, `${most} deliveries ran at once for one user`);
+  });
+
+  test('held: a ~/.forward that is a FIFO, a 2 GB sparse file, world-writable, someone else\'s, or a link to /etc/shadow is ignored — mail to the Maildir, no hang, nothing run, nothing of shadow shown', async () => {
+    const [fifo, huge, open, foreign, shadow, other] = users(6) as [TestUser, TestUser, TestUser, TestUser, TestUser, TestUser];
+    const ran = (u: TestUser) => path.join(u.home, 'ran');
+    const pipeLine = (u: TestUser) => `"|touch ${ran(u)}"\n`;
+    execFileSync('mkfifo', [path.join(fifo.home, '.forward')]);
+    fs.chownSync(path.join(fifo.home, '.forward'), fifo.uid, fifo.gid);
+    writeAs(huge, path.join(huge.home, '.forward'), pipeLine(huge));
+    fs.truncateSync(path.join(huge.home, '.forward'), 2 ** 31);
+    writeAs(open, path.join(open.home, '.forward'), pipeLine(open), 0o666);
+    writeAs(other, path.join(foreign.home, '.forward'), pipeLine(foreign));
+    fs.symlinkSync('/etc/shadow', path.join(shadow.home, '.forward'));
+    fs.lchownSync(path.join(shadow.home, '.forward'), shadow.uid, shadow.gid);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    for (const u of [fifo, huge, open, foreign, shadow]) {
+      const reply = await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG);
+      assert.match(reply, /^250 /, `${u.name}: ${reply}`);
+      await d.waitForLog(new RegExp(`delivered to=<${u.name}@tidemail\\.test>`), 15_000);
+      assert.is(filesIn(path.join(u.home, 'Maildir', 'new')).length, 1, u.name);
+      assert.not.ok(fs.existsSync(ran(u)), `${u.name}'s .forward command ran`);
+    }
+    assert.not.match(d.logs(), /root:[^ ]*:\d+:/);
+  });
+
+  test('held: envelope recipients that look like paths or other users (../, %2F, /, upper case, 300 characters) never reach a file outside a Maildir', async () => {
+    const [u] = users(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    for (const rcpt of [`../${u.name}@tidemail.test`, `..%2F..%2Fetc%2Fpasswd@tidemail.test`, `${u.name}%2F..@tidemail.test`, `/etc/passwd@tidemail.test`, `${'a'.repeat(300)}@tidemail.test`, `${u.name}/../${u.name}@tidemail.test`]) {
+      const reply = await sendMessage(site.port, 'x@remote.example', [rcpt], MSG).catch((e: Error) => e.message);
+      assert.match(reply, /^5\d\d /, `${rcpt}: ${reply}`);
+    }
+    const upper = await sendMessage(site.port, 'x@remote.example', [`${u.name.toUpperCase()}@tidemail.test`], MSG);
+    if (/^250 /.test(upper)) await d.waitForLog(/delivered to=|deferred to=|bounced to=/, 15_000);
+    assert.equal(fs.readdirSync(u.home).filter((f) => !f.startsWith('.')).sort(), /^250 /.test(upper) ? ['Maildir'] : []);
   });
 }
 
