@@ -37,13 +37,27 @@ const take = (uid: number) => {
   perUser.set(uid, (perUser.get(uid) ?? 0) + 1);
 };
 
-/** Waits until a delivery child may start for `uid`, then counts it. */
-function slot(uid: number): Promise<void> {
+/** How long a delivery waits for a child slot before it is deferred (the daemon's job ends). */
+const SLOT_WAIT_MS = 30_000;
+
+/**
+ * Waits until a delivery child may start for `uid`, then counts it; false after SLOT_WAIT_MS. A
+ * bounded wait: otherwise one user's slow pipe would keep every delivery job of the daemon
+ * waiting here (64 jobs, 2 at a time, 10 min each), remote mail included.
+ */
+function slot(uid: number): Promise<boolean> {
   if (mayStart(uid)) {
     take(uid);
-    return Promise.resolve();
+    return Promise.resolve(true);
   }
-  return new Promise((go) => waiting.push({ uid, go }));
+  return new Promise((resolve) => {
+    const w = { uid, go: () => (clearTimeout(timer), resolve(true)) };
+    const timer = setTimeout(() => {
+      waiting.splice(waiting.indexOf(w), 1);
+      resolve(false);
+    }, SLOT_WAIT_MS);
+    waiting.push(w);
+  });
 }
 
 function free(uid: number): void {
@@ -98,7 +112,10 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
   // user whose .forward command is slow, or a peer sending many sessions at once, waits its turn
   // instead of filling the memory with node processes (Postfix: local_destination_concurrency_limit).
   const uid = ok.user.uid;
-  await slot(uid);
+  if (!(await slot(uid))) {
+    const busy = (perUser.get(uid) ?? 0) >= MAX_PER_USER ? `${MAX_PER_USER} deliveries as ${req.user} are still running` : `${MAX_CHILDREN} deliveries are still running`;
+    return finish(id, { outcome: 'tempfail', message: `4.3.2 delivery helper busy: ${busy} after ${SLOT_WAIT_MS / 1000} s; retried later` });
+  }
   let released = false;
   const release = () => {
     if (released) return;

@@ -172,6 +172,19 @@ if (!isRoot()) {
     if (/^250 /.test(upper)) await d.waitForLog(/delivered to=|deferred to=|bounced to=/, 15_000);
     assert.equal(fs.readdirSync(u.home).filter((f) => !f.startsWith('.')).sort(), /^250 /.test(upper) ? ['Maildir'] : []);
   });
+
+  test('a user whose pipe is slow cannot keep the daemon\'s delivery jobs waiting: past 2 running, a delivery waits at most 30 s, then is deferred', async () => {
+    const [u] = users(1) as [TestUser];
+    writeAs(u, path.join(u.home, '.forward'), `"|sleep 34"\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    const t0 = Date.now();
+    // The sessions answer once their deliveries end (or the pre-queue deadline): not awaited first.
+    const sent = Promise.all([1, 2, 3].map(() => sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG)));
+    await d.waitForLog(new RegExp(`deferred to=<${u.name}@tidemail\\.test>.*4\\.3\\.2 delivery helper busy: 2 deliveries as ${u.name} are still running after 30 s`), 40_000);
+    assert.ok(Date.now() - t0 < 34_000, `deferred only when the others ended: ${Date.now() - t0} ms`);
+    for (const r of await sent) assert.match(r, /^250 /);
+  });
 }
 
 test.run();
