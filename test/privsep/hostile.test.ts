@@ -185,6 +185,38 @@ if (!isRoot()) {
     assert.ok(Date.now() - t0 < 34_000, `deferred only when the others ended: ${Date.now() - t0} ms`);
     for (const r of await sent) assert.match(r, /^250 /);
   });
+
+  test('held: another process of the run user (nobody) cannot signal the helper, nor reach the daemon\'s channel to it through /proc; the helper holds no SMTP socket or queue file', async () => {
+    const [u] = users(1) as [TestUser];
+    const site = await makeSite(`[local]\ndelivery = "maildir"\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    const daemon = d.proc.pid!;
+    const helper = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).find((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(daemon) && /privsep\/helper\.js/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'latin1'));
+      } catch {
+        return false;
+      }
+    })!;
+    assert.ok(helper, 'a helper');
+    const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
+    const asNobody = (script: string) => {
+      try {
+        return execFileSync('/bin/sh', ['-c', script], { uid: nobody, gid: nobody, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      } catch (err) {
+        return `failed: ${(err as { stderr?: string }).stderr ?? ''}`;
+      }
+    };
+    assert.match(asNobody(`kill -STOP ${helper}`), /^failed:/);
+    assert.match(asNobody(`kill -TERM ${helper}`), /^failed:/);
+    assert.match(asNobody(`ls /proc/${daemon}/fd/`), /^failed:/);
+    assert.match(asNobody(`cat /proc/${daemon}/environ`), /^failed:/);
+    const fds = fs.readdirSync(`/proc/${helper}/fd`).map((f) => fs.readlinkSync(`/proc/${helper}/fd/${f}`));
+    assert.not.ok(fds.some((f) => /queue\.sqlite/.test(f)), fds.join(' '));
+    // Still delivers.
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${u.name}@tidemail\\.test>`), 15_000);
+  });
 }
 
 test.run();
