@@ -47,12 +47,12 @@ export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> 
     if (st.uid === 0 && !(st.mode & 0o004)) return { kind: 'ignored', file, reason: `${file} is owned by root and not readable by ${user.name}` };
     if (st.mode & 0o022) return { kind: 'ignored', file, reason: `${file} is writable by group or others` };
     if (st.size > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
-    // Never more than that, even if the user makes the file grow after the fstat (readFile
-    // would take up to 2 GB, as root, on every RCPT).
-    const buf = Buffer.alloc(MAX + 1);
+    // Never more than fstat said, even if the user makes the file grow after it (readFile would
+    // take up to 2 GB, as root, on every RCPT); one byte more tells that it grew.
+    const buf = Buffer.alloc(st.size + 1);
     let n = 0;
     for (let r; n < buf.length && (r = await fh.read(buf, n, buf.length - n, n)).bytesRead > 0; ) n += r.bytesRead;
-    if (n > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
+    if (n > st.size) return { kind: 'ignored', file, reason: `${file} grew while it was read` };
     const { targets, errors } = parseTargetFile(buf.subarray(0, n).toString('utf8'), file);
     return targets.length || errors.length ? { kind: 'targets', file, targets, errors } : { kind: 'none' };
   } finally {
