@@ -48,11 +48,12 @@ export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> 
     if (st.mode & 0o022) return { kind: 'ignored', file, reason: `${file} is writable by group or others` };
     if (st.size > MAX) return { kind: 'ignored', file, reason: `${file} is larger than 1 MiB` };
     // Never more than fstat said, even if the user makes the file grow after it (readFile would
-    // take up to 2 GB, as root, on every RCPT); one byte more tells that it grew.
+    // take up to 2 GB, as root, on every RCPT); one byte more tells that it grew
+    // (being edited: the mail waits rather than skip the forward).
     const buf = Buffer.alloc(st.size + 1);
     let n = 0;
     for (let r; n < buf.length && (r = await fh.read(buf, n, buf.length - n, n)).bytesRead > 0; ) n += r.bytesRead;
-    if (n > st.size) return { kind: 'ignored', file, reason: `${file} grew while it was read` };
+    if (n > st.size) throw new Error(`${file} changed while it was read; try again`); // the mail waits
     const { targets, errors } = parseTargetFile(buf.subarray(0, n).toString('utf8'), file);
     return targets.length || errors.length ? { kind: 'targets', file, targets, errors } : { kind: 'none' };
   } finally {
