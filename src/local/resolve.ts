@@ -302,7 +302,12 @@ export class LocalResolver {
       if (fwd.kind === 'targets') {
         const node = `~${user.name}/.forward`;
         this.enter(chain, node);
-        for (const e of fwd.errors) walk.fail(fwd.file, e);
+        // The line itself only in our log: the reply goes to whoever sent the RCPT, and the helper
+        // reads .forward in homes they (and the daemon) cannot read.
+        for (const e of fwd.errors) {
+          log.warn(null, '.forward line ignored', { user: user.name, error: e });
+          walk.fail(node, 'has a line that is not an address (tidemail\'s log says which)');
+        }
         const ctx: Context = { self: new Set([key, user.name.toLowerCase()]), chain: [...chain, node], programs: true, includes: false, runAs: user, source: 'forward' };
         await this.expandTargets(fwd.targets, ctx, walk);
         return true;
