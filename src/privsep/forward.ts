@@ -19,6 +19,8 @@ export async function readForwardAsRoot(user: SystemUser): Promise<ForwardFile> 
   let home;
   try {
     home = await fs.lstat(user.home);
+    // Root's link (/home/ann -> /data/ann) is the admin's: followed, as for delivery (policy.ts).
+    if (home.isSymbolicLink() && home.uid === 0) home = await fs.stat(user.home);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'none' };

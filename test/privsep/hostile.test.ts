@@ -228,6 +228,26 @@ if (!isRoot()) {
     assert.match(reply, new RegExp(`~${u.name}/\\.forward: has a line that is not an address`));
     await d.waitForLog(/\.forward line ignored.*4711/);
   });
+
+  test('a home that is root\'s symbolic link keeps its ~/.forward (it was ignored: "not a directory"); the user\'s own link still is', async () => {
+    const [a, b] = users(2) as [TestUser, TestUser];
+    const links = tmpDir('tidemail-links-');
+    for (const u of [a, b]) {
+      writeAs(u, path.join(u.home, '.forward'), `"|id -u > ${u.home}/ran"\n`);
+      const link = path.join(links, u.name);
+      fs.symlinkSync(u.home, link);
+      if (u === b) fs.lchownSync(link, b.uid, b.gid);
+      execFileSync('usermod', ['-d', link, u.name]);
+    }
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    const d = keep(await startDaemon(site));
+    assert.match(await sendMessage(site.port, 'x@remote.example', [`${a.name}@tidemail.test`], MSG), /^250 /);
+    await d.waitForLog(new RegExp(`delivered to=<${a.name}@tidemail\\.test>.*/bin/sh accepted`), 15_000);
+    assert.is(fs.readFileSync(path.join(a.home, 'ran'), 'utf8').trim(), String(a.uid));
+    await sendMessage(site.port, 'x@remote.example', [`${b.name}@tidemail.test`], MSG);
+    await d.waitForLog(new RegExp(`(deferred|bounced) to=<${b.name}@tidemail\\.test>|ignoring \\.forward user=${b.name}`), 15_000);
+    assert.not.ok(fs.existsSync(path.join(b.home, 'ran')));
+  });
 }
 
 test.run();
