@@ -19,7 +19,21 @@ export async function runDaemon(argv: string[]): Promise<number> {
   // Heap sizing reads this flag at every GC, so setting it here works for every launcher
   // (shebang, systemd, procd) without a command-line option.
   v8.setFlagsFromString('--optimize-for-size');
-  let daemon: Daemon;
+  // Signals are taken from the start: a supervisor may send SIGTERM the moment "daemon ready"
+  // is printed, before start() has returned; that must stop us cleanly, not kill us.
+  let daemon: Daemon | null = null;
+  let stopRequested: string | null = null;
+  let stopNow: ((sig: string) => void) | null = null;
+  const onStop = (sig: string) => {
+    if (stopNow) return stopNow(sig);
+    // A second signal while start-up still runs (stuck on a slow disk?): leave now. Nothing is
+    // accepted before start() returns, and every queue write is a transaction.
+    if (stopRequested) process.exit(EX.TEMPFAIL);
+    stopRequested = sig;
+  };
+  process.on('SIGTERM', () => onStop('SIGTERM'));
+  process.on('SIGINT', () => onStop('SIGINT'));
+  process.on('SIGHUP', () => daemon?.reloadOnSignal());
   try {
     daemon = await Daemon.start({ configPath });
   } catch (err) {
@@ -28,17 +42,16 @@ export async function runDaemon(argv: string[]): Promise<number> {
     const p = (err as NodeJS.ErrnoException).path;
     throw p ? stateError(err, p) : err;
   }
+  const running = daemon;
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (sig: string) => {
+    stopNow = (sig: string) => {
       if (stopping) return;
       stopping = true;
       log.info(null, `received ${sig}, stopping`);
-      daemon.stop().then(() => resolve(EX.OK), () => resolve(EX.SOFTWARE));
+      running.stop().then(() => resolve(EX.OK), () => resolve(EX.SOFTWARE));
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => daemon.reloadOnSignal());
+    if (stopRequested) stopNow(stopRequested);
   });
 }
 

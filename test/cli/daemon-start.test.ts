@@ -6,7 +6,8 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { makeSite, runCli } from '../helpers/daemon.js';
+import { spawn } from 'node:child_process';
+import { BIN, makeSite, runCli } from '../helpers/daemon.js';
 import { freePort } from '../helpers/ports.js';
 import { cleanupTmp, isRoot, tmpDir } from '../helpers/tmp.js';
 
@@ -61,6 +62,29 @@ test('a control socket path too long for a unix socket: named, with the fix, exi
   assert.is(r.code, 78, r.stderr);
   assert.match(r.stderr, /tidemail: cannot create the control socket \S+\/control\.sock: \w+\n  fix: the path is \d+ bytes, more than a unix socket takes \(107\); use a shorter state_dir\n/);
   noStack(r.stderr);
+});
+
+test('SIGTERM while the daemon is still starting (as a supervisor may send it): a clean stop, exit 0', async () => {
+  const site = await makeSite();
+  const proc = spawn(process.execPath, [BIN, 'daemon', '--config', site.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let sent = false;
+  const onData = (d: Buffer) => {
+    out += d;
+    // At its first word, long before it is ready: Node's default would kill it outright.
+    if (!sent) {
+      sent = true;
+      proc.kill('SIGTERM');
+    }
+  };
+  proc.stdout.on('data', onData);
+  proc.stderr.on('data', onData);
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+  const code = await new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+  clearTimeout(timer);
+  assert.is(code, 0, out);
+  assert.match(out, /received SIGTERM, stopping/);
+  noStack(out);
 });
 
 test.run();
