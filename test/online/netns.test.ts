@@ -55,7 +55,7 @@ function setup(): void {
 }
 
 function teardown(): void {
-  far?.proc.kill();
+  far?.proc.kill('SIGKILL'); // a polite close waits for any half-dead session: the runner saw an open handle
   veth?.teardown();
 }
 
