@@ -95,7 +95,10 @@ export class SmtpTransport implements Transport {
     const key = this.o.poolKey(job);
     let pool = this.pools.get(key);
     if (!pool) this.pools.set(key, (pool = new Pool()));
-    if (!(await this.slot(pool, signal))) return interruptedResult(job, signal);
+    // Where the delivery stood, for the interrupted line: after the end of the data a link-down
+    // may mean the server kept it — the one case of a possible duplicate (at-least-once).
+    let phase = 'waiting for a connection slot';
+    if (!(await this.slot(pool, signal))) return interruptedResult(job, signal, phase);
     // transaction_timeout counts from here: connecting (every hop) and sending, together.
     const deadlineAt = Date.now() + this.o.spec.deadlines.transactionMs;
     let pc: PooledConnection | undefined;
@@ -107,6 +110,7 @@ export class SmtpTransport implements Transport {
     };
     const work = (async () => {
       pc = this.takeIdle(pool);
+      phase = 'connecting';
       if (!pc) {
         const opened = await this.connectAny(job, deadlineAt, signal);
         if (!('conn' in opened)) return sameForAll(job, opened);
@@ -114,10 +118,11 @@ export class SmtpTransport implements Transport {
         // Connected just as the link went down: the session is dropped with the rest.
         if (signal.aborted) {
           pc.broken = true;
-          return interruptedResult(job, signal);
+          return interruptedResult(job, signal, phase);
         }
       }
-      return await this.send(pc, job, deadlineAt);
+      phase = 'before the end of the data';
+      return await this.send(pc, job, deadlineAt, () => (phase = 'after the end of the data, before the reply: it may arrive twice'));
     })().finally(release);
     // Link down: the slot is free at once and the envelopes go back to the queue, whatever
     // nodemailer still has to say about the socket interrupt() destroyed.
@@ -126,13 +131,13 @@ export class SmtpTransport implements Transport {
       onAbort = () => {
         if (pc) pc.broken = true;
         release();
-        resolve(interruptedResult(job, signal));
+        resolve(interruptedResult(job, signal, phase));
       };
       signal.addEventListener('abort', onAbort, { once: true });
     });
     try {
       const results = await Promise.race([work, aborted]);
-      return signal.aborted ? interruptedResult(job, signal) : results;
+      return signal.aborted ? interruptedResult(job, signal, phase) : results;
     } finally {
       signal.removeEventListener('abort', onAbort!);
     }
@@ -394,12 +399,13 @@ export class SmtpTransport implements Transport {
     return { outcome: 'tempfail', message: text, remote: hop.host, ...(isNetworkFailure(err) ? { retrySoon: true } : {}) };
   }
 
-  private send(pc: PooledConnection, job: DeliveryJob, deadlineAt: number): Promise<Map<string, DeliveryResult>> {
+  private send(pc: PooledConnection, job: DeliveryJob, deadlineAt: number, bodySent: () => void): Promise<Map<string, DeliveryResult>> {
     const host = pc.hop.host;
     pc.deadlines.startTransaction(deadlineAt);
     const envelope = { from: job.sender, to: job.recipients.map((r) => r.recipient), size: job.size, use8BitMime: true };
     return new Promise((resolve) => {
       const body = job.body();
+      body.once('end', bodySent); // nodemailer has read it all: the final dot follows at once
       pc.conn.send(envelope as never, body, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[]; response?: string }) => {
         pc.sent++;
         pc.deadlines.endTransaction();
@@ -453,9 +459,9 @@ function destroyConnection(conn: SMTPConnection): void {
 }
 
 /** The link went down under this delivery: back to the queue, not counted as an attempt. */
-function interruptedResult(job: DeliveryJob, signal: AbortSignal): Map<string, DeliveryResult> {
+function interruptedResult(job: DeliveryJob, signal: AbortSignal, phase: string): Map<string, DeliveryResult> {
   const why = signal.reason instanceof Error ? signal.reason.message : 'link down';
-  return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why}` });
+  return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why} (${phase})` });
 }
 
 /**

@@ -93,6 +93,7 @@ async function dropWithSessionInFlight(v: VethNamespace, link: Link, opts: { los
     const down = await d.waitForLog(/link down route=far/, 5000).then(() => loggedAt(d!, /link down route=far/)!);
     await d.waitForLog(/interrupted by link down; stays queued/, 5000);
     const cut = loggedAt(d, /interrupted by link down/)!;
+    assert.match(d.logs(), /interrupted by link down[^\n]*\(before the end of the data\)/);
     assert.ok(cut - down <= 1000, `session cut ${cut - down} ms after the link-down event`);
 
     const synsAtDown = syns.read();
@@ -185,6 +186,30 @@ if (!canUseNetns()) {
       carrierUp(v);
       await waitFor('the message at the far side', () => far.tags.includes('unreach-1'), 20_000);
       assert.equal(far.tags, ['unreach-1']);
+    } finally {
+      await d?.stop();
+      far.stop();
+      carrierUp(v);
+    }
+  });
+  test('a link-down between our end of the data and the reply: said in the log, sent again once (at-least-once), never lost', async () => {
+    if (!canUseNft(v)) return console.log('  (skipped: nft not installed)');
+    const far = await startFarSide(v.ns, v.farIp, PORT, ['--stall-data', '1']);
+    let d: RunningDaemon | null = null;
+    try {
+      const site = await makeSite('[queue]\nretry_min = "1h"\nretry_max = "2h"');
+      site.route('far', `smarthost = "${v.farIp}:${PORT}"\ntls = "none"\nonline.interface = "${v.hostIf}"\n`);
+      d = await startDaemon(site);
+      await d.waitForLog(/link up route=far/);
+      await inject(site.port, 'dot-1');
+      await waitFor('the far side keeping the message without a reply', () => far.stalls.includes('data'), 15_000);
+      carrierDown(v);
+      const [line] = await d.waitForLog(/interrupted by link down[^\n]*/, 5000);
+      assert.match(line, /after the end of the data, before the reply: it may arrive twice/);
+      carrierUp(v);
+      await waitFor('the message sent again', () => far.tags.filter((t) => t === 'dot-1').length === 2, 20_000);
+      await d.waitForLog(/delivered to=<you@far\.example>/, 5000);
+      assert.equal(far.tags, ['dot-1', 'dot-1'], 'more than one duplicate for one drop');
     } finally {
       await d?.stop();
       far.stop();
