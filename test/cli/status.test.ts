@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { stopAfterEach } from '../helpers/cleanup.js';
 import { makeSite, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
-import { freePort } from '../helpers/ports.js';
+import { freePort, waitFor } from '../helpers/ports.js';
 import { smarthostRoute } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { writeFile, writeSecret } from '../helpers/tmp.js';
@@ -144,13 +144,11 @@ test('status tells the truth: reasons add up, an ONLINE link shows the failing d
   probe.close();
 });
 
+/** The status text once `ok` holds (or the last one after 10 s: the caller's assertion says why). */
 async function waitForStatus(site: TestSite, ok: (t: string) => boolean): Promise<{ text: string }> {
-  for (let i = 0; i < 100; i++) {
-    const { text } = await status(site);
-    if (ok(text)) return { text };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return status(site);
+  let text = '';
+  await waitFor('status', async () => ok((text = (await status(site)).text)), 10_000, 100).catch(() => undefined);
+  return { text };
 }
 
 test.run();
