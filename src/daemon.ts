@@ -213,7 +213,12 @@ export class Daemon {
       openMessage: () => d.openMessage(),
       get archive() { return d.config.local.archive; },
       get checkTimeoutMs() { return d.config.checks.timeoutMs; },
-      committed: () => d.runner.wake(),
+      // Recipients with no usable route are stored waiting (the runner decides at commit): a
+      // pass is needed only for the others.
+      waitingAt: (sender, rcpt) => d.runner.waitingAt(sender, rcpt),
+      committed: (_id, meta, waiting) => {
+        if (waiting < meta.recipients.length) d.runner.wake();
+      },
       ...extra,
     };
   }

@@ -8,7 +8,7 @@ import { log } from '../log/log.js';
 import { submitBounce, type Notice } from '../intake/bounce.js';
 import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { QueueAdmin } from '../queue/admin.js';
-import type { Clock, Envelope, EnvelopeUpdate, QueueStore } from '../queue/store.js';
+import type { Clock, Envelope, EnvelopeUpdate, QueueStore, RecipientWaiting } from '../queue/store.js';
 import type { RewriteSpec, RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
 import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type RewriteContext } from '../routes/rewrite.js';
@@ -60,6 +60,12 @@ export interface LocalLane {
 
 export class DeliveryRunner {
   private timer: NodeJS.Timeout | null = null;
+  /** When `timer` fires (Infinity: no timer). */
+  private timerAt = Infinity;
+  /** The timer was set for new waiting mail alone (not from the queue's due times). */
+  private timerForRecheck = false;
+  /** The earliest recheck of new mail stored as waiting (waitingAt) that no pass has reached yet. */
+  private recheckBy = Infinity;
   private running = false;
   private again = false;
   private stopped = false;
@@ -139,7 +145,38 @@ export class DeliveryRunner {
       return;
     }
     if (this.timer) clearTimeout(this.timer);
+    this.timerAt = this.clock();
+    this.timerForRecheck = false;
     this.timer = setTimeout(() => void this.pass(), 0);
+  }
+
+  /**
+   * A recipient of new mail as a pass would see it now: null when it can go (local delivery, or
+   * a route that is up), else the "waiting for a route" state the pass would record. The intake
+   * stores that with the message, so new mail with no usable route costs no pass (Postfix's qmgr
+   * does not rescan either); a reload or a link coming up releases it like any waiting mail.
+   */
+  waitingAt(sender: string, recipient: string): RecipientWaiting | null {
+    if (this.local?.isLocal(recipient)) return null;
+    const choice = selectRoute(this.routes, sender, recipient, this.isOnline);
+    if (choice.route) return null;
+    const nextAttempt = this.clock() + this.config.queue.noRouteRecheckMs;
+    // Looked at again by then even if no pass runs meanwhile (its row may not be committed
+    // yet when the next pass asks the queue for its earliest due time).
+    this.recheckBy = Math.min(this.recheckBy, nextAttempt);
+    if (!this.running && !this.stopped && nextAttempt < this.timerAt) this.setTimer(nextAttempt, true);
+    return { waiting: choice.waitingFor ?? '*', lastError: choice.reason, nextAttempt };
+  }
+
+  /** (Re)arms the timer for a pass at `at`, unless one is due sooner. */
+  private setTimer(at: number, recheck = false): void {
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    const delay = Math.min(Math.max(at - this.clock(), 0), MAX_SLEEP_MS);
+    this.timerAt = this.clock() + delay;
+    this.timerForRecheck = recheck;
+    this.timer = setTimeout(() => void this.pass(), delay);
+    this.timer.unref();
   }
 
   /** Runs passes until nothing is due now (used by `runq` without a daemon). */
@@ -179,8 +216,10 @@ export class DeliveryRunner {
     }
     this.running = true;
     this.timer = null;
+    this.timerAt = Infinity;
     try {
       const now = this.clock();
+      if (this.recheckBy <= now) this.recheckBy = Infinity; // this pass's query sees those rows
       this.finishedDuringPass.clear();
       for (const [id, t] of this.heldUntil) if (t <= now) this.heldUntil.delete(id);
       const due = (await this.store.due(now, BATCH)).filter((e) => !this.heldInMemory(e.envId) && !this.finishedDuringPass.has(e.envId));
@@ -258,12 +297,11 @@ export class DeliveryRunner {
 
   private async armTimer(): Promise<void> {
     if (this.stopped || this.running) return;
-    const next = await this.nextWake().catch(() => null);
-    if (this.timer || this.running || this.stopped) return;
-    if (next === null) return; // nothing queued: sleep until new mail or an event wakes us
-    const delay = Math.min(Math.max(next - this.clock(), 0), MAX_SLEEP_MS);
-    this.timer = setTimeout(() => void this.pass(), delay);
-    this.timer.unref();
+    const queued = (await this.nextWake().catch(() => null)) ?? Infinity;
+    if (this.running || this.stopped) return;
+    const next = Math.min(queued, this.recheckBy);
+    if (next === Infinity) return; // nothing queued: sleep until new mail or an event wakes us
+    this.setTimer(next, this.recheckBy < queued);
   }
 
   /** Kept back by this process: being delivered, result not stored yet, or a write that failed. */
@@ -341,7 +379,8 @@ export class DeliveryRunner {
         }
         this.jobsInFlight--;
         this.jobDone.splice(0).forEach((r) => r());
-        if (!this.running && !this.timer) void this.armTimer();
+        // A timer set only for new waiting mail does not know this job's next attempt.
+        if (!this.running && (!this.timer || this.timerForRecheck)) void this.armTimer();
       });
     for (const e of envs) this.inFlight.set(e.envId, running);
     return running;

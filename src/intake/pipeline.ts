@@ -17,7 +17,7 @@ import { log } from '../log/log.js';
 import { applyHeaderChanges } from '../message/header-edit.js';
 import { parseHeaderSection } from '../message/headers.js';
 import { qualifyHeaderSection } from '../message/qualify-headers.js';
-import type { MessageMeta, Spool } from '../queue/store.js';
+import type { MessageMeta, RecipientWaiting, Spool } from '../queue/store.js';
 import { DataChecker, type DataProblem } from '../smtp/data-check.js';
 import { replies } from '../smtp/replies.js';
 
@@ -27,8 +27,13 @@ export interface IntakeTarget {
   /** [local] archive: every message but a bounce also goes to this address. */
   archive?: string | null;
   checkTimeoutMs?: number;
-  /** Told after each commit, e.g. to wake the delivery runner. */
-  committed?(msgid: string, meta: MessageMeta): void;
+  /**
+   * Told after each commit, e.g. to wake the delivery runner; `waiting` recipients were stored
+   * already waiting for a route (waitingAt), so only the others need a delivery pass.
+   */
+  committed?(msgid: string, meta: MessageMeta, waiting: number): void;
+  /** A recipient of new mail that cannot be delivered now, and how it waits (the runner's view); null: it can go. */
+  waitingAt?(sender: string, recipient: string): RecipientWaiting | null;
   /**
    * Runs after the commit and before the caller is answered (pre-queue local delivery). A string
    * is the text of a permanent failure for every recipient: the message is refused with it.
@@ -194,7 +199,14 @@ export async function submit(target: IntakeTarget, source: IntakeSource, envelop
     if (err instanceof SmtpError) throw err;
     return failCommit(spool.msgid, err);
   }
-  const meta = target.archive && source.kind !== 'bounce' ? { ...envelope, recipients: [...envelope.recipients, target.archive] } : envelope;
+  const base = target.archive && source.kind !== 'bounce' ? { ...envelope, recipients: [...envelope.recipients, target.archive] } : envelope;
+  // Recipients with no usable route are stored as waiting in the commit itself: no pass of the
+  // runner has to load them only to write that down (mail held until a later time is not asked).
+  let waiting = 0;
+  const waitingAt = target.waitingAt?.bind(target);
+  const meta: MessageMeta = waitingAt && base.notBefore === undefined
+    ? { ...base, waitingAt: (r) => { const w = waitingAt(base.sender, r); if (w) waiting++; return w; } }
+    : base;
   try {
     await spool.commit(meta);
   } catch (err) {
@@ -205,7 +217,7 @@ export async function submit(target: IntakeTarget, source: IntakeSource, envelop
   // Local delivery first, then wake the runner for the rest: the runner must not race the
   // caller for the local recipients it is about to deliver itself.
   const failed = target.afterCommit ? await target.afterCommit(spool.msgid, meta).catch(() => null) : null;
-  target.committed?.(spool.msgid, meta);
+  target.committed?.(spool.msgid, meta, waiting);
   if (failed) throw replies.deliveryFailed(failed);
   return spool.msgid;
 }

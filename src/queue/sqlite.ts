@@ -407,7 +407,10 @@ class SqliteSpool implements Spool {
       this.msgid, meta.sender, now, this.written, meta.via, meta.client ?? null, meta.helo ?? null, meta.origin ?? null,
     ].map(sqlLiteral).join(', ')});\n`;
     meta.recipients.forEach((rcpt, i) => {
-      sql += `INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (${[envelopeId(this.msgid, i), this.msgid, rcpt, due].map(sqlLiteral).join(', ')});\n`;
+      const w = meta.waitingAt?.(rcpt) ?? null;
+      sql += w
+        ? `INSERT INTO recipients (env_id, msgid, address, next_attempt, last_error, waiting) VALUES (${[envelopeId(this.msgid, i), this.msgid, rcpt, w.nextAttempt, w.lastError, w.waiting].map(sqlLiteral).join(', ')});\n`
+        : `INSERT INTO recipients (env_id, msgid, address, next_attempt) VALUES (${[envelopeId(this.msgid, i), this.msgid, rcpt, due].map(sqlLiteral).join(', ')});\n`;
     });
     return this.writer.submitSql(true, sql);
   }

@@ -23,6 +23,19 @@ export interface MessageMeta {
   origin?: string;
   /** When delivery should first be tried (default: now). */
   notBefore?: number;
+  /**
+   * Asked once per recipient in the step that queues the commit (after any wait, so nothing can
+   * happen in between): a recipient that cannot be delivered now is stored already waiting for a
+   * route, as the runner would record it, and costs no delivery pass. A store may ignore it.
+   */
+  waitingAt?(recipient: string): RecipientWaiting | null;
+}
+
+/** A new recipient stored as waiting: for which route ('*': any), why, and when to look again. */
+export interface RecipientWaiting {
+  waiting: string;
+  lastError: string;
+  nextAttempt: number;
 }
 
 /** One recipient of a queued message, joined with its message. */

@@ -164,6 +164,28 @@ for (const b of BACKENDS) {
     await q.close();
   });
 
+  test(name('commit: a recipient waitingAt names is stored waiting (not due, counted by its route); releaseWaiting makes it due'), async () => {
+    const clock = steppedClock();
+    const q = await b.open(tmpDir(), clock);
+    const s = q.openMessage();
+    await writeMessage(s);
+    const asked: string[] = [];
+    await s.commit({
+      sender: 'a@here.example', recipients: ['x@there.example', 'y@there.example'], via: 'test',
+      waitingAt: (r) => (asked.push(r), r.startsWith('x') ? { waiting: 'isp', lastError: 'route isp is offline', nextAttempt: clock() + 3_600_000 } : null),
+    });
+    assert.equal(asked, ['x@there.example', 'y@there.example']);
+    const [x, y] = (await q.getMessage(s.msgid))!.recipients;
+    assert.equal([x!.attempts, x!.nextAttempt, x!.lastError, x!.firstAttempt], [0, clock() + 3_600_000, 'route isp is offline', null]);
+    assert.equal([y!.nextAttempt, y!.lastError], [clock(), null]);
+    assert.equal((await q.due(clock(), 10)).map((e) => e.recipient), ['y@there.example']);
+    assert.equal(await q.countByRoute(), { isp: 1, '*': 1 });
+    clock.step(1000);
+    assert.is(await q.releaseWaiting('isp'), 1);
+    assert.equal((await q.due(clock(), 10)).map((e) => e.recipient), ['y@there.example', 'x@there.example']);
+    await q.close();
+  });
+
   test(name('updateEnvelopes records an attempt; the first attempt is when a route was tried, by the clock'), async () => {
     const clock = steppedClock();
     const q = await b.open(tmpDir(), clock);
