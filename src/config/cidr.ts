@@ -42,8 +42,12 @@ export function parseCidr(text: string): { address: string; prefix: number; fami
   return { address, prefix, family };
 }
 
+/** Answers remembered per list: BlockList.check builds SocketAddress objects, and a session asks several times. */
+const SEEN_MAX = 256;
+
 export class NetworkList {
   private readonly list = new net.BlockList();
+  private readonly seen = new Map<string, boolean>();
   constructor(cidrs: readonly string[]) {
     for (const c of cidrs) {
       const p = parseCidr(c);
@@ -51,9 +55,12 @@ export class NetworkList {
     }
   }
   contains(address: string): boolean {
+    const known = this.seen.get(address);
+    if (known !== undefined) return known;
     const a = plainAddress(address);
-    if (net.isIPv4(a)) return this.list.check(a, 'ipv4');
-    if (net.isIPv6(a)) return this.list.check(a, 'ipv6');
-    return false;
+    const yes = net.isIPv4(a) ? this.list.check(a, 'ipv4') : net.isIPv6(a) ? this.list.check(a, 'ipv6') : false;
+    if (this.seen.size >= SEEN_MAX) this.seen.clear();
+    this.seen.set(address, yes);
+    return yes;
   }
 }

@@ -10,6 +10,19 @@ const RECIPIENT_DIGITS = 4;
 
 let lastMs = 0;
 let seq = 0;
+/** Random bits taken 512 bytes at a time (one randomBytes call per message showed in the profile). */
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+
+function random16(): number {
+  if (poolAt + 2 > pool.length) {
+    pool = randomBytes(512);
+    poolAt = 0;
+  }
+  const v = pool.readUInt16BE(poolAt);
+  poolAt += 2;
+  return v;
+}
 
 /** A new message id for a message arriving at `now` (the caller's clock, ms since the epoch). */
 export function newMessageId(now: number): string {
@@ -17,7 +30,7 @@ export function newMessageId(now: number): string {
   if (now === lastMs) seq = (seq + 1) & 0xffff;
   else {
     lastMs = now;
-    seq = randomBytes(2).readUInt16BE(0) & 0x0fff;
+    seq = random16() & 0x0fff;
   }
   return hex(now, 12) + hex(seq, 4);
 }
