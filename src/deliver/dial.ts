@@ -32,6 +32,8 @@ export const DEFAULT_KEEPALIVE_MS = 15_000;
 /** A dial that found no way through; `detail` is the per-address part of the message. */
 export class DialError extends Error {
   readonly code = 'ECONNECTION';
+  /** Every address failed at once with "no route" (EHOSTUNREACH, ENETUNREACH, ENETDOWN). */
+  unreachable = false;
   constructor(readonly where: string, readonly detail: string) {
     super(`cannot connect to ${where}: ${detail}`);
   }
@@ -90,8 +92,39 @@ export async function dial(o: DialOptions): Promise<net.Socket> {
       if (!addresses.length) throw new DialError(where, `${o.host} has no addresses`);
     }
   }
-  const remaining = o.connectTimeoutMs - (Date.now() - started);
-  return race(where, orderAddresses(addresses), o.port, Math.max(1, remaining), o);
+  // A link that has just come up may not route for a moment (the neighbour entry from before
+  // the carrier loss still failed, a PPP/LTE bearer not ready): "unreachable" within the first
+  // UNREACHABLE_SETTLE_MS is dialled again every UNREACHABLE_STEP_MS instead of failing the
+  // delivery; after that it is the host's answer, as before.
+  const order = orderAddresses(addresses);
+  for (;;) {
+    const remaining = o.connectTimeoutMs - (Date.now() - started);
+    try {
+      return await race(where, order, o.port, Math.max(1, remaining), o);
+    } catch (err) {
+      const settling = Date.now() - started + UNREACHABLE_STEP_MS < Math.min(UNREACHABLE_SETTLE_MS, o.connectTimeoutMs);
+      if (!(err instanceof DialError) || !err.unreachable || !settling || !(await pause(UNREACHABLE_STEP_MS, o.signal))) throw err;
+    }
+  }
+}
+
+export const UNREACHABLE_SETTLE_MS = 2_000;
+const UNREACHABLE_STEP_MS = 250;
+const NO_ROUTE = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN']);
+
+/** false when aborted meanwhile. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(false);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      resolve(ok);
+    };
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 interface Attempt {
@@ -101,6 +134,8 @@ interface Attempt {
   timer: NodeJS.Timeout;
   /** Why it failed; undefined while it runs. */
   failure?: string;
+  /** The errno it failed with, if any. */
+  code?: string;
 }
 
 function race(where: string, order: string[], port: number, budgetMs: number, o: DialOptions): Promise<net.Socket> {
@@ -138,7 +173,9 @@ function race(where: string, order: string[], port: number, budgetMs: number, o:
       const tried = attempts.map((a) => `${a.address} ${a.failure ?? `timed out after ${seconds(Date.now() - a.startedAt)} s`}`);
       const untried = order.length - attempts.length;
       if (untried) tried.push(`${untried} more address(es) not tried within ${seconds(budgetMs)} s (connect_timeout)`);
-      return new DialError(where, tried.join(', '));
+      const e = new DialError(where, tried.join(', '));
+      e.unreachable = !untried && attempts.length > 0 && attempts.every((a) => a.code !== undefined && NO_ROUTE.has(a.code));
+      return e;
     };
 
     const failed = (a: Attempt, why: string) => {
@@ -164,7 +201,10 @@ function race(where: string, order: string[], port: number, budgetMs: number, o:
       };
       attempts.push(a);
       socket.once('connect', () => finish(a));
-      socket.on('error', (err: NodeJS.ErrnoException) => failed(a, reason(err)));
+      socket.on('error', (err: NodeJS.ErrnoException) => {
+        if (!a.failure) a.code = err.code;
+        failed(a, reason(err));
+      });
       if (next < order.length) stagger = setTimeout(start, delay);
     };
 

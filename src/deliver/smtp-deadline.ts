@@ -50,8 +50,24 @@ interface Internals {
 }
 
 export const DEADLINE_CODE = 'EDEADLINE';
+/** No byte of a reply a healthy server sends at once, for stall_timeout (see StallHedge). */
+export const HEDGE_CODE = 'EHEDGE';
 /** The progress watchdog cut a connection on which nothing got through (progress-watchdog.ts). */
 export const STALL_CODE = 'ESTALL';
+
+/**
+ * On a lossy link a lost reply costs TCP's back-off, which after a retransmitted SYN starts at
+ * 3 s and doubles: one lost greeting or MAIL reply can hold a session for 10-20 s, longer than
+ * many up-windows of a flapping LTE link. The replies that come at once from a healthy server
+ * (greeting, EHLO/HELO, STARTTLS, MAIL, RCPT, DATA — all before the end of the data, so the
+ * server has not taken the message) get this shorter limit; on expiry with nothing received
+ * the connection is cut (HEDGE_CODE) and the caller tries once more on a new connection.
+ */
+export interface StallHedge {
+  ms: number;
+}
+
+const HEDGED: ReadonlySet<string> = new Set(['the connection (greeting)', 'EHLO', 'HELO', 'STARTTLS', 'MAIL FROM', 'RCPT TO', 'DATA']);
 
 /** The hooked members were found once (deps/pinned.ts); the daemon checked the version at start. */
 let checked = false;
@@ -61,15 +77,23 @@ export class ReplyDeadlines {
   private timer: NodeJS.Timeout | undefined;
   private totalTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
   /** Bytes received since the head reply's clock started. */
   private bytes = 0;
+  /** When the head reply's clock started. */
+  private headSince = 0;
+  /**
+   * The longest wait for the first byte of a reply StallHedge covers: a server that is simply
+   * slow to answer shows here, and is then not hedged (SmtpTransport.slowHosts).
+   */
+  longestSilenceMs = 0;
   private readonly c: Internals;
 
   /**
    * @param peer how messages name the server: "smarthost smtp.example.net:587"
    * @param connectMs the TCP (or tunnel) connection, until nodemailer says it is up
    */
-  constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false) {
+  constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false, private hedge?: StallHedge) {
     const c = (this.c = conn as unknown as Internals);
     if (!checked) {
       checkMembers('nodemailer', 'SMTPConnection', c, ['_sendCommand', '_createSendStream', '_processResponse', '_onData', '_onConnect', '_onError']);
@@ -102,6 +126,10 @@ export class ReplyDeadlines {
       return _processResponse.call(this);
     };
     c._onData = function (chunk) {
+      if (!self.bytes && self.headSince && self.owed[0]?.armed && HEDGED.has(self.owed[0].what)) {
+        self.longestSilenceMs = Math.max(self.longestSilenceMs, Date.now() - self.headSince);
+        clearTimeout(self.stallTimer);
+      }
       self.bytes += chunk?.length ?? 0;
       return _onData.call(this, chunk);
     };
@@ -131,7 +159,14 @@ export class ReplyDeadlines {
     this.totalTimer = undefined;
   }
 
+  /** No more StallHedge on this connection (the retry after a hedge, a host known to be slow). */
+  noHedge(): void {
+    this.hedge = undefined;
+    clearTimeout(this.stallTimer);
+  }
+
   stop(): void {
+    clearTimeout(this.stallTimer);
     clearTimeout(this.timer);
     clearTimeout(this.totalTimer);
     clearTimeout(this.connectTimer);
@@ -150,10 +185,19 @@ export class ReplyDeadlines {
   /** (Re)starts the clock for the reply at the head of the queue, if it is owed yet. */
   private restart(): void {
     clearTimeout(this.timer);
+    clearTimeout(this.stallTimer);
     this.timer = undefined;
     this.bytes = 0;
+    this.headSince = 0;
     const head = this.owed[0];
     if (!head?.armed || this.c._destroyed) return;
+    this.headSince = Date.now();
+    const hedge = this.hedge;
+    if (hedge && HEDGED.has(head.what)) {
+      this.stallTimer = unref(setTimeout(() => {
+        if (!this.bytes) this.fail(`${this.peer} sent nothing in reply to ${head.what} for ${seconds(hedge.ms)} s (stall_timeout)`, HEDGE_CODE);
+      }, hedge.ms));
+    }
     const { key, option } = LIMIT[head.kind];
     const ms = this.limits[key];
     this.timer = unref(setTimeout(() => {

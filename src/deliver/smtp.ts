@@ -4,6 +4,7 @@
 // pipelines the envelope), and pooled connections: several messages per connection up to the
 // route's messages_per_connection, at most max_connections per destination.
 
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { isIP, Socket } from 'node:net';
@@ -14,7 +15,8 @@ import type { SmtpClientSpec } from '../routes/profile.js';
 import { dial, DialError } from './dial.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
-import { DEADLINE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
+import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
+import { ConnectionPool, type PooledConnection } from './smtp-pool.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
@@ -55,30 +57,22 @@ interface SmtpErrorLike extends BaseSmtpError {
   duringTls?: boolean;
 }
 
-interface PooledConnection {
-  conn: SMTPConnection;
-  deadlines: ReplyDeadlines;
-  hop: SmtpHop;
-  sent: number;
-  broken: boolean;
-}
+/** A failure to set up a session; `stalled` when the stall hedge cut it (worth one more round). */
+type ConnectFailure = DeliveryResult & { stalled?: boolean };
 
-class Pool {
-  idle: { pc: PooledConnection; timer: NodeJS.Timeout }[] = [];
-  active = 0;
-  waiters: (() => void)[] = [];
-}
-
-const IDLE_CLOSE_MS = 5_000;
+/** How long a host seen answering slowly (not stalled by the link) goes without the stall hedge. */
+const SLOW_HOST_MS = 15 * 60_000;
 /** open() refused to send AUTH over an unencrypted session. */
 const PLAIN_AUTH_CODE = 'EPLAINAUTH';
 
 export class SmtpTransport implements Transport {
   readonly name: string;
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, ConnectionPool>();
+  /** Hosts seen answering slowly with the stall hedge off: not hedged until then (ms). */
+  private readonly slowHosts = new Map<string, number>();
   private readonly ca: string[] | undefined;
   /** Aborted by interrupt() (link down); replaced by a fresh one at once. */
-  private abort = new AbortController();
+  private abort = manyListeners(new AbortController());
   /** Every SMTP connection of this transport that is not closed yet, for interrupt(). */
   private readonly live = new Set<SMTPConnection>();
 
@@ -94,11 +88,11 @@ export class SmtpTransport implements Transport {
     const signal = this.abort.signal;
     const key = this.o.poolKey(job);
     let pool = this.pools.get(key);
-    if (!pool) this.pools.set(key, (pool = new Pool()));
+    if (!pool) this.pools.set(key, (pool = new ConnectionPool(this.o.maxConnections, this.o.messagesPerConnection)));
     // Where the delivery stood, for the interrupted line: after the end of the data a link-down
     // may mean the server kept it — the one case of a possible duplicate (at-least-once).
     let phase = 'waiting for a connection slot';
-    if (!(await this.slot(pool, signal))) return interruptedResult(job, signal, phase);
+    if (!(await pool.slot(signal))) return interruptedResult(job, signal, phase);
     // transaction_timeout counts from here: connecting (every hop) and sending, together.
     const deadlineAt = Date.now() + this.o.spec.deadlines.transactionMs;
     let pc: PooledConnection | undefined;
@@ -106,23 +100,42 @@ export class SmtpTransport implements Transport {
     const release = () => {
       if (released) return;
       released = true;
-      this.release(pool, pc);
+      pool.release(pc);
     };
     const work = (async () => {
-      pc = this.takeIdle(pool);
-      phase = 'connecting';
-      if (!pc) {
-        const opened = await this.connectAny(job, deadlineAt, signal);
-        if (!('conn' in opened)) return sameForAll(job, opened);
-        pc = opened;
-        // Connected just as the link went down: the session is dropped with the rest.
-        if (signal.aborted) {
-          pc.broken = true;
-          return interruptedResult(job, signal, phase);
+      // Round 0 may be cut by the stall hedge (a reply that should come at once, silent for
+      // stall_timeout, before the end of the data); round 1 runs on a new connection without it.
+      for (let round = 0; ; round++) {
+        const hedged = round === 0;
+        pc = hedged ? pool.takeIdle() : undefined;
+        phase = 'connecting';
+        if (!pc) {
+          const opened = await this.connectAny(job, deadlineAt, signal, hedged);
+          if (!('conn' in opened)) {
+            if (opened.stalled && hedged && !signal.aborted) {
+              this.logStall(job, opened.message);
+              continue;
+            }
+            return sameForAll(job, opened);
+          }
+          pc = opened;
+          // Connected just as the link went down: the session is dropped with the rest.
+          if (signal.aborted) {
+            pc.broken = true;
+            return interruptedResult(job, signal, phase);
+          }
         }
+        phase = 'before the end of the data';
+        const results = await this.send(pc, job, deadlineAt, () => (phase = 'after the end of the data, before the reply: it may arrive twice'));
+        if (pc.stalled && hedged && !signal.aborted) {
+          this.logStall(job, [...results.values()][0]?.message ?? 'stalled');
+          destroyConnection(pc.conn);
+          pc = undefined;
+          continue;
+        }
+        if (!hedged) this.learnSlowHost(pc);
+        return results;
       }
-      phase = 'before the end of the data';
-      return await this.send(pc, job, deadlineAt, () => (phase = 'after the end of the data, before the reply: it may arrive twice'));
     })().finally(release);
     // Link down: the slot is free at once and the envelopes go back to the queue, whatever
     // nodemailer still has to say about the socket interrupt() destroyed.
@@ -151,67 +164,15 @@ export class SmtpTransport implements Transport {
    */
   interrupt(why: string): void {
     const old = this.abort;
-    this.abort = new AbortController();
+    this.abort = manyListeners(new AbortController());
     old.abort(new Error(why));
-    for (const pool of this.pools.values()) {
-      for (const { pc, timer } of pool.idle) {
-        clearTimeout(timer);
-        pc.broken = true;
-      }
-      pool.idle = [];
-    }
+    for (const pool of this.pools.values()) pool.dropIdle('broken');
     for (const conn of this.live) destroyConnection(conn);
     this.live.clear();
   }
 
-  /** A slot of the pool; false when the link went down while waiting for one. */
-  private slot(pool: Pool, signal: AbortSignal): Promise<boolean> {
-    if (signal.aborted) return Promise.resolve(false);
-    if (pool.active < this.o.maxConnections) {
-      pool.active++;
-      return Promise.resolve(true);
-    }
-    return new Promise((resolve) => {
-      const waiter = () => {
-        signal.removeEventListener('abort', giveUp);
-        pool.active++;
-        resolve(true);
-      };
-      const giveUp = () => {
-        pool.waiters = pool.waiters.filter((w) => w !== waiter);
-        resolve(false);
-      };
-      signal.addEventListener('abort', giveUp, { once: true });
-      pool.waiters.push(waiter);
-    });
-  }
-
-  private takeIdle(pool: Pool): PooledConnection | undefined {
-    for (let e = pool.idle.pop(); e; e = pool.idle.pop()) {
-      clearTimeout(e.timer);
-      if (!e.pc.broken) return e.pc;
-    }
-    return undefined;
-  }
-
-  private release(pool: Pool, pc: PooledConnection | undefined): void {
-    pool.active--;
-    if (pc) {
-      if (pc.broken || pc.sent >= this.o.messagesPerConnection) quit(pc);
-      else {
-        const timer = setTimeout(() => {
-          pool.idle = pool.idle.filter((e) => e.pc !== pc);
-          quit(pc);
-        }, IDLE_CLOSE_MS);
-        timer.unref();
-        pool.idle.push({ pc, timer });
-      }
-    }
-    pool.waiters.shift()?.();
-  }
-
   /** Tries each hop in order; the first that accepts a session wins. */
-  private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal): Promise<PooledConnection | DeliveryResult> {
+  private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal, hedged: boolean): Promise<PooledConnection | ConnectFailure> {
     const hops = await this.o.hops(job);
     if (!Array.isArray(hops)) return hops;
     const down: DeliveryResult = { outcome: 'interrupted', message: 'link went down before connecting' };
@@ -230,9 +191,11 @@ export class SmtpTransport implements Transport {
       if (signal.aborted) return down; // not one connection attempt once the link is down
       if (Date.now() >= deadlineAt) break; // the transaction_timeout failure is already in `last`
       try {
-        return await this.openWithFallback(hop, deadlineAt);
+        return await this.openWithFallback(hop, deadlineAt, hedged);
       } catch (err) {
         if (signal.aborted) return down;
+        // The session stalled while it was set up: once more from the first hop, unhedged.
+        if ((err as SmtpErrorLike).code === HEDGE_CODE) return { outcome: 'tempfail', message: (err as Error).message, remote: hop.host, retrySoon: true, stalled: true };
         last = this.connectFailure(hop, err as SmtpErrorLike);
         // A refused login is the same on every hop; don't hammer the others with it.
         if ((err as SmtpErrorLike).code === 'EAUTH') break;
@@ -246,14 +209,14 @@ export class SmtpTransport implements Transport {
    * once in plaintext on the same hop, as Postfix does at level "may": encryption was only
    * ever a bonus there, and the alternative is mail stuck until the server is fixed.
    */
-  private async openWithFallback(hop: SmtpHop, deadlineAt: number): Promise<PooledConnection> {
+  private async openWithFallback(hop: SmtpHop, deadlineAt: number, hedged: boolean): Promise<PooledConnection> {
     try {
-      return await this.open(hop, deadlineAt);
+      return await this.open(hop, deadlineAt, hedged);
     } catch (err) {
       const e = err as SmtpErrorLike;
-      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE || e.code === STALL_CODE) throw err;
+      if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE || e.code === STALL_CODE || e.code === HEDGE_CODE) throw err;
       log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
-      return this.open({ ...hop, tls: 'none' }, deadlineAt);
+      return this.open({ ...hop, tls: 'none' }, deadlineAt, hedged);
     }
   }
 
@@ -263,7 +226,7 @@ export class SmtpTransport implements Transport {
     return `${kind === 'mx' ? 'MX' : kind === 'smarthost' ? 'smarthost' : 'next hop'} ${hop.label}`;
   }
 
-  private async open(hop: SmtpHop, deadlineAt: number): Promise<PooledConnection> {
+  private async open(hop: SmtpHop, deadlineAt: number, hedged: boolean): Promise<PooledConnection> {
     const spec = this.o.spec;
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
@@ -318,7 +281,8 @@ export class SmtpTransport implements Transport {
     } as SMTPConnection.Options);
     this.live.add(conn);
     conn.once('end', () => this.live.delete(conn));
-    const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs);
+    const hedge = hedged && spec.stallMs > 0 && !this.isSlow(hop) ? { ms: spec.stallMs } : undefined;
+    const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs, false, hedge);
     deadlines.startTransaction(deadlineAt);
     if (connected) {
       const peer = this.peer(hop);
@@ -413,6 +377,7 @@ export class SmtpTransport implements Transport {
         const results = new Map<string, DeliveryResult>();
         if (err) {
           pc.broken = true; // the session state after a failed transaction is not worth trusting
+          if (err.code === HEDGE_CODE) pc.stalled = true;
           const perRcpt = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
           for (const r of job.recipients) results.set(r.envId, resultOf(perRcpt.get(r.recipient) ?? err, host));
           if (err.code === STALL_CODE || isNetworkFailure(err)) for (const r of results.values()) if (r.outcome === 'tempfail') r.retrySoon = true;
@@ -428,23 +393,41 @@ export class SmtpTransport implements Transport {
     });
   }
 
+  /** A round the stall hedge cut: said once, at info (it is the link, not the server). */
+  private logStall(job: DeliveryJob, why: string): void {
+    log.info(job.msgid, 'stalled; trying once more on a new connection', { route: this.name, why });
+  }
+
+  /** After an unhedged round: a server silent for stall_timeout that then answered is slow, not lost. */
+  private learnSlowHost(pc: PooledConnection): void {
+    const ms = this.o.spec.stallMs;
+    if (!ms || pc.deadlines.longestSilenceMs < ms) return;
+    if (!this.isSlow(pc.hop)) log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.name, hop: pc.hop.label, silence: `${(pc.deadlines.longestSilenceMs / 1000).toFixed(1)}s` });
+    this.slowHosts.set(hostKey(pc.hop), Date.now() + SLOW_HOST_MS);
+  }
+
+  private isSlow(hop: SmtpHop): boolean {
+    const until = this.slowHosts.get(hostKey(hop));
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.slowHosts.delete(hostKey(hop));
+    return false;
+  }
+
   async close(): Promise<void> {
-    for (const pool of this.pools.values()) {
-      for (const { pc, timer } of pool.idle) {
-        clearTimeout(timer);
-        quit(pc);
-      }
-      pool.idle = [];
-    }
+    for (const pool of this.pools.values()) pool.dropIdle('quit');
   }
 }
 
-function quit(pc: PooledConnection): void {
-  try {
-    pc.conn.quit();
-  } catch {
-    pc.conn.close();
-  }
+/** A host by its name, not by the address open() connected to. */
+function hostKey(hop: SmtpHop): string {
+  return `${hop.servername || hop.host}:${hop.port}`;
+}
+
+/** Every delivery waiting for a slot listens for the link going down: dozens are normal. */
+function manyListeners(c: AbortController): AbortController {
+  setMaxListeners(0, c.signal);
+  return c;
 }
 
 /** Drops a connection without a word to the peer (a dead link, or a session not worth ending politely). */

@@ -29,6 +29,7 @@ export function relayRoutes(config: Config): MxRoute[] {
     connectTimeoutMs: 10_000,
     keepAliveMs: 15_000,
     progressMs: 20_000,
+    stallMs: 3_000,
     allowPlainAuth: false,
     deadlines: DEFAULT_DEADLINES,
   }));

@@ -227,6 +227,8 @@ function readSmtpClient(r: ConfigReader, defaultTls: SmtpClientSpec['tls'], kind
     connectTimeoutMs: positiveDuration(r, 'connect_timeout', 10_000),
     keepAliveMs: positiveDuration(r, 'keepalive', 15_000),
     progressMs: positiveDuration(r, 'progress_timeout', 20_000),
+    // "0" turns it off: a server that always answers slowly is learned, but a route may know it.
+    stallMs: r.duration('stall_timeout', DEFAULT_STALL_MS),
     popBeforeSmtp: readPopBeforeSmtp(r),
     allowPlainAuth: r.bool('allow_plain_auth', kind === 'ssh'),
     deadlines: readDeadlines(r),
@@ -253,6 +255,9 @@ function readDeadlines(r: ConfigReader): SmtpDeadlines {
     transactionMs: positiveDuration(r, 'transaction_timeout', d.transactionMs),
   };
 }
+
+/** Above the round trips of a home link (LTE ~0.1-0.3 s), below TCP's back-off after two losses. */
+const DEFAULT_STALL_MS = 3_000;
 
 function positiveDuration(r: ConfigReader, key: string, dflt: number): number {
   const ms = r.duration(key, dflt);

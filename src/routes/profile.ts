@@ -70,6 +70,11 @@ export interface SmtpClientSpec {
   keepAliveMs: number;
   /** Outstanding data unacknowledged, nothing received, this long: the link is dead (progress-watchdog.ts). */
   progressMs: number;
+  /**
+   * No byte of a reply a healthy server sends at once (greeting, EHLO, MAIL, RCPT, DATA) for
+   * this long: cut and tried once more on a new connection (smtp-deadline.ts StallHedge); 0 = off.
+   */
+  stallMs: number;
   popBeforeSmtp?: PopBeforeSmtpSpec;
   /**
    * AUTH may go over a session that is not encrypted (tls = "none", or STARTTLS not offered or

@@ -132,4 +132,67 @@ test('the winner has TCP keepalive on (ss shows its keepalive timer)', async () 
   assert.ok(secs > 5 && secs <= 7, `keepalive timer at ${m![1]}, not the 7 s asked for`);
 });
 
+/** A loopback address made unreachable by a /32 route in the local table (root only); null if not possible. */
+function unreachableLoopback(address = randomLoopback()): { address: string; lift(): void } | null {
+  if (process.getuid?.() !== 0) return null;
+  const route = ['route', 'add', 'unreachable', `${address}/32`, 'table', 'local'];
+  try {
+    execFileSync('ip', route, { stdio: 'pipe' });
+  } catch {
+    return null;
+  }
+  let lifted = false;
+  return {
+    address,
+    lift() {
+      if (lifted) return;
+      lifted = true;
+      execFileSync('ip', ['route', 'del', 'unreachable', `${address}/32`, 'table', 'local'], { stdio: 'pipe' });
+    },
+  };
+}
+
+function randomLoopback(): string {
+  return `127.88.${process.pid % 250}.${1 + Math.floor(Math.random() * 250)}`;
+}
+
+test('a link that routes only a moment after it came up: "unreachable" is dialled again, connected once it routes', async () => {
+  if (process.getuid?.() !== 0) return console.log('  (skipped: needs root and ip)');
+  // Listening first: the address stops being local once the unreachable route covers it.
+  const address = randomLoopback();
+  const s = net.createServer((c) => sockets.push(c));
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, address, () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  const u = unreachableLoopback(address);
+  if (!u) return console.log('  (skipped: ip route failed)');
+  try {
+    // The first attempts fail at once with EHOSTUNREACH; the route goes away 400 ms in.
+    const lifter = setTimeout(() => u.lift(), 400);
+    const started = Date.now();
+    const sock = keep(await dial({ host: u.address, port, connectTimeoutMs: 10_000 }));
+    clearTimeout(lifter);
+    assert.ok(Date.now() - started >= 300, 'connected before the route was lifted?');
+    assert.is(sock.remoteAddress, u.address);
+  } finally {
+    u.lift();
+  }
+});
+
+test('a host that stays unreachable still fails within seconds, not at the connect timeout', async () => {
+  const u = unreachableLoopback();
+  if (!u) return console.log('  (skipped: needs root and ip)');
+  try {
+    const started = Date.now();
+    let err: DialError | undefined;
+    await dial({ host: u.address, port: 25, connectTimeoutMs: 30_000 }).catch((e: DialError) => (err = e));
+    const took = Date.now() - started;
+    assert.ok(err instanceof DialError, 'dial did not fail');
+    assert.match(err!.message, /host unreachable \(EHOSTUNREACH\)/);
+    assert.ok(took >= 1000 && took < 10_000, `failed after ${took} ms`);
+  } finally {
+    u.lift();
+  }
+});
+
 test.run();

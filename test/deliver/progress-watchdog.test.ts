@@ -70,7 +70,7 @@ if (!canUseNetns()) {
     // Loopback, no loss: MAIL FROM is answered after 4 s, longer than progress_timeout.
     const sh = await startSmarthost({ mailDelayMs: 4000 });
     const site = await makeSite('');
-    site.route('slow', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nprogress_timeout = "1s"\n`);
+    site.route('slow', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nprogress_timeout = "1s"\nstall_timeout = "0"\n`);
     const d = await startDaemon(site);
     try {
       const r = await sendMessage(site.port, 'me@tidemail.test', ['you@slow.example'], 'Subject: slow\r\n\r\nhello\r\n');

@@ -32,6 +32,8 @@ export interface SmarthostOptions {
   pauseRead?: (index: number) => number;
   /** Answer MAIL FROM only after this many ms (a slow but working peer). */
   mailDelayMs?: number;
+  /** Greet the n-th (1-based) connection only after the returned ms (a lost greeting, a greet pause). */
+  greetDelayMs?: (connection: number) => number;
   /** Called when a reply is withheld. */
   onStall?: (what: 'mail' | 'data' | 'read') => void;
 }
@@ -67,7 +69,9 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     disableReverseLookup: true,
     size: 200 * 1024 * 1024,
     onConnect: (_s, cb) => {
-      state.connections++;
+      const n = ++state.connections;
+      const delay = opts.greetDelayMs?.(n) ?? 0;
+      if (delay > 0) return void setTimeout(() => cb(), delay).unref();
       cb();
     },
     onAuth: (auth, _s, cb) => {

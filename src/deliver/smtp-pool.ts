@@ -1,0 +1,92 @@
+// The connection pool of one SMTP destination (a route, or an MX domain): at most
+// max_connections sessions at once, finished sessions kept idle for IDLE_CLOSE_MS so the next
+// message skips connect, greeting and EHLO, and at most messages_per_connection per session.
+
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { ReplyDeadlines } from './smtp-deadline.js';
+import type { SmtpHop } from './smtp.js';
+
+export interface PooledConnection {
+  conn: SMTPConnection;
+  deadlines: ReplyDeadlines;
+  hop: SmtpHop;
+  sent: number;
+  broken: boolean;
+  /** The stall hedge cut it (smtp-deadline.ts HEDGE_CODE): the delivery gets one more round. */
+  stalled?: boolean;
+}
+
+const IDLE_CLOSE_MS = 5_000;
+
+export class ConnectionPool {
+  private idle: { pc: PooledConnection; timer: NodeJS.Timeout }[] = [];
+  private active = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly maxConnections: number, private readonly messagesPerConnection: number) {}
+
+  /** A slot of the pool; false when the link went down while waiting for one. */
+  slot(signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return Promise.resolve(false);
+    if (this.active < this.maxConnections) {
+      this.active++;
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const waiter = () => {
+        signal.removeEventListener('abort', giveUp);
+        this.active++;
+        resolve(true);
+      };
+      const giveUp = () => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        resolve(false);
+      };
+      signal.addEventListener('abort', giveUp, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  takeIdle(): PooledConnection | undefined {
+    for (let e = this.idle.pop(); e; e = this.idle.pop()) {
+      clearTimeout(e.timer);
+      if (!e.pc.broken) return e.pc;
+    }
+    return undefined;
+  }
+
+  /** Gives the slot back; the connection goes idle, or is ended when broken or used up. */
+  release(pc: PooledConnection | undefined): void {
+    this.active--;
+    if (pc) {
+      if (pc.broken || pc.sent >= this.messagesPerConnection) quit(pc);
+      else {
+        const timer = setTimeout(() => {
+          this.idle = this.idle.filter((e) => e.pc !== pc);
+          quit(pc);
+        }, IDLE_CLOSE_MS);
+        timer.unref();
+        this.idle.push({ pc, timer });
+      }
+    }
+    this.waiters.shift()?.();
+  }
+
+  /** Forgets the idle sessions: marked broken (link down, they are dead) or ended politely. */
+  dropIdle(how: 'broken' | 'quit'): void {
+    for (const { pc, timer } of this.idle) {
+      clearTimeout(timer);
+      if (how === 'broken') pc.broken = true;
+      else quit(pc);
+    }
+    this.idle = [];
+  }
+}
+
+export function quit(pc: PooledConnection): void {
+  try {
+    pc.conn.quit();
+  } catch {
+    pc.conn.close();
+  }
+}
