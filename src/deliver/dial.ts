@@ -19,6 +19,11 @@ export interface DialOptions {
   connectTimeoutMs: number;
   /** RFC 8305's "Connection Attempt Delay"; 250 ms. */
   attemptDelayMs?: number;
+  /**
+   * Once every address has an attempt and none has connected, a fresh attempt to the oldest
+   * running one after this long, at most twice (0: never); 500 ms. See race().
+   */
+  repeatDelayMs?: number;
   /** TCP keepalive idle time on the connected socket; 15 s. */
   keepAliveMs?: number;
   signal?: AbortSignal;
@@ -27,6 +32,8 @@ export interface DialOptions {
 }
 
 export const DEFAULT_ATTEMPT_DELAY_MS = 250;
+export const DEFAULT_REPEAT_DELAY_MS = 500;
+const MAX_REPEATS = 2;
 export const DEFAULT_KEEPALIVE_MS = 15_000;
 
 /** A dial that found no way through; `detail` is the per-address part of the message. */
@@ -138,19 +145,30 @@ interface Attempt {
   code?: string;
 }
 
+/**
+ * A lost SYN costs TCP a second, and a connection whose SYN (or SYN-ACK) was resent starts with
+ * a 3 s retransmission timeout for its data (RFC 6298 5.7: no RTT sample) — on a lossy link that
+ * is what made sessions miss short up-windows. So when no attempt has connected after
+ * `repeatDelayMs`, a fresh attempt to the same address joins the race (at most MAX_REPEATS).
+ * The losers are destroyed before they connect, so the server never sees a session.
+ */
 function race(where: string, order: string[], port: number, budgetMs: number, o: DialOptions): Promise<net.Socket> {
   const delay = o.attemptDelayMs ?? DEFAULT_ATTEMPT_DELAY_MS;
+  const repeatDelay = o.repeatDelayMs ?? DEFAULT_REPEAT_DELAY_MS;
   return new Promise((resolve, reject) => {
     const attempts: Attempt[] = [];
     let next = 0;
+    let repeats = 0;
     let settled = false;
     let stagger: NodeJS.Timeout | undefined;
+    let repeater: NodeJS.Timeout | undefined;
 
     const finish = (winner: Attempt | null, err?: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(overall);
       clearTimeout(stagger);
+      clearTimeout(repeater);
       o.signal?.removeEventListener('abort', onAbort);
       for (const a of attempts) {
         clearTimeout(a.timer);
@@ -170,8 +188,9 @@ function race(where: string, order: string[], port: number, budgetMs: number, o:
     };
 
     const summary = () => {
-      const tried = attempts.map((a) => `${a.address} ${a.failure ?? `timed out after ${seconds(Date.now() - a.startedAt)} s`}`);
-      const untried = order.length - attempts.length;
+      // One line per address: a repeated attempt says the same as the one before it.
+      const tried = [...new Map(attempts.map((a) => [a.address, a])).values()].map((a) => `${a.address} ${a.failure ?? `timed out after ${seconds(Date.now() - a.startedAt)} s`}`);
+      const untried = order.length - new Set(attempts.map((a) => a.address)).size;
       if (untried) tried.push(`${untried} more address(es) not tried within ${seconds(budgetMs)} s (connect_timeout)`);
       const e = new DialError(where, tried.join(', '));
       e.unreachable = !untried && attempts.length > 0 && attempts.every((a) => a.code !== undefined && NO_ROUTE.has(a.code));
@@ -188,10 +207,10 @@ function race(where: string, order: string[], port: number, budgetMs: number, o:
       if (attempts.every((x) => x.failure)) finish(null);
     };
 
-    const start = () => {
+    const start = (repeatOf?: string) => {
       clearTimeout(stagger);
-      if (settled || next >= order.length) return;
-      const address = order[next++]!;
+      if (settled || (repeatOf === undefined && next >= order.length)) return;
+      const address = repeatOf ?? order[next++]!;
       const socket = net.connect({ host: address, port });
       const a: Attempt = {
         address,
@@ -206,6 +225,15 @@ function race(where: string, order: string[], port: number, budgetMs: number, o:
         failed(a, reason(err));
       });
       if (next < order.length) stagger = setTimeout(start, delay);
+      else if (repeatDelay > 0 && repeats < MAX_REPEATS) {
+        clearTimeout(repeater);
+        repeater = setTimeout(() => {
+          const oldest = attempts.find((x) => !x.failure);
+          if (!oldest || settled) return;
+          repeats++;
+          start(oldest.address);
+        }, repeatDelay);
+      }
     };
 
     const onAbort = () => finish(null, new DialError(where, 'aborted'));

@@ -21,7 +21,8 @@ const IDLE_CLOSE_MS = 5_000;
 export class ConnectionPool {
   private idle: { pc: PooledConnection; timer: NodeJS.Timeout }[] = [];
   private active = 0;
-  private waiters: (() => void)[] = [];
+  /** Each takes the slot and says true, or says false when its link went down meanwhile. */
+  private waiters: (() => boolean)[] = [];
 
   constructor(private readonly maxConnections: number, private readonly messagesPerConnection: number) {}
 
@@ -35,8 +36,14 @@ export class ConnectionPool {
     return new Promise((resolve) => {
       const waiter = () => {
         signal.removeEventListener('abort', giveUp);
+        // Woken by a session cut at the same link-down, before its own abort listener ran.
+        if (signal.aborted) {
+          resolve(false);
+          return false;
+        }
         this.active++;
         resolve(true);
+        return true;
       };
       const giveUp = () => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
@@ -69,7 +76,7 @@ export class ConnectionPool {
         this.idle.push({ pc, timer });
       }
     }
-    this.waiters.shift()?.();
+    for (let w = this.waiters.shift(); w && !w(); w = this.waiters.shift());
   }
 
   /** Forgets the idle sessions: marked broken (link down, they are dead) or ended politely. */

@@ -115,6 +115,22 @@ test('abort destroys every attempt at once', async () => {
   await waitFor('the socket to be gone', () => synSentTo(hole!.address) === 0, 2000);
 });
 
+test('a SYN left unanswered gets fresh attempts to the same address (0.5 s apart, two at most), all destroyed on abort', async () => {
+  if (!hole) return console.log('  (skipped: needs root, ip and nft)');
+  const ac = new AbortController();
+  const p = dial({ host: 'x', port: 25, addresses: [hole.address], connectTimeoutMs: 60_000, signal: ac.signal });
+  const t0 = Date.now();
+  await waitFor('a second attempt', () => synSentTo(hole!.address) === 2, 3000, 10);
+  assert.ok(Date.now() - t0 >= 400, 'the second attempt came before the repeat delay');
+  await waitFor('a third attempt', () => synSentTo(hole!.address) === 3, 3000, 10);
+  // The kernel's own SYN retransmissions do not show as sockets: three is the most.
+  const more = await waitFor('a fourth attempt', () => synSentTo(hole!.address) > 3 || null, 1500, 50).catch(() => false);
+  assert.is(more, false, 'more than two repeated attempts');
+  ac.abort();
+  await p.catch(() => undefined);
+  await waitFor('every attempt to be gone', () => synSentTo(hole!.address) === 0, 2000);
+});
+
 test('the winner has TCP keepalive on (ss shows its keepalive timer)', async () => {
   try {
     execFileSync('ss', ['-V'], { stdio: 'pipe' });
