@@ -98,6 +98,9 @@ function culprit(u: SystemUser, p: string): { at: string; mode: string; owner: s
 /** Our own code and every dependency's package dir as Node will find them (node_modules upwards). */
 export function codePaths(root = PACKAGE_ROOT): string[] {
   const out = [path.join(root, 'dist', 'src'), path.join(root, 'dist', 'src', 'daemon.js')];
+  // The bundle the launcher runs when it is there (packaging/bundle.mjs); its chunks load lazily too.
+  const bundle = path.join(root, 'dist', 'bundle');
+  if (fs.existsSync(path.join(bundle, 'main.js'))) out.push(bundle, path.join(bundle, 'main.js'));
   let deps: string[] = [];
   try {
     deps = Object.keys((JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {});

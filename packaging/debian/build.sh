@@ -23,6 +23,8 @@ cd "$REPO"
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 [ -f dist/src/main.js ] || npx tsc -p . || [ -f dist/src/main.js ] || die "dist/src/main.js missing: run npx tsc -p . first"
+# The bundle the launcher prefers (packaging/bundle.mjs), rebuilt when tsc ran after it.
+[ dist/bundle/main.js -nt dist/src/main.js ] || node packaging/bundle.mjs >/dev/null || die "bundling dist/src failed: run npm ci (esbuild is a devDependency)"
 [ -d "$NODE_MODULES/sqlite3" ] || die "$NODE_MODULES has no sqlite3: run npm ci first"
 VERSION=$(node -p 'require("./package.json").version')
 
@@ -33,9 +35,10 @@ LIB=$ROOT/usr/lib/tidemail
 DOC=$ROOT/usr/share/doc/tidemail
 mkdir -p "$LIB/dist" "$DOC" "$ROOT/usr/share/tidemail" "$ROOT/DEBIAN"
 
-# Our code: the launcher, the compiled src/ (not the tests), templates and presets.
+# Our code: the launcher, the compiled src/ (not the tests) and its bundle, templates and presets.
 cp -R bin "$LIB/bin"
 cp -R dist/src "$LIB/dist/src"
+cp -R dist/bundle "$LIB/dist/bundle"
 cp package.json package-lock.json "$LIB/"
 cp -R routes "$ROOT/usr/share/tidemail/routes"
 cp -R presets "$ROOT/usr/share/tidemail/presets"

@@ -45,7 +45,10 @@ const nodeHwm = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, '-e', 
 const n = stats(node);
 const s = stats(sendmail);
 const kib = (r: typeof hwm) => Number(String(r.stderr).trim().split('\n').at(-1));
-console.log(`sendmail -t start-up, ${new Date().toISOString()}, ${RUNS} runs each, interleaved (ms wall: median / min)`);
+// What the launcher runs: the bundle when it is not older than dist/src (bin/tidemail.js).
+const mtime = (p: string) => fs.statSync(path.join(ROOT, p), { throwIfNoEntry: false })?.mtimeMs;
+const runs = (mtime('dist/bundle/main.js') ?? -1) >= (mtime('dist/src/main.js') ?? 0) ? 'dist/bundle' : 'dist/src';
+console.log(`sendmail -t start-up (${runs}), ${new Date().toISOString()}, ${RUNS} runs each, interleaved (ms wall: median / min)`);
 console.log(`  node -e 0          ${n.median.toFixed(0).padStart(5)} / ${n.min.toFixed(0).padStart(4)}   peak RSS ${(kib(nodeHwm) / 1024).toFixed(1)} MB`);
 console.log(`  sendmail -t        ${s.median.toFixed(0).padStart(5)} / ${s.min.toFixed(0).padStart(4)}   peak RSS ${(kib(hwm) / 1024).toFixed(1)} MB`);
 console.log(`  ratio              ${(s.median / n.median).toFixed(2)}x / ${(s.min / n.min).toFixed(2)}x   (target <= 1.3x)`);

@@ -84,6 +84,7 @@ inspect('files: commands link to the launcher, hooks and unit in place, root-own
   }
   assert.is(files.get('usr/lib/tidemail/bin/tidemail.js')?.mode, '-rwxr-xr-x');
   assert.ok(files.has('usr/lib/tidemail/dist/src/main.js'));
+  assert.ok(files.has('usr/lib/tidemail/dist/bundle/main.js'), 'the bundle the launcher runs (packaging/bundle.mjs)');
   assert.is(files.get('usr/lib/systemd/system/tidemail.service')?.mode, '-rw-r--r--');
   for (const h of HOOKS) assert.is(files.get(h)?.mode, '-rwxr-xr-x', h);
   const addon = [...files.keys()].find((p) => p.endsWith('sqlite3/build/Release/node_sqlite3.node'));

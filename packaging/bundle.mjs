@@ -1,0 +1,76 @@
+// Bundles the compiled program (dist/src, from tsc) into dist/bundle/, which the launcher runs
+// when it is there (issue 17):   node packaging/bundle.mjs [PACKAGE_ROOT]
+//
+// Why: Node links every ES module separately, and each costs memory for as long as the process
+// lives; the daemon loads ~110 of ours. The bundle is main.js plus chunks (esbuild splitting),
+// one per lazily imported command or module and one per set of modules they share, so every
+// `import()` stays lazy: `sendmail` still never loads the daemon, the daemon loads ~50 files.
+//
+// What stays outside: node builtins and every npm package. sqlite3 is a native addon;
+// smtp-server and nodemailer are pinned and hooked, and deps/pinned.ts checks the installed
+// copy, which must be the one that runs; mailauth, ssh2 and node-cron load only when used.
+// They load from node_modules exactly as from dist/src.
+//
+// dist/src stays: the tests run from it, the privsep helper (forked by path) runs from it, and
+// code that finds files next to itself (package.json, routes/, presets/, helper.js) must find
+// the same files. So each module's `import.meta.url` is rewritten to the URL the module has
+// under dist/src. Not minified and no source map: a stack trace in the log names a line of
+// dist/bundle/*.js, and esbuild heads each module there with its dist/src path.
+
+import * as esbuild from 'esbuild';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..'));
+const SRC = path.join(ROOT, 'dist', 'src');
+const OUT = path.join(ROOT, 'dist', 'bundle');
+const NEW = `${OUT}.new-${process.pid}`;
+
+if (!fs.existsSync(path.join(SRC, 'main.js'))) {
+  console.error(`bundle: ${path.join(SRC, 'main.js')} missing: run npx tsc -p . first`);
+  process.exit(1);
+}
+
+/** `import.meta.url` of a dist/src module → that module's own URL, computed from the chunk's. */
+const ownUrl = {
+  name: 'own-import-meta-url',
+  setup(build) {
+    build.onLoad({ filter: /\.js$/ }, async (args) => {
+      if (!args.path.startsWith(SRC + path.sep)) return undefined;
+      const text = await fs.promises.readFile(args.path, 'utf8');
+      if (!text.includes('import.meta.url')) return { contents: text, loader: 'js' };
+      // Every output file is directly in dist/bundle/, so one relative path fits any chunk.
+      const rel = path.relative(OUT, args.path).split(path.sep).join('/');
+      return { contents: text.replaceAll('import.meta.url', `new URL(${JSON.stringify(rel)}, import.meta.url).href`), loader: 'js' };
+    });
+  },
+};
+
+const result = await esbuild.build({
+  absWorkingDir: ROOT,
+  entryPoints: { main: path.join(SRC, 'main.js') },
+  outdir: NEW,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  packages: 'external',
+  chunkNames: '[name]-[hash]',
+  minify: false,
+  sourcemap: false,
+  legalComments: 'none',
+  metafile: true,
+  logLevel: 'warning',
+  plugins: [ownUrl],
+});
+// Swap the whole directory: a launcher starting meanwhile finds either bundle or none (then it
+// runs dist/src), never main.js of one build with the chunks of another.
+const OLD = `${OUT}.old-${process.pid}`;
+if (fs.existsSync(OUT)) fs.renameSync(OUT, OLD);
+fs.renameSync(NEW, OUT);
+fs.rmSync(OLD, { recursive: true, force: true });
+const files = Object.keys(result.metafile.outputs);
+const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
+console.log(`bundle: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB in ${path.relative(ROOT, OUT)}/`);
