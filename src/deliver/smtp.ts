@@ -191,7 +191,7 @@ export class SmtpTransport implements Transport {
       if (signal.aborted) return down; // not one connection attempt once the link is down
       if (Date.now() >= deadlineAt) break; // the transaction_timeout failure is already in `last`
       try {
-        return await this.openWithFallback(hop, deadlineAt, hedged);
+        return await this.openWithFallback(hop, deadlineAt, hedged, signal);
       } catch (err) {
         if (signal.aborted) return down;
         // The session stalled while it was set up: once more from the first hop, unhedged.
@@ -209,14 +209,14 @@ export class SmtpTransport implements Transport {
    * once in plaintext on the same hop, as Postfix does at level "may": encryption was only
    * ever a bonus there, and the alternative is mail stuck until the server is fixed.
    */
-  private async openWithFallback(hop: SmtpHop, deadlineAt: number, hedged: boolean): Promise<PooledConnection> {
+  private async openWithFallback(hop: SmtpHop, deadlineAt: number, hedged: boolean, signal: AbortSignal): Promise<PooledConnection> {
     try {
-      return await this.open(hop, deadlineAt, hedged);
+      return await this.open(hop, deadlineAt, hedged, signal);
     } catch (err) {
       const e = err as SmtpErrorLike;
       if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE || e.code === STALL_CODE || e.code === HEDGE_CODE) throw err;
       log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
-      return this.open({ ...hop, tls: 'none' }, deadlineAt, hedged);
+      return this.open({ ...hop, tls: 'none' }, deadlineAt, hedged, signal);
     }
   }
 
@@ -226,7 +226,8 @@ export class SmtpTransport implements Transport {
     return `${kind === 'mx' ? 'MX' : kind === 'smarthost' ? 'smarthost' : 'next hop'} ${hop.label}`;
   }
 
-  private async open(hop: SmtpHop, deadlineAt: number, hedged: boolean): Promise<PooledConnection> {
+  /** `signal` is the delivery's own: a link-down during any await here stops the dial. */
+  private async open(hop: SmtpHop, deadlineAt: number, hedged: boolean, signal: AbortSignal): Promise<PooledConnection> {
     const spec = this.o.spec;
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
@@ -236,6 +237,7 @@ export class SmtpTransport implements Transport {
     // handed over: nodemailer alone would try IPv4 first and never the other family.
     let stream: Duplex | undefined;
     let connected: Socket | undefined;
+    if (signal.aborted) throw new Error('link went down before connecting');
     if (hop.openStream) stream = asSocket(await hop.openStream());
     else {
       try {
@@ -246,7 +248,9 @@ export class SmtpTransport implements Transport {
           resolver: hop.resolve,
           connectTimeoutMs: Math.max(1, Math.min(spec.connectTimeoutMs, deadlineAt - Date.now())),
           keepAliveMs: spec.keepAliveMs,
-          signal: this.abort.signal, // link down: the attempt in progress is cut too
+          // The delivery's signal, not the transport's current one: a link-down since the
+          // delivery began must stop this dial too (it replaced this.abort with a fresh one).
+          signal,
         });
       } catch (err) {
         // connectFailure says "cannot connect to LABEL: …" itself; pass only what went wrong where.
