@@ -67,9 +67,20 @@ const result = await esbuild.build({
 });
 // Swap the whole directory: a launcher starting meanwhile finds either bundle or none (then it
 // runs dist/src), never main.js of one build with the chunks of another.
+// Two builds at once (test files run in parallel, each may rebuild a stale bundle) are of the
+// same dist/src: when the other one's is put in place first, it stays and ours goes.
 const OLD = `${OUT}.old-${process.pid}`;
-if (fs.existsSync(OUT)) fs.renameSync(OUT, OLD);
-fs.renameSync(NEW, OUT);
+try {
+  fs.renameSync(OUT, OLD);
+} catch (err) {
+  if (err.code !== 'ENOENT') throw err;
+}
+try {
+  fs.renameSync(NEW, OUT);
+} catch (err) {
+  if ((err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') || !fs.existsSync(path.join(OUT, 'main.js'))) throw err;
+  fs.rmSync(NEW, { recursive: true, force: true });
+}
 fs.rmSync(OLD, { recursive: true, force: true });
 const files = Object.keys(result.metafile.outputs);
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
