@@ -31,10 +31,38 @@ export function ipv6Network64(address: string): string | null {
   return g ? g.slice(0, 4).join(':') + '::/64' : null;
 }
 
+const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
+const V4_SEG = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])';
+const V4_TAIL = new RegExp(`^(?:${V4_SEG}\\.){3}${V4_SEG}$`);
+const ZONE = /^[0-9a-zA-Z\-.:]+$/;
+
+/**
+ * net.isIPv6, answer for answer (test/config/cidr.test.ts compares them), without its one large
+ * regular expression, which node compiles at the first call: ~5 ms of every command's config
+ * load (`::1/128` is in the default trusted_networks; issue 17).
+ */
+export function isIPv6Text(s: string): boolean {
+  const pct = s.indexOf('%');
+  if (pct >= 0 && !ZONE.test(s.slice(pct + 1))) return false;
+  const halves = (pct >= 0 ? s.slice(0, pct) : s).split('::');
+  if (halves.length > 2) return false;
+  const groups = (part: string) => (part === '' ? [] : part.split(':'));
+  const tail = halves.length === 2 ? groups(halves[1]!) : [];
+  const all = [...groups(halves[0]!), ...tail];
+  let count = 0;
+  for (let i = 0; i < all.length; i++) {
+    if (HEX_GROUP.test(all[i]!)) count += 1;
+    // An IPv4 tail counts as two groups; after "::" only when something follows it.
+    else if (i === all.length - 1 && V4_TAIL.test(all[i]!) && (halves.length === 1 || tail.length > 0)) count += 2;
+    else return false;
+  }
+  return halves.length === 2 ? count <= 7 : count === 8;
+}
+
 /** Parses "10.0.0.0/8", "::1/128" or a bare address; null when malformed. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
   const [address, prefixText] = text.trim().split('/');
-  const family = net.isIPv4(address ?? '') ? 'ipv4' : net.isIPv6(address ?? '') ? 'ipv6' : null;
+  const family = net.isIPv4(address ?? '') ? 'ipv4' : isIPv6Text(address ?? '') ? 'ipv6' : null;
   if (!family || !address) return null;
   const max = family === 'ipv4' ? 32 : 128;
   const prefix = prefixText === undefined ? max : Number(prefixText);

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NetworkList } from '../../src/config/cidr.js';
+import { NetworkList, isIPv6Text, parseCidr } from '../../src/config/cidr.js';
 
 test('contains: the same answer on every ask, IPv4-mapped like plain, non-addresses never', () => {
   const list = new NetworkList(['127.0.0.0/8', '192.168.1.0/24', '2001:db8::/32']);
@@ -29,6 +29,40 @@ test('contains: past the remembered answers (1000 distinct addresses, twice) eve
       assert.is(list.contains(a), plain.check(a, 'ipv4'), a);
     }
   }
+});
+
+test('isIPv6Text answers as net.isIPv6: every string up to 7 characters of 0 f : . % 1, and mutated addresses', () => {
+  let seen = 0;
+  const same = (s: string) => {
+    seen++;
+    if (isIPv6Text(s) !== net.isIPv6(s)) assert.unreachable(`${JSON.stringify(s)}: net.isIPv6 says ${net.isIPv6(s)}`);
+  };
+  const walk = (s: string, depth: number): void => {
+    same(s);
+    if (depth) for (const c of ['0', 'f', ':', '.', '%', '1']) walk(s + c, depth - 1);
+  };
+  walk('', 7);
+  // Every place of "::" with 0-8 groups on each side, with and without an IPv4 tail.
+  for (let h = 0; h <= 8; h++) for (let t = 0; t <= 8; t++) for (const v4 of ['', '1.2.3.4', '01.2.3.4', '1.2.3.256']) {
+    const head = Array<string>(h).fill('ab'), tail = [...Array<string>(t).fill('FFFF'), ...(v4 ? [v4] : [])];
+    same(`${head.join(':')}::${tail.join(':')}`);
+    same([...head, ...tail].join(':'));
+    same([...head, ...tail].join(':') + '%eth0.1');
+  }
+  let x = 7;
+  const rnd = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const parts = ['0', '1', 'ab', 'ffff', 'FfFf', '12345', '', 'g1', '1.2.3.4', '0.0.0.0', '10.0.0.256'];
+  for (let i = 0; i < 50_000; i++) {
+    let s = Array.from({ length: Math.floor(rnd() * 10) }, () => parts[Math.floor(rnd() * parts.length)]).join(':');
+    const at = Math.floor(rnd() * (s.length + 1));
+    s = s.slice(0, at) + [':', '::', ':::', '.', ''][Math.floor(rnd() * 5)] + s.slice(at);
+    if (rnd() < 0.2) s += ['%eth0', '%', '%a.b-c:d', '%x y', '%%'][Math.floor(rnd() * 5)];
+    same(s);
+  }
+  assert.ok(seen > 300_000);
+  assert.equal(parseCidr('::1/128'), { address: '::1', prefix: 128, family: 'ipv6' });
+  assert.equal(parseCidr('fe80::1%eth0'), { address: 'fe80::1%eth0', prefix: 128, family: 'ipv6' });
+  assert.is(parseCidr('1::2::3/64'), null);
 });
 
 test.run();
