@@ -2,7 +2,7 @@
 //
 // Measures messages/s accepted into the durable queue at several concurrencies, side by side for
 //   floor     a raw SMTP sink in its own node process that stores nothing (sink.ts)
-//   tidemail  the daemon (node bin/tidemail.js daemon, i.e. dist/src/main.js) with a private config
+//   tidemail  the daemon (node bin/tidemail.js daemon: dist/bundle, or dist/src when tsc ran after it) with a private config
 //   postfix   a private Postfix instance holding all mail in its queue (postfix.ts), if installed
 // each driven by smtp-source (Postfix's load client, when installed) and by the Node generator
 // (load.ts, which pipelines). All three run at the same time and take turns, run by run. Then the
