@@ -17,6 +17,8 @@ class NetlinkEvents {
   private proc: ChildProcess | null = null;
   private readonly listeners = new Set<() => void>();
   private timer: NodeJS.Timeout | null = null;
+  /** More messages came while the burst's timer ran. */
+  private pending = false;
   private failed = false;
 
   subscribe(fn: () => void): () => void {
@@ -40,11 +42,18 @@ class NetlinkEvents {
       if (this.proc === proc) this.proc = null;
     });
     proc.stdout!.on('data', () => {
-      // Bursts of netlink messages (link, addresses, routes) → one recheck.
-      if (this.timer) return;
+      // The first message of a burst is checked at once: a lost carrier must cut the route's
+      // sessions before they send another SYN (every ms of delay is a window for one). The rest
+      // of the burst (addresses, routes) → one more check when it is over.
+      if (this.timer) {
+        this.pending = true;
+        return;
+      }
+      this.listeners.forEach((l) => l());
       this.timer = setTimeout(() => {
         this.timer = null;
-        this.listeners.forEach((l) => l());
+        if (this.pending) this.listeners.forEach((l) => l());
+        this.pending = false;
       }, DEBOUNCE_MS);
     });
     proc.unref();
