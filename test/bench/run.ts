@@ -1,8 +1,9 @@
-// tidemail benchmark: `npm run bench` (= tsc -p . && node dist/test/bench/run.js).
+// tidemail benchmark: `npm run bench` (= tsc -p . && node packaging/bundle.mjs && node dist/test/bench/run.js).
 //
 // Measures messages/s accepted into the durable queue at several concurrencies, side by side for
 //   floor     a raw SMTP sink in its own node process that stores nothing (sink.ts)
-//   tidemail  the daemon (node bin/tidemail.js daemon: dist/bundle, or dist/src when tsc ran after it) with a private config
+//   tidemail  the daemon (node bin/tidemail.js daemon: dist/bundle, or dist/src when tsc ran
+//             after the bundle) with a private config
 //   postfix   a private Postfix instance holding all mail in its queue (postfix.ts), if installed
 // each driven by smtp-source (Postfix's load client, when installed) and by the Node generator
 // (load.ts, which pipelines). All three run at the same time and take turns, run by run. Then the
