@@ -14,6 +14,8 @@ export interface PooledConnection {
   broken: boolean;
   /** The stall hedge cut it (smtp-deadline.ts HEDGE_CODE): the delivery gets one more round. */
   stalled?: boolean;
+  /** The last transaction ended with the server's reply (not a network error). */
+  answered?: boolean;
 }
 
 const IDLE_CLOSE_MS = 5_000;

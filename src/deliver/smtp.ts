@@ -17,6 +17,7 @@ import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
 import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
 import { ConnectionPool, type PooledConnection } from './smtp-pool.js';
+import { SlowHosts } from './smtp-slow-hosts.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
@@ -57,6 +58,10 @@ interface SmtpErrorLike extends BaseSmtpError {
   duringTls?: boolean;
 }
 
+const AFTER_DOT = 'after the end of the data, before the reply: it may arrive twice';
+/** How long a link-down waits for the reply to an end of data already sent. */
+const REPLY_GRACE_MS = 3_000;
+
 /** A failure to set up a session; `stalled` when the stall hedge cut it (worth one more round). */
 type ConnectFailure = DeliveryResult & { stalled?: boolean };
 
@@ -65,24 +70,25 @@ type ConnectFailure = DeliveryResult & { stalled?: boolean };
  * line a second connection stalls too often enough (the bench) that one hedge was not enough.
  */
 const HEDGE_ROUNDS = 2;
-/** How long a host seen answering slowly (not stalled by the link) goes without the stall hedge. */
-const SLOW_HOST_MS = 15 * 60_000;
 /** open() refused to send AUTH over an unencrypted session. */
 const PLAIN_AUTH_CODE = 'EPLAINAUTH';
 
 export class SmtpTransport implements Transport {
   readonly name: string;
   private readonly pools = new Map<string, ConnectionPool>();
-  /** Hosts seen answering slowly with the stall hedge off: not hedged until then (ms). */
-  private readonly slowHosts = new Map<string, number>();
+  /** Hosts seen answering slowly with the stall hedge off: not hedged for a while. */
+  private readonly slowHosts: SlowHosts;
   private readonly ca: string[] | undefined;
   /** Aborted by interrupt() (link down); replaced by a fresh one at once. */
   private abort = manyListeners(new AbortController());
   /** Every SMTP connection of this transport that is not closed yet, for interrupt(). */
   private readonly live = new Set<SMTPConnection>();
+  /** Connections whose end of the data is sent and whose reply is awaited. */
+  private readonly finishing = new Set<SMTPConnection>();
 
   constructor(private readonly o: SmtpTransportOptions) {
     this.name = o.name;
+    this.slowHosts = new SlowHosts(o.name);
     // A configured CA is trusted in addition to the public roots, never instead of them.
     this.ca = o.spec.caFile ? [...rootCertificates, fs.readFileSync(o.spec.caFile, 'utf8')] : undefined;
   }
@@ -133,32 +139,48 @@ export class SmtpTransport implements Transport {
           }
         }
         phase = 'before the end of the data';
-        const results = await this.send(pc, job, deadlineAt, () => (phase = 'after the end of the data, before the reply: it may arrive twice'));
+        const conn = pc.conn;
+        const results = await this.send(pc, job, deadlineAt, () => {
+          phase = AFTER_DOT;
+          this.finishing.add(conn);
+        });
+        this.finishing.delete(conn);
         if (pc.stalled && hedged && !signal.aborted) {
           this.logStall(job, [...results.values()][0]?.message ?? 'stalled');
           destroyConnection(pc.conn);
           pc = undefined;
           continue;
         }
-        if (!hedged) this.learnSlowHost(pc);
+        if (!hedged) this.slowHosts.learn(pc, this.o.spec.stallMs);
         return results;
       }
     })().finally(release);
     // Link down: the slot is free at once and the envelopes go back to the queue, whatever
     // nodemailer still has to say about the socket interrupt() destroyed.
+    // After the end of the data the server may already have the message: its reply is given
+    // REPLY_GRACE_MS (the link may not be dead — `tidemail link down`, a flapping detector),
+    // and only a reply that does not come makes it "interrupted" and a possible duplicate.
     let onAbort: (() => void) | undefined;
+    let grace: NodeJS.Timeout | undefined;
     const aborted = new Promise<Map<string, DeliveryResult>>((resolve) => {
       onAbort = () => {
         if (pc) pc.broken = true;
-        release();
-        resolve(interruptedResult(job, signal, phase));
+        const cut = () => {
+          release();
+          resolve(interruptedResult(job, signal, phase));
+        };
+        if (phase === AFTER_DOT) grace = setTimeout(cut, REPLY_GRACE_MS);
+        else cut();
       };
       signal.addEventListener('abort', onAbort, { once: true });
     });
+    let workFirst = false;
     try {
-      const results = await Promise.race([work, aborted]);
-      return signal.aborted ? interruptedResult(job, signal, phase) : results;
+      const results = await Promise.race([work.then((r) => ((workFirst = true), r)), aborted]);
+      if (!signal.aborted) return results;
+      return workFirst && phase === AFTER_DOT && pc?.answered ? results : interruptedResult(job, signal, phase);
     } finally {
+      clearTimeout(grace);
       signal.removeEventListener('abort', onAbort!);
     }
   }
@@ -174,8 +196,13 @@ export class SmtpTransport implements Transport {
     this.abort = manyListeners(new AbortController());
     old.abort(new Error(why));
     for (const pool of this.pools.values()) pool.dropIdle('broken');
-    for (const conn of this.live) destroyConnection(conn);
+    for (const conn of this.live) {
+      // Waiting for the reply to the end of the data: see REPLY_GRACE_MS in deliver().
+      if (this.finishing.has(conn)) setTimeout(() => destroyConnection(conn), REPLY_GRACE_MS).unref();
+      else destroyConnection(conn);
+    }
     this.live.clear();
+    this.finishing.clear();
   }
 
   /** Tries each hop in order; the first that accepts a session wins. */
@@ -292,7 +319,7 @@ export class SmtpTransport implements Transport {
     } as SMTPConnection.Options);
     this.live.add(conn);
     conn.once('end', () => this.live.delete(conn));
-    const hedge = hedgeMs > 0 && !this.isSlow(hop) ? { ms: hedgeMs } : undefined;
+    const hedge = hedgeMs > 0 && !this.slowHosts.has(hop) ? { ms: hedgeMs } : undefined;
     const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs, false, hedge);
     deadlines.startTransaction(deadlineAt);
     if (connected) {
@@ -383,6 +410,7 @@ export class SmtpTransport implements Transport {
       body.once('end', bodySent); // nodemailer has read it all: the final dot follows at once
       pc.conn.send(envelope as never, body, (err: SmtpErrorLike | null, info?: { rejectedErrors?: SmtpErrorLike[]; response?: string }) => {
         pc.sent++;
+        pc.answered = !err || !!err.responseCode; // the server said something about this message
         pc.deadlines.endTransaction();
         body.destroy();
         const results = new Map<string, DeliveryResult>();
@@ -409,30 +437,9 @@ export class SmtpTransport implements Transport {
     log.info(job.msgid, 'stalled; trying once more on a new connection', { route: this.name, why });
   }
 
-  /** After an unhedged round: a server silent for stall_timeout that then answered is slow, not lost. */
-  private learnSlowHost(pc: PooledConnection): void {
-    const ms = this.o.spec.stallMs;
-    if (!ms || pc.deadlines.longestSilenceMs < ms) return;
-    if (!this.isSlow(pc.hop)) log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.name, hop: pc.hop.label, silence: `${(pc.deadlines.longestSilenceMs / 1000).toFixed(1)}s` });
-    this.slowHosts.set(hostKey(pc.hop), Date.now() + SLOW_HOST_MS);
-  }
-
-  private isSlow(hop: SmtpHop): boolean {
-    const until = this.slowHosts.get(hostKey(hop));
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.slowHosts.delete(hostKey(hop));
-    return false;
-  }
-
   async close(): Promise<void> {
     for (const pool of this.pools.values()) pool.dropIdle('quit');
   }
-}
-
-/** A host by its name, not by the address open() connected to. */
-function hostKey(hop: SmtpHop): string {
-  return `${hop.servername || hop.host}:${hop.port}`;
 }
 
 /** Every delivery waiting for a slot listens for the link going down: dozens are normal. */

@@ -30,6 +30,8 @@ export interface SmarthostOptions {
   stallData?: (raw: Buffer) => boolean;
   /** Stop reading the message data of this (0-based) message for the returned ms (its TCP window fills). */
   pauseRead?: (index: number) => number;
+  /** Answer the end of DATA only after this many ms (the message is recorded at once). */
+  dataDelayMs?: number;
   /** Answer MAIL FROM only after this many ms (a slow but working peer). */
   mailDelayMs?: number;
   /** Greet the n-th (1-based) connection only after the returned ms (a lost greeting, a greet pause). */
@@ -108,6 +110,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
           secure: session.secure,
         });
         if (opts.stallData?.(raw)) return opts.onStall?.('data');
+        if (opts.dataDelayMs) return void setTimeout(() => cb(), opts.dataDelayMs);
         cb();
       });
     },

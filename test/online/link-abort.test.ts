@@ -204,7 +204,8 @@ if (!canUseNetns()) {
       await inject(site.port, 'dot-1');
       await waitFor('the far side keeping the message without a reply', () => far.stalls.includes('data'), 15_000);
       carrierDown(v);
-      const [line] = await d.waitForLog(/interrupted by link down[^\n]*/, 5000);
+      // Its reply is given a grace of 3 s before the session is cut.
+      const [line] = await d.waitForLog(/interrupted by link down[^\n]*/, 10_000);
       assert.match(line, /after the end of the data, before the reply: it may arrive twice/);
       carrierUp(v);
       await waitFor('the message sent again', () => far.tags.filter((t) => t === 'dot-1').length === 2, 20_000);
