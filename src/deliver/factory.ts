@@ -1,21 +1,14 @@
-// One transport per route, chosen by the route's kind.
+// One transport per route, chosen by the route's kind. The transports themselves (SMTP client,
+// pool, dial, MX lookup, tunnels, pipe: ~30 modules) load when the route first delivers, not
+// at start: an idle daemon, or one whose routes never send, does not hold them (issue 17).
 
-import net from 'node:net';
 import { domainOf } from '../message/address.js';
 import type { RouteProfile } from '../routes/profile.js';
-import { hostPortLabel } from './dial.js';
-import { createMxLookup, type SelfCheck } from './mx.js';
-import { addressResolver } from './mx-dns.js';
-import { PipeTransport } from './pipe.js';
-import { popBeforeSmtp } from './pop-before-smtp.js';
-import { SmtpTransport, type SmtpHop, type SmtpTransportOptions } from './smtp.js';
-import { sshHop } from './ssh-tunnel.js';
-import { sameForAll, type Transport } from './transport.js';
-import { wrapperHop } from './wrapper.js';
+import type { SelfCheck } from './mx.js';
+import { sameForAll, type DeliveryJob, type DeliveryResult, type Transport } from './transport.js';
 
 /** @param self tells an MX that is this machine (mail must not loop back to us). */
 export function createTransport(route: RouteProfile, hostname: string, self?: SelfCheck): Transport {
-  if (route.kind === 'pipe') return new PipeTransport(route);
   if (route.kind === 'local-only') {
     return {
       name: route.name,
@@ -23,45 +16,62 @@ export function createTransport(route: RouteProfile, hostname: string, self?: Se
       close: async () => undefined,
     };
   }
-  const common: Omit<SmtpTransportOptions, 'hops' | 'poolKey'> = {
-    name: route.name,
-    hostname,
-    spec: route,
-    maxConnections: route.maxConnections,
-    messagesPerConnection: route.messagesPerConnection,
-    beforeConnect: route.popBeforeSmtp ? () => popBeforeSmtp(route.popBeforeSmtp!) : undefined,
-  };
-  switch (route.kind) {
-    case 'smarthost': {
-      // With dns_servers the names are resolved there (both families), else by getaddrinfo.
-      const resolve = route.dnsServers.length ? addressResolver(route.dnsServers) : undefined;
-      // In the order written; SmtpTransport moves to the next on a connection failure.
-      const hops: SmtpHop[] = route.hosts.map((h) => ({
-        label: hostPortLabel(h.host, h.port),
-        host: h.host,
-        port: h.port,
-        // SNI carries names only (RFC 6066 3); a smarthost given by address is verified against it.
-        servername: net.isIP(h.host) ? '' : h.host,
-        resolve,
-      }));
-      return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => hops });
+  return new LazyTransport(route.name, async () => (await import('./transports.js')).buildTransport(route, hostname, self));
+}
+
+/**
+ * Builds the real transport at the first deliver(), then delegates. A link-down while a delivery
+ * waits for the import ends that delivery "interrupted" before it reaches the transport (which
+ * would take its own, fresh abort signal and dial); once built, interrupt() goes straight through.
+ */
+export class LazyTransport implements Transport {
+  private inner: Transport | undefined;
+  private loading: Promise<Transport> | undefined;
+  /** For deliveries waiting for the import; replaced at each interrupt(), as in SmtpTransport. */
+  private abort = new AbortController();
+
+  constructor(
+    readonly name: string,
+    private readonly build: () => Promise<Transport>,
+  ) {}
+
+  async deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>> {
+    if (this.inner) return this.inner.deliver(job);
+    const signal = this.abort.signal;
+    const t = await this.load();
+    if (signal.aborted) {
+      const why = signal.reason instanceof Error ? signal.reason.message : 'link down';
+      return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why} (loading the transport)` });
     }
-    case 'mx': {
-      const mx = createMxLookup(route, self);
-      return new SmtpTransport({
-        ...common,
-        poolKey: (job) => domainOf(job.recipients[0]!.recipient),
-        hops: (job) => mx.hops(job),
-      });
-    }
-    case 'ssh': {
-      const hop = sshHop(route);
-      return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });
-    }
-    case 'wrapper': {
-      const hop = wrapperHop(route);
-      return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });
-    }
+    return t.deliver(job);
+  }
+
+  interrupt(why: string): void {
+    if (this.inner) return this.inner.interrupt?.(why);
+    const old = this.abort;
+    this.abort = new AbortController();
+    old.abort(new Error(why));
+  }
+
+  async close(): Promise<void> {
+    const t = this.inner ?? (await this.loading?.catch(() => undefined));
+    await t?.close();
+  }
+
+  private load(): Promise<Transport> {
+    // A failed import or build is not kept: the next delivery tries again (the runner records
+    // this one as a temporary failure).
+    this.loading ??= this.build().then(
+      (t) => {
+        this.inner = t;
+        return t;
+      },
+      (err) => {
+        this.loading = undefined;
+        throw err;
+      },
+    );
+    return this.loading;
   }
 }
 

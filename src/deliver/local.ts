@@ -22,10 +22,6 @@ import { log } from '../log/log.js';
 import type { LocalLane } from './runner.js';
 import type { Envelope } from '../queue/store.js';
 import { nonMailboxReason } from '../message/address.js';
-import { deliverLmtp } from './lmtp.js';
-import { deliverMaildir } from './maildir.js';
-import { deliverMbox } from './mbox.js';
-import { deliverMda } from './mda.js';
 import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
 
 export interface LocalDeliveryOutcome {
@@ -35,6 +31,20 @@ export interface LocalDeliveryOutcome {
 }
 
 type User = Extract<LocalTarget, { kind: 'mailbox' }>;
+
+/** Imported once, at first use: an idle daemon does not hold the mailbox writers (issue 17). */
+function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () =>
+    (p ??= load().catch((err) => {
+      p = undefined;
+      throw err;
+    }));
+}
+const maildir = once(() => import('./maildir.js'));
+const mbox = once(() => import('./mbox.js'));
+const mda = once(() => import('./mda.js'));
+const lmtpClient = once(() => import('./lmtp.js'));
 
 export function expandPath(template: string, user: { name: string; home: string }): string {
   const t = template.replaceAll('%u', user.name);
@@ -70,7 +80,7 @@ export class LocalTransport implements Transport {
     const partial = new Map<string, DeliveryResult[]>();
     for (const env of job.recipients) {
       if (isArchive(this.cfg, env.recipient)) {
-        results.set(env.envId, await deliverMaildir(env.recipient, job.body, { sender: job.sender, recipient: env.recipient }));
+        results.set(env.envId, await (await maildir()).deliverMaildir(env.recipient, job.body, { sender: job.sender, recipient: env.recipient }));
         continue;
       }
       // Never a path or a command from an envelope address, whatever let it into the queue.
@@ -108,7 +118,7 @@ export class LocalTransport implements Transport {
       partial.set(env.envId, got);
     }
     if (lmtp.length) {
-      const byRcpt = await deliverLmtp(lmtpTarget(this.cfg.lmtp), job.body, job.sender, lmtp.map((l) => l.user.user), this.hostname);
+      const byRcpt = await (await lmtpClient()).deliverLmtp(lmtpTarget(this.cfg.lmtp), job.body, job.sender, lmtp.map((l) => l.user.user), this.hostname);
       for (const l of lmtp) {
         partial.get(l.env.envId)!.push(byRcpt.get(l.user.user) ?? { outcome: 'tempfail', message: 'no LMTP reply for this recipient' });
       }
@@ -151,22 +161,22 @@ export class LocalTransport implements Transport {
   }
 
   /** With the daemon's own rights (not root: the daemon never is by now). */
-  private inProcess(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
+  private async inProcess(t: Exclude<LocalTarget, { kind: 'remote' }>, job: DeliveryJob, env: Envelope): Promise<DeliveryResult> {
     const user = t.kind === 'mailbox' ? { name: t.user, uid: t.uid, gid: t.gid, home: t.home } : undefined;
     const info = { sender: job.sender, recipient: env.recipient, user };
     switch (t.kind) {
       case 'file':
-        return deliverMbox(t.path, job.body, info);
+        return (await mbox()).deliverMbox(t.path, job.body, info);
       case 'pipe':
-        return deliverMda(['/bin/sh', '-c', t.command], job.body, info, undefined, { expand: false });
+        return (await mda()).deliverMda(['/bin/sh', '-c', t.command], job.body, info, undefined, { expand: false });
       case 'mailbox':
         switch (this.cfg.delivery) {
           case 'maildir':
-            return deliverMaildir(expandPath(this.cfg.maildir, user!), job.body, info);
+            return (await maildir()).deliverMaildir(expandPath(this.cfg.maildir, user!), job.body, info);
           case 'mbox':
-            return deliverMbox(expandPath(this.cfg.mbox, user!), job.body, info);
+            return (await mbox()).deliverMbox(expandPath(this.cfg.mbox, user!), job.body, info);
           case 'mda':
-            return deliverMda(this.cfg.mda.map((a) => a.replaceAll('{user}', t.user)), job.body, info);
+            return (await mda()).deliverMda(this.cfg.mda.map((a) => a.replaceAll('{user}', t.user)), job.body, info);
           default:
             throw new Error('unreachable: lmtp mailboxes are batched');
         }

@@ -1,4 +1,5 @@
-// One transport per route, chosen by the route's kind.
+// One transport per route, chosen by the route's kind. Loaded by factory.ts when a route first
+// delivers: this module pulls in every SMTP client piece (issue 17: idle memory).
 
 import net from 'node:net';
 import { domainOf } from '../message/address.js';
@@ -10,19 +11,13 @@ import { PipeTransport } from './pipe.js';
 import { popBeforeSmtp } from './pop-before-smtp.js';
 import { SmtpTransport, type SmtpHop, type SmtpTransportOptions } from './smtp.js';
 import { sshHop } from './ssh-tunnel.js';
-import { sameForAll, type Transport } from './transport.js';
+import type { Transport } from './transport.js';
 import { wrapperHop } from './wrapper.js';
 
 /** @param self tells an MX that is this machine (mail must not loop back to us). */
-export function createTransport(route: RouteProfile, hostname: string, self?: SelfCheck): Transport {
+export function buildTransport(route: RouteProfile, hostname: string, self?: SelfCheck): Transport {
   if (route.kind === 'pipe') return new PipeTransport(route);
-  if (route.kind === 'local-only') {
-    return {
-      name: route.name,
-      deliver: async (job) => sameForAll(job, { outcome: 'hold', message: `route ${route.name} is local-only` }),
-      close: async () => undefined,
-    };
-  }
+  if (route.kind === 'local-only') throw new Error('local-only routes have no transport module');
   const common: Omit<SmtpTransportOptions, 'hops' | 'poolKey'> = {
     name: route.name,
     hostname,
@@ -63,9 +58,4 @@ export function createTransport(route: RouteProfile, hostname: string, self?: Se
       return new SmtpTransport({ ...common, poolKey: () => route.name, hops: async () => [hop] });
     }
   }
-}
-
-/** Jobs carry recipients that share a message and a route — and, for MX, a domain. */
-export function jobKey(route: RouteProfile, msgid: string, recipient: string): string {
-  return route.kind === 'mx' ? `${msgid}/${route.name}/${domainOf(recipient)}` : `${msgid}/${route.name}`;
 }
