@@ -32,7 +32,7 @@ import type { FetchSpec, RouteProfile } from './routes/profile.js';
 import { rfc5322Date } from './message/date.js';
 import { qualify } from './message/address.js';
 import { setTokenStateDir } from './deliver/oauth2-token-store.js';
-import { DeliveryHelper, helperSettings } from './privsep/client.js';
+import type { DeliveryHelper } from './privsep/client.js';
 import { currentUserName } from './local/users.js';
 
 /** The store and the runner read one clock (tests of either step their own). */
@@ -103,7 +103,8 @@ export class Daemon {
     if (runAs) checkReachable(runAs, config.stateDir, config.configDir);
 
     // The delivery helper keeps root for writing as each user; forked before any port or input.
-    if (runAs) this.helper = await DeliveryHelper.start(config.local);
+    // Imported here: a daemon not started as root never needs it (issue 17: idle memory).
+    if (runAs) this.helper = await (await import('./privsep/client.js')).DeliveryHelper.start(config.local);
     else if (config.local.delivery !== 'lmtp') {
       log.warn(null, 'not started as root: local delivery writes with this user\'s rights, so only its own mailbox gets mail', { user: currentUserName(), uid: process.getuid?.(), fix: 'start the daemon as root to deliver to every local user' });
     }
@@ -332,7 +333,7 @@ export class Daemon {
     // certificate are swapped): say which changed ones wait for a restart, here and in status.
     const restart = smtpRestartSettings(this.bootConfig, config);
     // The delivery helper's rules were fixed when it was forked as root.
-    if (this.helper && JSON.stringify(helperSettings(config.local)) !== JSON.stringify(this.helper.settings)) restart.push('local.min_uid/mbox/mda (delivery helper)');
+    if (this.helper && JSON.stringify((await import('./privsep/client.js')).helperSettings(config.local)) !== JSON.stringify(this.helper.settings)) restart.push('local.min_uid/mbox/mda (delivery helper)');
     this.configState.loadedAt = Date.now();
     this.configState.reloadError = null;
     this.configState.needsRestart = restart;
