@@ -2,6 +2,7 @@
 // max_connections sessions at once, finished sessions kept idle for IDLE_CLOSE_MS so the next
 // message skips connect, greeting and EHLO, and at most messages_per_connection per session.
 
+import type { Socket } from 'node:net';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { ReplyDeadlines } from './smtp-deadline.js';
 import type { SmtpHop } from './smtp.js';
@@ -97,5 +98,39 @@ export function quit(pc: PooledConnection): void {
     pc.conn.quit();
   } catch {
     pc.conn.close();
+  }
+}
+
+/** The TCP socket under each connection we dialled (under TLS, `_socket` is the TLS one). */
+const tcpOf = new WeakMap<SMTPConnection, Socket>();
+
+export function rememberTcp(conn: SMTPConnection, tcp: Socket): void {
+  tcpOf.set(conn, tcp);
+}
+
+/**
+ * Drops a connection without a word to the peer (a dead link, or a session not worth ending
+ * politely) — with a reset: a plain close() lets the kernel go on sending what is still in the
+ * socket's buffer once the link is back, and a message we are about to send again could then
+ * be completed at the server from the old session (a duplicate the link-flap bench saw).
+ */
+export function destroyConnection(conn: SMTPConnection): void {
+  const socket = (conn as unknown as { _socket?: { destroy(): void } })._socket;
+  resetTcp(conn);
+  try {
+    socket?.destroy();
+    conn.close();
+  } catch {
+    // already gone
+  }
+}
+
+/** Resets the TCP connection under `conn` (see destroyConnection); nodemailer learns it as an error. */
+export function resetTcp(conn: SMTPConnection): void {
+  const tcp = tcpOf.get(conn);
+  try {
+    if (tcp && !tcp.destroyed) tcp.resetAndDestroy();
+  } catch {
+    // not connected any more: a plain destroy is all there is to do
   }
 }

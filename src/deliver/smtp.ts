@@ -16,7 +16,7 @@ import { dial, DialError } from './dial.js';
 import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
 import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
-import { ConnectionPool, type PooledConnection } from './smtp-pool.js';
+import { ConnectionPool, destroyConnection, rememberTcp, resetTcp, type PooledConnection } from './smtp-pool.js';
 import { SlowHosts } from './smtp-slow-hosts.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
@@ -318,6 +318,7 @@ export class SmtpTransport implements Transport {
       logger: false,
     } as SMTPConnection.Options);
     this.live.add(conn);
+    if (connected) rememberTcp(conn, connected);
     conn.once('end', () => this.live.delete(conn));
     const hedge = hedgeMs > 0 && !this.slowHosts.has(hop) ? { ms: hedgeMs } : undefined;
     const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs, false, hedge);
@@ -325,8 +326,11 @@ export class SmtpTransport implements Transport {
     if (connected) {
       const peer = this.peer(hop);
       const outer = () => (conn as unknown as { _socket?: { bytesRead: number; writableLength: number } })._socket;
-      watchProgress(connected, outer, spec.progressMs, (bytes, s) =>
-        deadlines.fail(`no progress for ${s} s on the connection to ${peer} (${bytes} bytes unacknowledged, nothing received; progress_timeout): the link passes nothing; trying again on a new connection`, STALL_CODE));
+      watchProgress(connected, outer, spec.progressMs, (bytes, s) => {
+        // Reset first: what is still buffered must not reach the server later (destroyConnection).
+        resetTcp(conn);
+        deadlines.fail(`no progress for ${s} s on the connection to ${peer} (${bytes} bytes unacknowledged, nothing received; progress_timeout): the link passes nothing; trying again on a new connection`, STALL_CODE);
+      });
     }
     const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false };
     await new Promise<void>((resolve, reject) => {
@@ -446,17 +450,6 @@ export class SmtpTransport implements Transport {
 function manyListeners(c: AbortController): AbortController {
   setMaxListeners(0, c.signal);
   return c;
-}
-
-/** Drops a connection without a word to the peer (a dead link, or a session not worth ending politely). */
-function destroyConnection(conn: SMTPConnection): void {
-  const socket = (conn as unknown as { _socket?: { destroy(): void } })._socket;
-  try {
-    socket?.destroy();
-    conn.close();
-  } catch {
-    // already gone
-  }
 }
 
 /** The link went down under this delivery: back to the queue, not counted as an attempt. */
