@@ -67,6 +67,9 @@ export interface StallHedge {
   ms: number;
 }
 
+/** Told how long each reply StallHedge covers took to begin (ms), hedged or not. */
+export type ReplyLatency = (ms: number) => void;
+
 const HEDGED: ReadonlySet<string> = new Set(['the connection (greeting)', 'EHLO', 'HELO', 'STARTTLS', 'MAIL FROM', 'RCPT TO', 'DATA']);
 
 /** The hooked members were found once (deps/pinned.ts); the daemon checked the version at start. */
@@ -93,7 +96,7 @@ export class ReplyDeadlines {
    * @param peer how messages name the server: "smarthost smtp.example.net:587"
    * @param connectMs the TCP (or tunnel) connection, until nodemailer says it is up
    */
-  constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false, private hedge?: StallHedge) {
+  constructor(conn: SMTPConnection, private readonly limits: SmtpDeadlines, private readonly peer: string, connectMs: number, lmtp = false, private hedge?: StallHedge, private readonly latency?: ReplyLatency) {
     const c = (this.c = conn as unknown as Internals);
     if (!checked) {
       checkMembers('nodemailer', 'SMTPConnection', c, ['_sendCommand', '_createSendStream', '_processResponse', '_onData', '_onConnect', '_onError']);
@@ -127,8 +130,10 @@ export class ReplyDeadlines {
     };
     c._onData = function (chunk) {
       if (!self.bytes && self.headSince && self.owed[0]?.armed && HEDGED.has(self.owed[0].what)) {
-        self.longestSilenceMs = Math.max(self.longestSilenceMs, Date.now() - self.headSince);
+        const waited = Date.now() - self.headSince;
+        self.longestSilenceMs = Math.max(self.longestSilenceMs, waited);
         clearTimeout(self.stallTimer);
+        self.latency?.(waited);
       }
       self.bytes += chunk?.length ?? 0;
       return _onData.call(this, chunk);

@@ -2,6 +2,8 @@
 // stall hedge (smtp-deadline.ts StallHedge) leaves them alone instead of cutting each of their
 // sessions: a silence of stall_timeout or more in an unhedged round that then got its reply.
 // In memory, per host name and port; forgotten after SLOW_HOST_MS or a restart.
+// And the other way round (ReplyPace): a route whose servers answer within milliseconds gets a
+// shorter stall limit than stall_timeout, so a lost greeting in a 5 s up-window is caught in time.
 
 import { log } from '../log/log.js';
 import type { SmtpHop } from './smtp.js';
@@ -36,3 +38,32 @@ export class SlowHosts {
 function hostKey(hop: SmtpHop): string {
   return `${hop.servername || hop.host}:${hop.port}`;
 }
+
+/** Below this the stall limit never goes, whatever the pace (RTT of a slow mobile link, jitter). */
+const MIN_HEDGE_MS = 1_000;
+const PACE_SAMPLES = 32;
+const PACE_MIN_SAMPLES = 8;
+
+/**
+ * How long the route's replies take to begin (the replies StallHedge covers), over the last
+ * PACE_SAMPLES: the stall limit is 4× their 90th percentile, between MIN_HEDGE_MS and the
+ * route's stall_timeout. With few samples, stall_timeout as configured.
+ */
+export class ReplyPace {
+  private readonly samples: number[] = [];
+  private next = 0;
+
+  readonly record = (ms: number): void => {
+    if (this.samples.length < PACE_SAMPLES) this.samples.push(ms);
+    else this.samples[this.next] = ms;
+    this.next = (this.next + 1) % PACE_SAMPLES;
+  };
+
+  hedgeMs(stallMs: number): number {
+    if (!stallMs || this.samples.length < PACE_MIN_SAMPLES) return stallMs;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    const p90 = sorted[Math.floor(sorted.length * 0.9)]!;
+    return Math.min(stallMs, Math.max(MIN_HEDGE_MS, 4 * p90));
+  }
+}
+

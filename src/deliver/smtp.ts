@@ -17,7 +17,7 @@ import { authenticate, describeAuthFailure } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
 import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
 import { ConnectionPool, destroyConnection, rememberTcp, resetTcp, type PooledConnection } from './smtp-pool.js';
-import { SlowHosts } from './smtp-slow-hosts.js';
+import { ReplyPace, SlowHosts } from './smtp-slow-hosts.js';
 import { asSocket } from './stream-socket.js';
 import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
 
@@ -78,6 +78,8 @@ export class SmtpTransport implements Transport {
   private readonly pools = new Map<string, ConnectionPool>();
   /** Hosts seen answering slowly with the stall hedge off: not hedged for a while. */
   private readonly slowHosts: SlowHosts;
+  /** How fast this route's servers answer: the stall limit follows it (below stall_timeout). */
+  private readonly pace = new ReplyPace();
   private readonly ca: string[] | undefined;
   /** Aborted by interrupt() (link down); replaced by a fresh one at once. */
   private abort = manyListeners(new AbortController());
@@ -118,7 +120,7 @@ export class SmtpTransport implements Transport {
       // stall_timeout, before the end of the data); the next runs at once on a new connection
       // with twice the patience, and the last without the hedge (HEDGE_ROUNDS).
       for (let round = 0; ; round++) {
-        const hedgeMs = round < HEDGE_ROUNDS ? this.o.spec.stallMs * 2 ** round : 0;
+        const hedgeMs = round < HEDGE_ROUNDS ? this.pace.hedgeMs(this.o.spec.stallMs) * 2 ** round : 0;
         const hedged = hedgeMs > 0;
         pc = round === 0 ? pool.takeIdle() : undefined;
         phase = 'connecting';
@@ -321,7 +323,7 @@ export class SmtpTransport implements Transport {
     if (connected) rememberTcp(conn, connected);
     conn.once('end', () => this.live.delete(conn));
     const hedge = hedgeMs > 0 && !this.slowHosts.has(hop) ? { ms: hedgeMs } : undefined;
-    const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs, false, hedge);
+    const deadlines = new ReplyDeadlines(conn, spec.deadlines, this.peer(hop), spec.connectTimeoutMs, false, hedge, this.pace.record);
     deadlines.startTransaction(deadlineAt);
     if (connected) {
       const peer = this.peer(hop);

@@ -78,6 +78,25 @@ test('a server slow to greet every time: delivered, learned as slow, and the nex
   }
 });
 
+test('a route whose server answers at once: the stall limit follows its pace (1 s), not the 3 s of stall_timeout', async () => {
+  // The 4th connection's greeting is lost; the three before it answered everything within ms.
+  const sh = await startSmarthost({ greetDelayMs: (n) => (n === 4 ? 60_000 : 0) });
+  const site = await makeSite('');
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "3s"\nmessages_per_connection = 1\n`);
+  const d = await startDaemon(site);
+  try {
+    for (let i = 1; i <= 4; i++) {
+      assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: pace ${i}\r\n\r\nhello\r\n`), /^250 /);
+      await sh.waitForMessages(i, 20_000);
+    }
+    assert.is(sh.connections, 5);
+    assert.match(d.logs(), /sent nothing in reply to the connection \(greeting\) for 1 s \(stall_timeout\)/);
+  } finally {
+    await d.stop();
+    await sh.close();
+  }
+});
+
 test('stall_timeout = "0": a slow greeting is waited for on the one connection', async () => {
   const sh = await startSmarthost({ greetDelayMs: () => 2000 });
   const site = await makeSite('');
