@@ -158,8 +158,8 @@ export class SmtpTransport implements Transport {
       }
     })().finally(release);
     // Link down: the slot is free at once and the envelopes go back to the queue, whatever
-    // nodemailer still has to say about the socket interrupt() destroyed.
-    // After the end of the data the server may already have the message: its reply is given
+    // nodemailer still has to say about the socket interrupt() destroyed — except after the end
+    // of the data, when the server may already have the message: its reply is given
     // REPLY_GRACE_MS (the link may not be dead — `tidemail link down`, a flapping detector),
     // and only a reply that does not come makes it "interrupted" and a possible duplicate.
     let onAbort: (() => void) | undefined;
