@@ -2,30 +2,35 @@
 // EHLO reply was lost waits for TCP's retransmission — 1 s, and 3 s once a handshake packet had
 // to be resent (RFC 6298 §5.7) — which is most of a 5 s up-window. Cutting it and starting over
 // (the stall hedge) loses what it already had; a second set-up started beside it after a short
-// stagger, the first one ready winning, does not. Nothing of a message has been sent on any of
-// them, so racing can never double one. A set-up that is ready after the winner is a spare
-// (kept idle for the next message by the caller); one that fails after it is forgotten.
+// stagger, the first one ready winning, does not. And a set-up the hedge cuts is replaced at
+// once while the other runs on, so `width` are under way until one is ready. Nothing of a
+// message has been sent on any of them, so racing can never double one. A set-up that is ready
+// after the winner is a spare (kept idle for the next message by the caller); one that fails
+// after it is forgotten.
 
 export interface RaceOptions<T> {
-  /** How long the first set-up may take before a second starts beside it. */
+  /** How long the set-ups under way may take before one more starts beside them. */
   staggerMs: number;
-  /** Set-ups at once at most (the first included). */
+  /** Set-ups under way at once at most. */
   width: number;
-  /** Checked before each extra start: false once the link went down or the deadline passed. */
+  /** The stall limit of each set-up in the order they start (0 = none); its length caps the starts. */
+  hedges: readonly number[];
+  /** Checked before each further start: false once the link went down or the deadline passed. */
   mayStart(): boolean;
-  /** An extra set-up is started (for the log). */
-  onRace(afterMs: number): void;
+  /** One more set-up starts: beside the others (`why` = 'stagger') or in place of a stalled one. */
+  onStart(why: 'stagger' | 'stalled', afterMs: number, err?: unknown): void;
   /** A set-up ready after the winner. */
   onSpare(spare: T): void;
-  /** Of two failures, the one to report: the first unless `better` says the second says more. */
-  better?(err: unknown, than: unknown): boolean;
+  /** The failure is the stall hedge's cut: worth a new set-up at once, and says least. */
+  isStall(err: unknown): boolean;
 }
 
 /**
- * Runs `start()`, and again every `staggerMs` while none is ready and fewer than `width` are
- * running; resolves with the first ready, rejects when every one started has failed.
+ * Runs `start(hedge)` for the first of `hedges`, and the next whenever none is ready after
+ * `staggerMs` (fewer than `width` under way) or one was cut as stalled; resolves with the first
+ * ready, rejects when every one started has failed (with a failure that is not a stall if any).
  */
-export function raceSetups<T>(start: () => Promise<T>, o: RaceOptions<T>): Promise<T> {
+export function raceSetups<T>(start: (hedgeMs: number) => Promise<T>, o: RaceOptions<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let running = 0;
     let started = 0;
@@ -33,17 +38,21 @@ export function raceSetups<T>(start: () => Promise<T>, o: RaceOptions<T>): Promi
     let failure: { err: unknown } | undefined;
     let timer: NodeJS.Timeout | undefined;
     const begin = Date.now();
+    const more = () => !won && started < o.hedges.length && o.mayStart();
+    const arm = () => {
+      clearTimeout(timer);
+      if (running >= o.width || started >= o.hedges.length) return;
+      timer = setTimeout(() => {
+        if (running === 0 || running >= o.width || !more()) return;
+        o.onStart('stagger', Date.now() - begin);
+        launch();
+      }, o.staggerMs);
+    };
     const launch = () => {
-      started++;
+      const hedge = o.hedges[started++]!;
       running++;
-      if (started < o.width) {
-        timer = setTimeout(() => {
-          if (won || running === 0 || !o.mayStart()) return;
-          o.onRace(Date.now() - begin);
-          launch();
-        }, o.staggerMs);
-      }
-      start().then(
+      arm();
+      start(hedge).then(
         (ready) => {
           running--;
           if (won) return o.onSpare(ready);
@@ -54,10 +63,14 @@ export function raceSetups<T>(start: () => Promise<T>, o: RaceOptions<T>): Promi
         (err: unknown) => {
           running--;
           if (won) return;
-          if (!failure || o.better?.(err, failure.err)) failure = { err };
-          // A set-up that failed outright (refused, unreachable, a 5xx greeting) is the answer
-          // unless another is still under way; no new one is started for it.
-          if (running > 0) return;
+          if (!failure || (o.isStall(failure.err) && !o.isStall(err))) failure = { err };
+          // A stalled set-up is replaced at once; one that failed outright (refused,
+          // unreachable, a 5xx greeting) is the answer unless another is still under way.
+          if (o.isStall(err) && more()) {
+            o.onStart('stalled', Date.now() - begin, err);
+            return launch();
+          }
+          if (running > 0) return arm();
           clearTimeout(timer);
           reject(failure.err);
         },

@@ -13,6 +13,8 @@ export interface PooledConnection {
   hop: SmtpHop;
   sent: number;
   broken: boolean;
+  /** Set up with the stall hedge on (smtp-deadline.ts StallHedge): its replies are hedged too. */
+  hedged: boolean;
   /** The stall hedge cut it (smtp-deadline.ts HEDGE_CODE): the delivery gets one more round. */
   stalled?: boolean;
   /** The last transaction ended with the server's reply (not a network error). */

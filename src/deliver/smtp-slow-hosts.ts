@@ -43,6 +43,10 @@ export class SlowHosts {
       this.suspects.delete(key);
       return;
     }
+    if (this.has(pc.hop)) {
+      this.until.set(key, now + SLOW_HOST_MS); // still slow: remembered for another while
+      return;
+    }
     const seconds = `${(silence / 1000).toFixed(1)}s`;
     if (usuallyFast && !((this.suspects.get(key) ?? 0) > now)) {
       this.suspects.set(key, now + SLOW_HOST_MS);
@@ -50,7 +54,7 @@ export class SlowHosts {
       return;
     }
     this.suspects.delete(key);
-    if (!this.has(pc.hop)) log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.route, hop: pc.hop.label, silence: seconds });
+    log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.route, hop: pc.hop.label, silence: seconds });
     this.until.set(key, now + SLOW_HOST_MS);
   }
 }

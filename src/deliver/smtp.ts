@@ -128,6 +128,7 @@ export class SmtpTransport implements Transport {
         const hedgeMs = round < HEDGE_ROUNDS ? this.pace.hedgeMs(this.o.spec.stallMs) * 2 ** round : 0;
         const hedged = hedgeMs > 0;
         pc = round === 0 ? pool.takeIdle() : undefined;
+        const fresh = !pc;
         phase = 'connecting';
         if (!pc) {
           const opened = await this.connectAny(job, deadlineAt, signal, hedgeMs, pool);
@@ -152,13 +153,15 @@ export class SmtpTransport implements Transport {
           this.finishing.add(conn);
         });
         this.finishing.delete(conn);
-        if (pc.stalled && hedged && !signal.aborted) {
+        if (pc.stalled && pc.hedged && !signal.aborted) {
           this.logStall(job, [...results.values()][0]?.message ?? 'stalled');
           destroyConnection(pc.conn);
           pc = undefined;
           continue;
         }
-        if (!hedged) this.slowHosts.learn(pc, this.o.spec.stallMs, this.pace.usuallyFast(this.o.spec.stallMs));
+        // Learnt from a session set up for this message without the hedge (a spare's silence
+        // was already counted by the delivery it was raced for).
+        if (fresh && !pc.hedged) this.slowHosts.learn(pc, this.o.spec.stallMs, this.pace.usuallyFast(this.o.spec.stallMs));
         return results;
       }
     })().finally(release);
@@ -247,26 +250,32 @@ export class SmtpTransport implements Transport {
 
   /**
    * A hedged set-up (stall hedge on, host not known as slow, TCP) not ready after half the
-   * stall limit gets a second one beside it (setup-race.ts); a spare ready later goes idle in
-   * the pool for the next message, unless the link went down meanwhile.
+   * stall limit gets a second one beside it, and one the hedge cuts is replaced at once
+   * (setup-race.ts): two under way until one is ready, six at most — two with the stall limit,
+   * two with twice it, two without (the last stand in for the rounds of an unraced delivery).
+   * A spare ready later goes idle in the pool for the next message, unless the link went down.
    */
   private openRaced(job: DeliveryJob, hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal, pool: ConnectionPool): Promise<PooledConnection> {
     // A set-up that got as far as AUTH has a working path; a second would only log in twice.
     const stages: SetupStage[] = [];
-    const open = () => {
+    const open = (hedge: number) => {
       const stage: SetupStage = { authenticating: false };
       stages.push(stage);
-      return this.openWithFallback(hop, deadlineAt, hedgeMs, signal, stage);
+      return this.openWithFallback(hop, deadlineAt, hedge, signal, stage);
     };
-    if (hedgeMs <= 0 || hop.openStream || this.slowHosts.has(hop)) return open();
+    if (hedgeMs <= 0 || hop.openStream || this.slowHosts.has(hop)) return open(hedgeMs);
     return raceSetups(open, {
       staggerMs: Math.min(RACE_MAX_STAGGER_MS, Math.max(RACE_MIN_STAGGER_MS, hedgeMs / 2)),
       width: RACE_WIDTH,
+      hedges: [hedgeMs, hedgeMs, 2 * hedgeMs, 2 * hedgeMs, 0, 0],
       mayStart: () => !signal.aborted && Date.now() < deadlineAt && !stages.some((s) => s.authenticating),
-      onRace: (ms) => log.info(job.msgid, 'session not set up yet; racing a second connection', { route: this.name, hop: hop.label, after: `${(ms / 1000).toFixed(1)}s` }),
+      onStart: (why, ms, err) => {
+        if (why === 'stalled') this.logStall(job, (err as Error).message);
+        else log.info(job.msgid, 'session not set up yet; racing a second connection', { route: this.name, hop: hop.label, after: `${(ms / 1000).toFixed(1)}s` });
+      },
       onSpare: (pc) => (signal.aborted ? destroyConnection(pc.conn) : pool.offerIdle(pc)),
       // A stall says least: the other set-up's own failure (refused, TLS, AUTH) is reported.
-      better: (err, than) => (than as SmtpErrorLike).code === HEDGE_CODE && (err as SmtpErrorLike).code !== HEDGE_CODE,
+      isStall: (err) => (err as SmtpErrorLike).code === HEDGE_CODE,
     });
   }
 
@@ -364,7 +373,7 @@ export class SmtpTransport implements Transport {
         deadlines.fail(`no progress for ${s} s on the connection to ${peer} (${bytes} bytes unacknowledged, nothing received; progress_timeout): the link passes nothing; trying again on a new connection`, STALL_CODE);
       });
     }
-    const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false };
+    const pc: PooledConnection = { conn, deadlines, hop, sent: 0, broken: false, hedged: !!hedge };
     await new Promise<void>((resolve, reject) => {
       let settled = false;
       const done = (err?: Error) => {

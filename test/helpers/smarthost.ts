@@ -49,6 +49,8 @@ export interface Smarthost {
   connections: number;
   /** Connections greeted so far (after greetDelayMs). */
   greeted: number;
+  /** Connections closed so far (either side). */
+  closed: number;
   waitForMessages(n: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
   close(): Promise<void>;
 }
@@ -62,7 +64,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
   const messages: ReceivedMessage[] = [];
   const tls = opts.tls ?? 'none';
   const certs = tls === 'none' ? null : testCerts();
-  const state = { connections: 0, greeted: 0 };
+  const state = { connections: 0, greeted: 0, closed: 0 };
   let dataCount = 0;
   const options: SMTPServerOptions = {
     logger: false,
@@ -83,6 +85,9 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
       };
       if (delay > 0) return void setTimeout(greet, delay).unref();
       greet();
+    },
+    onClose: () => {
+      state.closed++;
     },
     onAuth: (auth, _s, cb) => {
       const answer = () => {
@@ -141,6 +146,9 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     },
     get greeted() {
       return state.greeted;
+    },
+    get closed() {
+      return state.closed;
     },
     waitForMessages: (n, timeoutMs = 10_000) => waitFor(`${n} message(s) at the smarthost`, () => (messages.length >= n ? messages : null), timeoutMs),
     close: () => new Promise((r) => server.close(() => r())),
