@@ -30,8 +30,11 @@ export function loadRoutes(configDir: string | null): RouteProfile[] {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
+  // Ties keep the file-name order of names.sort() (byte order, as `ls` in the C locale; the
+  // sort is stable). Not localeCompare: its first call loads ICU's collation data, ~3 MB of the
+  // daemon's RSS for as long as it runs (issue 17), and the order would depend on node's ICU.
   const routes = names.sort().map((n) => loadRoute(path.join(dir, n)));
-  return routes.sort((a, b) => a.priority - b.priority || a.file.localeCompare(b.file));
+  return routes.sort((a, b) => a.priority - b.priority);
 }
 
 /** "host", "host:port", "[v6]:port" → parts; null when malformed. */
