@@ -1,29 +1,23 @@
-// One SMTP session (RFC 5321, with PIPELINING, 8BITMIME, SMTPUTF8, SIZE, DSN, ENHANCEDSTATUSCODES,
-// STARTTLS and AUTH PLAIN/LOGIN): the state machine between the bytes of a socket and the hooks
-// that decide. Commands are read from a LineReader one at a time; a hook that answers later
-// holds the rest (they stay buffered, in order). Replies to what was read in one go leave in one
-// write(). The socket is paused when unread input piles up, when our replies are not being read
-// (write buffer full), and when the body is read faster than it is stored.
+// One SMTP connection below the commands (those are session.ts's): the greeting, reading
+// command lines one at a time (a hook that answers later holds the rest, buffered in order),
+// streaming DATA to the onData hook, STARTTLS's switch of sockets, the limits (idle and session
+// timeouts, max_errors, early talkers) and the end. Replies to what was read in one go leave in
+// one write(). The socket is paused when unread input piles up, when our replies are not being
+// read (write buffer full), and when the body is read faster than it is stored.
 
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { BodyStream } from './body-stream.js';
 import { DataReader } from './data-reader.js';
 import { LineReader, TOO_LONG } from './line-reader.js';
-import { parseMailFrom, parseRcptTo } from './address-command.js';
-import { ReplyWriter, replyLine, replyLines } from './reply-writer.js';
-import { continueSasl, startSasl, type SaslResult, type SaslStep } from './sasl.js';
+import { ReplyWriter, replyLine } from './reply-writer.js';
 import type { TlsContext } from './tls-context.js';
-import type { Envelope, EnvelopeAddress, ReplyError, SessionHooks, SessionLimits, Verdict, WireSession } from './types.js';
+import type { Envelope, ReplyError, SessionHooks, SessionLimits, Verdict, WireSession } from './types.js';
 
 /** Unread input beyond this (commands queued behind a slow one) pauses the socket. */
 const INPUT_LIMIT = 64 * 1024;
 /** A connection we closed waits at most this long for the client's FIN. */
 const HALF_CLOSE_MS = 5000;
-const HELO_MAX = 300;
-const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
-const SPACES = /\s+/;
-const HTTP_REQUEST = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
 /** Socket errors that only mean the client went away. */
 const QUIET = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -32,7 +26,7 @@ const SESSION_PREFIX = Date.now().toString(36);
 
 const SHUTTING_DOWN = '421 4.3.2 Server shutting down\r\n';
 
-const freshEnvelope = (): Envelope => ({ mailFrom: null, rcptTo: [] });
+export const freshEnvelope = (): Envelope => ({ mailFrom: null, rcptTo: [] });
 
 /** What a connection gets from its listener. */
 export interface ConnectionSetup {
@@ -46,19 +40,19 @@ export interface ConnectionSetup {
   gone(c: Connection): void;
 }
 
-export class Connection {
+export abstract class Connection {
   readonly session: WireSession;
-  private readonly reader: LineReader;
-  private readonly writer: ReplyWriter;
+  protected readonly reader: LineReader;
+  protected readonly writer: ReplyWriter;
   private readonly data = new DataReader();
   private body: BodyStream | null = null;
   private dataResult: { ok: string } | { err: ReplyError } | null = null;
   private dataEnded = false;
   private ready = false;
-  private closing = false;
+  protected closing = false;
   private closed = false;
   /** A hook or the message's commit is under way: later commands wait. */
-  private busy = false;
+  protected busy = false;
   private upgrading = false;
   private writeBlocked = false;
   private bodyFull = false;
@@ -66,12 +60,10 @@ export class Connection {
   private errors = 0;
   /** The server is shutting down: the session ends once no transaction is under way. */
   private draining = false;
-  private sasl: SaslStep = null;
-  private rcptIndex: Map<string, number> | null = null;
   private readonly idle: NodeJS.Timeout;
   private deadline: NodeJS.Timeout | null = null;
 
-  constructor(private socket: Duplex, remoteAddress: string, secure: boolean, private readonly setup: ConnectionSetup) {
+  constructor(private socket: Duplex, remoteAddress: string, secure: boolean, protected readonly setup: ConnectionSetup) {
     this.session = {
       id: `${SESSION_PREFIX}${(++sessionCounter).toString(36)}`,
       remoteAddress,
@@ -166,7 +158,7 @@ export class Connection {
   };
 
   /** Reads and runs commands until input runs out, a hook answers later, or DATA begins. */
-  private pump(): void {
+  protected pump(): void {
     while (this.ready && !this.busy && !this.closing && !this.writeBlocked && !this.body) {
       if (this.draining && !this.session.envelope.mailFrom) {
         this.refuseAndClose(SHUTTING_DOWN);
@@ -211,12 +203,12 @@ export class Connection {
 
   // --- replies -------------------------------------------------------------------------------
 
-  private reply(code: number, text: string): void {
+  protected reply(code: number, text: string): void {
     this.add(replyLine(code, text), code);
   }
 
   /** Adds a formatted reply; counts refusals toward max_errors. */
-  private add(line: string, code: number): void {
+  protected add(line: string, code: number): void {
     if (this.closing) return;
     this.writer.add(line);
     const max = this.setup.limits.maxErrors;
@@ -228,149 +220,29 @@ export class Connection {
   }
 
   /** A hook's refusal; an error without a reply code is our failure, told to the log, not the client. */
-  private refuseWith(err: ReplyError): void {
+  protected refuseWith(err: ReplyError): void {
     if (typeof err.responseCode === 'number') return this.reply(err.responseCode, err.message);
     this.setup.hooks.onError?.(err);
     this.reply(451, '4.3.0 Local error in processing, try again later');
   }
 
-  private refuseAndClose(line: string): void {
+  protected refuseAndClose(line: string): void {
     if (this.closing) return;
     this.writer.add(line);
     this.close();
   }
 
-  // --- commands ------------------------------------------------------------------------------
-
-  private command(line: string): void {
-    if (this.sasl) return this.saslLine(line);
-    const sp = line.indexOf(' ');
-    const verb = (sp === -1 ? line : line.slice(0, sp)).toUpperCase();
-    switch (verb) {
-      case 'EHLO':
-      case 'HELO':
-        return this.helo(verb, line);
-      case 'MAIL':
-        return this.needHelo() ? undefined : this.mail(line);
-      case 'RCPT':
-        return this.needHelo() ? undefined : this.rcpt(line);
-      case 'DATA':
-        return this.needHelo() ? undefined : this.startData();
-      case 'RSET':
-        this.resetTransaction();
-        return this.reply(250, 'Flushed');
-      case 'NOOP':
-        return this.reply(250, 'OK');
-      case 'QUIT':
-        this.writer.add('221 2.0.0 Bye\r\n');
-        return this.close();
-      case 'HELP':
-        return this.reply(214, 'See https://tools.ietf.org/html/rfc5321 for details');
-      case 'VRFY':
-        if (!line.trim().split(SPACES)[1]) return this.reply(501, 'Error: Syntax: VRFY address');
-        return this.reply(252, 'Try to send something. No promises though');
-      case 'STARTTLS':
-        if (this.setup.tls) return this.startTls(line);
-        break;
-      case 'AUTH':
-        if (this.setup.hooks.onAuth) return this.needHelo() ? undefined : this.auth(line);
-        break;
-    }
-    // Web pages that make a browser talk to port 25 (cross-protocol attacks) are sent away.
-    if (HTTP_REQUEST.test(line)) return this.refuseAndClose('421 4.4.2 HTTP requests not allowed\r\n');
-    this.reply(500, 'Error: command not recognized');
-  }
-
-  private needHelo(): boolean {
-    if (this.session.hostNameAppearsAs) return false;
-    this.reply(503, 'Error: send HELO/EHLO first');
-    return true;
-  }
-
-  private helo(verb: 'EHLO' | 'HELO', line: string): void {
-    const parts = line.trim().split(SPACES);
-    const host = parts[1] ?? '';
-    if (parts.length !== 2) return this.add(replyLine(501, verb === 'EHLO' ? 'Error: syntax: EHLO hostname' : 'Error: Syntax: HELO hostname', true), 501);
-    if (host.length > HELO_MAX || CONTROL.test(host)) return this.add(replyLine(501, 'Error: Bad hostname syntax', true), 501);
-    const s = this.session;
-    s.hostNameAppearsAs = host.toLowerCase();
-    s.esmtp = verb === 'EHLO';
-    this.resetTransaction();
-    const hello = `${this.setup.limits.name} Nice to meet you, [${s.remoteAddress}]`;
-    if (verb === 'HELO') return this.add(replyLine(250, hello, true), 250);
-    this.add(replyLines(250, this.features(hello)), 250);
-  }
-
-  private features(hello: string): string[] {
-    const { hooks, tls, limits } = this.setup;
-    const s = this.session;
-    const f = [hello, 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
-    if (hooks.onAuth && !s.user && hooks.authAvailable?.() !== false && !hooks.refuseAuth?.(s.secure)) f.push('AUTH PLAIN LOGIN');
-    if (tls && !s.secure) f.push('STARTTLS');
-    if (limits.maxMessageSize) f.push(`SIZE ${limits.maxMessageSize}`);
-    return f;
-  }
-
-  private resetTransaction(): void {
-    this.session.envelope = freshEnvelope();
-    this.rcptIndex = null;
-  }
-
-  private mail(line: string): void {
-    const parsed = parseMailFrom(line, this.setup.limits.maxMessageSize);
-    if ('error' in parsed) return this.add(parsed.error, Number(parsed.error.slice(0, 3)));
-    if (this.session.envelope.mailFrom) return this.reply(503, 'Error: nested MAIL command');
-    this.decide(this.setup.hooks.onMailFrom(parsed.ok, this.session), parsed.ok, this.mailDecided);
-  }
-
-  private readonly mailDecided = (v: Verdict, a: EnvelopeAddress): void => {
-    if (v) return this.refuseWith(v);
-    this.session.envelope.mailFrom = a;
-    this.reply(250, '2.1.0 Accepted');
-  };
-
-  private rcpt(line: string): void {
-    const parsed = parseRcptTo(line);
-    if ('error' in parsed) return this.add(parsed.error, Number(parsed.error.slice(0, 3)));
-    if (!this.session.envelope.mailFrom) return this.reply(503, 'Error: need MAIL command');
-    this.decide(this.setup.hooks.onRcptTo(parsed.ok, this.session), parsed.ok, this.rcptDecided);
-  }
-
-  private readonly rcptDecided = (v: Verdict, a: EnvelopeAddress): void => {
-    if (v) return this.refuseWith(v);
-    // A repeated recipient (in any case) replaces the earlier entry.
-    const rcpts = this.session.envelope.rcptTo;
-    const key = a.address.toLowerCase();
-    const index = (this.rcptIndex ??= new Map());
-    const at = index.get(key);
-    if (at !== undefined && rcpts[at]?.address.toLowerCase() === key) rcpts[at] = a;
-    else index.set(key, rcpts.push(a) - 1);
-    this.reply(250, '2.1.5 Accepted');
-  };
-
-  /** Runs `then` with a hook's verdict now, or when its promise settles (later commands wait). */
-  private decide(v: Verdict | Promise<Verdict>, a: EnvelopeAddress, then: (v: Verdict, a: EnvelopeAddress) => void): void {
-    if (!v || typeof (v as Promise<Verdict>).then !== 'function') return then(v as Verdict, a);
-    this.busy = true;
-    const envelope = this.session.envelope;
-    (v as Promise<Verdict>).then(
-      (verdict) => this.decided(verdict, a, then, envelope),
-      (err: ReplyError) => this.decided(err, a, then, envelope),
-    );
-  }
-
-  private decided(v: Verdict, a: EnvelopeAddress, then: (v: Verdict, a: EnvelopeAddress) => void, envelope: Envelope): void {
-    this.busy = false;
-    if (this.closing) return;
-    if (envelope === this.session.envelope) then(v, a);
-    this.pump();
-  }
-
   // --- DATA ----------------------------------------------------------------------------------
 
-  private startData(): void {
+  /** One command line (session.ts). */
+  protected abstract command(line: string): void;
+
+  /** A new transaction: RSET, HELO/EHLO, STARTTLS, after DATA. */
+  protected abstract resetTransaction(): void;
+
+  /** After 354: what follows is message data until the dot; then the hook's reply. */
+  protected beginData(): void {
     const s = this.session;
-    if (!s.envelope.rcptTo.length) return this.reply(503, 'Error: need RCPT command');
     // RFC 2920 §3.1: DATA ends a command group. Bytes already here were sent before our 354.
     s.unsyncPipelining = this.reader.pending > 0;
     this.writer.add('354 End data with <CR><LF>.<CR><LF>\r\n');
@@ -428,11 +300,10 @@ export class Connection {
     this.pump();
   }
 
-  // --- STARTTLS and AUTH ---------------------------------------------------------------------
+  // --- STARTTLS ------------------------------------------------------------------------------
 
-  private startTls(line: string): void {
-    if (line.trim().split(SPACES).length > 1) return this.reply(501, 'Error: syntax: STARTTLS');
-    if (this.session.secure) return this.reply(503, 'Error: TLS already active');
+  /** STARTTLS accepted: 220, then the handshake; the session starts over inside TLS. */
+  protected startTls(): void {
     // Whatever followed STARTTLS in clear is dropped: it must not run inside the TLS session.
     this.reader.takeRest();
     this.upgrading = true;
@@ -476,51 +347,6 @@ export class Connection {
       this.pump();
     });
   }
-
-  private auth(line: string): void {
-    const { hooks } = this.setup;
-    const s = this.session;
-    const args = line.trim().split(SPACES);
-    const method = (args[1] ?? '').toUpperCase();
-    if (hooks.authAvailable?.() === false) return this.reply(503, '5.5.1 AUTH is not available here (no users are set up)');
-    const refusal = hooks.refuseAuth?.(s.secure);
-    if (refusal) return this.reply(refusal.responseCode ?? 538, refusal.message);
-    if (s.user) return this.reply(503, 'Error: No identity changes permitted');
-    if (method !== 'PLAIN' && method !== 'LOGIN') return this.reply(504, 'Error: Unrecognized authentication type');
-    this.saslResult(startSasl(method, args.slice(2)));
-  }
-
-  private saslLine(line: string): void {
-    const step = this.sasl!;
-    this.sasl = null;
-    this.saslResult(continueSasl(step, line));
-  }
-
-  private saslResult(r: SaslResult): void {
-    if ('reply' in r) return this.add(r.reply, 501);
-    if ('challenge' in r) {
-      this.sasl = r.next;
-      return this.add(r.challenge, 334);
-    }
-    this.busy = true;
-    this.setup.hooks.onAuth!(r.attempt, this.session).then(
-      (user) => this.authDecided(user, null),
-      (err: ReplyError) => this.authDecided('', err),
-    );
-  }
-
-  private authDecided(user: string, err: ReplyError | null): void {
-    this.busy = false;
-    if (this.closing) return;
-    if (err) this.refuseWith(err);
-    else if (!user) this.reply(535, 'Error: Authentication credentials invalid');
-    else {
-      this.session.user = user;
-      this.reply(235, 'Authentication successful');
-    }
-    this.pump();
-  }
-
   // --- the end -------------------------------------------------------------------------------
 
   private readonly onIdle = (): void => {
@@ -533,7 +359,7 @@ export class Connection {
   };
 
   /** Sends what is gathered, ends our side, and reads (discarding) until the client's FIN. */
-  private close(): void {
+  protected close(): void {
     if (this.closing) return;
     this.writer.flush();
     this.closing = true;

@@ -6,7 +6,8 @@
 
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Connection } from './connection.js';
+import type { Connection } from './connection.js';
+import { SmtpSession } from './session.js';
 import type { TlsContext } from './tls-context.js';
 import type { SessionHooks, SessionLimits } from './types.js';
 
@@ -66,7 +67,7 @@ export class SmtpListeners {
     return new Promise((resolve) => {
       stream.once('close', () => resolve());
       stream.once('end', () => resolve());
-      const c = new Connection(stream, remoteAddress, false, { limits, hooks, trusted: true, tls: null, gone: () => undefined });
+      const c = new SmtpSession(stream, remoteAddress, false, { limits, hooks, trusted: true, tls: null, gone: () => undefined });
       c.start();
     });
   }
@@ -75,7 +76,7 @@ export class SmtpListeners {
     const address = plainRemote(socket.remoteAddress);
     if (this.closing || !address) return void socket.destroy();
     const trusted = this.limits.isTrusted(address);
-    const c = new Connection(socket, address, secure, { limits: o.limits, hooks: o.hooks, trusted, tls: secure ? null : o.tls, gone: (x) => this.gone(x, address) });
+    const c = new SmtpSession(socket, address, secure, { limits: o.limits, hooks: o.hooks, trusted, tls: secure ? null : o.tls, gone: (x) => this.gone(x, address) });
     if (this.connections.size >= this.limits.maxClients) {
       return c.refuse('421 4.7.0 Too many connected clients, try again in a moment\r\n');
     }
