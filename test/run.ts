@@ -14,7 +14,7 @@ function findTests(dir: string): string[] {
   const out: string[] = [];
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory() && e.name !== 'bench') out.push(...findTests(p));
+    if (e.isDirectory()) out.push(...findTests(p)); // bench/: only its unit tests are *.test.js
     else if (e.name.endsWith('.test.js')) out.push(p);
   }
   return out.sort();

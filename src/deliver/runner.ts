@@ -6,18 +6,16 @@ import { pipeline } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { submitBounce, type Notice } from '../intake/bounce.js';
-import { composeDsn, readHeaders, statusOf, type DsnRecipient } from '../queue/bounce.js';
 import type { QueueAdmin } from '../queue/admin.js';
 import type { Clock, Envelope, EnvelopeUpdate, QueueStore, RecipientWaiting } from '../queue/store.js';
 import type { RewriteSpec, RouteProfile } from '../routes/profile.js';
 import { selectRoute } from '../routes/select.js';
 import { HeaderRewriter, needsHeaderRewrite, rewriteEnvelopeSender, type RewriteContext } from '../routes/rewrite.js';
-import { isExpired, needsDelayWarning, retryDelay } from '../schedule/backoff.js';
-import { formatDuration } from '../config/units.js';
 import { createTransport, jobKey } from './factory.js';
 import { selfCheck } from '../relay/self.js';
 import type { DeliveryJob, DeliveryResult, Transport } from './transport.js';
-import { PendingResults, type ResultPlan } from './pending-results.js';
+import { PendingResults } from './pending-results.js';
+import { refusalPlan, resultPlan, type ResultContext } from './result-plan.js';
 
 const BATCH = 500;
 /** Upper bound of the sleep between passes, so a clock jump cannot stall the queue for long. */
@@ -25,13 +23,6 @@ const MAX_SLEEP_MS = 15 * 60_000;
 const MAX_JOBS_IN_FLIGHT = 64;
 /** How soon to look again when everything due is kept back in memory and nothing else is known. */
 const HELD_RECHECK_MS = 60_000;
-/** Attempts a stalled link may retry at once before the normal back-off applies. */
-const RETRY_SOON_ATTEMPTS = 3;
-/**
- * After the nth such failure: half a second, then a short pause (a neighbour entry that failed while
- * the carrier was down needs a moment after link-up), never a spin.
- */
-const RETRY_SOON_MS = [500, 3000, 8000];
 
 export interface RouteState {
   lastError: string | null;
@@ -363,7 +354,9 @@ export class DeliveryRunner {
       })
       .then(async (results) => {
         // `refuse` (pre-queue delivery) may refuse the message in session: removed, no bounce.
-        const plan = refuse?.(results) ? this.refusalPlan(lane.name, envs) : this.record(lane.name, envs, results);
+        const plan = refuse?.(results)
+          ? refusalPlan(this.store, lane.name, envs)
+          : resultPlan(this.resultContext(), this.laneState(lane.name), lane.name, envs, results, this.clock());
         await this.pending.apply(plan);
         this.notePause(lane.name);
         return results;
@@ -432,114 +425,26 @@ export class DeliveryRunner {
     return refusal;
   }
 
-  /** Refused in session: the client keeps the message, so it leaves the queue with no bounce. */
-  private refusalPlan(laneName: string, envs: Envelope[]): ResultPlan {
-    const ids = envs.map((e) => e.envId);
-    return { lane: laneName, envIds: ids, steps: [{ what: 'refused', run: () => this.store.deleteEnvelopes(ids) }] };
-  }
-
   /** Shows a paused lane in `tidemail status` (its last error says why). */
   private notePause(laneName: string): void {
     const why = this.pending.pausedWhy(laneName);
     if (!why) return;
-    const state = this.routeState.get(laneName) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
-    this.routeState.set(laneName, state);
+    const state = this.laneState(laneName);
     if (state.paused === why) return;
     state.paused = why;
     state.lastError = `route paused: ${why}`;
     state.lastErrorAt = this.clock();
   }
 
-  /** What a job's results mean for the queue, as steps (pending-results.ts runs and retries them). */
-  private record(laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>): ResultPlan {
-    const q = this.config.queue;
-    const now = this.clock();
-    const done: string[] = [];
-    const updates: EnvelopeUpdate[] = [];
-    const bounces: DsnRecipient[] = [];
-    const warnings: DsnRecipient[] = [];
+  /** The lane's entry in routeState, made on first use. */
+  private laneState(laneName: string): RouteState {
     const state = this.routeState.get(laneName) ?? { lastError: null, lastErrorAt: null, delivered: 0 };
     this.routeState.set(laneName, state);
-    for (const env of envs) {
-      const r = results.get(env.envId) ?? { outcome: 'tempfail', message: 'no result from transport' };
-      const fields = { to: `<${env.recipient}>`, route: laneName, relay: r.remote, result: r.message };
-      if (r.outcome === 'ok') {
-        log.info(env.envId, 'delivered', fields);
-        state.delivered++;
-        state.failingSince = null;
-        done.push(env.envId);
-        continue;
-      }
-      if (r.outcome === 'interrupted') {
-        // The link went down under it: not an attempt and not a failure. Due again at once;
-        // the next pass finds a route that is up, or records it as waiting for one.
-        log.info(env.envId, 'interrupted by link down; stays queued', { to: fields.to, route: laneName, why: r.message });
-        // No `route`: that would start the lifetime clock (first_attempt), and this was no attempt.
-        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now, lastError: env.lastError ?? null });
-        continue;
-      }
-      state.lastError = r.message;
-      state.lastErrorAt = now;
-      if (r.outcome === 'hold') {
-        // The transport made no attempt (route cannot send now): wait for the route, no penalty.
-        updates.push({ envId: env.envId, attempts: env.attempts, nextAttempt: now + q.noRouteRecheckMs, lastError: r.message, waiting: laneName });
-        continue;
-      }
-      if (r.outcome === 'tempfail') state.failingSince ??= now;
-      const firstAttempt = env.firstAttempt ?? now;
-      if (r.outcome === 'permfail' || (r.outcome === 'tempfail' && isExpired(q, firstAttempt, now))) {
-        const expired = r.outcome !== 'permfail';
-        log.info(env.envId, expired ? 'bounced: expired' : 'bounced', fields);
-        done.push(env.envId);
-        const diagnostic = expired ? `message expired after ${formatDuration(q.maxLifetimeMs)} in the queue; last error: ${r.message}` : r.message;
-        if (env.sender) bounces.push({ recipient: env.recipient, action: 'failed', status: expired ? '4.4.7' : statusOf(r.message, 'failed'), diagnostic, remote: r.remote });
-        else log.warn(env.envId, 'dropped: no DSN for a message from the null sender', { to: `<${env.recipient}>`, why: 'it is a notification itself; bouncing it could loop' });
-        continue;
-      }
-      const attempts = env.attempts + 1;
-      const warn = needsDelayWarning(q, firstAttempt, now, env.warned, env.sender);
-      if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
-      // A connection the link stopped carrying is tried again at once on a new one — for the
-      // first few attempts only, so a peer that always stalls gets the normal back-off.
-      const nextAttempt = r.retrySoon && attempts <= RETRY_SOON_ATTEMPTS ? now + RETRY_SOON_MS[attempts - 1]! : now + retryDelay(q, attempts);
-      log.info(env.envId, 'deferred', { ...fields, attempts, retry: new Date(nextAttempt).toISOString() });
-      updates.push({ envId: env.envId, attempts, nextAttempt, lastError: r.message, warned: warn || undefined, route: laneName });
-    }
-    const first = envs[0]!;
-    // Notifications first: once the envelopes are gone, so is the original message. A step that
-    // fails is retried later, and the ones after it wait: no deletion before the bounce is stored.
-    const steps: ResultPlan['steps'] = [];
-    if (bounces.length) steps.push({ what: 'bounce', run: () => this.notify(first, bounces) });
-    if (warnings.length) steps.push({ what: 'delay-notice', run: () => this.notify(first, warnings) });
-    if (updates.length) steps.push({ what: 'deferred', run: () => this.store.updateEnvelopes(updates) });
-    if (done.length) steps.push({ what: 'done', run: () => this.store.deleteEnvelopes(done) });
-    return { lane: laneName, envIds: envs.map((e) => e.envId), steps };
+    return state;
   }
 
-  /** Queues a DSN to the sender of `env`'s message; rejects when it cannot be stored. */
-  private async notify(env: Envelope, recipients: DsnRecipient[]): Promise<void> {
-    // Unreadable original headers cost the DSN its copy of them, not the DSN itself.
-    const headers = await readHeaders(this.store.readBody(env.msgid)).catch((err: Error) => {
-      log.warn(env.msgid, 'original headers unreadable; the notification goes without them', { error: err.message });
-      return Buffer.alloc(0);
-    });
-    const text = composeDsn({
-      hostname: this.config.hostname,
-      msgid: env.msgid,
-      sender: env.sender,
-      arrival: env.created,
-      recipients,
-      originalHeaders: headers,
-      giveUpAfter: formatDuration(this.config.queue.maxLifetimeMs),
-    });
-    let id: string;
-    try {
-      id = await this.queueNotice({ about: env.msgid, to: env.sender, text });
-    } catch (err) {
-      log.error(env.msgid, 'could not queue delivery status notification; the original stays queued', { error: (err as Error).message });
-      throw err;
-    }
-    log.info(id, recipients[0]!.action === 'delayed' ? 'delay notice queued' : 'bounce queued', { to: `<${env.sender}>`, for: env.msgid });
-    this.wake();
+  /** What result-plan.ts's steps use of the runner, read when they run. */
+  private resultContext(): ResultContext {
+    return { config: () => this.config, store: this.store, queueNotice: (n) => this.queueNotice(n), queued: () => this.wake() };
   }
 }

@@ -68,18 +68,26 @@ export class ConnectionPool {
   /** Gives the slot back; the connection goes idle, or is ended when broken or used up. */
   release(pc: PooledConnection | undefined): void {
     this.active--;
-    if (pc) {
-      if (pc.broken || pc.sent >= this.messagesPerConnection) quit(pc);
-      else {
-        const timer = setTimeout(() => {
-          this.idle = this.idle.filter((e) => e.pc !== pc);
-          quit(pc);
-        }, IDLE_CLOSE_MS);
-        timer.unref();
-        this.idle.push({ pc, timer });
-      }
-    }
+    if (pc) this.keep(pc);
     for (let w = this.waiters.shift(); w && !w(); w = this.waiters.shift());
+  }
+
+  /**
+   * A session set up beside the one a delivery used (a raced connection, smtp.ts) and ready
+   * after it: kept idle for the next message, which then skips the set-up. It holds no slot.
+   */
+  offerIdle(pc: PooledConnection): void {
+    this.keep(pc);
+  }
+
+  private keep(pc: PooledConnection): void {
+    if (pc.broken || pc.sent >= this.messagesPerConnection) return quit(pc);
+    const timer = setTimeout(() => {
+      this.idle = this.idle.filter((e) => e.pc !== pc);
+      quit(pc);
+    }, IDLE_CLOSE_MS);
+    timer.unref();
+    this.idle.push({ pc, timer });
   }
 
   /** Forgets the idle sessions: marked broken (link down, they are dead) or ended politely. */

@@ -13,13 +13,15 @@ import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { log } from '../log/log.js';
 import type { SmtpClientSpec } from '../routes/profile.js';
 import { dial, DialError } from './dial.js';
-import { authenticate, describeAuthFailure } from './smtp-auth.js';
+import { authenticate } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
 import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
 import { ConnectionPool, destroyConnection, rememberTcp, resetTcp, type PooledConnection } from './smtp-pool.js';
 import { ReplyPace, SlowHosts } from './smtp-slow-hosts.js';
+import { raceSetups } from './setup-race.js';
+import { connectFailure, isNetworkFailure, PLAIN_AUTH_CODE, resultOf, type SmtpErrorLike } from './smtp-results.js';
 import { asSocket } from './stream-socket.js';
-import { sameForAll, type DeliveryJob, type DeliveryResult, type SmtpErrorLike as BaseSmtpError, type Transport } from './transport.js';
+import { sameForAll, type DeliveryJob, type DeliveryResult, type Transport } from './transport.js';
 
 export interface SmtpHop {
   /** For logs and DSNs: "host:port", or a description of the tunnel. */
@@ -53,14 +55,14 @@ export interface SmtpTransportOptions {
   beforeConnect?(): Promise<void>;
 }
 
-interface SmtpErrorLike extends BaseSmtpError {
-  /** Failed in or right after the STARTTLS handshake (set by SmtpTransport.open). */
-  duringTls?: boolean;
-}
-
 const AFTER_DOT = 'after the end of the data, before the reply: it may arrive twice';
 /** How long a link-down waits for the reply to an end of data already sent. */
 const REPLY_GRACE_MS = 3_000;
+
+/** How far one set-up got (openRaced). */
+interface SetupStage {
+  authenticating: boolean;
+}
 
 /** A failure to set up a session; `stalled` when the stall hedge cut it (worth one more round). */
 type ConnectFailure = DeliveryResult & { stalled?: boolean };
@@ -70,8 +72,11 @@ type ConnectFailure = DeliveryResult & { stalled?: boolean };
  * line a second connection stalls too often enough (the bench) that one hedge was not enough.
  */
 const HEDGE_ROUNDS = 2;
-/** open() refused to send AUTH over an unencrypted session. */
-const PLAIN_AUTH_CODE = 'EPLAINAUTH';
+/** A raced second set-up starts after half the stall limit, within these bounds (setup-race.ts). */
+const RACE_MIN_STAGGER_MS = 250;
+const RACE_MAX_STAGGER_MS = 1_000;
+/** Set-ups at once for one delivery: its own and one raced beside it. */
+const RACE_WIDTH = 2;
 
 export class SmtpTransport implements Transport {
   readonly name: string;
@@ -125,7 +130,7 @@ export class SmtpTransport implements Transport {
         pc = round === 0 ? pool.takeIdle() : undefined;
         phase = 'connecting';
         if (!pc) {
-          const opened = await this.connectAny(job, deadlineAt, signal, hedgeMs);
+          const opened = await this.connectAny(job, deadlineAt, signal, hedgeMs, pool);
           if (!('conn' in opened)) {
             if (opened.stalled && hedged && !signal.aborted) {
               this.logStall(job, opened.message);
@@ -208,7 +213,7 @@ export class SmtpTransport implements Transport {
   }
 
   /** Tries each hop in order; the first that accepts a session wins. */
-  private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal, hedgeMs: number): Promise<PooledConnection | ConnectFailure> {
+  private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal, hedgeMs: number, pool: ConnectionPool): Promise<PooledConnection | ConnectFailure> {
     const hops = await this.o.hops(job);
     if (!Array.isArray(hops)) return hops;
     const down: DeliveryResult = { outcome: 'interrupted', message: 'link went down before connecting' };
@@ -227,12 +232,12 @@ export class SmtpTransport implements Transport {
       if (signal.aborted) return down; // not one connection attempt once the link is down
       if (Date.now() >= deadlineAt) break; // the transaction_timeout failure is already in `last`
       try {
-        return await this.openWithFallback(hop, deadlineAt, hedgeMs, signal);
+        return await this.openRaced(job, hop, deadlineAt, hedgeMs, signal, pool);
       } catch (err) {
         if (signal.aborted) return down;
         // The session stalled while it was set up: the next round starts from the first hop.
         if ((err as SmtpErrorLike).code === HEDGE_CODE) return { outcome: 'tempfail', message: (err as Error).message, remote: hop.host, retrySoon: true, stalled: true };
-        last = this.connectFailure(hop, err as SmtpErrorLike);
+        last = connectFailure(this.name, this.o.spec, hop, err as SmtpErrorLike);
         // A refused login is the same on every hop; don't hammer the others with it.
         if ((err as SmtpErrorLike).code === 'EAUTH') break;
       }
@@ -241,18 +246,43 @@ export class SmtpTransport implements Transport {
   }
 
   /**
+   * A hedged set-up (stall hedge on, host not known as slow, TCP) not ready after half the
+   * stall limit gets a second one beside it (setup-race.ts); a spare ready later goes idle in
+   * the pool for the next message, unless the link went down meanwhile.
+   */
+  private openRaced(job: DeliveryJob, hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal, pool: ConnectionPool): Promise<PooledConnection> {
+    // A set-up that got as far as AUTH has a working path; a second would only log in twice.
+    const stages: SetupStage[] = [];
+    const open = () => {
+      const stage: SetupStage = { authenticating: false };
+      stages.push(stage);
+      return this.openWithFallback(hop, deadlineAt, hedgeMs, signal, stage);
+    };
+    if (hedgeMs <= 0 || hop.openStream || this.slowHosts.has(hop)) return open();
+    return raceSetups(open, {
+      staggerMs: Math.min(RACE_MAX_STAGGER_MS, Math.max(RACE_MIN_STAGGER_MS, hedgeMs / 2)),
+      width: RACE_WIDTH,
+      mayStart: () => !signal.aborted && Date.now() < deadlineAt && !stages.some((s) => s.authenticating),
+      onRace: (ms) => log.info(job.msgid, 'session not set up yet; racing a second connection', { route: this.name, hop: hop.label, after: `${(ms / 1000).toFixed(1)}s` }),
+      onSpare: (pc) => (signal.aborted ? destroyConnection(pc.conn) : pool.offerIdle(pc)),
+      // A stall says least: the other set-up's own failure (refused, TLS, AUTH) is reported.
+      better: (err, than) => (than as SmtpErrorLike).code === HEDGE_CODE && (err as SmtpErrorLike).code !== HEDGE_CODE,
+    });
+  }
+
+  /**
    * Opportunistic TLS that fails in the handshake (old ciphers, a broken middlebox) is retried
    * once in plaintext on the same hop, as Postfix does at level "may": encryption was only
    * ever a bonus there, and the alternative is mail stuck until the server is fixed.
    */
-  private async openWithFallback(hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal): Promise<PooledConnection> {
+  private async openWithFallback(hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal, stage?: SetupStage): Promise<PooledConnection> {
     try {
-      return await this.open(hop, deadlineAt, hedgeMs, signal);
+      return await this.open(hop, deadlineAt, hedgeMs, signal, stage);
     } catch (err) {
       const e = err as SmtpErrorLike;
       if ((hop.tls ?? this.o.spec.tls) !== 'opportunistic' || !e.duringTls || e.code === DEADLINE_CODE || e.code === STALL_CODE || e.code === HEDGE_CODE) throw err;
       log.warn(null, 'STARTTLS failed, retrying without TLS', { route: this.name, hop: hop.label, error: (err as Error).message.trim() });
-      return this.open({ ...hop, tls: 'none' }, deadlineAt, hedgeMs, signal);
+      return this.open({ ...hop, tls: 'none' }, deadlineAt, hedgeMs, signal, stage);
     }
   }
 
@@ -263,7 +293,7 @@ export class SmtpTransport implements Transport {
   }
 
   /** `signal` is the delivery's own: a link-down during any await here stops the dial. */
-  private async open(hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal): Promise<PooledConnection> {
+  private async open(hop: SmtpHop, deadlineAt: number, hedgeMs: number, signal: AbortSignal, stage?: SetupStage): Promise<PooledConnection> {
     const spec = this.o.spec;
     const tls = hop.tls ?? spec.tls;
     const verify = hop.tlsVerify ?? (tls === 'opportunistic' ? false : spec.tlsVerify);
@@ -364,6 +394,7 @@ export class SmtpTransport implements Transport {
           conn.close();
           return;
         }
+        if (stage) stage.authenticating = true;
         authenticate(conn, spec.auth).then(
           () => done(),
           (err: Error) => {
@@ -374,37 +405,6 @@ export class SmtpTransport implements Transport {
       });
     });
     return pc;
-  }
-
-  private connectFailure(hop: SmtpHop, err: SmtpErrorLike): DeliveryResult {
-    if (err.code === PLAIN_AUTH_CODE) {
-      const text = `${err.message} (fix the server's TLS, or set allow_plain_auth = true in route ${this.name} if this link is trusted)`;
-      log.warn(null, 'AUTH refused without TLS', { route: this.name, error: text });
-      return { outcome: 'tempfail', message: text, remote: hop.host };
-    }
-    if (err.code === STALL_CODE) {
-      log.warn(null, 'link passes nothing', { route: this.name, error: err.message });
-      return { outcome: 'tempfail', message: err.message, remote: hop.host, retrySoon: true };
-    }
-    if (err.code === DEADLINE_CODE) {
-      log.warn(null, 'next hop too slow', { route: this.name, error: err.message });
-      return { outcome: 'tempfail', message: err.message, remote: hop.host };
-    }
-    if (err.code === 'EAUTH' && this.o.spec.auth) {
-      const text = describeAuthFailure(this.o.spec.auth, hop.label, err);
-      log.warn(null, 'smarthost login failed', { route: this.name, error: text });
-      // A wrong password is our configuration, not the recipient's fault: defer, never bounce.
-      return { outcome: 'tempfail', message: text, remote: hop.host };
-    }
-    // Tunnels (ssh, wrapper) report their own errors; only a real TLS failure is called one.
-    const tls = err.code === 'ETLS' || (!hop.openStream && /certificate|self[- ]signed|\bTLS\b|\bSSL\b/.test(err.message));
-    const text = tls
-      ? `TLS to ${hop.label} failed: ${err.message} (certificates are verified; set tls_ca_file for a private CA)`
-      : `cannot connect to ${hop.label}: ${err.message}`;
-    log.warn(null, 'next hop unreachable', { route: this.name, error: text });
-    // Any failure before a server has judged the message is temporary; one of the network
-    // rather than of the server is worth another try within seconds.
-    return { outcome: 'tempfail', message: text, remote: hop.host, ...(isNetworkFailure(err) ? { retrySoon: true } : {}) };
   }
 
   private send(pc: PooledConnection, job: DeliveryJob, deadlineAt: number, bodySent: () => void): Promise<Map<string, DeliveryResult>> {
@@ -458,22 +458,4 @@ function manyListeners(c: AbortController): AbortController {
 function interruptedResult(job: DeliveryJob, signal: AbortSignal, phase: string): Map<string, DeliveryResult> {
   const why = signal.reason instanceof Error ? signal.reason.message : 'link down';
   return sameForAll(job, { outcome: 'interrupted', message: `interrupted: ${why} (${phase})` });
-}
-
-/**
- * The path failed, not the server: reset, unreachable, timed out. A refusal (ECONNREFUSED) is
- * the host's answer and waits the normal back-off. nodemailer and dial.ts carry the errno only
- * in the text, hence the pattern.
- */
-const NETWORK_ERRNO = /\b(ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EPIPE|ECONNABORTED|ENETDOWN|EHOSTDOWN)\b|host unreachable|network unreachable|\(connect_timeout\)/;
-function isNetworkFailure(err: SmtpErrorLike): boolean {
-  if (err.responseCode) return false; // the server answered
-  return NETWORK_ERRNO.test(`${err.code ?? ''} ${err.message}`);
-}
-
-/** An SMTP error → result: 5xx is permanent, anything else (4xx, network) temporary. */
-function resultOf(err: SmtpErrorLike, host: string): DeliveryResult {
-  const text = (err.response ?? err.message).replace(/\s+/g, ' ').trim();
-  const code = err.responseCode ?? 0;
-  return { outcome: code >= 500 && code < 600 ? 'permfail' : 'tempfail', message: text, remote: host };
 }

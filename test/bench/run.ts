@@ -28,6 +28,8 @@
 //   --flap-minutes M BENCH_FLAP_MINUTES length of the link-flap schedule  (10)
 //   --flap-seed S    BENCH_FLAP_SEED    its PRNG seed                     (14)
 //   BENCH_DAEMON_NODE_ARGS="..."        extra node options for the daemon only (V8 experiments)
+//   BENCH_TARGETS_EXTRA=0               skip startup.ts and stages.ts (the issue-17 block's
+//                                       sendmail and per-stage figures)
 // The link-flap figures go into their own "Link flaps" section of RESULTS.md (link-flap.ts); when
 // that bench is skipped, the section of the previous RESULTS.md is kept as it was.
 
@@ -64,6 +66,7 @@ import { cleanupTmp } from '../helpers/tmp.js';
 import { runLinkBenches } from './links.js';
 import { runCheckBenches } from './checks.js';
 import { linkFlapSection, putLinkFlapSection, runLinkFlapBench } from './link-flap.js';
+import { parseStages, parseStartup, targetLines, TARGETS, type AcceptanceCell, type TargetFigures } from './targets.js';
 import {
   daemonEntry,
   daemonNodeArgs,
@@ -101,10 +104,10 @@ const FLAP_SEED = Number(opt('--flap-seed', 'BENCH_FLAP_SEED', '14'));
 const REPEAT = Math.max(1, Number(opt('--repeat', 'BENCH_REPEAT', '3')));
 const WARMUP = Math.min(200, MESSAGES); // messages sent before measuring (JIT, caches, first files)
 
-// Targets from the issue.
-const TARGET_RATIO = 1.5;
-const TARGET_IDLE_MIB = 45;
-const TARGET_HUGE_GROWTH_MIB = 16;
+// Targets from the issue (all of them, and the block that reports them: targets.ts).
+const TARGET_RATIO = TARGETS.ratio;
+const TARGET_IDLE_MIB = TARGETS.idleMiB;
+const TARGET_HUGE_GROWTH_MIB = TARGETS.hugeGrowthMiB;
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup on exit / Ctrl-C: children and the private Postfix must not outlive the bench.
@@ -694,7 +697,7 @@ function memoryLines(): string[] {
     const h = mem.huge;
     const growth = h.sampledMaxKiB - h.before.rssKiB;
     const hwmGrowth = h.hwmAfterKiB !== null ? h.hwmAfterKiB - h.before.rssKiB : null;
-    const worst = Math.max(growth, hwmGrowth ?? -Infinity);
+    const worst = hugeGrowthKiB(h);
     line(`${HUGE_MB} MB message: RSS before`, fmtMiB(h.before.rssKiB));
     line(`${HUGE_MB} MB message: RSS growth`, fmtMiB(worst),
       `target <= ${TARGET_HUGE_GROWTH_MIB} MB: ${verdict(worst / 1024 <= TARGET_HUGE_GROWTH_MIB)}`);
@@ -710,6 +713,56 @@ function memoryLines(): string[] {
       `node ${nodeArgs.join(' ')} (experiment; ${h.accepted ? 'accepted' : 'NOT accepted'} in ${(h.elapsedMs / 1000).toFixed(2)} s)`);
   }
   return rows;
+}
+
+/** RSS growth for the big message: the larger of the sampled peak and VmHWM after its reset. */
+function hugeGrowthKiB(h: HugeFigures): number {
+  return Math.max(h.sampledMaxKiB, h.hwmAfterKiB ?? -Infinity) - h.before.rssKiB;
+}
+
+/** This run's figures for the issue-17 block (targets.ts). */
+function targetFigures(cores: number, fsyncMs: number, extra: Pick<TargetFigures, 'stages' | 'startup'>): TargetFigures {
+  const acceptance = (client: Client): AcceptanceCell[] => CONCURRENCY.flatMap((c) => {
+    const t = cells.get(key('tidemail', client, c));
+    const p = cells.get(key('postfix', client, c));
+    if (!t || !p || !t.accepted || t.cpuMs === undefined) return [];
+    const perMsg = (cpuMs: number) => (cpuMs * 1000) / t.accepted;
+    return [{ c, tidemail: t.rate, postfix: p.rate, cpuUs: perMsg(t.cpuMs), ...(t.mainThreadMs !== undefined ? { jsUs: perMsg(t.mainThreadMs) } : {}), ...(t.machineBusy !== undefined ? { machineBusy: t.machineBusy } : {}) }];
+  });
+  const floorCpuUs: Record<number, number> = {};
+  for (const c of CONCURRENCY) {
+    const f = cells.get(key('floor', 'smtp-source', c));
+    if (f?.accepted && f.cpuMs !== undefined) floorCpuUs[c] = (f.cpuMs * 1000) / f.accepted;
+  }
+  const base = mem.nodeBaselineKiB;
+  return {
+    fsyncMs, cores, floorCpuUs, ...extra,
+    reused: acceptance('smtp-source'),
+    oneConnection: acceptance('smtp-source-1'),
+    ...(mem.idle ? { idle: {
+      rssMiB: mem.idle.rssKiB / 1024,
+      ...(base ? { nodeMiB: base / 1024 } : {}),
+      imports: base ? (mem.modules ?? []).map((m) => ({ name: m.name, addMiB: (m.rssKiB - base) / 1024 })) : [],
+    } } : {}),
+    ...(mem.afterLoad ? { peak: { hwmMiB: mem.afterLoad.hwmKiB / 1024, concurrency: Math.max(...CONCURRENCY), ...(mem.idle ? { idleMiB: mem.idle.rssKiB / 1024 } : {}) } } : {}),
+    ...(mem.huge ? { hugeGrowthMiB: hugeGrowthKiB(mem.huge) / 1024, hugeMiB: HUGE_MB } : {}),
+  };
+}
+
+/** `sendmail -t` against `node -e 0` (startup.ts, 10 interleaved runs each). */
+async function measureStartup(): Promise<TargetFigures['startup']> {
+  const r = await runCommand(process.execPath, [path.join(ROOT, 'dist', 'test', 'bench', 'startup.js'), '--runs', '10'], { timeoutMs: 120_000 });
+  const got = parseStartup(r.stdout);
+  if (!got) log(`startup.js: no figures (exit ${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`);
+  return got;
+}
+
+/** Per-stage CPU at c=1 (stages.ts, 1000 messages per stage); needs smtp-source. */
+async function measureStages(): Promise<TargetFigures['stages']> {
+  const r = await runCommand(process.execPath, [path.join(ROOT, 'dist', 'test', 'bench', 'stages.js'), '--messages', '1000'], { timeoutMs: 600_000 });
+  const got = parseStages(r.stdout);
+  if (!got?.length) log(`stages.js: no figures (exit ${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`);
+  return got?.length ? got : undefined;
 }
 
 function report(machine: string[], limits: string[]): string[] {
@@ -860,6 +913,18 @@ async function main(): Promise<void> {
   }
 
   const lines = report(machine, limitNotes(cpus.length, fsyncMs));
+  // For the issue-17 block at the end: this run's start-up and per-stage figures.
+  const extra: Pick<TargetFigures, 'stages' | 'startup'> = {};
+  if (daemonEntry(ROOT) && process.env.BENCH_TARGETS_EXTRA !== '0') {
+    log('sendmail -t start-up (test/bench/startup.ts)');
+    const startup = await measureStartup();
+    if (startup) extra.startup = startup;
+    if (smtpSource) {
+      log('per-stage cost (test/bench/stages.ts)');
+      const stages = await measureStages();
+      if (stages) extra.stages = stages;
+    }
+  }
 
   // Links and local delivery (test/bench/links.ts, issues 4 and 5), after the acceptance figures.
   if (LINKS && daemonEntry(ROOT)) {
@@ -897,6 +962,7 @@ async function main(): Promise<void> {
       log(`link flaps: FAILED ${(e as Error).message}`);
     }
   }
+  lines.push('', ...targetLines(targetFigures(cpus.length, fsyncMs, extra)));
   lines.push('', `bench run took ${((nowMs() - t0) / 1000).toFixed(0)} s`);
   console.log('\n' + lines.join('\n'));
 

@@ -132,6 +132,7 @@ async function startTlsSink(host: string, port: number, tls: { key: Buffer; cert
     port,
     messages,
     connections: 0,
+    greeted: 0,
     waitForMessages: (n, timeoutMs = 10_000) => waitFor(`${n} message(s)`, () => (messages.length >= n ? messages : null), timeoutMs),
     close: () => new Promise((r) => server.close(() => r())),
   };

@@ -11,26 +11,71 @@ import * as assert from 'uvu/assert';
 import { makeSite, startDaemon } from '../helpers/daemon.js';
 import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
-import { cleanupTmp } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/ports.js';
+import { cleanupTmp, writeSecret } from '../helpers/tmp.js';
 
 test.after(() => cleanupTmp());
 
-test('a greeting lost on the first connection: cut after stall_timeout, delivered on a second connection at once', async () => {
-  // The first connection is greeted only after 60 s (the greeting_timeout is minutes).
+test('a greeting lost on the first connection: a second connection raced beside it after half the stall limit delivers the message', async () => {
+  // The first connection is greeted only after 60 s (the greeting_timeout is minutes). With
+  // stall_timeout 10s the hedge alone would cut it after 10 s; the raced set-up starts after
+  // 1 s (half the limit, at most 1 s) and wins.
   const sh = await startSmarthost({ greetDelayMs: (n) => (n === 1 ? 60_000 : 0) });
+  const site = await makeSite('');
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "10s"\n`);
+  const d = await startDaemon(site);
+  try {
+    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: lost greeting\r\n\r\nhello\r\n'), /^250 /);
+    const accepted = Date.now();
+    await sh.waitForMessages(1, 20_000);
+    const took = Date.now() - accepted;
+    assert.ok(took < 7_000, `delivered after ${took} ms: the second connection was not raced before the 10 s stall limit`);
+    assert.is(sh.connections, 2);
+    await d.waitForLog(/ delivered [^\n]*route=far/, 10_000);
+    assert.match(d.logs(), /session not set up yet; racing a second connection[^\n]*after=1\.\ds/);
+    assert.not.match(d.logs(), / deferred /);
+    assert.not.match(d.logs(), /stalled; trying once more/);
+    assert.is(sh.messages.length, 1);
+  } finally {
+    await d.stop();
+    await sh.close();
+  }
+});
+
+test('a greeting lost on both raced connections: cut after stall_timeout, delivered on the next round at once', async () => {
+  const sh = await startSmarthost({ greetDelayMs: (n) => (n <= 2 ? 60_000 : 0) });
   const site = await makeSite('');
   site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "1s"\n`);
   const d = await startDaemon(site);
   try {
-    const started = Date.now();
-    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: lost greeting\r\n\r\nhello\r\n'), /^250 /);
+    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: lost greetings\r\n\r\nhello\r\n'), /^250 /);
     await sh.waitForMessages(1, 20_000);
-    assert.ok(Date.now() - started < 20_000);
-    assert.is(sh.connections, 2);
+    assert.is(sh.connections, 3);
     await d.waitForLog(/ delivered [^\n]*route=far/, 10_000);
     assert.match(d.logs(), /stalled; trying once more on a new connection[^\n]*sent nothing in reply to the connection \(greeting\) for 1 s \(stall_timeout\)/);
-    // Not an attempt, not a deferral: the message went on the same run.
     assert.not.match(d.logs(), / deferred /);
+  } finally {
+    await d.stop();
+    await sh.close();
+  }
+});
+
+test('a spare raced connection that greets late is kept idle and carries the next message', async () => {
+  // Connection 1 greets after 1.5 s: connection 2 (raced after 1 s) has won by then; 1 becomes
+  // a spare, and the second message goes over it without a new connection.
+  const sh = await startSmarthost({ greetDelayMs: (n) => (n === 1 ? 1500 : 0) });
+  const site = await makeSite('');
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "10s"\nmessages_per_connection = 1\n`);
+  const d = await startDaemon(site);
+  try {
+    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: one\r\n\r\nhello\r\n'), /^250 /);
+    await sh.waitForMessages(1, 20_000);
+    await d.waitForLog(/ delivered [^\n]*route=far/, 10_000);
+    // The late greeting is 1.5 s after connection 1 began; wait until it has been answered.
+    await waitFor('the late greeting', () => sh.greeted >= 2, 10_000);
+    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: two\r\n\r\nhello\r\n'), /^250 /);
+    await sh.waitForMessages(2, 20_000);
+    assert.is(sh.connections, 2, 'the second message did not use the spare connection');
   } finally {
     await d.stop();
     await sh.close();
@@ -65,12 +110,12 @@ test('a server slow to greet every time: delivered, learned as slow, and the nex
   try {
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: one\r\n\r\nhello\r\n'), /^250 /);
     await sh.waitForMessages(1, 20_000);
-    // Cut after 1 s, then after 2 s, then waited for without the hedge.
-    assert.is(sh.connections, 3, 'the first delivery was not hedged twice, then waited for');
+    // Two set-ups raced and cut after 1 s, two after 2 s, then one waited for without the hedge.
+    assert.is(sh.connections, 5, 'the first delivery was not hedged twice, then waited for');
     await d.waitForLog(/next hop answers slowly: stall_timeout not applied to it for 15 min[^\n]*hop=127\.0\.0\.1:/, 10_000);
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: two\r\n\r\nhello\r\n'), /^250 /);
     await sh.waitForMessages(2, 20_000);
-    assert.is(sh.connections, 4, 'the second message was hedged again');
+    assert.is(sh.connections, 6, 'the second message was hedged or raced again');
     assert.is((d.logs().match(/stalled; trying once more/g) ?? []).length, 2);
   } finally {
     await d.stop();
@@ -78,7 +123,7 @@ test('a server slow to greet every time: delivered, learned as slow, and the nex
   }
 });
 
-test('a route whose server answers at once: the stall limit follows its pace (1 s), not the 3 s of stall_timeout', async () => {
+test('a route whose server answers at once: the stall limit follows its pace (1 s), not the 3 s of stall_timeout, and so does the raced set-up', async () => {
   // The 4th connection's greeting is lost; the three before it answered everything within ms.
   const sh = await startSmarthost({ greetDelayMs: (n) => (n === 4 ? 60_000 : 0) });
   const site = await makeSite('');
@@ -89,8 +134,31 @@ test('a route whose server answers at once: the stall limit follows its pace (1 
       assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: pace ${i}\r\n\r\nhello\r\n`), /^250 /);
       await sh.waitForMessages(i, 20_000);
     }
+    // The 4th set-up gets its raced partner after half the pace's 1 s limit; with the 3 s of
+    // stall_timeout it would be half of that, capped at 1 s.
     assert.is(sh.connections, 5);
-    assert.match(d.logs(), /sent nothing in reply to the connection \(greeting\) for 1 s \(stall_timeout\)/);
+    const after = /racing a second connection[^\n]*after=(\d+\.\d)s/.exec(d.logs());
+    assert.ok(after, 'no raced set-up');
+    assert.ok(Number(after[1]) < 1, `raced after ${after[1]} s, not after half of the pace's 1 s`);
+  } finally {
+    await d.stop();
+    await sh.close();
+  }
+});
+
+test('a session already in AUTH gets no raced partner: a slow password check is waited for, one login', async () => {
+  const sh = await startSmarthost({ auth: { user: 'me', pass: 'right' }, authDelayMs: 2500 });
+  const site = await makeSite('');
+  const secret = `${site.dir}/secrets/far`;
+  writeSecret(secret, 'right\n');
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "1s"\nallow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${secret}"\n`);
+  const d = await startDaemon(site);
+  try {
+    assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: slow auth\r\n\r\nhello\r\n'), /^250 /);
+    const [m] = await sh.waitForMessages(1, 20_000);
+    assert.is(m!.user, 'me');
+    assert.is(sh.connections, 1);
+    assert.not.match(d.logs(), /racing a second connection/);
   } finally {
     await d.stop();
     await sh.close();

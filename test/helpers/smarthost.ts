@@ -18,6 +18,8 @@ export interface SmarthostOptions {
   host?: string;
   tls?: 'none' | 'starttls' | 'implicit';
   auth?: { user: string; pass: string };
+  /** Answer AUTH only after this many ms (a server that checks passwords slowly). */
+  authDelayMs?: number;
   /** Return an error reply ("550 5.1.1 no such user") to refuse this recipient. */
   rcptReply?: (address: string) => string | null;
   /** Return an error reply to refuse at end of DATA. */
@@ -45,6 +47,8 @@ export interface Smarthost {
   messages: ReceivedMessage[];
   /** TCP connections accepted so far. */
   connections: number;
+  /** Connections greeted so far (after greetDelayMs). */
+  greeted: number;
   waitForMessages(n: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
   close(): Promise<void>;
 }
@@ -58,7 +62,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
   const messages: ReceivedMessage[] = [];
   const tls = opts.tls ?? 'none';
   const certs = tls === 'none' ? null : testCerts();
-  const state = { connections: 0 };
+  const state = { connections: 0, greeted: 0 };
   let dataCount = 0;
   const options: SMTPServerOptions = {
     logger: false,
@@ -73,12 +77,20 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     onConnect: (_s, cb) => {
       const n = ++state.connections;
       const delay = opts.greetDelayMs?.(n) ?? 0;
-      if (delay > 0) return void setTimeout(() => cb(), delay).unref();
-      cb();
+      const greet = () => {
+        state.greeted++;
+        cb();
+      };
+      if (delay > 0) return void setTimeout(greet, delay).unref();
+      greet();
     },
     onAuth: (auth, _s, cb) => {
-      if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
-      cb(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+      const answer = () => {
+        if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
+        cb(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+      };
+      if (opts.authDelayMs) return void setTimeout(answer, opts.authDelayMs).unref();
+      answer();
     },
     onMailFrom: (addr, _s, cb) => {
       if (opts.stallMail?.(addr.address)) return opts.onStall?.('mail'); // no reply, ever
@@ -126,6 +138,9 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     messages,
     get connections() {
       return state.connections;
+    },
+    get greeted() {
+      return state.greeted;
     },
     waitForMessages: (n, timeoutMs = 10_000) => waitFor(`${n} message(s) at the smarthost`, () => (messages.length >= n ? messages : null), timeoutMs),
     close: () => new Promise((r) => server.close(() => r())),
