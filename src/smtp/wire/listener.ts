@@ -13,6 +13,8 @@ import type { SessionHooks, SessionLimits } from './types.js';
 
 /** How long a transaction under way at shutdown may take to finish. */
 const SHUTDOWN_GRACE_MS = 30_000;
+/** An implicit-TLS handshake gets at most this long (it holds a socket outside max_clients). */
+const HANDSHAKE_MAX_MS = 60_000;
 
 export interface ListenOptions {
   host: string;
@@ -38,6 +40,8 @@ export function plainRemote(address: string | undefined): string {
 
 export class SmtpListeners {
   private readonly servers: net.Server[] = [];
+  /** Every accepted socket, so that shutdown can end those still in a TLS handshake. */
+  private readonly sockets = new Set<net.Socket>();
   private readonly connections = new Set<Connection>();
   private readonly perAddress = new Map<string, number>();
   private closing = false;
@@ -47,10 +51,14 @@ export class SmtpListeners {
   /** Binds; rejects with the bind error (EADDRINUSE, EACCES) as node gives it. */
   listen(o: ListenOptions): Promise<void> {
     const server = o.implicitTls
-      ? o.tls!.createServer(o.limits.commandTimeoutMs, (s) => this.accept(s, o, true))
+      ? o.tls!.createServer(Math.min(o.limits.commandTimeoutMs, HANDSHAKE_MAX_MS), (s) => this.accept(s, o, true))
       : net.createServer((s) => this.accept(s, o, false));
     // A handshake that fails (scanners, garbage) ends that socket only.
     server.on('tlsClientError', (_err: Error, s: Duplex) => s.destroy());
+    server.on('connection', (raw: net.Socket) => {
+      this.sockets.add(raw);
+      raw.once('close', () => this.sockets.delete(raw));
+    });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(o.port, o.host, () => {
@@ -113,6 +121,8 @@ export class SmtpListeners {
       await gone;
       clearTimeout(timer);
     }
+    // Left: sockets still in an implicit-TLS handshake (no session yet), or closing.
+    for (const raw of this.sockets) raw.destroy();
     await closed;
   }
 }
