@@ -16,8 +16,13 @@
 // the same files. So each module's `import.meta.url` is rewritten to the URL the module has
 // under dist/src. Not minified and no source map: a stack trace in the log names a line of
 // dist/bundle/*.js, and esbuild heads each module there with its dist/src path.
+//
+// Beside it, sendmail.cjs and sendmail.cjs.cache: `sendmail` submitting a message (what cron
+// runs) as one CommonJS file, src/sendmail-main.ts and what it imports, with V8's code cache
+// made here by this node binary with the launcher's flags — see sendmail-bundle.mjs.
 
 import * as esbuild from 'esbuild';
+import { buildSendmailBundle } from './sendmail-bundle.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +70,7 @@ const result = await esbuild.build({
   logLevel: 'warning',
   plugins: [ownUrl],
 });
+const sendmail = await buildSendmailBundle({ root: ROOT, src: SRC, outDir: NEW });
 // Swap the whole directory: a launcher starting meanwhile finds either bundle or none (then it
 // runs dist/src), never main.js of one build with the chunks of another.
 // Two builds at once (test files run in parallel, each may rebuild a stale bundle) are of the
@@ -84,4 +90,4 @@ try {
 fs.rmSync(OLD, { recursive: true, force: true });
 const files = Object.keys(result.metafile.outputs);
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
-console.log(`bundle: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB in ${path.relative(ROOT, OUT)}/`);
+console.log(`bundle: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB in ${path.relative(ROOT, OUT)}/; ${sendmail}`);

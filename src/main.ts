@@ -1,8 +1,8 @@
 // Entry point: dispatch on the name we are called by (sendmail, mailq, runq, newaliases,
 // mailrm, rmail, smtpd) or on the first argument of `tidemail`.
 
-import path from 'node:path';
 import { EX, reportError } from './cli/exit.js';
+import { invokedName, wantsHelp, type Argv0Command } from './cli/invocation.js';
 import { commandHelp, helpTopic, mainUsage, version } from './cli/usage.js';
 
 type Command = (argv: string[]) => Promise<number>;
@@ -13,7 +13,7 @@ const runSendmail: Command = (a) => import('./cli/sendmail.js').then((m) => m.ru
 const runDaemon: Command = (a) => import('./cli/daemon.js').then((m) => m.runDaemon(a));
 const runQueueCommand: Command = (a) => import('./cli/queue.js').then((m) => m.runQueueCommand(a));
 
-const BY_ARGV0: Record<string, Command> = {
+const BY_ARGV0: Record<Argv0Command, Command> = {
   sendmail: runSendmail,
   mailq: (a) => import('./cli/queue.js').then((m) => m.runMailq(a)),
   runq: (a) => runQueueCommand(['flush', ...a]),
@@ -24,7 +24,7 @@ const BY_ARGV0: Record<string, Command> = {
   'in.smtpd': (a) => import('./cli/smtpd.js').then((m) => m.runSmtpd(a)),
 };
 
-const SUBCOMMANDS: Record<string, Command> = {
+const SUBCOMMANDS: Record<string, Command | undefined> = {
   ...BY_ARGV0,
   daemon: runDaemon,
   queue: runQueueCommand,
@@ -43,20 +43,10 @@ const SUBCOMMANDS: Record<string, Command> = {
   'import-masqmail': (a) => import('./cli/import-masqmail.js').then((m) => m.runImportMasqmail(a)),
 };
 
-/**
- * `--help` (and `-h`, except for sendmail, where it is an old option) anywhere before `--`:
- * every command answers it the same way, before its own parsing can call it unknown.
- */
-function wantsHelp(command: string, args: readonly string[]): boolean {
-  const end = args.indexOf('--');
-  const opts = end < 0 ? args : args.slice(0, end);
-  return opts.includes('--help') || (command !== 'sendmail' && opts.includes('-h'));
-}
-
 export async function main(argv: string[]): Promise<void> {
-  const name = path.basename(argv[1] ?? 'tidemail').replace(/\.js$/, '');
+  const name = invokedName(argv);
   let prog = name;
-  let command = BY_ARGV0[name];
+  let command: Command | undefined = BY_ARGV0[name as Argv0Command];
   let args = argv.slice(2);
   let topic = name === 'in.smtpd' ? 'smtpd' : name;
   if (!command) {

@@ -59,10 +59,18 @@ export function isIPv6Text(s: string): boolean {
   return halves.length === 2 ? count <= 7 : count === 8;
 }
 
+/**
+ * net.isIPv4, answer for answer (test/config/cidr.test.ts): node:net is a few ms to load, and
+ * `sendmail` needs no socket (issue 17).
+ */
+export function isIPv4Text(s: string): boolean {
+  return V4_TAIL.test(s);
+}
+
 /** Parses "10.0.0.0/8", "::1/128" or a bare address; null when malformed. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
   const [address, prefixText] = text.trim().split('/');
-  const family = net.isIPv4(address ?? '') ? 'ipv4' : isIPv6Text(address ?? '') ? 'ipv6' : null;
+  const family = isIPv4Text(address ?? '') ? 'ipv4' : isIPv6Text(address ?? '') ? 'ipv6' : null;
   if (!family || !address) return null;
   const max = family === 'ipv4' ? 32 : 128;
   const prefix = prefixText === undefined ? max : Number(prefixText);

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { maildropDir } from '../queue/maildrop.js';
+import { maildropDir } from '../queue/maildrop-spool.js';
 import { PermissionError } from './protocol.js';
 
 const PROOF_NAME = /^\.who-[0-9a-f]{32}$/;

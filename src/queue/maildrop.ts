@@ -4,183 +4,24 @@
 // names are random, so users cannot read each other's mail.
 //
 // File layout: the message bytes (CRLF), then the envelope as one JSON line, then its length as
-// 10 decimal digits and "\n". The file is written as .tmp-*, fsynced, renamed, and the
-// directory fsynced (or, for a user who may not open it, the filesystem synced): after commit()
-// returns, the message survives a crash or power loss.
+// 10 decimal digits and "\n". Writing a file (MaildropSpool) is in maildrop-spool.ts, which
+// `sendmail` loads without the pickup below.
 //
 // The pickup trusts nothing in a file but its bytes: the submitter is the file's owner, the
 // sender is checked against what that user may claim; the intake (src/intake/pickup.ts) puts our
 // own Received line on top, qualifies, signs and queues it.
 
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import type { Config } from '../config/schema.js';
-import { TempFailError, TidemailError } from '../errors.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
-import type { MessageMeta, QueueStore, Spool } from './store.js';
+import { TRAILER_DIGITS, fsyncDir, maildropDir, type MaildropEnvelope } from './maildrop-spool.js';
+import type { QueueStore } from './store.js';
 
-export interface MaildropEnvelope {
-  v: 1;
-  sender: string;
-  recipients: string[];
-  via: string;
-  uid: number;
-  created: number;
-}
-
-const TRAILER_DIGITS = 10;
-
-export function maildropDir(stateDir: string): string {
-  return path.join(stateDir, 'maildrop');
-}
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fd = await fsp.open(dir, 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
-}
-
-/** sendmail's input went over max_message_size (EX_DATAERR: the input itself is the problem). */
-export class MessageTooBigError extends TidemailError {
-  override name = 'MessageTooBigError';
-  constructor(readonly limit: number) {
-    super(`message too big: more than ${formatSize(limit)} (max_message_size)`);
-  }
-}
-
-export function formatSize(n: number): string {
-  for (const [unit, f] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) if (n >= f && n % f === 0) return `${n / f} ${unit}`;
-  return `${n} bytes`;
-}
-
-export class MaildropSpool implements Spool {
-  readonly msgid: string;
-  private fh: fsp.FileHandle | null = null;
-  private readonly tmpPath: string;
-  private written = 0;
-
-  constructor(private readonly dir: string, private readonly opts: { maxSize?: number } = {}) {
-    this.msgid = randomBytes(12).toString('hex');
-    this.tmpPath = path.join(dir, `.tmp-${this.msgid}`);
-  }
-
-  get size(): number {
-    return this.written;
-  }
-
-  private async handle(): Promise<fsp.FileHandle> {
-    if (this.fh) return this.fh;
-    const fh = await fsp.open(this.tmpPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
-    this.fh = fh;
-    // 0644 whatever the caller's umask: the directory is not listable for others, so a random
-    // name is private enough, and the daemon (another user) must be able to read it.
-    await fh.chmod(0o644);
-    return fh;
-  }
-
-  async write(chunk: Buffer): Promise<void> {
-    // Refused while writing, so a huge message is not read to its end first.
-    if (this.opts.maxSize !== undefined && this.written + chunk.length > this.opts.maxSize) throw new MessageTooBigError(this.opts.maxSize);
-    const fh = await this.handle();
-    // At an explicit offset: rewrite() and prepend() replace the file's content in place.
-    await fh.write(chunk, 0, chunk.length, this.written);
-    this.written += chunk.length;
-  }
-
-  readBack(): () => Readable {
-    return () => (this.written ? fs.createReadStream(this.tmpPath, { start: 0, end: this.written - 1 }) : Readable.from([]));
-  }
-
-  // Edits read the message into memory: a maildrop message is at most max_message_size, and
-  // only checks edit (the maildrop behind `sendmail -bs` has none; the pickup runs them).
-  async rewrite(headerEnd: number, edit: { header?: (section: string) => string; body?: readonly Buffer[] }): Promise<void> {
-    const all = await this.content();
-    const head = all.subarray(0, headerEnd);
-    const newHead = edit.header ? Buffer.from(edit.header(head.toString('latin1')), 'latin1') : head;
-    await this.replace(Buffer.concat([newHead, ...(edit.body ? [Buffer.from('\r\n'), ...edit.body] : [all.subarray(headerEnd)])]));
-  }
-
-  async prepend(header: Buffer): Promise<void> {
-    if (this.prepended) throw new Error('prepend() may be called once per message');
-    this.prepended = true;
-    await this.replace(Buffer.concat([header, await this.content()]));
-  }
-
-  private prepended = false;
-
-  private async content(): Promise<Buffer> {
-    return this.written ? (await fsp.readFile(this.tmpPath)).subarray(0, this.written) : Buffer.alloc(0);
-  }
-
-  private async replace(data: Buffer): Promise<void> {
-    const fh = await this.handle();
-    await fh.truncate(0);
-    await fh.write(data, 0, data.length, 0);
-    this.written = data.length;
-  }
-
-  async commit(meta: MessageMeta): Promise<void> {
-    const fh = await this.handle();
-    const env: MaildropEnvelope = {
-      v: 1, sender: meta.sender, recipients: meta.recipients, via: meta.via, uid: process.getuid?.() ?? -1, created: Date.now(),
-    };
-    const json = JSON.stringify(env) + '\n';
-    const trailer = Buffer.from(json + String(Buffer.byteLength(json)).padStart(TRAILER_DIGITS, '0') + '\n');
-    await fh.write(trailer, 0, trailer.length, this.written);
-    await fh.sync();
-    await fh.close();
-    this.fh = null;
-    const final = path.join(this.dir, this.msgid);
-    await fsp.rename(this.tmpPath, final);
-    try {
-      await syncEntry(this.dir, final);
-    } catch (err) {
-      // Not durable: take the message back, so the caller's retry does not send it twice.
-      await fsp.unlink(final).catch(() => undefined);
-      throw new TempFailError(`cannot make the message durable in ${this.dir}: ${(err as Error).message}; nothing was sent, try again later`);
-    }
-  }
-
-  async rollback(): Promise<void> {
-    await this.fh?.close().catch(() => undefined);
-    this.fh = null;
-    await fsp.unlink(this.tmpPath).catch(() => undefined);
-  }
-}
-
-/**
- * Makes a new directory entry durable. Root and the daemon's user fsync the directory; an
- * ordinary user cannot open the drop-only (1733) directory, so syncfs(2) on the file's
- * filesystem — `sync -f FILE` — flushes it, directory included; `sync` (sync(2), which waits
- * on Linux) where -f is missing (busybox without FEATURE_SYNC_FANCY).
- */
-export async function syncEntry(dir: string, file: string): Promise<void> {
-  try {
-    return await fsyncDir(dir);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM') throw err;
-  }
-  try {
-    await execFileP('sync', ['-f', file], { timeout: 60_000 });
-  } catch {
-    await execFileP('sync', [], { timeout: 60_000 }).catch((e: Error) => {
-      throw new Error(`the maildrop directory cannot be fsync'd by this user and sync(1) failed: ${e.message.split('\n')[0]}`);
-    });
-  }
-}
-
-const execFileP = promisify(execFile);
+export { MaildropSpool, MessageTooBigError, TRAILER_DIGITS, formatSize, fsyncDir, maildropDir, syncEntry, type MaildropEnvelope } from './maildrop-spool.js';
 
 /** The parsed tail of a maildrop file: the envelope and where the message bytes end. */
 interface FoundEnvelope {

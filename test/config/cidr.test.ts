@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NetworkList, isIPv6Text, parseCidr } from '../../src/config/cidr.js';
+import { NetworkList, isIPv4Text, isIPv6Text, parseCidr } from '../../src/config/cidr.js';
 
 test('contains: the same answer on every ask, IPv4-mapped like plain, non-addresses never', () => {
   const list = new NetworkList(['127.0.0.0/8', '192.168.1.0/24', '2001:db8::/32']);
@@ -29,6 +29,23 @@ test('contains: past the remembered answers (1000 distinct addresses, twice) eve
       assert.is(list.contains(a), plain.check(a, 'ipv4'), a);
     }
   }
+});
+
+test('isIPv4Text answers as net.isIPv4: every string up to 6 characters of 0 1 2 5 9 . and whole dotted quads', () => {
+  const same = (s: string) => {
+    if (isIPv4Text(s) !== net.isIPv4(s)) assert.unreachable(`${JSON.stringify(s)}: net.isIPv4 says ${net.isIPv4(s)}`);
+  };
+  const walk = (s: string, depth: number): void => {
+    same(s);
+    if (depth) for (const c of ['0', '1', '2', '5', '9', '.']) walk(s + c, depth - 1);
+  };
+  walk('', 6);
+  for (const octet of ['0', '00', '01', '9', '10', '99', '100', '199', '200', '249', '250', '255', '256', '300', '1000', ' 1', 'a']) {
+    same(`${octet}.1.2.3`);
+    same(`1.2.3.${octet}`);
+    same(`10.${octet}.${octet}.1`);
+  }
+  for (const s of ['1.2.3', '1.2.3.4.5', '1.2.3.4 ', '::ffff:1.2.3.4', '1..2.3', '']) same(s);
 });
 
 test('isIPv6Text answers as net.isIPv6: every string up to 7 characters of 0 f : . % 1, and mutated addresses', () => {

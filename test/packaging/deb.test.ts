@@ -85,6 +85,9 @@ inspect('files: commands link to the launcher, hooks and unit in place, root-own
   assert.is(files.get('usr/lib/tidemail/bin/tidemail.js')?.mode, '-rwxr-xr-x');
   assert.ok(files.has('usr/lib/tidemail/dist/src/main.js'));
   assert.ok(files.has('usr/lib/tidemail/dist/bundle/main.js'), 'the bundle the launcher runs (packaging/bundle.mjs)');
+  for (const f of ['bin/package.json', 'dist/bundle/sendmail.cjs', 'dist/bundle/sendmail.cjs.cache', 'dist/bundle/sendmail-loader.cjs']) {
+    assert.ok(files.has(`usr/lib/tidemail/${f}`), `${f}: the CommonJS launcher and the sendmail bundle with its code cache (packaging/sendmail-bundle.mjs)`);
+  }
   assert.is(files.get('usr/lib/systemd/system/tidemail.service')?.mode, '-rw-r--r--');
   for (const h of HOOKS) assert.is(files.get(h)?.mode, '-rwxr-xr-x', h);
   const addon = [...files.keys()].find((p) => p.endsWith('sqlite3/build/Release/node_sqlite3.node'));

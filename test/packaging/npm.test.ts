@@ -33,7 +33,7 @@ const packedOnce = () => (packed ??= pack());
 
 test('the tarball has the launcher, compiled code, templates and hooks, and no tests or sources', () => {
   const { files } = packedOnce();
-  for (const f of ['bin/tidemail.js', 'dist/src/main.js', 'dist/src/daemon.js', 'dist/bundle/main.js', 'routes/gmail.toml', 'packaging/hooks/openwrt-hotplug', 'packaging/prune-node-modules.mjs', 'README.md']) {
+  for (const f of ['bin/tidemail.js', 'bin/package.json', 'dist/src/main.js', 'dist/src/daemon.js', 'dist/bundle/main.js', 'dist/bundle/sendmail.cjs', 'dist/bundle/sendmail.cjs.cache', 'dist/bundle/sendmail-loader.cjs', 'routes/gmail.toml', 'packaging/hooks/openwrt-hotplug', 'packaging/prune-node-modules.mjs', 'README.md']) {
     assert.ok(files.includes(f), `${f} missing from the tarball`);
   }
   for (const f of files) {
