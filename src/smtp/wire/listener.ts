@@ -84,7 +84,7 @@ export class SmtpListeners {
     const address = plainRemote(socket.remoteAddress);
     if (this.closing || !address) return void socket.destroy();
     const trusted = this.limits.isTrusted(address);
-    const c = new SmtpSession(socket, address, secure, { limits: o.limits, hooks: o.hooks, trusted, tls: secure ? null : o.tls, gone: (x) => this.gone(x, address) });
+    const c = new SmtpSession(socket, address, secure, { limits: o.limits, hooks: o.hooks, trusted, tls: o.tls, gone: (x) => this.gone(x, address) });
     if (this.connections.size >= this.limits.maxClients) {
       return c.refuse('421 4.7.0 Too many connected clients, try again in a moment\r\n');
     }

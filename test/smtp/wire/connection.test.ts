@@ -41,6 +41,10 @@ async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; 
   const hooks: SessionHooks = {
     onMailFrom: () => null,
     onRcptTo: () => null,
+    onAuth: async (a) => {
+      if (a.password === 'pw') return a.username;
+      throw Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 });
+    },
     async onData(body, s: WireSession) {
       const parts: Buffer[] = [];
       let beforeDot = 0;
@@ -219,7 +223,7 @@ test('max_errors counts refusals; the one that reaches it is followed by 421', a
   await waitFor('the connection to close', () => c.closed, 5000);
 });
 
-test('TLS handshake garbage on an implicit TLS listener ends that connection only', async () => {
+test('implicit TLS: handshake garbage ends that connection only; the next one gets no second STARTTLS, AUTH, ESMTPSA', async () => {
   const { port, got } = await engine({}, { tls: true, implicit: true });
   const junk = net.connect(port, '127.0.0.1');
   let junkClosed = false;
@@ -236,13 +240,16 @@ test('TLS handshake garbage on an implicit TLS listener ends that connection onl
   s.setEncoding('utf8');
   s.on('data', (d: string) => (buf += d));
   await waitFor('the greeting', () => /^220 /.test(buf), 5000);
-  s.write('EHLO t\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n');
+  const plain = (p: string) => Buffer.from(`\0u\0${p}`).toString('base64');
+  s.write(`EHLO t\r\nSTARTTLS\r\nAUTH PLAIN ${plain('wrong')}\r\nAUTH PLAIN ${plain('pw')}\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n`);
   await waitFor('354', () => /354 /.test(buf), 5000);
-  assert.not.match(buf, /STARTTLS/);
+  assert.not.match(buf, /250[ -]STARTTLS/);
+  assert.match(buf, /^250-AUTH PLAIN LOGIN\r$/m);
+  assert.match(buf, /^503 5\.5\.1 Error: TLS already active\r\n535 5\.7\.8 Authentication credentials invalid\r\n235 2\.7\.0 Authentication successful\r$/m);
   s.write('z\r\n.\r\nQUIT\r\n');
   await waitFor('221', () => /221 /.test(buf), 5000);
   s.destroy();
-  assert.is(got[0]!.protocol, 'ESMTPS');
+  assert.is(got[0]!.protocol, 'ESMTPSA');
 });
 
 test('STARTTLS: what was pipelined after it in clear is dropped; the session starts over inside TLS', async () => {
