@@ -13,6 +13,8 @@ const SLOW_HOST_MS = 15 * 60_000;
 
 export class SlowHosts {
   private readonly until = new Map<string, number>();
+  /** Hosts silent once on a route that usually answers at once: slow only if it happens again. */
+  private readonly suspects = new Map<string, number>();
 
   constructor(private readonly route: string) {}
 
@@ -25,12 +27,31 @@ export class SlowHosts {
     return false;
   }
 
-  /** After an unhedged round on `pc`: remembers its host when it was silent for stallMs or more. */
-  learn(pc: PooledConnection, stallMs: number): void {
+  /**
+   * After an unhedged round on `pc`: remembers its host when it was silent for stallMs or more.
+   * On a route that usually answers within ms (`usuallyFast`, ReplyPace) one such silence is
+   * more likely a reply lost twice on a lossy link than a slow server — taken for slowness, it
+   * would switch the hedge off for the whole route for 15 min (the link-flap bench saw exactly
+   * that) — so there it takes a second one within SLOW_HOST_MS, with no quick round between.
+   */
+  learn(pc: PooledConnection, stallMs: number, usuallyFast: boolean): void {
+    if (!stallMs) return;
+    const key = hostKey(pc.hop);
     const silence = pc.deadlines.longestSilenceMs;
-    if (!stallMs || silence < stallMs) return;
-    if (!this.has(pc.hop)) log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.route, hop: pc.hop.label, silence: `${(silence / 1000).toFixed(1)}s` });
-    this.until.set(hostKey(pc.hop), Date.now() + SLOW_HOST_MS);
+    const now = Date.now();
+    if (silence < stallMs) {
+      this.suspects.delete(key);
+      return;
+    }
+    const seconds = `${(silence / 1000).toFixed(1)}s`;
+    if (usuallyFast && !((this.suspects.get(key) ?? 0) > now)) {
+      this.suspects.set(key, now + SLOW_HOST_MS);
+      log.info(null, 'next hop was silent for long once; taken for loss on the link, not a slow server', { route: this.route, hop: pc.hop.label, silence: seconds });
+      return;
+    }
+    this.suspects.delete(key);
+    if (!this.has(pc.hop)) log.info(null, 'next hop answers slowly: stall_timeout not applied to it for 15 min', { route: this.route, hop: pc.hop.label, silence: seconds });
+    this.until.set(key, now + SLOW_HOST_MS);
   }
 }
 
@@ -60,10 +81,21 @@ export class ReplyPace {
   };
 
   hedgeMs(stallMs: number): number {
-    if (!stallMs || this.samples.length < PACE_MIN_SAMPLES) return stallMs;
-    const sorted = [...this.samples].sort((a, b) => a - b);
-    const p90 = sorted[Math.floor(sorted.length * 0.9)]!;
+    const p90 = this.p90();
+    if (!stallMs || p90 === undefined) return stallMs;
     return Math.min(stallMs, Math.max(MIN_HEDGE_MS, 4 * p90));
+  }
+
+  /** The route's replies usually begin well within stall_timeout (known from enough samples). */
+  usuallyFast(stallMs: number): boolean {
+    const p90 = this.p90();
+    return p90 !== undefined && 4 * p90 < stallMs;
+  }
+
+  private p90(): number | undefined {
+    if (this.samples.length < PACE_MIN_SAMPLES) return undefined;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    return sorted[Math.floor(sorted.length * 0.9)]!;
   }
 }
 

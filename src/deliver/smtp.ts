@@ -158,7 +158,7 @@ export class SmtpTransport implements Transport {
           pc = undefined;
           continue;
         }
-        if (!hedged) this.slowHosts.learn(pc, this.o.spec.stallMs);
+        if (!hedged) this.slowHosts.learn(pc, this.o.spec.stallMs, this.pace.usuallyFast(this.o.spec.stallMs));
         return results;
       }
     })().finally(release);

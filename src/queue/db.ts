@@ -170,7 +170,18 @@ export class GroupCommitWriter {
     await this.db.exec('BEGIN IMMEDIATE');
     try {
       const results: unknown[] = [];
-      for (const op of batch) results.push(op.sql !== undefined ? await this.db.exec(op.sql) : await op.run!(this.db));
+      for (let i = 0; i < batch.length; ) {
+        if (batch[i]!.sql === undefined) {
+          results.push(await batch[i++]!.run!(this.db));
+          continue;
+        }
+        // Consecutive SQL-text operations still go as one exec: a large message's bound chunk
+        // insert in the batch must not cost every commit beside it a round trip of its own.
+        let end = i;
+        while (end < batch.length && batch[end]!.sql !== undefined) end++;
+        await this.db.exec(batch.slice(i, end).map((o) => o.sql).join('\n'));
+        for (; i < end; i++) results.push(undefined);
+      }
       await this.db.exec('COMMIT');
       this.commits++;
       return results;

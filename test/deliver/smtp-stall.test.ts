@@ -146,6 +146,41 @@ test('a route whose server answers at once: the stall limit follows its pace (1 
   }
 });
 
+test('on a route that answers at once, one long silence is taken for loss: the host is not learned as slow, its next session is still hedged; a second one marks it slow', async () => {
+  // Sessions 1-3 answer at once (15 reply samples: the route is fast). Connections 4-8 greet
+  // only after 3 s: two raced set-ups cut after 1 s, two after 2 s, then one waited for — on a
+  // lossy link that silence is loss, not a slow server. Connection 9 (the next message) loses
+  // its greeting: it must still be raced.
+  let slowAgain = false;
+  const sh = await startSmarthost({ greetDelayMs: (n) => ((n >= 4 && n <= 8) || (slowAgain && n <= 15) ? 3000 : n === 9 ? 60_000 : 0) });
+  const site = await makeSite('');
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "1s"\nmessages_per_connection = 1\n`);
+  const d = await startDaemon(site);
+  try {
+    for (let i = 1; i <= 5; i++) {
+      assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: fast ${i}\r\n\r\nhello\r\n`), /^250 /);
+      await sh.waitForMessages(i, 30_000);
+    }
+    assert.is(sh.connections, 10);
+    assert.match(d.logs(), /next hop was silent for long once; taken for loss on the link, not a slow server[^\n]*silence=3\.\ds/);
+    assert.not.match(d.logs(), /answers slowly/);
+    // Message 4's two hedged rounds, and message 5's.
+    assert.is((d.logs().match(/racing a second connection/g) ?? []).length, 3, 'message 5 was not raced');
+    // A second long silence within 15 min: now it is the server (connections 11-15, message 6),
+    // and message 7 (connection 16) is neither hedged nor raced.
+    slowAgain = true;
+    for (let i = 6; i <= 7; i++) {
+      assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: slow ${i}\r\n\r\nhello\r\n`), /^250 /);
+      await sh.waitForMessages(i, 30_000);
+    }
+    await d.waitForLog(/next hop answers slowly: stall_timeout not applied to it for 15 min/, 10_000);
+    assert.is(sh.connections, 16);
+  } finally {
+    await d.stop();
+    await sh.close();
+  }
+});
+
 test('a session already in AUTH gets no raced partner: a slow password check is waited for, one login', async () => {
   const sh = await startSmarthost({ auth: { user: 'me', pass: 'right' }, authDelayMs: 2500 });
   const site = await makeSite('');
