@@ -164,12 +164,14 @@ test('a client that never reads its replies is not read either (back-pressure), 
   // up unread, and our bytes stay in our own buffer.
   const stuck = await waitFor('the server to stop reading', async () => {
     const before = c.sock.writableLength;
-    await sleep(500);
+    await sleep(1000);
     return before > 0 && c.sock.writableLength === before ? before : 0;
   }, 15_000, 0);
-  // And it stays so (a server that only lags behind catches up within this).
+  // And it stays so: a server that only lags behind takes the rest (5 MB) within this; one
+  // that waits may take a little more as the kernel's windows grow.
   await sleep(2000);
-  assert.is(c.sock.writableLength, stuck, 'the server went on reading while its replies were not read');
+  const taken = stuck - c.sock.writableLength;
+  assert.ok(taken <= 1024 * 1024, `the server went on reading (${taken} bytes) while its replies were not read`);
   const ok = '250 2.0.0 OK\r\n';
   let bytes = 0;
   let sample = '';
