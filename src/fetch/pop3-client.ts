@@ -1,5 +1,7 @@
-// A small POP3 client: RFC 1939 (USER/PASS, APOP, STAT, LIST, UIDL, RETR, DELE, QUIT),
+// A small POP3 client session: RFC 1939 (USER/PASS, APOP, STAT, LIST, UIDL, RETR, DELE, QUIT),
 // RFC 2449 (CAPA), RFC 2595 (STLS) and RFC 5034 (AUTH PLAIN with an initial response). Used for SMTP-after-POP logins and by the fetcher.
+// This file owns the connection (TLS, reading lines, deadlines, caps); what the replies mean
+// (status lines, listings, the error classes) is in pop3-reply.ts.
 //
 // Lines are read as bytes (messages may be 8-bit); multi-line responses are dot-unstuffed and
 // handed out line by line, so a large RETR can be streamed instead of held in memory.
@@ -10,13 +12,15 @@
 // trips): `timeoutMs` for a one-line reply, plus the time its byte cap takes at `minBytesPerSecond`
 // for a multi-line one. Multi-line replies have a byte cap (the caller's for RETR/TOP, from the
 // LIST size; fixed ones for CAPA, LIST and UIDL); past it the connection is cut at once, not
-// read on. Text from the server that reaches an error message is stripped of control characters,
-// so a hostile reply cannot drive the terminal of whoever reads `tidemail status` or the log.
+// read on. Text from the server that reaches an error message is stripped of control characters
+// (printable(), pop3-reply.ts).
 
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { TidemailError } from '../errors.js';
+import { listSize, parseListing, parseStat, Pop3Error, Pop3LimitError, Pop3TlsError, printable, statusText, uidlId } from './pop3-reply.js';
+
+export { Pop3Error, Pop3LimitError, Pop3TlsError, printable } from './pop3-reply.js';
 
 export type Pop3TlsMode = 'implicit' | 'starttls' | 'none';
 /** auto: see Pop3Client.login; user: USER/PASS; apop: APOP only; plain: SASL PLAIN (RFC 5034) only. */
@@ -38,35 +42,6 @@ export interface Pop3Options {
   /** The slowest transfer a multi-line reply may take before its deadline (default 1 KiB/s). */
   minBytesPerSecond?: number;
   signal?: AbortSignal;
-}
-
-/** A POP3 failure: -ERR from the server (`response` set), a protocol violation, or the network. */
-export class Pop3Error extends TidemailError {
-  override name = 'Pop3Error';
-  /** The server's -ERR line, when it sent one. */
-  readonly response: string | undefined;
-  constructor(message: string, response?: string, options?: ErrorOptions) {
-    super(message, options);
-    this.response = response;
-  }
-}
-
-/** A multi-line reply went over its byte cap; the connection has been cut. */
-export class Pop3LimitError extends Pop3Error {
-  override name = 'Pop3LimitError';
-  constructor(
-    message: string,
-    /** Bytes of the reply read when it was cut (the cap plus at most one line). */
-    readonly read: number,
-    readonly limit: number,
-  ) {
-    super(message);
-  }
-}
-
-/** The TLS handshake failed, most often a certificate that does not verify: a setup problem. */
-export class Pop3TlsError extends Pop3Error {
-  override name = 'Pop3TlsError';
 }
 
 /** One line of a multi-line response, dot-unstuffed, without its line ending. */
@@ -258,10 +233,7 @@ export class Pop3Client {
   }
 
   async stat(): Promise<{ count: number; size: number }> {
-    const r = await this.command('STAT');
-    const m = /^(\d+)\s+(\d+)/.exec(r);
-    if (!m) throw new Pop3Error(`${this.label}: malformed STAT reply "+OK ${r}"`);
-    return { count: Number(m[1]), size: Number(m[2]) };
+    return parseStat(this.label, await this.command('STAT'));
   }
 
   /**
@@ -269,10 +241,7 @@ export class Pop3Client {
    * @throws Pop3Error on a size that is not a number: it would make every size limit void.
    */
   async list(maxBytes = MAX_LISTING): Promise<Map<number, number>> {
-    return this.pairs('LIST', maxBytes, (s) => {
-      if (!/^\d{1,15}$/.test(s)) throw new Pop3Error(`${this.label}: malformed LIST size "${printable(s).slice(0, 40)}"`);
-      return Number(s);
-    });
+    return this.pairs('LIST', maxBytes, (s) => listSize(this.label, s));
   }
 
   /**
@@ -281,7 +250,7 @@ export class Pop3Client {
    * shown safely and still tells messages apart.
    */
   async uidl(maxBytes = MAX_LISTING): Promise<Map<number, string>> {
-    return this.pairs('UIDL', maxBytes, (s) => (/^[\x21-\x7e]{1,70}$/.test(s) ? s : `h:${createHash('sha256').update(s, 'latin1').digest('hex')}`));
+    return this.pairs('UIDL', maxBytes, uidlId);
   }
 
   /**
@@ -389,12 +358,7 @@ export class Pop3Client {
 
   private async pairs<T>(cmd: string, maxBytes: number, value: (s: string) => T): Promise<Map<number, T>> {
     const { lines } = await this.multiline(cmd, undefined, { maxBytes: Math.min(maxBytes, MAX_LISTING), lineMax: MAX_REPLY_LINE });
-    const out = new Map<number, T>();
-    for (const l of lines) {
-      const m = /^(\d+)[ \t]+(\S+)/.exec(l.toString('latin1'));
-      if (m) out.set(Number(m[1]), value(m[2]!));
-    }
-    return out;
+    return parseListing(lines, value);
   }
 
   private timeoutMs(): number {
@@ -414,10 +378,7 @@ export class Pop3Client {
   }
 
   private async readStatus(what: string): Promise<string> {
-    const line = printable((await this.readLine(MAX_REPLY_LINE)).toString('utf8'));
-    if (line.startsWith('+OK')) return line.slice(3).trim();
-    if (line.startsWith('-ERR')) throw new Pop3Error(`${this.label} refused ${what}: ${line.slice(0, 512)}`, line.slice(0, 512));
-    throw new Pop3Error(`${this.label} answered ${what} with "${line.slice(0, 100)}", not +OK/-ERR (is this a POP3 server?)`);
+    return statusText(this.label, what, printable((await this.readLine(MAX_REPLY_LINE)).toString('utf8')));
   }
 
   /**
@@ -482,14 +443,6 @@ const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 const CRLF = Buffer.from('\r\n');
-
-/**
- * Server text made safe to show: control characters (C0, DEL, C1: terminal escapes, bells,
- * backspaces) and the bidirectional overrides become "?".
- */
-export function printable(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
-}
 
 function tlsOptions(o: Pop3Options): tls.ConnectionOptions {
   const name = o.servername ?? o.host;
