@@ -7,7 +7,7 @@
 // `import()` stays lazy: `sendmail` still never loads the daemon, the daemon loads ~50 files.
 //
 // What stays outside: node builtins and every npm package. sqlite3 is a native addon;
-// smtp-server and nodemailer are pinned and hooked, and deps/pinned.ts checks the installed
+// nodemailer is pinned and hooked, and deps/pinned.ts checks the installed
 // copy, which must be the one that runs; mailauth, ssh2 and node-cron load only when used.
 // They load from node_modules exactly as from dist/src.
 //

@@ -1,17 +1,17 @@
 // Error classes. Normal mail outcomes (a 450, an offline route) are values, not exceptions;
-// these are for refusals we hand to smtp-server and for failures the caller cannot handle.
+// these are for refusals we hand to the SMTP engine and for failures the caller cannot handle.
 
 export class TidemailError extends Error {
   override name = 'TidemailError';
 }
 
-/** Refuse an SMTP command. smtp-server sends `responseCode` and the message to the client. */
+/** Refuse an SMTP command. The engine sends `responseCode` and the message to the client. */
 export class SmtpError extends TidemailError {
   override name = 'SmtpError';
   readonly responseCode: number;
   readonly enhanced: string;
   constructor(responseCode: number, enhanced: string, message: string, options?: ErrorOptions) {
-    // smtp-server prints the message verbatim after the code, so the enhanced code leads it.
+    // The message goes out verbatim after the code, so the enhanced code leads it.
     super(`${enhanced} ${message}`, options);
     this.responseCode = responseCode;
     this.enhanced = enhanced;

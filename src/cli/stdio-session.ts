@@ -1,14 +1,12 @@
-// smtp-server talks to a net.Socket; `sendmail -bs` and inetd `smtpd` have a pipe pair (or an
+// The SMTP engine talks to a socket; `sendmail -bs` and inetd `smtpd` have a pipe pair (or an
 // inherited socket) instead. This Duplex stands in for the socket and fixes what a pipe does
 // differently:
 //
-// - smtp-server calls socket.setTimeout()/setNoDelay() and only writes while
-//   readyState === 'open'; a plain Duplex has neither.
 // - Scripted clients write the whole session at once and close their end. Input is held back
 //   until the greeting is out (as a client waits for 220), and the end of input is not the end
 //   of the session: commands already read may still be running (a DATA commit). So at EOF we
-//   append a QUIT, which smtp-server runs after everything before it, and the session ends when
-//   smtp-server closes its side. EOF in the middle of DATA aborts the message, as a dropped
+//   append a QUIT, which the engine runs after everything before it, and the session ends when
+//   the engine closes its side. EOF in the middle of DATA aborts the message, as a dropped
 //   connection does.
 // - A local user's script writes LF line ends (sendmail -bs has always accepted them); for local
 //   sessions bare LF becomes CRLF, or the final "." would never be seen. Network sessions
@@ -30,8 +28,6 @@ export class StdioSession extends Duplex {
   private partial = '';
   private lastWasCr = false;
   private readonly fixLineEnds: boolean;
-  private timeoutMs = 0;
-  private timer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly input: NodeJS.ReadableStream,
@@ -49,7 +45,6 @@ export class StdioSession extends Duplex {
   }
 
   private fromClient(raw: Buffer): void {
-    this.touch();
     const d = this.fixLineEnds ? this.crlf(raw) : raw;
     this.trackDataMode(d);
     if (!this.push(d)) {
@@ -78,7 +73,7 @@ export class StdioSession extends Duplex {
 
   /** Follows DATA … "." in what the client sends, to know whether EOF cut a message short. */
   private trackDataMode(d: Buffer): void {
-    // Only CRLF ends a line here, as it does for smtp-server.
+    // Only CRLF ends a line here, as it does for the end of message data.
     const text = this.partial + d.toString('latin1');
     const lines = text.split('\r\n');
     this.partial = lines.pop() ?? '';
@@ -109,7 +104,6 @@ export class StdioSession extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.touch();
     this.output.write(chunk, (err) => {
       if (!this.greeted) {
         this.greeted = true;
@@ -120,7 +114,7 @@ export class StdioSession extends Duplex {
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    // smtp-server closed the session (QUIT, 421): end our readable side too.
+    // The engine closed the session (QUIT, 421): end our readable side too.
     this.readyState = 'closed';
     this.push(null);
     cb();
@@ -128,30 +122,7 @@ export class StdioSession extends Duplex {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     this.readyState = 'closed';
-    if (this.timer) clearTimeout(this.timer);
     this.input.pause();
     cb(err);
-  }
-
-  /** Like net.Socket#setTimeout: emits 'timeout' after `ms` without traffic; 0 turns it off. */
-  setTimeout(ms: number, cb?: () => void): this {
-    this.timeoutMs = ms;
-    if (cb) this.once('timeout', cb);
-    this.touch();
-    return this;
-  }
-
-  setNoDelay(): this {
-    return this;
-  }
-
-  setKeepAlive(): this {
-    return this;
-  }
-
-  private touch(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.timeoutMs > 0 && !this.destroyed) this.timer = setTimeout(() => this.emit('timeout'), this.timeoutMs);
   }
 }

@@ -1,7 +1,7 @@
 // Libraries whose private internals we hook, pinned to the exact version the hooks were written
 // against, and checked at startup: a package upgrade that moved a member must stop the daemon
-// with a clear message, not silently disable a limit (smtp-server: session limits and smuggling
-// guards in smtp/patches.ts; nodemailer: reply deadlines in deliver/smtp-deadline.ts).
+// with a clear message, not silently disable a limit (nodemailer: reply deadlines in
+// deliver/smtp-deadline.ts). The SMTP receive path is our own (smtp/wire/) and hooks nothing.
 
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { TidemailError } from '../errors.js';
 
 /** Keep in step with package.json (exact versions there too). */
-export const PINNED = { nodemailer: '10.6.0', 'smtp-server': '3.21.6' } as const;
+export const PINNED = { nodemailer: '10.6.0' } as const;
 
 export class LibraryMismatchError extends TidemailError {
   override name = 'LibraryMismatchError';

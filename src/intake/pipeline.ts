@@ -170,7 +170,7 @@ export async function submit(target: IntakeTarget, source: IntakeSource, envelop
       }
     }
   } catch (err) {
-    // The sender went away mid-message (smtp-server destroys the stream): drop what was spooled.
+    // The sender went away mid-message (the body stream fails): drop what was spooled.
     await spool.rollback();
     log.info(spool.msgid, 'aborted', { reason: (err as Error).message, ...fields });
     throw err;

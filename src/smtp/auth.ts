@@ -1,14 +1,12 @@
 // SMTP AUTH (RFC 4954), PLAIN and LOGIN only: both send the password itself, so they are only
 // offered and accepted inside TLS — or in clear on a loopback listener when the config says so.
 
-import type { SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from 'smtp-server';
 import { plainAddress } from '../config/cidr.js';
 import { log } from '../log/log.js';
 import { verifyPassword } from '../local/passwords.js';
 import { replies } from './replies.js';
 import type { UsersStore } from './users-file.js';
-
-export const AUTH_METHODS = ['PLAIN', 'LOGIN'];
+import type { AuthAttempt, WireSession } from './wire/types.js';
 
 /** A failed login waits this long: it slows guessing without holding a slot for long. */
 const FAILURE_DELAY_MS = 1000;
@@ -22,32 +20,26 @@ export function clearAuthAllowed(listenHost: string, allowOnLocalhost: boolean):
   return allowOnLocalhost && isLoopbackHost(listenHost);
 }
 
-type AuthCallback = (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void;
-
-/** smtp-server's onAuth: checks the password against the users file; never logs it. */
-export function createAuthHandler(users: UsersStore): (auth: SMTPServerAuthentication, session: SMTPServerSession, cb: AuthCallback) => void {
-  return (auth, session, cb) => {
-    const user = auth.username ?? '';
+/** The engine's onAuth: checks the password against the users file; never logs it. */
+export function createAuthHandler(users: UsersStore): (auth: AuthAttempt, session: WireSession) => Promise<string> {
+  return async (auth, session) => {
+    const user = auth.username;
     const client = plainAddress(session.remoteAddress);
-    const check = async (): Promise<boolean> => {
+    let ok: boolean;
+    try {
       const hash = users.hashOf(user);
       // Hash even for unknown users, so the answer takes as long either way.
-      const ok = await verifyPassword(auth.password ?? '', hash ?? 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
-      return ok && hash !== undefined;
-    };
-    check().then(
-      (ok) => {
-        if (ok) {
-          log.info(null, 'auth ok', { user, method: auth.method, client });
-          return cb(null, { user });
-        }
-        log.info(null, 'auth failed', { user, method: auth.method, client });
-        setTimeout(() => cb(replies.authFailed()), FAILURE_DELAY_MS);
-      },
-      (err: Error) => {
-        log.error(null, 'auth error', { user, client, error: err.message });
-        cb(replies.authUnavailable());
-      },
-    );
+      ok = (await verifyPassword(auth.password, hash ?? 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=')) && hash !== undefined;
+    } catch (err) {
+      log.error(null, 'auth error', { user, client, error: (err as Error).message });
+      throw replies.authUnavailable();
+    }
+    if (ok) {
+      log.info(null, 'auth ok', { user, method: auth.method, client });
+      return user;
+    }
+    log.info(null, 'auth failed', { user, method: auth.method, client });
+    await new Promise((r) => setTimeout(r, FAILURE_DELAY_MS));
+    throw replies.authFailed();
   };
 }

@@ -1,5 +1,5 @@
 // Reply texts, one place. Every refusal carries a basic and an enhanced code (RFC 3463);
-// the enhanced code leads the text and smtp-server passes it through (see patches.ts).
+// the enhanced code leads the text and the engine passes it through (wire/reply-writer.ts).
 
 import { SmtpError } from '../errors.js';
 

@@ -1,29 +1,32 @@
-// The SMTP front door, built on smtp-server: one listener per configured address (IPv4 and
-// IPv6), relay control by trusted_networks or AUTH, and the receive path into a MessageSink.
+// The SMTP front door: one listener per configured address (IPv4 and IPv6), relay control by
+// trusted_networks or AUTH, and the receive path into a MessageSink. The protocol itself is our
+// own engine's (src/smtp/wire/); this file holds the rules: which checks run at each phase, who
+// may relay and send as whom, and what happens to the message.
 // Listener kinds: 'mx' (port 25: AUTH optional), 'submission' (587: STARTTLS, AUTH required)
 // and 'smtps' (465: implicit TLS, AUTH required).
 
 import type { Duplex } from 'node:stream';
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { runChecks, type CheckContext, type ConnectionNotes, type Phase, type TransactionNotes, type Verdict } from '../checks/check.js';
 import { createCheck as createRecipientsCheck } from '../checks/recipients.js';
 import { createCheck as createRelayCheck } from '../checks/relay.js';
 import { allChecks, type CheckPlan } from '../checks/registry.js';
 import { NetworkList, plainAddress } from '../config/cidr.js';
 import { ConfigReader } from '../config/reader.js';
-import { SmtpError } from '../errors.js';
+import { ConfigError, SmtpError } from '../errors.js';
 import { describeBindError, ListenError } from '../doctor/ports.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
-import { AUTH_METHODS, clearAuthAllowed, createAuthHandler } from './auth.js';
-import { applySmtpServerPatches, type SessionLimitOptions } from './patches.js';
+import { clearAuthAllowed, createAuthHandler } from './auth.js';
 import { submit, type IntakeSource } from '../intake/pipeline.js';
 import { receivedHeader, type MessageSink } from './receive.js';
 import { replies } from './replies.js';
 import { fromAddresses, ownsAddress, sendersOf } from './sender-control.js';
 import { loadTlsCredentials, type TlsCredentials } from './tls.js';
 import type { UsersStore } from './users-file.js';
+import { SmtpListeners } from './wire/listener.js';
+import { TlsContext } from './wire/tls-context.js';
+import { transmissionType, type EnvelopeAddress, type SessionHooks, type SessionLimits, type WireSession } from './wire/types.js';
 
 export type ListenerKind = 'mx' | 'submission' | 'smtps';
 
@@ -32,7 +35,7 @@ interface SessionState {
   connection: ConnectionNotes;
   /**
    * The current transaction's notes, made at MAIL FROM. Tied to the envelope object it was made
-   * for: smtp-server replaces session.envelope at RSET, HELO/EHLO, STARTTLS and after DATA, so
+   * for: the engine replaces session.envelope at RSET, HELO/EHLO, STARTTLS and after DATA, so
    * notes can never outlive their transaction even when no new MAIL comes.
    */
   transaction?: { envelope: object; notes: TransactionNotes };
@@ -61,16 +64,19 @@ export interface SmtpFrontDeps {
 export class SmtpFront {
   private readonly trusted: NetworkList;
   private readonly localDomains: Set<string>;
-  private readonly servers: SMTPServer[] = [];
+  private readonly listeners: SmtpListeners;
   private tls: TlsCredentials | null | undefined;
+  /** node:tls and the secure context, made at the first listen() when a certificate exists. */
+  private tlsContext: TlsContext | null = null;
   private plan!: CheckPlan;
   /** The plan's check names, for the accepted line of the log. */
   private planNames = '';
   private readonly sessions = new Map<string, SessionState>();
 
   constructor(private readonly deps: SmtpFrontDeps) {
-    applySmtpServerPatches();
     this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
+    const { smtp } = deps.config;
+    this.listeners = new SmtpListeners({ maxClients: smtp.maxClients, maxConnectionsPerIp: smtp.maxConnectionsPerIp, isTrusted: (a) => this.isTrusted(a) });
     this.localDomains = new Set(deps.config.local.domains);
     // Without a plan (`sendmail -bs`, inetd `smtpd`): the daemon's mandatory RCPT checks, relay
     // then recipients, so a session on stdin refuses what the daemon's port refuses.
@@ -85,17 +91,17 @@ export class SmtpFront {
     return this.deps.isLocal ? this.deps.isLocal(address) : this.localDomains.has(domainOf(address));
   }
 
-  private state(session: SMTPServerSession): SessionState {
+  private state(session: WireSession): SessionState {
     let st = this.sessions.get(session.id);
     if (!st) this.sessions.set(session.id, (st = { connection: {}, messages: 0 }));
     return st;
   }
 
-  /** The check context for a phase, from what smtp-server knows of the session. */
-  private context(phase: Phase, session: SMTPServerSession, kind: ListenerKind | 'stream', extra: Partial<CheckContext> = {}): CheckContext {
+  /** The check context for a phase, from what the engine knows of the session. */
+  private context(phase: Phase, session: WireSession, kind: ListenerKind | 'stream', extra: Partial<CheckContext> = {}): CheckContext {
     const { config } = this.deps;
     const st = this.state(session);
-    const mailFrom = session.envelope?.mailFrom;
+    const mailFrom = session.envelope.mailFrom;
     const inTransaction = phase === 'mail' || phase === 'rcpt' || phase === 'data';
     const transaction = inTransaction && st.transaction?.envelope === session.envelope ? st.transaction.notes : undefined;
     return {
@@ -106,13 +112,12 @@ export class SmtpFront {
       connection: st.connection,
       ...(transaction ? { transaction } : {}),
       clientAddress: plainAddress(session.remoteAddress),
-      ...(session.clientHostname && !session.clientHostname.startsWith('[') ? { clientHostname: session.clientHostname } : {}),
       ...(session.hostNameAppearsAs ? { helo: session.hostNameAppearsAs } : {}),
       ...(mailFrom ? { sender: qualify(mailFrom.address, config.hostname) } : {}),
-      recipients: (session.envelope?.rcptTo ?? []).map((r) => qualify(r.address, config.hostname)),
+      recipients: session.envelope.rcptTo.map((r) => qualify(r.address, config.hostname)),
       ...(authUser(session) ? { authUser: authUser(session)! } : {}),
       tls: !!session.secure,
-      smtputf8: !!(mailFrom && mailFrom.args && (mailFrom.args as Record<string, unknown>).SMTPUTF8),
+      smtputf8: mailFrom?.args.SMTPUTF8 === true,
       messages: st.messages,
       ...extra,
     };
@@ -131,7 +136,7 @@ export class SmtpFront {
     return { error: new SmtpError(verdict.action === 'disconnect' ? 421 : verdict.code, verdict.enhanced, verdict.text), verdict };
   }
 
-  private ended(session: SMTPServerSession): void {
+  private ended(session: WireSession): void {
     if (!this.sessions.delete(session.id)) return;
     for (const c of allChecks(this.plan)) c.sessionEnded?.(session.id);
   }
@@ -140,80 +145,61 @@ export class SmtpFront {
     return this.deps.trustAll === true || this.trusted.contains(address);
   }
 
-  private options(kind: ListenerKind | 'stream' = 'stream', listenHost = ''): SMTPServerOptions & SessionLimitOptions {
+  /** The session limits and decision hooks of a listener of `kind` on `listenHost` ('' for a stream). */
+  private options(kind: ListenerKind | 'stream' = 'stream', listenHost = ''): { limits: SessionLimits; hooks: SessionHooks } {
     const { config, users } = this.deps;
-    // A stream session (inetd, `sendmail -bs`) has no listener and never does TLS.
-    const tls = listenHost ? (this.tls ?? null) : null;
     const clearAuth = clearAuthAllowed(listenHost, config.smtp.allowPlainAuthOnLocalhost);
-    const disabled = ['WIZ', 'SHELL', 'KILL'];
-    if (!tls) disabled.push('STARTTLS');
-    if (!users) disabled.push('AUTH');
-    return {
-      secure: kind === 'smtps',
-      ...(tls ? { key: tls.key, cert: tls.cert } : {}),
-      hideSTARTTLS: !tls,
-      authMethods: AUTH_METHODS,
-      // refuseAuth (patches.ts) is the real guard; smtp-server's own only gets in its way.
-      allowInsecureAuth: clearAuth,
-      refuseAuth: (secure) => (secure || clearAuth ? null : replies.encryptionRequired()),
-      ...(users ? { onAuth: createAuthHandler(users), authAvailable: () => users.hasUsers() } : {}),
+    const limits: SessionLimits = {
       name: config.hostname,
-      banner: 'tidemail',
-      size: config.smtp.maxMessageSize,
-      hideSize: false,
-      hidePIPELINING: false,
-      hide8BITMIME: false,
-      hideSMTPUTF8: false,
-      hideENHANCEDSTATUSCODES: false,
-      // The sendmail wizard jokes never. AUTH is optional here: submission listeners require it
-      // in onMailFrom, so the reply is ours (530 5.7.0) and AUTH-less listeners stay usable.
-      disabledCommands: disabled,
-      authOptional: true,
-      // Reverse DNS would stall greetings on an offline box; the address is in the trace header.
-      disableReverseLookup: true,
-      logger: false,
-      maxClients: config.smtp.maxClients,
-      socketTimeout: config.smtp.commandTimeoutMs,
-      closeTimeout: 30_000,
+      maxMessageSize: config.smtp.maxMessageSize,
+      commandTimeoutMs: config.smtp.commandTimeoutMs,
       maxCommandLength: config.smtp.maxCommandLength,
-      maxConnectionsPerIp: config.smtp.maxConnectionsPerIp,
       sessionTimeoutMs: config.smtp.sessionTimeoutMs,
       maxErrors: config.smtp.maxErrors,
       // Early-talker detection is for the MX port; people's mail programs on 587/465 are not bots.
       greetDelayMs: kind === 'mx' ? config.smtp.greetDelayMs : 0,
-      isTrustedAddress: (a: string) => this.isTrusted(a),
-      // Synchronous when there is nothing to check: smtp-server's default defers with
-      // setImmediate, and a trusted client greeted at once (patches.ts) whose first command is
-      // read in that gap would get "421 You talk too soon".
-      onConnect: (session, cb) => {
+    };
+    const hooks: SessionHooks = {
+      // Synchronous when there is nothing to check: the greeting goes out at once.
+      onConnect: (session) => {
         this.state(session);
-        if (!this.plan.connect.length) return cb();
-        this.runPhase('connect', this.context('connect', session, kind)).then(({ error }) => cb(error ?? undefined), (err: Error) => cb(err));
+        if (!this.plan.connect.length) return null;
+        return this.runPhase('connect', this.context('connect', session, kind)).then(({ error }) => error);
       },
       onClose: (session) => this.ended(session),
-      onMailFrom: (address, session, cb) => {
-        this.mailFrom(address.address, session, kind).then((err) => cb(err ?? undefined), (err: Error) => cb(err));
-      },
-      onRcptTo: (address, session, cb) => {
-        const rcpt = qualify(address.address, config.hostname);
-        // "/path@x", "|cmd@x": file and pipe targets come only from our aliases and .forward files.
-        const notMailbox = nonMailboxReason(rcpt);
-        if (notMailbox) {
-          log.info(null, 'recipient refused: not a mailbox', { client: session.remoteAddress, rcpt: `<${address.address}>` });
-          return cb(replies.notMailbox(address.address, notMailbox));
-        }
-        if (!isValidEnvelopeAddress(rcpt)) return cb(replies.badRecipient(address.address));
-        if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return cb(replies.tooManyRecipients(config.smtp.maxRecipients));
-        this.runPhase('rcpt', this.context('rcpt', session, kind, { recipient: rcpt })).then(({ error }) => cb(error ?? undefined), (err: Error) => cb(err));
-      },
-      onData: (stream, session, cb) => {
-        this.receive(stream, session, kind).then((reply) => cb(null, reply), (err: Error) => cb(err));
-      },
+      onError: (err) => log.warn(null, 'smtp error', { error: err.message }),
+      onMailFrom: (address, session) => this.mailFrom(address.address, session, kind),
+      onRcptTo: (address, session) => this.rcptTo(address, session, kind),
+      onData: (body, session) => this.receive(body, session, kind),
+      ...(users
+        ? {
+            onAuth: createAuthHandler(users),
+            authAvailable: () => users.hasUsers(),
+            // AUTH sends the password itself: only inside TLS, or in clear on loopback when allowed.
+            refuseAuth: (secure: boolean) => (secure || clearAuth ? null : replies.encryptionRequired()),
+          }
+        : {}),
     };
+    return { limits, hooks };
+  }
+
+  /** RCPT TO: not a file or pipe, valid, under max_recipients; then the rcpt checks. */
+  private rcptTo(address: EnvelopeAddress, session: WireSession, kind: ListenerKind | 'stream'): Error | null | Promise<Error | null> {
+    const { config } = this.deps;
+    const rcpt = qualify(address.address, config.hostname);
+    // "/path@x", "|cmd@x": file and pipe targets come only from our aliases and .forward files.
+    const notMailbox = nonMailboxReason(rcpt);
+    if (notMailbox) {
+      log.info(null, 'recipient refused: not a mailbox', { client: session.remoteAddress, rcpt: `<${address.address}>` });
+      return replies.notMailbox(address.address, notMailbox);
+    }
+    if (!isValidEnvelopeAddress(rcpt)) return replies.badRecipient(address.address);
+    if (session.envelope.rcptTo.length >= config.smtp.maxRecipients) return replies.tooManyRecipients(config.smtp.maxRecipients);
+    return this.runPhase('rcpt', this.context('rcpt', session, kind, { recipient: rcpt })).then(({ error }) => error);
   }
 
   /** MAIL FROM: built-in rules (AUTH on submission, syntax, sender ownership), then helo and mail checks. */
-  private async mailFrom(sender: string, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<Error | null> {
+  private mailFrom(sender: string, session: WireSession, kind: ListenerKind | 'stream'): Error | null | Promise<Error | null> {
     const { config } = this.deps;
     const st = this.state(session);
     // A new transaction: nothing checks learned about an earlier sender or message carries over.
@@ -235,25 +221,34 @@ export class SmtpFront {
       log.info(null, 'sender refused', { user, from: `<${sender}>`, client: session.remoteAddress });
       return replies.senderNotOwned(sender, user);
     }
-    // HELO checks run here, like Postfix's smtpd_delay_reject: smtp-server has no HELO hook, and
-    // a refusal at MAIL tells the client the same thing.
-    const helo = session.hostNameAppearsAs ?? '';
+    // Synchronous when there is nothing to check: the reply goes out with the others of its group.
+    const helo = session.hostNameAppearsAs;
+    if ((!this.plan.helo.length || st.heloChecked === helo) && !this.plan.mail.length) return null;
+    return this.mailChecks(sender, session, kind, st);
+  }
+
+  /**
+   * HELO checks run at the first MAIL after HELO, like Postfix's smtpd_delay_reject (a refusal at
+   * MAIL tells the client the same thing), then the mail checks.
+   */
+  private async mailChecks(sender: string, session: WireSession, kind: ListenerKind | 'stream', st: SessionState): Promise<Error | null> {
+    const helo = session.hostNameAppearsAs;
     if (this.plan.helo.length && st.heloChecked !== helo) {
       const { error } = await this.runPhase('helo', this.context('helo', session, kind));
       if (error) return error;
       st.heloChecked = helo;
     }
     if (!this.plan.mail.length) return null;
-    const ctx = this.context('mail', session, kind, { sender: qualify(sender, config.hostname) });
+    const ctx = this.context('mail', session, kind, { sender: qualify(sender, this.deps.config.hostname) });
     return (await this.runPhase('mail', ctx)).error;
   }
 
-  private receive(stream: NodeJS.ReadableStream, session: SMTPServerSession, kind: ListenerKind | 'stream'): Promise<string> {
+  private receive(body: AsyncIterable<Buffer>, session: WireSession, kind: ListenerKind | 'stream'): Promise<string> {
     const { config } = this.deps;
     const recipients = session.envelope.rcptTo.map((r) => qualify(r.address, config.hostname));
     const sender = session.envelope.mailFrom ? qualify(session.envelope.mailFrom.address, config.hostname) : '';
     const client = plainAddress(session.remoteAddress);
-    const protocol = (session.transmissionType || 'ESMTP').replace(/^SMTP$/, 'SMTP');
+    const protocol = transmissionType(session);
     const trace = { helo: session.hostNameAppearsAs, clientAddress: client, protocol, hostname: config.hostname, recipients };
     const headerCheck = this.headerCheck(session);
     const source: IntakeSource = {
@@ -264,7 +259,7 @@ export class SmtpFront {
       ...(headerCheck ? { headerCheck } : {}),
       refuse: (id) => {
         // Stream sessions (sendmail -bs, inetd) are scripts that write the whole session at once.
-        if (kind === 'stream' || !(session as { unsyncPipelining?: boolean }).unsyncPipelining) return null;
+        if (kind === 'stream' || !session.unsyncPipelining) return null;
         log.info(id, 'refused', { reason: 'unsynchronised pipelining after DATA', client: session.remoteAddress });
         return new SmtpError(554, '5.5.0', 'Message refused: data was sent before the 354 reply (unsynchronised pipelining, RFC 2920 3.1)');
       },
@@ -274,13 +269,13 @@ export class SmtpFront {
       logFields: { client, checks: this.planNames || undefined },
     };
     const target = { ...this.deps.sink, checkTimeoutMs: config.checks.timeoutMs };
-    return submit(target, source, { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs }, stream as AsyncIterable<Buffer>).then(
+    return submit(target, source, { sender, recipients, via: this.deps.via, client, helo: session.hostNameAppearsAs }, body).then(
       (id) => {
         // get, not state(): a client gone by now must not leave a session entry behind.
         const st = this.sessions.get(session.id);
         if (st) {
           st.messages++;
-          st.transaction = undefined; // the message is done, whatever smtp-server does next
+          st.transaction = undefined; // the message is done, whatever the client does next
         }
         return replies.queued(id);
       },
@@ -293,7 +288,7 @@ export class SmtpFront {
   }
 
   /** An authenticated user's From: must be theirs too (checked on the buffered header section). */
-  private headerCheck(session: SMTPServerSession): ((header: string) => Error | null) | undefined {
+  private headerCheck(session: WireSession): ((header: string) => Error | null) | undefined {
     const user = authUser(session);
     if (!user) return undefined;
     const owned = sendersOf(user, this.deps.config);
@@ -311,34 +306,22 @@ export class SmtpFront {
   async listen(addresses: readonly ListenAddress[], kind: ListenerKind = 'mx'): Promise<void> {
     // Read as root, before privileges are dropped; STARTTLS is offered wherever a cert exists.
     if (this.tls === undefined) this.tls = loadTlsCredentials(this.deps.config);
+    if (this.tls && !this.tlsContext) this.tlsContext = await TlsContext.create(this.tls);
+    if (kind === 'smtps' && addresses.length && !this.tlsContext) throw new ConfigError('smtps listeners need a TLS certificate\n  fix: set tls_cert and tls_key in [smtp]');
     for (const a of addresses) {
-      const server = new SMTPServer(this.options(kind, a.host));
-      // A failed bind is the ListenError below, not also a log line.
-      let bound = false;
-      server.on('error', (err) => bound && log.warn(null, 'smtp error', { error: err.message }));
-      await new Promise<void>((resolve, reject) => {
-        // The same words as `tidemail check` (who holds the port, the fix) and a sysexits code.
-        const key = kind === 'mx' ? 'listen' : kind;
-        const onError = (err: NodeJS.ErrnoException) => reject(new ListenError(describeBindError(key, a, err, this.deps.config.user, true)));
-        server.server.once('error', onError);
-        server.listen(a.port, a.host, () => {
-          server.server.off('error', onError);
-          bound = true;
-          resolve();
-        });
+      const { limits, hooks } = this.options(kind, a.host);
+      // The same words as `tidemail check` (who holds the port, the fix) and a sysexits code.
+      const key = kind === 'mx' ? 'listen' : kind;
+      await this.listeners.listen({ host: a.host, port: a.port, limits, hooks, tls: this.tlsContext, implicitTls: kind === 'smtps' }).catch((err: NodeJS.ErrnoException) => {
+        throw new ListenError(describeBindError(key, a, err, this.deps.config.user, true));
       });
-      this.servers.push(server);
     }
   }
 
   /** Serves one session on an existing stream (inetd, `sendmail -bs`). Resolves when it ends. */
   serveStream(stream: Duplex, remoteAddress: string): Promise<void> {
-    const server = new SMTPServer(this.options());
-    return new Promise((resolve) => {
-      stream.once('close', () => resolve());
-      stream.once('end', () => resolve());
-      (server as unknown as { connect(s: Duplex, o: object): void }).connect(stream, { remoteAddress, remotePort: 0 });
-    });
+    const { limits, hooks } = this.options();
+    return this.listeners.serveStream(stream, plainAddress(remoteAddress), limits, hooks);
   }
 
   /** New checks for new sessions (SIGHUP); sessions already running keep theirs. */
@@ -362,18 +345,18 @@ export class SmtpFront {
     }
     if (!fresh) return;
     this.tls = fresh;
-    for (const s of this.servers) (s as unknown as { updateSecureContext(o: object): void }).updateSecureContext({ key: fresh.key, cert: fresh.cert });
+    this.tlsContext?.update(fresh);
     log.info(null, 'TLS certificate reloaded', { cert: config.smtp.tlsCert });
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  /** Stops listening; open sessions end between transactions (or after a grace period). */
+  close(): Promise<void> {
+    return this.listeners.close();
   }
 }
 
-function authUser(session: SMTPServerSession): string | null {
-  const u = session.user as unknown;
-  return typeof u === 'string' && u ? u : null;
+function authUser(session: WireSession): string | null {
+  return session.user || null;
 }
 
 export function fmt(a: ListenAddress): string {

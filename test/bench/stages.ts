@@ -1,7 +1,7 @@
 // Per-stage cost of accepting a message (issue 17): the same SMTP front end with one more piece of
 // the real hot path switched on per row, each driven by smtp-source (one connection per message,
 // no -d) at c=1 and c=10:
-//   bare       smtp-server, the body read and thrown away
+//   bare       our SMTP engine (src/smtp/wire/), the body read and thrown away
 //   + spool    the body written as chunks through the queue's group-commit writer (no commit)
 //   + commit   the message and recipient rows, synchronous=FULL (fsync before 250)
 //   + events   the message's history rows (queue/events.ts), as the daemon logs accepted+queued
@@ -13,13 +13,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { once } from 'node:events';
-import { SMTPServer } from 'smtp-server';
 import { SqliteQueueStore } from '../../src/queue/sqlite.js';
 import { recordEvents } from '../../src/queue/events.js';
 import { log, setLogLevel } from '../../src/log/log.js';
 import type { Spool } from '../../src/queue/store.js';
-import { applySmtpServerPatches } from '../../src/smtp/patches.js';
+import { SmtpListeners } from '../../src/smtp/wire/listener.js';
+import type { SessionHooks } from '../../src/smtp/wire/types.js';
+import { freePort } from '../helpers/ports.js';
 import { findPostfix, runSmtpSource } from './postfix.js';
 
 const argv = process.argv.slice(2);
@@ -34,48 +34,37 @@ type Stage = (typeof STAGES)[number];
 
 async function serve(stage: Stage, store: SqliteQueueStore): Promise<{ port: number; close(): Promise<void> }> {
   const level = STAGES.indexOf(stage);
-  applySmtpServerPatches();
-  const server = new SMTPServer(<ConstructorParameters<typeof SMTPServer>[0]>{
-    // as src/smtp/server.ts sets them for a listener without TLS and users
-    disabledCommands: ['WIZ', 'SHELL', 'KILL', 'STARTTLS', 'AUTH'],
-    hideSTARTTLS: true,
-    authOptional: true,
-    disableReverseLookup: true,
-    banner: 'tidemail',
-    logger: false,
-    // loopback is a trusted network in the bench config: greeted at once (smtp/patches.ts)
-    isTrustedAddress: () => true,
-    size: 100 * 1024 * 1024,
-    onData(stream, session, callback) {
+  // The daemon's own SMTP engine (src/smtp/wire/) with the limits the daemon gives a listener
+  // without TLS and users; loopback is trusted in the bench config (greeted at once).
+  const listeners = new SmtpListeners({ maxClients: 1000, maxConnectionsPerIp: 1000, isTrusted: () => true });
+  const limits = { name: 'bench.test', maxMessageSize: 100 * 1024 * 1024, commandTimeoutMs: 300_000, maxCommandLength: 2048, sessionTimeoutMs: 3_600_000, maxErrors: 20, greetDelayMs: 0 };
+  const hooks: SessionHooks = {
+    onMailFrom: () => null,
+    onRcptTo: () => null,
+    async onData(body, session) {
       if (level === 0) {
-        stream.on('data', () => undefined);
-        stream.on('end', () => callback());
-        return;
+        for await (const _chunk of body) void _chunk;
+        return '2.0.0 Ok';
       }
       const spool: Spool = store.openMessage();
-      let writing = Promise.resolve();
-      stream.on('data', (chunk: Buffer) => {
-        writing = writing.then(() => spool.write(chunk));
-      });
-      stream.on('end', () => {
-        void writing
-          .then(async () => {
-            if (level === 1) return spool.rollback();
-            const recipients = session.envelope.rcptTo.map((r) => r.address);
-            await spool.commit({ sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', recipients, via: 'smtp', client: session.remoteAddress });
-            if (level >= 3) {
-              log.info(spool.msgid, 'accepted', { from: `<${session.envelope.mailFrom ? session.envelope.mailFrom.address : ''}>`, size: spool.size, client: session.remoteAddress });
-              for (const r of recipients) log.info(spool.msgid, 'queued', { to: `<${r}>` });
-            }
-          })
-          .then(() => callback(), (err: Error) => callback(err));
-      });
+      for await (const chunk of body) await spool.write(chunk);
+      if (level === 1) {
+        await spool.rollback();
+        return '2.0.0 Ok';
+      }
+      const sender = session.envelope.mailFrom?.address ?? '';
+      const recipients = session.envelope.rcptTo.map((r) => r.address);
+      await spool.commit({ sender, recipients, via: 'smtp', client: session.remoteAddress });
+      if (level >= 3) {
+        log.info(spool.msgid, 'accepted', { from: `<${sender}>`, size: spool.size, client: session.remoteAddress });
+        for (const r of recipients) log.info(spool.msgid, 'queued', { to: `<${r}>` });
+      }
+      return `2.0.0 Ok: queued as ${spool.msgid}`;
     },
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  const port = (server.server.address() as { port: number }).port;
-  return { port, close: () => new Promise((r) => server.close(() => r())) };
+  };
+  const port = await freePort();
+  await listeners.listen({ host: '127.0.0.1', port, limits, hooks, tls: null, implicitTls: false });
+  return { port, close: () => listeners.close() };
 }
 
 async function main(): Promise<void> {

@@ -110,7 +110,7 @@ export function frontHelpers(test: Test) {
   }
 
   /**
-   * One enhanced status code after the basic code, never two (patches.ts strips the generic one).
+   * One enhanced status code after the basic code, never two (wire/reply-writer.ts adds the generic one only to a text without its own).
    * 3xx replies carry none (RFC 2034 §3).
    */
   function assertOneEnhancedCode(reply: string): void {

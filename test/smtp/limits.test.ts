@@ -1,4 +1,4 @@
-// Session limits of the SMTP front (src/smtp/patches.ts, server.ts, data-check.ts), each driven
+// Session limits of the SMTP front (src/smtp/wire/, server.ts, data-check.ts), each driven
 // over real SMTP against the daemon: command and text line length, messages per connection,
 // errors per session, session deadline and idle timeout, connections per client address and in
 // total, the early-talker greeting delay, and unsynchronised pipelining after DATA.

@@ -1,4 +1,4 @@
-// The SMTP front door (src/smtp/server.ts, patches.ts, receive.ts), driven through the real
+// The SMTP front door (src/smtp/server.ts, wire/, receive.ts), driven through the real
 // daemon process: extensions, listeners, greeting, relay control, command errors, refused DATA
 // (bare CR/LF, NUL, smuggling, size) and what is left in the queue after each refusal.
 
