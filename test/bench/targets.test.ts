@@ -64,7 +64,7 @@ test('a miss says why from the run\'s own figures, and what next', () => {
   assert.match(cpu, /bare 640, \+ spool -163, \+ commit \+323, \+ events -48, \+ log -28 us; the daemon 1930, 1206 more than "\+ log"/);
   // Only the libraries the idle daemon loads: 39.4 + 12.7 + 4.4 + 3.6 = 60.1 MB, mailauth not among them.
   const idle = entry(text, 'idle RSS');
-  assert.match(idle, /why: plain node 39\.4 MB \+ smtp-server 12\.7 \+ sqlite3 4\.4 \+ smol-toml 3\.6 \(each imported alone\) = 60\.1 MB; the rest, 2\.3 MB, is our code and its data; node alone leaves 5\.6 MB of the 45/);
+  assert.match(idle, /why: plain node 39\.4 MB \+ sqlite3 4\.4 \+ smol-toml 3\.6 \(each imported alone\) = 47\.4 MB; the rest, 15\.0 MB, is our code and its data; node alone leaves 5\.6 MB of the 45/);
   assert.not.match(idle, /mailauth/);
   assert.match(entry(text, 'peak RSS'), /why: idle 62\.4 MB \+ 19\.8 MB under load/);
   assert.match(entry(text, 'sendmail -t'), /why: 79 ms over starting node \(the budget is 19 ms\), and 11\.1 MB more peak RSS/);

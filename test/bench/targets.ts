@@ -41,12 +41,12 @@ export interface TargetFigures {
 }
 
 /** What the idle daemon imports of its npm dependencies (DESIGN-NOTES "Idle memory"): nodemailer's helpers come with smtp-server. */
-export const IDLE_IMPORTS = ['smtp-server', 'sqlite3', 'smol-toml'];
+export const IDLE_IMPORTS = ['sqlite3', 'smol-toml'];
 
 const NEXT = {
   acceptance: 'cut daemon CPU per message (next target); at c=1 every message pays its own fsync whatever we do, so CPU is the lever there',
-  cpu: 'the receive engine being written on a branch replaces smtp-server per connection; then profile what the daemon adds over the "+ log" stage',
-  idle: 'the new receive engine takes smtp-server and nodemailer\'s http/https/zlib/tls out of the idle daemon; past that, a smaller node (--lite-mode, as on OpenWrt)',
+  cpu: 'the own receive engine (src/smtp/wire) took smtp-server out; what is left per message is the intake pipeline and the queue commit (the "+ commit" stage): a lighter commit path next',
+  idle: 'smtp-server, http/https/zlib/tls and ICU collation no longer load at idle; what is left is node\'s own pages, sqlite3 and our code: a smaller node (--lite-mode, as on OpenWrt) next',
   peak: 'lower idle first (the peak rides on it), then bound the heap under load (old-generation size)',
   huge: 'bound the spool and writer buffers per session (they grow with the chunk size)',
   startup: 'import less before the maildrop write (measure the module list of sendmail -t); Node 22\'s compile cache when the minimum Node moves',
