@@ -13,8 +13,8 @@ import type { SessionHooks, SessionLimits } from './types.js';
 
 /** How long a transaction under way at shutdown may take to finish. */
 const SHUTDOWN_GRACE_MS = 30_000;
-/** An implicit-TLS handshake gets at most this long (it holds a socket outside max_clients). */
-const HANDSHAKE_MAX_MS = 60_000;
+/** An implicit-TLS handshake gets at most this long (a client does it in well under a second). */
+const HANDSHAKE_MAX_MS = 20_000;
 
 export interface ListenOptions {
   host: string;
@@ -44,6 +44,8 @@ export class SmtpListeners {
   private readonly sockets = new Set<net.Socket>();
   private readonly connections = new Set<Connection>();
   private readonly perAddress = new Map<string, number>();
+  /** Implicit-TLS sockets still in their handshake, by "address:port", with the client address. */
+  private readonly handshaking = new Map<string, string>();
   private closing = false;
 
   constructor(private readonly limits: FrontLimits) {}
@@ -56,6 +58,10 @@ export class SmtpListeners {
     // A handshake that fails (scanners, garbage) ends that socket only.
     server.on('tlsClientError', (_err: Error, s: Duplex) => s.destroy());
     server.on('connection', (raw: net.Socket) => {
+      // An implicit-TLS socket is a session only after its handshake; until then it counts
+      // against the limits here, or a peer could hold any number of sockets (and fds) open
+      // by never finishing one. It cannot be told why in clear: it is closed.
+      if (o.implicitTls && !this.admitHandshake(raw)) return void raw.destroy();
       this.sockets.add(raw);
       raw.once('close', () => this.sockets.delete(raw));
     });
@@ -80,7 +86,24 @@ export class SmtpListeners {
     });
   }
 
+  /** Counts an implicit-TLS socket in its handshake; false when it would go over a limit. */
+  private admitHandshake(raw: net.Socket): boolean {
+    const address = plainRemote(raw.remoteAddress);
+    if (this.closing || !address) return false;
+    if (this.connections.size + this.handshaking.size >= this.limits.maxClients) return false;
+    if (!this.limits.isTrusted(address)) {
+      let same = this.perAddress.get(address) ?? 0;
+      for (const a of this.handshaking.values()) if (a === address) same++;
+      if (same >= this.limits.maxConnectionsPerIp) return false;
+    }
+    const key = `${raw.remoteAddress}:${raw.remotePort}`;
+    this.handshaking.set(key, address);
+    raw.once('close', () => this.handshaking.delete(key));
+    return true;
+  }
+
   private accept(socket: net.Socket, o: ListenOptions, secure: boolean): void {
+    if (secure) this.handshaking.delete(`${socket.remoteAddress}:${socket.remotePort}`);
     const address = plainRemote(socket.remoteAddress);
     if (this.closing || !address) return void socket.destroy();
     const trusted = this.limits.isTrusted(address);

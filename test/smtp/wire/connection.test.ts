@@ -33,9 +33,9 @@ test.after.each(async () => {
 
 let dotSent = false;
 
-async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; implicit?: boolean } = {}) {
+async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; implicit?: boolean; maxClients?: number; maxPerIp?: number; trusted?: boolean } = {}) {
   const got: Received[] = [];
-  const listeners = new SmtpListeners({ maxClients: 50, maxConnectionsPerIp: 50, isTrusted: () => true });
+  const listeners = new SmtpListeners({ maxClients: opts.maxClients ?? 50, maxConnectionsPerIp: opts.maxPerIp ?? 50, isTrusted: () => opts.trusted ?? true });
   running.push(listeners);
   const limits: SessionLimits = { name: 'wire.test', maxMessageSize: 1_000_000, commandTimeoutMs: 10_000, maxCommandLength: 512, sessionTimeoutMs: 0, maxErrors: 0, greetDelayMs: 0, ...over };
   const hooks: SessionHooks = {
@@ -252,6 +252,53 @@ test('implicit TLS: handshake garbage ends that connection only; the next one ge
   await waitFor('221', () => /221 /.test(buf), 5000);
   s.destroy();
   assert.is(got[0]!.protocol, 'ESMTPSA');
+});
+
+/** One implicit-TLS session's greeting, or null when the connection was closed before it. */
+function greeting(port: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        s.destroy();
+        resolve(buf);
+      }
+    });
+    s.on('error', () => resolve(null));
+    s.on('close', () => resolve(buf || null));
+  });
+}
+
+test('implicit TLS: sockets that never finish their handshake count against max_clients and the per-address cap', async () => {
+  const open = async (port: number) => {
+    const raw = net.connect(port, '127.0.0.1');
+    const state = { closed: false };
+    raw.on('error', () => undefined);
+    raw.on('close', () => (state.closed = true));
+    await new Promise((r) => raw.once('connect', r));
+    return { raw, state };
+  };
+  for (const [cap, opts] of [
+    ['max_clients', { maxClients: 3, maxPerIp: 50, trusted: true }],
+    ['max_connections_per_ip', { maxClients: 50, maxPerIp: 3, trusted: false }],
+  ] as const) {
+    const { port } = await engine({}, { tls: true, implicit: true, ...opts });
+    const silent: { raw: net.Socket; state: { closed: boolean } }[] = [];
+    for (let i = 0; i < 6; i++) silent.push(await open(port));
+    // The first three wait in their handshake; the other three are closed at once.
+    await waitFor(`the sockets over ${cap} to close`, () => silent.filter((s) => s.state.closed).length >= 3, 5000);
+    assert.equal(silent.map((s) => s.state.closed), [false, false, false, true, true, true], cap);
+    // One that gave up frees its place for a real client.
+    silent[0]!.raw.destroy();
+    await waitFor('the freed socket to be counted out', () => silent[0]!.state.closed, 5000);
+    // The server may see the new connection before that close: a refused try is made again.
+    const greeted = await waitFor(`a greeting under ${cap}`, () => greeting(port), 10_000);
+    assert.match(greeted, /^220 /);
+    for (const x of silent) x.raw.destroy();
+  }
 });
 
 test('STARTTLS: what was pipelined after it in clear is dropped; the session starts over inside TLS', async () => {
