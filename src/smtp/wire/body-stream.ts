@@ -74,18 +74,23 @@ export class BodyStream implements AsyncIterable<Buffer> {
     });
   }
 
+  /** Nobody will read the rest (the reader stopped, or the hook answered before the dot): dropped. */
+  discard(): void {
+    this.ended = true;
+    this.queue.length = 0;
+    this.queued = 0;
+    if (this.full) {
+      this.full = false;
+      this.onDrained();
+    }
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     return {
       next: () => this.next(),
       // The reader stopped early (it threw): the rest is dropped, the session reads on to the dot.
       return: () => {
-        this.ended = true;
-        this.queue.length = 0;
-        this.queued = 0;
-        if (this.full) {
-          this.full = false;
-          this.onDrained();
-        }
+        this.discard();
         return Promise.resolve({ value: undefined, done: true });
       },
     };

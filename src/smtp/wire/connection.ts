@@ -282,6 +282,10 @@ export abstract class Connection {
 
   private dataDecided(result: { ok: string } | { err: ReplyError }): void {
     if (this.closed) return;
+    // Answered before the dot (it failed before reading, e.g. the queue could not open the
+    // message): nothing reads the body any more, so it is dropped, or the session would stop
+    // reading once the body buffer filled and the client would wait for command_timeout.
+    if (!this.dataEnded) this.body?.discard();
     this.dataResult = result;
     if (this.dataEnded) this.dataDone();
   }

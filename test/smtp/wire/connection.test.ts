@@ -33,7 +33,7 @@ test.after.each(async () => {
 
 let dotSent = false;
 
-async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; implicit?: boolean; maxClients?: number; maxPerIp?: number; trusted?: boolean } = {}) {
+async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; implicit?: boolean; maxClients?: number; maxPerIp?: number; trusted?: boolean; onData?: SessionHooks['onData'] } = {}) {
   const got: Received[] = [];
   const listeners = new SmtpListeners({ maxClients: opts.maxClients ?? 50, maxConnectionsPerIp: opts.maxPerIp ?? 50, isTrusted: () => opts.trusted ?? true });
   running.push(listeners);
@@ -45,7 +45,7 @@ async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; 
       if (a.password === 'pw') return a.username;
       throw Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 });
     },
-    async onData(body, s: WireSession) {
+    onData: opts.onData ?? async function onData(body, s: WireSession) {
       const parts: Buffer[] = [];
       let beforeDot = 0;
       for await (const b of body) {
@@ -147,6 +147,27 @@ test('endless DATA streams: the hook reads while the client sends, in bounded pi
   assert.ok(r.body.length >= total, `${r.body.length} bytes`);
   assert.ok(r.beforeDot > total / 2, `only ${r.beforeDot} bytes reached the hook before the end: buffered, not streamed`);
   assert.ok(Math.max(...r.pieces) <= 1024 * 1024, `a piece of ${Math.max(...r.pieces)} bytes`);
+});
+
+test('a DATA hook that fails before reading the body: the rest of the data is dropped and the reply follows the dot', async () => {
+  // As when the queue cannot open the message (disk full): the session must read on to the
+  // dot, not stop once the unread body fills its buffer and leave the client to time out.
+  const { port } = await engine({ commandTimeoutMs: 60_000 }, { onData: async () => Promise.reject(Object.assign(new Error('4.3.0 queue not writable'), { responseCode: 451 })) });
+  const c = await client(port);
+  await c.hello();
+  assert.match(await c.cmd('MAIL FROM:<a@x.test>'), /^250 /);
+  assert.match(await c.cmd('RCPT TO:<b@x.test>'), /^250 /);
+  assert.match(await c.cmd('DATA'), /^354 /);
+  const line = Buffer.from('q'.repeat(998) + '\r\n');
+  const until = Date.now() + 20_000;
+  for (let sent = 0; sent < 4 * 1024 * 1024; sent += line.length * 64) {
+    if (c.sock.write(Buffer.concat(Array(64).fill(line)))) continue;
+    const drained = await Promise.race([new Promise((r) => c.sock.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), Math.max(0, until - Date.now())).unref())]);
+    assert.ok(drained, `the server stopped reading after ${sent} bytes of a message nobody reads`);
+  }
+  c.write('.\r\n');
+  assert.match(await c.reply(10_000), /^451 4\.3\.0 queue not writable/);
+  assert.match(await c.cmd('NOOP'), /^250 /);
 });
 
 test('a client that never reads its replies is not read either (back-pressure), then gets every reply', async () => {
