@@ -141,6 +141,9 @@ function mountOverlay(): Overlay {
   for (const d of [upper, work, root]) fs.mkdirSync(d);
   execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=/,upperdir=${upper},workdir=${work}`, root]);
   const mounts = [root];
+  // A fresh install: whatever tidemail state this machine has (a maildrop a `sendmail` left,
+  // a config) is hidden in the overlay — removed there, which only writes whiteouts to `upper`.
+  for (const d of ['var/lib/tidemail', 'etc/tidemail', 'var/log/tidemail', 'run/tidemail']) fs.rmSync(path.join(root, d), { recursive: true, force: true });
   const bind = (d: string) => {
     execFileSync('mount', ['--bind', d, path.join(root, d)]);
     mounts.unshift(path.join(root, d));
