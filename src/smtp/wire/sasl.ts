@@ -38,6 +38,8 @@ function plainToken(token: string): SaslResult {
   const [authzid = '', authcid = '', password = ''] = data;
   const username = authcid || authzid;
   if (CONTROL.test(username) || CONTROL.test(authzid)) return refuse('Error: invalid userdata');
+  // Logging in as one user to act as another (RFC 4616 §2) is not offered: refused, not ignored.
+  if (authzid && authcid && authzid !== authcid) return { reply: replyLine(535, '5.7.8 Authentication failed: acting as another user (authzid) is not supported') };
   return { attempt: { method: 'PLAIN', username, password } };
 }
 
