@@ -73,18 +73,25 @@ export class StdioSession extends Duplex {
 
   /** Follows DATA … "." in what the client sends, to know whether EOF cut a message short. */
   private trackDataMode(d: Buffer): void {
-    // Only CRLF ends a line here, as it does for the end of message data.
+    // As the SMTP engine reads them: a command line ends at LF (a CR before it is dropped), a
+    // line of message data only at CRLF, as the end of the data does. With commands split on
+    // CRLF alone, a "DATA" ended by a bare LF went unseen and the QUIT appended at EOF could
+    // complete a final "." the client never ended (a cut-off message accepted).
     const text = this.partial + d.toString('latin1');
-    const lines = text.split('\r\n');
-    this.partial = lines.pop() ?? '';
-    for (const line of lines) {
+    let pos = 0;
+    for (;;) {
+      const end = this.inData ? text.indexOf('\r\n', pos) : text.indexOf('\n', pos);
+      if (end === -1) break;
       if (this.inData) {
-        if (line === '.') this.inData = false;
-      } else if (/^DATA\s*$/i.test(line)) {
-        this.inData = true;
+        if (end - pos === 1 && text[pos] === '.') this.inData = false;
+        pos = end + 2;
+      } else {
+        if (/^DATA\s*$/i.test(text.slice(pos, end).replace(/\r$/, ''))) this.inData = true;
+        pos = end + 1;
       }
     }
-    if (this.partial.length > 65536) this.partial = this.partial.slice(-1024);
+    const rest = text.slice(pos);
+    this.partial = rest.length > 65536 ? rest.slice(-1024) : rest;
   }
 
   private inputEnded(): void {

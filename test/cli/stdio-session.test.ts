@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
+import { spawn } from 'node:child_process';
+import { BIN, makeSite, runCli, startDaemon } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/ports.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
 import { cleanupTmp } from '../helpers/tmp.js';
 
@@ -46,6 +48,43 @@ test('sendmail -bs and smtpd refuse an unknown local user at RCPT, as the daemon
   }
   // Nothing was queued for the unknown user.
   assert.equal(fs.readdirSync(path.join(site.stateDir, 'maildrop')).filter((n) => !n.startsWith('.')), []);
+});
+
+/** An inetd `smtpd` session written step by step: each part after the reply it waits for; then EOF. */
+async function smtpdSession(configPath: string, steps: [RegExp, string][]): Promise<string> {
+  await runCli(['--version'], { argv0: 'smtpd' }).catch(() => undefined); // makes the smtpd link
+  const proc = spawn(process.execPath, [path.join(path.dirname(path.dirname(BIN)), 'dist', 'test-bin', 'smtpd'), '--config', configPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d) => (out += d));
+  proc.stderr.on('data', (d) => (out += d));
+  const exited = new Promise((r) => proc.on('close', r));
+  try {
+    for (const [wait, send] of steps) {
+      await waitFor(`${wait} from smtpd`, () => wait.test(out), 10_000);
+      proc.stdin.write(send);
+    }
+    proc.stdin.end();
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
+  } finally {
+    proc.kill();
+  }
+  return out;
+}
+
+test('smtpd (inetd): a DATA ended by a bare LF is still seen, so EOF after a "." without its CRLF accepts nothing', async () => {
+  const site = await makeSite();
+  const maildrop = () => fs.readdirSync(path.join(site.stateDir, 'maildrop')).filter((n) => !n.startsWith('.'));
+  const head: [RegExp, string][] = [
+    [/^220 /m, 'EHLO client.test\r\nMAIL FROM:<alice@tidemail.test>\r\nRCPT TO:<root@tidemail.test>\r\n'],
+    [/^250 [^\r]*\r\n250 [^\r]*\r\n$/m, 'DATA\n'],
+  ];
+  const cut = await smtpdSession(site.configPath, [...head, [/^354 /m, 'Subject: cut\r\n\r\nbody\r\n.']]);
+  assert.match(cut, /^354 /m, cut);
+  assert.not.match(cut, /queued/, cut);
+  assert.equal(maildrop(), [], `a message the client never ended was accepted:\n${cut}`);
+  // The same with its final CRLF is a message like any other.
+  const whole = await smtpdSession(site.configPath, [...head, [/^354 /m, 'Subject: whole\r\n\r\nbody\r\n.\r\n'], [/^250 [^\r]*queued/m, 'QUIT\r\n']]);
+  assert.is(maildrop().length, 1, whole);
 });
 
 test.run();
