@@ -31,8 +31,39 @@ interface Sample {
   minute: number;
   rssKiB: number;
   anonKiB: number;
+  /** the privsep helper's (root, local delivery) RSS, and the daemon's RSS + the helpers' USS */
+  helperRssKiB: number;
+  pairKiB: number;
   accepted: number;
   delivered: number;
+}
+
+/** Pids of the daemon's child processes (the privsep helper; MDA runs while they last). */
+function childPids(pid: number): number[] {
+  try {
+    return fs
+      .readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * USS from /proc/PID/smaps_rollup (KiB): the pages only this process maps. PSS would divide
+ * node's binary pages among every node process on the machine, so it depends on what else runs.
+ */
+function ussKiB(pid: number): number {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+    return field('Private_Clean') + field('Private_Dirty');
+  } catch {
+    return NaN;
+  }
 }
 
 function anonKiB(pid: number): number {
@@ -53,11 +84,17 @@ function write(samples: Sample[], started: Date, done: boolean, extra: string[])
     `${started.toISOString().slice(0, 10)}, \`node dist/test/bench/soak.js --minutes ${MINUTES} --rate ${RATE}\`${done ? '' : ' (still running when written)'}: ` +
       `the daemon (default config + one smarthost route to a local test smarthost, log level info) receives ${RATE} msg/s of 4 KiB, ` +
       `one connection per message, and relays them; the link goes down for ${FLAP_DOWN_S} s every ${FLAP_EVERY_S} s (\`tidemail link down/up\`). ` +
-      'RSS = VmRSS, anon = RssAnon (the heap; the rest is the node binary and libraries mapped from disk), every minute.',
+      'RSS = VmRSS, anon = RssAnon (the heap; the rest is the node binary and libraries mapped from disk), every minute; ' +
+      'helper = RSS of the privsep helper (the root process for local delivery, a second node); pair = the daemon\'s RSS + the helper\'s ' +
+      'private pages (USS): what the two cost the machine together, node\'s shared binary pages counted once.',
     '',
     '```',
-    ' min   RSS MB  anon MB  accepted  delivered',
-    ...samples.map((s) => `${String(s.minute).padStart(4)}  ${mb(s.rssKiB).padStart(7)}  ${mb(s.anonKiB).padStart(7)}  ${String(s.accepted).padStart(8)}  ${String(s.delivered).padStart(9)}`),
+    ' min   RSS MB  anon MB  helper MB  pair MB  accepted  delivered',
+    ...samples.map(
+      (s) =>
+        `${String(s.minute).padStart(4)}  ${mb(s.rssKiB).padStart(7)}  ${mb(s.anonKiB).padStart(7)}  ${mb(s.helperRssKiB).padStart(9)}  ${mb(s.pairKiB).padStart(7)}  ` +
+        `${String(s.accepted).padStart(8)}  ${String(s.delivered).padStart(9)}`,
+    ),
     '```',
     '',
   ];
@@ -65,7 +102,12 @@ function write(samples: Sample[], started: Date, done: boolean, extra: string[])
     const later = samples.slice(Math.min(5, samples.length - 1));
     const min = Math.min(...later.map((s) => s.rssKiB));
     const max = Math.max(...later.map((s) => s.rssKiB));
-    lines.push(`From minute ${later[0]!.minute} on, RSS stayed between ${mb(min)} and ${mb(max)} MB (growth ${mb(last.rssKiB - later[0]!.rssKiB)} MB from minute ${later[0]!.minute} to ${last.minute}).`, '');
+    const pair = later.map((s) => s.pairKiB);
+    lines.push(
+      `From minute ${later[0]!.minute} on, RSS stayed between ${mb(min)} and ${mb(max)} MB (growth ${mb(last.rssKiB - later[0]!.rssKiB)} MB from minute ${later[0]!.minute} to ${last.minute}); ` +
+        `daemon + helper between ${mb(Math.min(...pair))} and ${mb(Math.max(...pair))} MB.`,
+      '',
+    );
   }
   lines.push(...extra);
   fs.writeFileSync(OUT, lines.join('\n') + '\n');
@@ -84,9 +126,12 @@ async function main(): Promise<void> {
   let sending = true;
   const sample = (minute: number) => {
     const m = readProcMem(pid);
-    if (m) samples.push({ minute, rssKiB: m.rssKiB, anonKiB: anonKiB(pid), accepted, delivered: sh.messages.length });
+    const children = childPids(pid);
+    const helperRssKiB = children.reduce((sum, c) => sum + (readProcMem(c)?.rssKiB ?? 0), 0);
+    const pairKiB = (m?.rssKiB ?? NaN) + children.reduce((sum, c) => sum + ussKiB(c), 0);
+    if (m) samples.push({ minute, rssKiB: m.rssKiB, anonKiB: anonKiB(pid), helperRssKiB, pairKiB, accepted, delivered: sh.messages.length });
     write(samples, started, false, []);
-    process.stderr.write(`[soak] min ${minute} rss ${m ? (m.rssKiB / 1024).toFixed(1) : '?'} MB accepted ${accepted} delivered ${sh.messages.length}\n`);
+    process.stderr.write(`[soak] min ${minute} rss ${m ? (m.rssKiB / 1024).toFixed(1) : '?'} MB daemon+helper ${(pairKiB / 1024).toFixed(1)} MB accepted ${accepted} delivered ${sh.messages.length}\n`);
   };
   // The trickle: one message per 1/RATE s, each on its own connection, never more than 20 at once.
   let inFlight = 0;
