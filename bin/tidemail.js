@@ -41,6 +41,10 @@ Promise.resolve()
     setImmediate(() => process.exit(code));
   })
   .catch((err) => {
-    console.error(`tidemail: ${err?.stack ?? err}`);
+    // Not reached by a command's errors (main() reports those): a broken install or a bug.
+    // One line for the user (EX_SOFTWARE); the stack trace only with TIDEMAIL_DEBUG set.
+    const what = String(err?.message ?? err).replace(/\s*[\r\n]+\s*/g, ' ');
+    console.error(process.env.TIDEMAIL_DEBUG ? `tidemail: internal error: ${err?.stack ?? err}`
+      : `tidemail: internal error: ${what}\n  this is a bug or a broken install: run again with TIDEMAIL_DEBUG=1 for the details`);
     process.exit(70);
   });

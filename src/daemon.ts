@@ -90,7 +90,7 @@ export class Daemon {
 
   private async boot(routes: ReturnType<typeof loadRoutes>): Promise<void> {
     const { config } = this;
-    const runAs = resolveRunUser(config.user);
+    const runAs = resolveRunUser(config.user, config.userWhere);
     // Queue files are private (0600); the state dir itself is traversable so that local users'
     // sendmail can reach the maildrop inside it (which is 1733: drop-only).
     process.umask(0o077);
@@ -100,7 +100,7 @@ export class Daemon {
     fs.mkdirSync(drop, { recursive: true });
     fs.chmodSync(drop, 0o1733);
     // Before binding anything: after the drop the run user must still reach our code and state.
-    if (runAs) checkReachable(runAs, config.stateDir, config.configDir);
+    if (runAs) checkReachable(runAs, config.stateDir, config.file);
 
     // The delivery helper keeps root for writing as each user; forked before any port or input.
     // Imported here: a daemon not started as root never needs it (issue 17: idle memory).

@@ -78,6 +78,9 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = EX.OK;
     return;
   }
+  // An error that escapes every command (a throw in a timer, a rejection nobody awaited) is
+  // reported like one that did not: one line and a sysexits code, not node's stack dump.
+  process.on('uncaughtException', (err) => process.exit(reportError(prog, err)));
   let code: number;
   try {
     code = await command(args);

@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { ConfigError } from './errors.js';
 import { log } from './log/log.js';
 import { lookupGroupId, lookupUser, type SystemUser } from './local/users.js';
 
@@ -11,14 +12,14 @@ export function isRoot(): boolean {
   return process.getuid?.() === 0;
 }
 
-/** Which user we will run as; null when not root (nothing to drop). */
-export function resolveRunUser(wanted: string): SystemUser | null {
+/** Which user we will run as; null when not root (nothing to drop). `where`: file:line of `user`. */
+export function resolveRunUser(wanted: string, where = 'user'): SystemUser | null {
   if (!isRoot()) return null;
-  if (wanted === 'root') throw new Error('refusing to run as root: set user = "tidemail" (or another unprivileged user) in the config');
+  if (wanted === 'root') throw new ConfigError(`${where}: user = "root": refusing to run as root\n  fix: set user = "tidemail" (or another unprivileged user)`);
   const u = lookupUser(wanted);
   if (u) return u;
   const nobody = lookupUser('nobody');
-  if (!nobody) throw new Error(`user "${wanted}" does not exist and there is no "nobody" user to fall back to; create it: useradd --system tidemail`);
+  if (!nobody) throw new ConfigError(`${where}: user "${wanted}" does not exist and there is no "nobody" user to fall back to\n  fix: create it: useradd --system ${wanted}`);
   log.warn(null, `user "${wanted}" does not exist; running as "nobody" (create it: useradd --system ${wanted})`);
   return nobody;
 }

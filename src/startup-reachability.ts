@@ -124,8 +124,8 @@ export function codePaths(root = PACKAGE_ROOT): string[] {
  * Throws an UnreachableError (exit 77, one paragraph, no stack trace) when `u` — the user the
  * daemon is about to become — cannot read the code or reach the state dir.
  */
-export function checkReachable(u: SystemUser, stateDir: string, configDir: string | null): void {
-  const where = configDir ? ` in ${path.join(configDir, 'tidemail.toml')}` : '';
+export function checkReachable(u: SystemUser, stateDir: string, configFile: string | null): void {
+  const where = configFile ? ` in ${configFile}` : '';
   const code = firstUnreadable(u, codePaths());
   if (code) {
     const summary = `tidemail runs as user "${u.name}" after start, but "${u.name}" cannot read ${code.path} (${code.code}: ${describe(code)})`;

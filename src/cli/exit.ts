@@ -5,6 +5,7 @@ import { DaemonError } from '../control/client.js';
 import { StateError } from '../queue/state-error.js';
 import { LibraryMismatchError } from '../deps/pinned.js';
 import { ListenError } from '../doctor/ports.js';
+import { printable } from '../log/printable.js';
 
 export const EX = {
   OK: 0,
@@ -25,6 +26,8 @@ export const EX = {
 /** Prints a one-line error for the user and returns the exit code. */
 export function reportError(prog: string, err: unknown): number {
   const e = err as NodeJS.ErrnoException;
+  // The reader went away (`mailq | head`): nothing to tell anyone, as for any Unix filter.
+  if (e?.code === 'EPIPE' && e.syscall === 'write') return EX.IOERR;
   // The state dir or a database in it (read-only, full, damaged, newer): the message says the fix.
   if (err instanceof StateError) {
     process.stderr.write(`${prog}: ${e.message}\n`);
@@ -75,6 +78,20 @@ export function reportError(prog: string, err: unknown): number {
     process.stderr.write(`${prog}: permission denied: ${e.message}\n`);
     return EX.NOPERM;
   }
-  process.stderr.write(`${prog}: ${e?.stack ?? String(err)}\n`);
+  return reportBug(prog, err);
+}
+
+/**
+ * An error nothing above knows: a bug in tidemail (EX_SOFTWARE). One line for the user; the
+ * stack trace only when TIDEMAIL_DEBUG is set (a user cannot act on it; a bug report can).
+ */
+export function reportBug(prog: string, err: unknown): number {
+  const e = err as Error | undefined;
+  const what = (e instanceof Error ? e.message : String(err)).replace(/\s*[\r\n]+\s*/g, ' ');
+  if (process.env.TIDEMAIL_DEBUG) {
+    process.stderr.write(`${prog}: internal error: ${e?.stack ?? what}\n`);
+  } else {
+    process.stderr.write(`${prog}: internal error: ${printable(what)}\n  this is a bug in tidemail: run again with TIDEMAIL_DEBUG=1 for the details, and report them\n`);
+  }
   return EX.SOFTWARE;
 }

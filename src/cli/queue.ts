@@ -195,7 +195,7 @@ async function flush(ctx: CliContext, route?: string): Promise<number> {
 async function becomeRunUser(ctx: CliContext): Promise<DeliveryHelper | null> {
   let runAs;
   try {
-    runAs = resolveRunUser(ctx.config.user);
+    runAs = resolveRunUser(ctx.config.user, ctx.config.userWhere);
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}\n  (runq delivers as the daemon's user when no daemon runs)`, { cause: err });
   }

@@ -31,6 +31,7 @@ export function defaultConfig(): Config {
     hostname,
     stateDir: defaultStateDir(),
     user: 'tidemail',
+    userWhere: '(default config)',
     trustedUsers: [],
     smtp: {
       listen: [{ host: '127.0.0.1', port: 2525 }],
@@ -219,6 +220,9 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
   }
   cfg.stateDir = path.resolve(cfg.configDir, top.string('state_dir', cfg.stateDir));
   cfg.user = top.string('user', cfg.user);
+  cfg.userWhere = top.where('user');
+  // Shown in fixes (useradd --system NAME): a login name, never shell words.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(cfg.user) || /^\d+$/.test(cfg.user)) top.fail('user', `"${cfg.user}" is not a login name`, 'set user = "tidemail" (or another unprivileged login name)');
   cfg.trustedUsers = top.stringList('trusted_users', cfg.trustedUsers);
   for (const u of cfg.trustedUsers) {
     if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(u) || /^\d+$/.test(u)) top.fail('trusted_users', `entry "${u}" is not a login name`, 'list login names, e.g. trusted_users = ["uucp", "www-data"]');

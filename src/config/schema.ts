@@ -118,6 +118,8 @@ export interface Config {
   stateDir: string;
   /** Unprivileged user the daemon switches to when started as root. */
   user: string;
+  /** file:line:column of `user` in the config, for errors about it. */
+  userWhere: string;
   /** Login names whose sendmail may set any envelope sender (root and `user` always may). */
   trustedUsers: string[];
   smtp: SmtpConfig;

@@ -60,6 +60,8 @@ export function preflightQueue(stateDir: string): 'new' | 'existing' {
 
 /** True for SQLite's "this file is damaged" errors. */
 export function isCorruption(err: unknown): boolean {
+  // Already worded (quickCheck's own "damaged"): wrapping it again would say it twice.
+  if (err instanceof StateError) return false;
   return /SQLITE_CORRUPT|SQLITE_NOTADB|malformed|file is not a database/.test((err as Error)?.message ?? '');
 }
 

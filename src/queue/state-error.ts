@@ -63,6 +63,10 @@ export function stateError(err: unknown, where: string, user?: string): unknown 
   if (/SQLITE_BUSY|database is locked/.test(msg)) {
     return new StateError(`${file}: locked by another process (${msg}); try again in a moment`, STATE_EXIT.TEMPFAIL, { cause: err });
   }
+  // mkdir -p over a file of the same name (state_dir set to a file, or a file in its way).
+  if (e.code === 'EEXIST' && e.syscall === 'mkdir') {
+    return new StateError(`${file}: exists and is not a directory; set state_dir to a directory, or rename that file if it is in the way`, STATE_EXIT.CANTCREAT, { cause: err });
+  }
   if (e.code && ERRNO_MEANING[e.code]) {
     return new StateError(`${file}: ${ERRNO_MEANING[e.code]} (${e.code})`, e.code === 'ENOENT' || e.code === 'ENOTDIR' ? STATE_EXIT.CANTCREAT : STATE_EXIT.IOERR, { cause: err });
   }
