@@ -1,6 +1,7 @@
 // sendmail's command line. It is not getopt-shaped: options may carry their value attached
 // (-fuser) or in the next word (-f user), -o and -b take one attached letter, and unknown
-// legacy options must be accepted and ignored, as every sendmail replacement does.
+// legacy options must be accepted and ignored, as every sendmail replacement does. Long
+// options (--config) are not sendmail's: a usage error naming the right one.
 
 export type SendmailMode = 'deliver' | 'smtp' | 'mailq' | 'runq' | 'newaliases' | 'daemon';
 
@@ -40,6 +41,9 @@ export function parseSendmailArgs(argv: readonly string[]): SendmailArgs {
       break;
     }
     if (!arg.startsWith('-') || arg === '-') break;
+    // No sendmail has long options (Postfix's refuses them too): ignoring `--config FILE` would
+    // also make FILE a recipient. (--help is answered before parsing.)
+    if (arg.startsWith('--')) throw new SendmailUsageError(unknownLongOption(arg));
     const opt = arg[1]!;
     const rest = arg.slice(2);
     if (WITH_VALUE.has(opt)) {
@@ -81,6 +85,17 @@ export function parseSendmailArgs(argv: readonly string[]): SendmailArgs {
   }
   for (; i < argv.length; i++) a.recipients.push(argv[i]!);
   return a;
+}
+
+/** What a long option a user may try is called here (sendmail's options are single letters). */
+const LONG_TO_SHORT: Record<string, string> = {
+  config: '-C FILE', from: '-f ADDRESS', sender: '-f ADDRESS', verbose: '-v', 'read-recipients': '-t', 'full-name': '-F NAME',
+};
+
+function unknownLongOption(arg: string): string {
+  const name = arg.slice(2).split('=')[0]!;
+  const short = LONG_TO_SHORT[name];
+  return `unknown option ${arg.length > 40 ? `${arg.slice(0, 40)}…` : arg}: ${short ? `use ${short}` : 'sendmail takes single-letter options'} (sendmail --help lists them)`;
 }
 
 /** Bundled single-letter flags such as -ti or -it. */
