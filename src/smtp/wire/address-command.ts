@@ -4,11 +4,10 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 import { domainToUnicode } from 'node:url';
+import { hasInvisible } from './peer-text.js';
 import { replyLine } from './reply-writer.js';
 import type { EnvelopeAddress } from './types.js';
 
-// Control characters and invisible formatting characters have no place in an address.
-const ADDRESS_UNSAFE = /[\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]/;
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const SOURCE_ROUTE = /^@[^\s,:@]+(?:,@[^\s,:@]+)*:/;
 const DOMAIN_CHARS = /^[a-zA-Z0-9\u0080-\uffff.-]+$/;
@@ -99,7 +98,8 @@ function parsePath(line: string, name: string, rcpt: boolean): WithDuplicate | n
     out.args[key] = value;
   }
   if (!address) return out;
-  if (ADDRESS_UNSAFE.test(address)) return null;
+  // Controls and invisible format characters (bidi overrides, soft hyphens…): peer-text.ts.
+  if (hasInvisible(address)) return null;
   if (rcpt && address.toLowerCase() === 'postmaster') return out; // RFC 5321 §4.1.1.3
   const normal = normalAddress(address);
   if (!normal) return null;

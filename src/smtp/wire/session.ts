@@ -5,12 +5,12 @@
 
 import { parseMailFrom, parseRcptTo } from './address-command.js';
 import { Connection, freshEnvelope } from './connection.js';
+import { isHeloName } from './peer-text.js';
 import { replyLine, replyLines } from './reply-writer.js';
 import { continueSasl, startSasl, type SaslResult, type SaslStep } from './sasl.js';
 import type { Envelope, EnvelopeAddress, ReplyError, Verdict } from './types.js';
 
 const HELO_MAX = 300;
-const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const SPACES = /\s+/;
 const HTTP_REQUEST = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
 
@@ -74,7 +74,7 @@ export class SmtpSession extends Connection {
     const parts = line.trim().split(SPACES);
     const host = parts[1] ?? '';
     if (parts.length !== 2) return this.add(replyLine(501, verb === 'EHLO' ? 'Error: syntax: EHLO hostname' : 'Error: Syntax: HELO hostname', true), 501);
-    if (host.length > HELO_MAX || CONTROL.test(host)) return this.add(replyLine(501, 'Error: Bad hostname syntax', true), 501);
+    if (host.length > HELO_MAX || !isHeloName(host)) return this.add(replyLine(501, 'Error: Bad hostname syntax', true), 501);
     const s = this.session;
     s.hostNameAppearsAs = host.toLowerCase();
     s.esmtp = verb === 'EHLO';
