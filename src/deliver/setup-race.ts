@@ -8,6 +8,19 @@
 // after the winner is a spare (kept idle for the next message by the caller); one that fails
 // after it is forgotten.
 
+/** The time the race reads and the one timer it sets: the real ones unless a test steps time itself. */
+export interface RaceClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+}
+
+const realClock: RaceClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout | undefined),
+};
+
 export interface RaceOptions<T> {
   /** How long the set-ups under way may take before one more starts beside them. */
   staggerMs: number;
@@ -23,6 +36,8 @@ export interface RaceOptions<T> {
   onSpare(spare: T): void;
   /** The failure is the stall hedge's cut: worth a new set-up at once, and says least. */
   isStall(err: unknown): boolean;
+  /** Default: the real clock and timers. */
+  clock?: RaceClock;
 }
 
 /**
@@ -36,15 +51,16 @@ export function raceSetups<T>(start: (hedgeMs: number) => Promise<T>, o: RaceOpt
     let started = 0;
     let won = false;
     let failure: { err: unknown } | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const begin = Date.now();
+    const clock = o.clock ?? realClock;
+    let timer: unknown;
+    const begin = clock.now();
     const more = () => !won && started < o.hedges.length && o.mayStart();
     const arm = () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       if (running >= o.width || started >= o.hedges.length) return;
-      timer = setTimeout(() => {
+      timer = clock.setTimeout(() => {
         if (running === 0 || running >= o.width || !more()) return;
-        o.onStart('stagger', Date.now() - begin);
+        o.onStart('stagger', clock.now() - begin);
         launch();
       }, o.staggerMs);
     };
@@ -57,7 +73,7 @@ export function raceSetups<T>(start: (hedgeMs: number) => Promise<T>, o: RaceOpt
           running--;
           if (won) return o.onSpare(ready);
           won = true;
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           resolve(ready);
         },
         (err: unknown) => {
@@ -67,11 +83,11 @@ export function raceSetups<T>(start: (hedgeMs: number) => Promise<T>, o: RaceOpt
           // A stalled set-up is replaced at once; one that failed outright (refused,
           // unreachable, a 5xx greeting) is the answer unless another is still under way.
           if (o.isStall(err) && more()) {
-            o.onStart('stalled', Date.now() - begin, err);
+            o.onStart('stalled', clock.now() - begin, err);
             return launch();
           }
           if (running > 0) return arm();
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           reject(failure.err);
         },
       );
