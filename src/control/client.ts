@@ -83,10 +83,12 @@ function ask(socketPath: string, req: ControlRequest, timeoutMs: number): Promis
       clearTimeout(timer);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(null);
       else if (err.code === 'EACCES') reject(new NoPermissionError(`permission denied on ${socketPath} (run as root or the tidemail user)`));
-      else reject(err);
+      // Reset, or a full backlog (EAGAIN): the daemon is there but did not take us (control/server.ts caps connections).
+      else reject(new DaemonError(`the daemon at ${socketPath} did not take the request (${err.code ?? err.message}: too many connections at once?); try again`));
     });
     sock.on('end', () => {
       clearTimeout(timer);
+      if (!buf) return reject(new DaemonError(`the daemon at ${socketPath} closed the connection without answering (too many connections at once?); try again`));
       try {
         const r = JSON.parse(buf) as ControlReply;
         if (r.ok) resolve(r.data ?? true);
