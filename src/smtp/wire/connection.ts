@@ -60,6 +60,8 @@ export abstract class Connection {
   private errors = 0;
   /** The server is shutting down: the session ends once no transaction is under way. */
   private draining = false;
+  /** The client half-closed: once what it sent is answered, we close too. */
+  private inputEnded = false;
   private readonly idle: NodeJS.Timeout;
   private deadline: NodeJS.Timeout | null = null;
 
@@ -109,12 +111,14 @@ export abstract class Connection {
 
   private listen(s: Duplex): void {
     s.on('data', this.onData);
+    s.on('end', this.onEnd);
     s.on('error', this.onError);
     s.once('close', this.onClose);
   }
 
   private unlisten(s: Duplex): void {
     s.off('data', this.onData);
+    s.off('end', this.onEnd);
     s.off('error', this.onError);
     s.off('close', this.onClose);
   }
@@ -172,9 +176,24 @@ export abstract class Connection {
       }
       this.command(line);
     }
+    // Half-closed and every command it sent is answered (a partial line is dropped): we end too.
+    if (this.inputEnded && this.ready && !this.busy && !this.body && !this.writeBlocked) return this.close();
     this.flush();
     this.flow();
   }
+
+  /**
+   * The client's FIN (the listener allows half-open sockets): the commands it sent in full still
+   * run and get their replies before we close (RFC 5321 §3.8), as for a client that waits for
+   * them; a message without its final dot is not taken (close() fails its body).
+   */
+  private readonly onEnd = (): void => {
+    this.inputEnded = true;
+    if (this.closing) return;
+    if (this.upgrading) return void this.socket.destroy();
+    if (this.body && !this.dataEnded) return this.close();
+    this.pump();
+  };
 
   private flush(): void {
     if (this.closing || !this.writer.hasPending) return;

@@ -54,7 +54,8 @@ export class SmtpListeners {
   listen(o: ListenOptions): Promise<void> {
     const server = o.implicitTls
       ? o.tls!.createServer(Math.min(o.limits.commandTimeoutMs, HANDSHAKE_MAX_MS), (s) => this.accept(s, o, true))
-      : net.createServer((s) => this.accept(s, o, false));
+      // Half-open: a client that shuts down its side after pipelining still gets its replies.
+      : net.createServer({ allowHalfOpen: true }, (s) => this.accept(s, o, false));
     // A handshake that fails (scanners, garbage) ends that socket only.
     server.on('tlsClientError', (_err: Error, s: Duplex) => s.destroy());
     server.on('connection', (raw: net.Socket) => {
