@@ -43,6 +43,16 @@ function parseArgs(args: string[]): LogArgs {
   return out;
 }
 
+/** False only when the file is not there: one we may not even see (EACCES) is there, not ours. */
+function present(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
 function readable(file: string): boolean {
   try {
     fs.accessSync(file, fs.constants.R_OK);
@@ -91,7 +101,7 @@ export async function runLog(argv: string[]): Promise<number> {
   const ctx = cliContext(takeConfigOption(args));
   const q = parseArgs(args);
   const db = path.join(ctx.config.stateDir, 'queue.sqlite');
-  if (!fs.existsSync(db)) {
+  if (!present(db)) {
     process.stderr.write(`tidemail: no queue database at ${db} (the daemon has not run with this configuration yet)\n`);
     return EX.NOINPUT;
   }
@@ -109,6 +119,8 @@ export async function runLog(argv: string[]): Promise<number> {
       histories = await readHistories(ctx.config.stateDir, q);
     } catch (err) {
       if (/no such table: events/.test((err as Error).message)) histories = []; // made by a version that kept no history
+      // Readable but its WAL index is not ours to write (another user's state dir): as unreadable.
+      else if (/SQLITE_READONLY|SQLITE_CANTOPEN|SQLITE_PERM/.test((err as Error).message)) throw new NoPermissionError(`the message history (${db}) can be read only by root and the daemon's user (this user may not write beside it: ${(err as Error).message})`);
       else throw err;
     }
   }

@@ -3,6 +3,7 @@
 // (control.sock, 0600) is sent to the public one for what ordinary users may see (mailq, status,
 // the history of their own messages); anything else is a clear "permission denied", exit 77.
 
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,6 +55,7 @@ async function askPublic(stateDir: string, req: ControlRequest, timeoutMs: numbe
   } catch (err) {
     // No maildrop (the daemon never ran here) means no daemon either.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') throw new NoPermissionError(socketDenied(publicSocketPath(stateDir)));
     throw err;
   }
   try {
@@ -66,6 +68,25 @@ async function askPublic(stateDir: string, req: ControlRequest, timeoutMs: numbe
 function describe(req: ControlRequest): string {
   const names: Record<string, string> = { flush: 'tidemail queue flush', reload: 'tidemail reload', fetch: 'tidemail fetch', link: 'tidemail link', show: 'tidemail queue show', poke: 'poking the daemon' };
   return names[req.cmd] ?? `tidemail queue ${req.cmd}`;
+}
+
+/** Why the socket is closed to us: most often the state dir itself cannot be entered. */
+function socketDenied(socketPath: string): string {
+  const dir = path.dirname(socketPath);
+  const fix = 'run this as root or as the daemon\'s user (`user` in the config)';
+  try {
+    fs.accessSync(dir, fs.constants.X_OK);
+  } catch {
+    let how = '';
+    try {
+      const st = fs.statSync(dir);
+      how = ` (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}, owner uid ${st.uid})`;
+    } catch {
+      /* the mode is a hint only */
+    }
+    return `the state dir ${dir} cannot be entered by this user${how}, so neither the daemon nor the queue can be reached\n  fix: ${fix}`;
+  }
+  return `the daemon's socket ${socketPath} is not open to this user\n  fix: ${fix}`;
 }
 
 function ask(socketPath: string, req: ControlRequest, timeoutMs: number): Promise<unknown | null> {
@@ -82,7 +103,7 @@ function ask(socketPath: string, req: ControlRequest, timeoutMs: number): Promis
     sock.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(null);
-      else if (err.code === 'EACCES') reject(new NoPermissionError(`permission denied on ${socketPath} (run as root or the tidemail user)`));
+      else if (err.code === 'EACCES') reject(new NoPermissionError(socketDenied(socketPath)));
       // Reset, or a full backlog (EAGAIN): the daemon is there but did not take us (control/server.ts caps connections).
       else reject(new DaemonError(`the daemon at ${socketPath} did not take the request (${err.code ?? err.message}: too many connections at once?); try again`));
     });

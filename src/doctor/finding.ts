@@ -30,6 +30,9 @@ export async function guarded(area: string, probe: () => Promise<Finding[]> | Fi
   try {
     return await probe();
   } catch (err) {
+    // Not a bug: this user may not look there (a state dir of 0700 checked as another user).
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') return [skip(area, `cannot look as this user (${(err as Error).message}); run check as root or as the daemon's user to verify it`)];
     return [fail(area, `probe failed: ${(err as Error).message}`, 'run it again; if it persists, report it with this message')];
   }
 }
