@@ -70,7 +70,13 @@ export function log(msg: string): void {
 // ---------------------------------------------------------------------------------------------
 // Results
 
-export type Target = 'floor' | 'tidemail' | 'postfix';
+/**
+ * floor: the raw sink (sink.ts); floor+fsync: the same with one write + fdatasync per message;
+ * engine: our SMTP engine storing nothing (stages.ts --serve); engine+fsync: with the fdatasync.
+ */
+export type Target = 'floor' | 'floor+fsync' | 'engine' | 'engine+fsync' | 'tidemail' | 'postfix';
+/** The order of the rows in the report. */
+export const TARGET_ROWS: readonly Target[] = ['floor', 'floor+fsync', 'engine', 'engine+fsync', 'tidemail', 'postfix'];
 export type Client = 'smtp-source' | 'smtp-source-1' | 'node';
 
 export interface Cell {

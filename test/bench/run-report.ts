@@ -7,7 +7,7 @@ import { fmtMiB } from './common.js';
 import type { AcceptanceCell, TargetFigures } from './targets.js';
 import {
   CONCURRENCY, HUGE_MB, MESSAGES, REPEAT, SIZE, TARGET_HUGE_GROWTH_MIB, TARGET_IDLE_MIB, TARGET_RATIO, WARMUP,
-  cells, checks, key, mem, notes, problems,
+  TARGET_ROWS, cells, checks, key, mem, notes, problems,
   type Cell, type Client, type CpuFigures, type HugeFigures, type Target,
 } from './run-context.js';
 
@@ -41,7 +41,7 @@ function table(client: Client, title: string): string[] {
   const w = 10;
   rows.push(title);
   rows.push('  ' + 'target'.padEnd(18) + CONCURRENCY.map((c) => `c=${c}`.padStart(w)).join(''));
-  for (const t of ['floor', 'tidemail', 'postfix'] as const) {
+  for (const t of TARGET_ROWS) {
     if (!CONCURRENCY.some((c) => cells.has(key(t, client, c)))) continue;
     rows.push('  ' + t.padEnd(18) + CONCURRENCY.map((c) => fmtRate(cells.get(key(t, client, c))).padStart(w)).join(''));
   }
@@ -58,13 +58,16 @@ function table(client: Client, title: string): string[] {
   if (CONCURRENCY.some((c) => cells.has(key('tidemail', client, c)) && cells.has(key('floor', client, c)))) {
     rows.push('  ' + 'tidemail/floor'.padEnd(18) + ratio('tidemail', 'floor').map((s) => s.padStart(w)).join(''));
   }
+  if (CONCURRENCY.some((c) => cells.has(key('tidemail', client, c)) && cells.has(key('engine+fsync', client, c)))) {
+    rows.push('  ' + 'tidemail/engine+fs'.padEnd(18) + ratio('tidemail', 'engine+fsync').map((s) => s.padStart(w)).join(''));
+  }
   return rows;
 }
 
 /** Per target: the largest (max - min) / median over its cells, as a percentage. */
 function spreads(): string {
   const parts: string[] = [];
-  for (const t of ['floor', 'tidemail', 'postfix'] as const) {
+  for (const t of TARGET_ROWS) {
     const s = [...cells.entries()].filter(([k]) => k.startsWith(t + '|')).map(([, c]) => c.spread ?? 0);
     if (s.length) parts.push(`${t} ${(Math.max(...s) * 100).toFixed(0)}%`);
   }
@@ -83,7 +86,7 @@ function cpuTable(client: Client): string[] {
       'server(main thread)/client/other; server CPU us per message',
   ];
   rows.push('  ' + 'target'.padEnd(12) + CONCURRENCY.map((c) => `c=${c}`.padStart(w)).join(''));
-  for (const t of ['floor', 'tidemail', 'postfix'] as const) {
+  for (const t of TARGET_ROWS) {
     if (!CONCURRENCY.some((c) => cells.has(key(t, client, c)))) continue;
     const col = (c: number): string => {
       const x = cells.get(key(t, client, c));
@@ -153,8 +156,21 @@ export function targetFigures(cores: number, fsyncMs: number, extra: Pick<Target
     const p = cells.get(key('postfix', client, c));
     if (!t || !p || !t.accepted || t.cpuMs === undefined) return [];
     const perMsg = (cpuMs: number) => (cpuMs * 1000) / t.accepted;
-    return [{ c, tidemail: t.rate, postfix: p.rate, cpuUs: perMsg(t.cpuMs), ...(t.mainThreadMs !== undefined ? { jsUs: perMsg(t.mainThreadMs) } : {}), ...(t.machineBusy !== undefined ? { machineBusy: t.machineBusy } : {}) }];
+    const rate = (target: Target) => cells.get(key(target, client, c))?.rate;
+    const floors = { sink: rate('floor'), sinkFsync: rate('floor+fsync'), engine: rate('engine'), engineFsync: rate('engine+fsync') };
+    return [{
+      c, tidemail: t.rate, postfix: p.rate, cpuUs: perMsg(t.cpuMs), ...(t.mainThreadMs !== undefined ? { jsUs: perMsg(t.mainThreadMs) } : {}), ...(t.machineBusy !== undefined ? { machineBusy: t.machineBusy } : {}),
+      ...(Object.values(floors).some((x) => x !== undefined) ? { floors } : {}),
+    }];
   });
+  const engineCpu = (client: Client): Record<number, number> => {
+    const out: Record<number, number> = {};
+    for (const c of CONCURRENCY) {
+      const e = cells.get(key('engine', client, c));
+      if (e?.accepted && e.cpuMs !== undefined) out[c] = (e.cpuMs * 1000) / e.accepted;
+    }
+    return out;
+  };
   const floorCpuUs: Record<number, number> = {};
   for (const c of CONCURRENCY) {
     const f = cells.get(key('floor', 'smtp-source', c));
@@ -162,7 +178,7 @@ export function targetFigures(cores: number, fsyncMs: number, extra: Pick<Target
   }
   const base = mem.nodeBaselineKiB;
   return {
-    fsyncMs, cores, floorCpuUs, ...extra,
+    fsyncMs, cores, floorCpuUs, engineCpuUs: { reused: engineCpu('smtp-source'), oneConnection: engineCpu('smtp-source-1') }, ...extra,
     reused: acceptance('smtp-source'),
     oneConnection: acceptance('smtp-source-1'),
     ...(mem.idle ? { idle: {

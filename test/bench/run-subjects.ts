@@ -24,13 +24,29 @@ export interface Subject {
   stop: () => Promise<void>;
 }
 
-/** The floor: the raw sink in its own process. */
-export async function startFloor(): Promise<Subject> {
-  const sink = await startSinkProcess(0);
+const FLOORS: Record<'floor' | 'floor+fsync' | 'engine' | 'engine+fsync', { what: string; opts: Parameters<typeof startSinkProcess>[1] }> = {
+  floor: { what: 'raw sink', opts: {} },
+  'floor+fsync': { what: 'raw sink + fdatasync per message', opts: { fsync: true } },
+  engine: { what: 'our SMTP engine storing nothing', opts: { script: path.join(ROOT, 'dist', 'test', 'bench', 'stages.js'), args: ['--serve', '0'] } },
+  'engine+fsync': { what: 'our SMTP engine + fdatasync per message', opts: { script: path.join(ROOT, 'dist', 'test', 'bench', 'stages.js'), args: ['--serve', '0', '--fsync'] } },
+};
+
+/**
+ * The floors, each in its own process: the raw sink, and our engine with no storage, each alone
+ * and with one fdatasync per message: what Node, our engine and the disk cost before tidemail.
+ */
+export async function startFloors(): Promise<Subject[]> {
+  const out: Subject[] = [];
+  for (const target of Object.keys(FLOORS) as Array<keyof typeof FLOORS>) out.push(await startFloor(target));
+  return out;
+}
+
+async function startFloor(target: keyof typeof FLOORS): Promise<Subject> {
+  const sink = await startSinkProcess(0, FLOORS[target].opts);
   const unregister = onCleanup(() => process.kill(sink.pid, 'SIGKILL'));
-  log(`floor: raw sink pid ${sink.pid} on 127.0.0.1:${sink.port}`);
+  log(`${target}: ${FLOORS[target].what}, pid ${sink.pid} on 127.0.0.1:${sink.port}`);
   return {
-    target: 'floor',
+    target,
     port: sink.port,
     pids: () => [sink.pid],
     accepted: 0,

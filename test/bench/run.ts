@@ -1,7 +1,9 @@
 // tidemail benchmark: `npm run bench` (= tsc -p . && node packaging/bundle.mjs && node dist/test/bench/run.js).
 //
 // Measures messages/s accepted into the durable queue at several concurrencies, side by side for
-//   floor     a raw SMTP sink in its own node process that stores nothing (sink.ts)
+//   floor     a raw SMTP sink in its own node process that stores nothing (sink.ts); beside it
+//             floor+fsync (one fdatasync per message), engine (our SMTP engine storing nothing,
+//             stages.ts --serve) and engine+fsync: the Node, engine and disk floors of this run
 //   tidemail  the daemon (node bin/tidemail.js daemon: dist/bundle, or dist/src when tsc ran
 //             after the bundle) with a private config
 //   postfix   a private Postfix instance holding all mail in its queue (postfix.ts), if installed
@@ -57,7 +59,7 @@ import {
 import { measureAll } from './run-measure.js';
 import { benchHugeMessage, fsyncLatencyMs, measureStages, measureStartup, moduleFootprints, nodeBaseline } from './run-probes.js';
 import { limitNotes, report, targetFigures } from './run-report.js';
-import { startFloor, startPostfixSubject, startTidemailSubject, type Subject } from './run-subjects.js';
+import { startFloors, startPostfixSubject, startTidemailSubject, type Subject } from './run-subjects.js';
 
 // Cleanup on exit / Ctrl-C (run-context.ts): children and the private Postfix must not outlive
 // the bench. Registered here, after every import, as before the split.
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
   // Start every server first, then measure them taking turns; stop them all; then the big message.
   const subjects: Subject[] = [];
   try {
-    if (ONLY.has('floor')) subjects.push(await startFloor());
+    if (ONLY.has('floor')) subjects.push(...(await startFloors()));
     if (ONLY.has('tidemail')) {
       const t = await startTidemailSubject();
       if (t) subjects.push(t);

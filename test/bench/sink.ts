@@ -4,8 +4,14 @@
 //
 // startSinkProcess() runs it in a separate node process (this same file, forked) so it does not
 // share an event loop with the load generator; startSink() is the in-process server itself.
+// With `fsync`, each message also costs one 4 KiB write + fdatasync (libuv's pool, as the daemon's
+// SQLite commit runs) before its 250: the least a durable server pays per message without group
+// commit, so floor vs floor+fsync shows what the disk's latency alone takes.
 
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { once } from 'node:events';
@@ -18,6 +24,25 @@ const EHLO_REPLY =
   '250 ENHANCEDSTATUSCODES\r\n';
 
 const TERMINATOR = Buffer.from('\r\n.\r\n', 'latin1');
+const RECORD = Buffer.alloc(4096, 120);
+/** The fsync file is rewritten in place over this many 4 KiB slots, as a WAL is reused. */
+const SLOTS = 1024;
+
+/** One write + fdatasync per message on a shared file (the fsync floor). */
+export class Syncer {
+  private next = 0;
+  constructor(private readonly fd: number) {}
+  static open(): Syncer {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidemail-bench-sink-'));
+    const fd = fs.openSync(path.join(dir, 'fsync'), 'w');
+    process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    return new Syncer(fd);
+  }
+  sync(done: () => void): void {
+    const pos = (this.next++ % SLOTS) * RECORD.length;
+    fs.write(this.fd, RECORD, 0, RECORD.length, pos, () => fs.fdatasync(this.fd, () => done()));
+  }
+}
 
 /** Per-connection protocol state. */
 class SinkSession {
@@ -28,8 +53,10 @@ class SinkSession {
   /** the last (up to 4) content bytes seen, to find a terminator split across chunks */
   private tail: Buffer = Buffer.alloc(0);
   private queued = 0;
+  /** Input that came while a message's fsync was under way (fsync mode), processed after it. */
+  private held: Buffer[] | null = null;
 
-  constructor(private readonly sock: net.Socket) {
+  constructor(private readonly sock: net.Socket, private readonly syncer: Syncer | null = null) {
     sock.setNoDelay(true);
     sock.write('220 sink.bench.test ESMTP bench sink\r\n');
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -37,6 +64,10 @@ class SinkSession {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.held) {
+      this.held.push(chunk);
+      return;
+    }
     let out = ''; // replies produced by this chunk, written in one go (pipelining-friendly)
     let rest: Buffer | null = chunk;
     while (rest && rest.length > 0) {
@@ -49,8 +80,15 @@ class SinkSession {
           rest = null;
         } else {
           this.inData = false;
-          out += `250 2.0.0 Ok: queued as S${++this.queued}\r\n`;
           rest = rest.subarray(end);
+          if (this.syncer) {
+            // Durable: the 250 (and anything after it) waits for this message's fdatasync.
+            if (out) this.sock.write(out);
+            this.held = rest.length ? [Buffer.from(rest)] : [];
+            this.syncer.sync(() => this.synced());
+            return;
+          }
+          out += `250 2.0.0 Ok: queued as S${++this.queued}\r\n`;
         }
       } else {
         this.cmdBuf += rest.toString('latin1');
@@ -86,6 +124,14 @@ class SinkSession {
       }
     }
     if (out) this.sock.write(out);
+  }
+
+  private synced(): void {
+    if (this.sock.destroyed) return;
+    const held = this.held!;
+    this.held = null;
+    this.sock.write(`250 2.0.0 Ok: queued as S${++this.queued}\r\n`);
+    if (held.length) this.onData(Buffer.concat(held));
   }
 
   /**
@@ -124,8 +170,9 @@ class SinkSession {
 }
 
 /** Start the sink in this process. Resolves with the listening server. */
-export async function startSink(port = 0, host = '127.0.0.1'): Promise<net.Server> {
-  const server = net.createServer((sock) => new SinkSession(sock));
+export async function startSink(port = 0, host = '127.0.0.1', fsync = false): Promise<net.Server> {
+  const syncer = fsync ? Syncer.open() : null;
+  const server = net.createServer((sock) => new SinkSession(sock, syncer));
   server.listen({ port, host, backlog: 1024 });
   await once(server, 'listening');
   return server;
@@ -137,9 +184,14 @@ export interface SinkProcess {
   stop(): Promise<void>;
 }
 
-/** Fork this file as a separate node process running the sink; resolves once it listens. */
-export async function startSinkProcess(port = 0): Promise<SinkProcess> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--serve', String(port)], {
+/**
+ * Fork a script as a separate node process serving SMTP (this file's sink by default, with
+ * `--fsync` the durable variant; stages.ts --serve for our engine); resolves once it listens.
+ */
+export async function startSinkProcess(port = 0, opts: { fsync?: boolean; script?: string; args?: string[] } = {}): Promise<SinkProcess> {
+  const script = opts.script ?? fileURLToPath(import.meta.url);
+  const args = opts.args ?? ['--serve', String(port), ...(opts.fsync ? ['--fsync'] : [])];
+  const child: ChildProcess = fork(script, args, {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const msg = await new Promise<{ port: number }>((resolve, reject) => {
@@ -161,7 +213,7 @@ export async function startSinkProcess(port = 0): Promise<SinkProcess> {
 
 // Entry point when forked: `node sink.js --serve PORT` listens and reports its port over IPC.
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2] === '--serve') {
-  const server = await startSink(Number(process.argv[3] ?? 0));
+  const server = await startSink(Number(process.argv[3] ?? 0), '127.0.0.1', process.argv.includes('--fsync'));
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
   if (process.send) process.send({ port });

@@ -9,6 +9,10 @@
 // CPU is this process's (all threads: the JS thread and SQLite's pool) per accepted message.
 //
 //   node dist/test/bench/stages.js [--messages 2000] [--out FILE]   (needs smtp-source)
+//
+// `stages.js --serve PORT [--fsync]` is the "bare" row as a server of its own for the bench's
+// floor rows (run-subjects.ts): our engine storing nothing, with --fsync one 4 KiB write +
+// fdatasync per message before the 250 (sink.ts's Syncer), reporting its port over IPC.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,6 +25,7 @@ import { SmtpListeners } from '../../src/smtp/wire/listener.js';
 import type { SessionHooks } from '../../src/smtp/wire/types.js';
 import { freePort } from '../helpers/ports.js';
 import { findPostfix, runSmtpSource } from './postfix.js';
+import { Syncer } from './sink.js';
 
 const argv = process.argv.slice(2);
 const opt = (flag: string, dflt: string): string => {
@@ -65,6 +70,25 @@ async function serve(stage: Stage, store: SqliteQueueStore): Promise<{ port: num
   const port = await freePort();
   await listeners.listen({ host: '127.0.0.1', port, limits, hooks, tls: null, implicitTls: false });
   return { port, close: () => listeners.close() };
+}
+
+/** The bench's engine floor: the bare row's engine, optionally with one fdatasync per message. */
+async function serveEngineFloor(port: number, fsync: boolean): Promise<number> {
+  const syncer = fsync ? Syncer.open() : null;
+  const listeners = new SmtpListeners({ maxClients: 1000, maxConnectionsPerIp: 1000, isTrusted: () => true });
+  const limits = { name: 'bench.test', maxMessageSize: 100 * 1024 * 1024, commandTimeoutMs: 300_000, maxCommandLength: 2048, sessionTimeoutMs: 3_600_000, maxErrors: 20, greetDelayMs: 0 };
+  const hooks: SessionHooks = {
+    onMailFrom: () => null,
+    onRcptTo: () => null,
+    async onData(body) {
+      for await (const _chunk of body) void _chunk;
+      if (syncer) await new Promise<void>((resolve) => syncer.sync(resolve));
+      return '2.0.0 Ok';
+    },
+  };
+  const p = port || (await freePort());
+  await listeners.listen({ host: '127.0.0.1', port: p, limits, hooks, tls: null, implicitTls: false });
+  return p;
 }
 
 async function main(): Promise<void> {
@@ -116,7 +140,15 @@ async function main(): Promise<void> {
   if (OUT) fs.writeFileSync(OUT, text + '\n');
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (argv[0] === '--serve') {
+  const port = await serveEngineFloor(Number(argv[1] ?? 0), argv.includes('--fsync'));
+  if (process.send) process.send({ port });
+  else console.log(`engine floor listening on 127.0.0.1:${port}`);
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGTERM', () => process.exit(0));
+} else {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

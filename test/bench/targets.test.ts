@@ -71,6 +71,23 @@ test('a miss says why from the run\'s own figures, and what next', () => {
   assert.not.match(entry(text, '50 MB message'), /why|next/);
 });
 
+test('a missed acceptance cites the floors of the same run, and the CPU reason the engine floor', () => {
+  const withFloors: TargetFigures = {
+    ...run,
+    // c=1 without -d: raw sink 1250 msg/s (800 us), + fdatasync 1000 (1000 us), our engine 1100
+    // (909 us), + fdatasync 780 (1282 us, over the 1237 us budget of 1.5 x 539 msg/s); tidemail
+    // 425 msg/s is 2353 us, 1071 us of it its own.
+    oneConnection: run.oneConnection.map((x) => (x.c === 1 ? { ...x, floors: { sink: 1250, sinkFsync: 1000, engine: 1100, engineFsync: 780 } } : x)),
+    engineCpuUs: { reused: { 1: 300, 10: 120, 50: 110 }, oneConnection: { 1: 450, 10: 260 } },
+  };
+  const text = block(withFloors);
+  const one = entry(text, 'acceptance >= 1.5x Postfix, one conn/msg');
+  assert.match(one, /why: c=1: needs 809 msg\/s .*; floors of this run, us per message: Node sink 800, \+ fdatasync 1000, our engine storing nothing 909, \+ fdatasync 1282 \(the floor alone is over the budget\); tidemail's own part 1071 us\n/);
+  assert.not.match(one, /c=10: .*floors of this run/); // no floor figures for that cell
+  assert.match(entry(text, 'daemon CPU'), /our engine storing nothing costs 300\/120\/110 us with -d, 450\/260 us one conn\/msg/);
+  assert.not.match(block(run), /floors of this run|our engine storing nothing/);
+});
+
 test('targets that are met get no reason; missing figures say so', () => {
   const fast: TargetFigures = {
     ...run,

@@ -21,6 +21,11 @@ export interface AcceptanceCell {
   jsUs?: number;
   /** Fraction of all cores busy during the run. */
   machineBusy?: number;
+  /**
+   * The floors of the same run, client and concurrency, msg/s: the raw Node sink, the same with
+   * one fdatasync per message, our engine storing nothing, and that with the fdatasync.
+   */
+  floors?: { sink?: number; sinkFsync?: number; engine?: number; engineFsync?: number };
 }
 
 export interface TargetFigures {
@@ -31,6 +36,8 @@ export interface TargetFigures {
   oneConnection: AcceptanceCell[];
   /** The floor's CPU per message (a Node SMTP sink that stores nothing), by concurrency, -d. */
   floorCpuUs: Record<number, number>;
+  /** Our engine storing nothing (the "engine" floor): CPU µs per message by concurrency. */
+  engineCpuUs?: { reused: Record<number, number>; oneConnection: Record<number, number> };
   /** stages.ts at c=1, one connection per message: stage name → CPU µs per message. */
   stages?: Array<{ stage: string; cpuUs: number }>;
   idle?: { rssMiB: number; nodeMiB?: number; imports: Array<{ name: string; addMiB: number }> };
@@ -61,8 +68,27 @@ function ratios(cells: AcceptanceCell[]): string {
   return `${cells.map((x) => (x.postfix > 0 ? (x.tidemail / x.postfix).toFixed(2) : '-')).join('/')}x at c=${cells.map((x) => x.c).join('/')}`;
 }
 
+/**
+ * What the floors of the same run leave of the budget: per message, the raw Node sink, + one
+ * fdatasync, our engine, + the fdatasync (wall µs at this concurrency), then tidemail's own part.
+ */
+function floorsWhy(x: AcceptanceCell): string {
+  const fl = x.floors;
+  if (!fl) return '';
+  const us = (rate: number | undefined) => (rate && rate > 0 ? f0(1e6 / rate) : '?');
+  const parts = [`Node sink ${us(fl.sink)}`, `+ fdatasync ${us(fl.sinkFsync)}`, `our engine storing nothing ${us(fl.engine)}`, `+ fdatasync ${us(fl.engineFsync)}`];
+  const own = fl.engineFsync && fl.engineFsync > 0 ? `; tidemail's own part ${f0(1e6 / x.tidemail - 1e6 / fl.engineFsync)} us` : '';
+  const budget = 1e6 / (x.postfix * TARGETS.ratio);
+  const floorOver = fl.engineFsync && 1e6 / fl.engineFsync > budget ? ' (the floor alone is over the budget)' : '';
+  return `; floors of this run, us per message: ${parts.join(', ')}${floorOver}${own}`;
+}
+
 /** Why one acceptance cell is short of 1.5× Postfix, from its own figures. */
 function acceptanceWhy(x: AcceptanceCell, f: TargetFigures): string {
+  return acceptanceCause(x, f) + floorsWhy(x);
+}
+
+function acceptanceCause(x: AcceptanceCell, f: TargetFigures): string {
   const need = x.postfix * TARGETS.ratio;
   const wallUs = 1e6 / x.tidemail;
   const budget = 1e6 / need;
@@ -100,6 +126,11 @@ function cpu(f: TargetFigures): string[] {
   const why: string[] = [];
   const floor = f.reused.map((x) => f.floorCpuUs[x.c]).filter((u): u is number => u !== undefined);
   if (floor.length) why.push(`the floor (a Node SMTP sink storing nothing) costs ${floor.map(f0).join('/')} us with -d`);
+  const engine = (cells: AcceptanceCell[], per: Record<number, number> | undefined) =>
+    cells.map((x) => per?.[x.c]).filter((u): u is number => u !== undefined).map(f0).join('/');
+  const er = engine(f.reused, f.engineCpuUs?.reused);
+  const e1 = engine(f.oneConnection, f.engineCpuUs?.oneConnection);
+  if (er || e1) why.push(`our engine storing nothing costs ${[er ? `${er} us with -d` : '', e1 ? `${e1} us one conn/msg` : ''].filter(Boolean).join(', ')}`);
   const daemon1 = f.oneConnection.find((x) => x.c === 1);
   if (f.stages?.length) {
     const s = f.stages;
