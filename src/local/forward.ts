@@ -16,6 +16,18 @@ import path from 'node:path';
 import { readTargetFile } from './aliases.js';
 import type { SystemUser } from './users.js';
 
+/**
+ * At most this many targets in one .forward (Postfix's virtual_alias_expansion_limit). Every
+ * RCPT to the user expands them while the daemon waits: a 1 MiB file of 42,000 addresses held
+ * the daemon's event loop ~1 s per RCPT, so anyone could stall all mail by sending RCPTs.
+ */
+export const MAX_FORWARD_TARGETS = 1000;
+
+/** Why a parsed .forward is not followed for its size, or null. */
+export function tooManyTargets(file: string, targets: readonly string[]): string | null {
+  return targets.length > MAX_FORWARD_TARGETS ? `${file} lists ${targets.length} targets, more than ${MAX_FORWARD_TARGETS}` : null;
+}
+
 export type ForwardFile =
   /** No .forward (or an empty one): deliver to the mailbox. */
   | { kind: 'none' }
@@ -38,6 +50,8 @@ export async function readForwardFile(user: SystemUser): Promise<ForwardFile> {
     const f = await readTargetFile(file, [user.uid, 0]);
     if (!f.safe) return { kind: 'ignored', file, reason: f.unsafeReason ?? 'unsafe' };
     if (!f.targets.length && !f.errors.length) return { kind: 'none' };
+    const tooMany = tooManyTargets(file, f.targets);
+    if (tooMany) return { kind: 'ignored', file, reason: tooMany };
     return { kind: 'targets', file, targets: f.targets, errors: f.errors };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -360,6 +360,29 @@ function bumpMtime(file: string): void {
   fs.utimesSync(file, t, t);
 }
 
+test('a .forward with more than 1000 targets is ignored (mailbox): each RCPT expanded all of them while the daemon waited', async () => {
+  const list = (n: number) => Array.from({ length: n }, (_, i) => `x${i}@elsewhere.example`).join('\n') + '\n';
+  const f = writeForward('carol', list(1001));
+  try {
+    const on = resolver(null, { forward: true });
+    assert.equal(await targets(on, 'carol'), [mbox('carol')]);
+    writeForward('carol', list(1000));
+    assert.is((await targets(on, 'carol')).length, 1000);
+  } finally {
+    fs.rmSync(f);
+  }
+});
+
+test('a list of 40,000 unknown members resolves in linear time (each RCPT to it costs the daemon that)', async () => {
+  const inc = writeFile(path.join(dir, 'huge.list'), Array.from({ length: 40_000 }, (_, i) => `nouser${i}`).join('\n') + '\n');
+  const r = resolver(`huge: :include:${inc}\n`);
+  const start = performance.now();
+  await rejects(r.resolve('huge'), /nouser39999: no such user/, true);
+  const ms = performance.now() - start;
+  // Before: failed.some() for every member, quadratic: 9.5 s on this machine; now 0.65 s.
+  assert.ok(ms < 4000, `resolving took ${Math.round(ms)} ms`);
+});
+
 test('resolution is a plain record', async () => {
   const res: Resolution | null = await resolver('x: alice\n').resolve('x');
   assert.equal(JSON.parse(JSON.stringify(res)), res);
