@@ -204,7 +204,7 @@ test('daemon stopped: mailq, show, hold, remove, release and runq work directly 
   const run2 = await cli(site, ['queue', 'flush']);
   assert.is(run2.code, 0, run2.stderr);
   await delivered(sh, held.rcpt);
-  assert.match(await mailq(site), /Mail queue is empty/);
+  await waitFor('empty queue', async () => /Mail queue is empty/.test(await mailq(site)), 5000);
   assert.is(sh.messages.length, 2);
 });
 

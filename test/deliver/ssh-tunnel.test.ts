@@ -14,7 +14,7 @@ import {
 } from '../../src/deliver/ssh-tunnel.js';
 import type { SshRoute } from '../../src/routes/profile.js';
 import { loadRoute } from '../../src/routes/load.js';
-import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { mailqWhen, makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { freePort, sleep, waitFor } from '../helpers/ports.js';
 import { startSmarthost, type Smarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
@@ -317,13 +317,8 @@ test('a changed host key: the message stays queued, log and mailq say why, nothi
   const [line] = await withLogs(d, d.waitForLog(/.*deferred to=<c@remote\.example>.*/));
   assert.match(line, new RegExp(`host key for \\[127\\.0\\.0\\.1\\]:${sshd.port} CHANGED.*possible man-in-the-middle`));
   assert.match(line, /cannot connect to 127\.0\.0\.1:\d+ via ssh root@127\.0\.0\.1:\d+: host key/);
-  // The log line comes before the deferral's reason is committed to the queue: mailq may be a
-  // moment behind it.
-  const q = await waitFor('mailq to show the reason', async () => {
-    const r = await runCli(['mailq', '--config', site.configPath]);
-    return /CHANGED/.test(r.stdout) ? r : null;
-  }, 10_000, 200);
-  assert.match(q.stdout, /c@remote\.example/);
+  const q = await mailqWhen(site.configPath, 'the reason', (out) => /CHANGED/.test(out));
+  assert.match(q, /c@remote\.example/);
   assert.equal(sh.messages.length, 0);
   assert.not.match(d.logs(), /bounce/);
 });
@@ -335,8 +330,7 @@ test('an unknown host (empty known_hosts) is refused the same way, with the fing
   const fp = fingerprintOf(keyOf(sshd.hostKey));
   assert.ok(line.includes(`host key for [127.0.0.1]:${sshd.port} is not in`), line);
   assert.ok(line.includes(fp), line);
-  const q = await runCli(['mailq', '--config', site.configPath]);
-  assert.ok(q.stdout.includes(`ssh-keyscan -p ${sshd.port} 127.0.0.1`), q.stdout);
+  await mailqWhen(site.configPath, 'the ssh-keyscan hint', (out) => out.includes(`ssh-keyscan -p ${sshd.port} 127.0.0.1`));
   assert.equal(sh.messages.length, 0);
   assert.not.match(d.logs(), /bounce/);
 });

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { mailqWhen, makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { freePort, sleep } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost, type Smarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
@@ -90,17 +90,15 @@ test('mail queued while the smarthost is down is delivered by `tidemail queue fl
   const reply = await sendMessage(site.port, 'a@tidemail.test', ['z@remote.example'], 'Subject: wait\r\n\r\nqueued\r\n');
   assert.match(reply, /^250 2\.0\.0 Ok: queued as [0-9A-F]{16}/);
   await d.waitForLog(/deferred .*cannot connect to 127\.0\.0\.1:\d+/);
-  const q = await runCli(['mailq', '--config', site.configPath]);
-  assert.match(q.stdout, /z@remote\.example/);
-  assert.match(q.stdout, /cannot connect/);
+  const q = await mailqWhen(site.configPath, 'the reason', (out) => /cannot connect/.test(out));
+  assert.match(q, /z@remote\.example/);
   const sh = track(await startSmarthost({ port }));
   const f = await runCli(['queue', 'flush', '--config', site.configPath]);
   assert.equal(f.code, 0, f.stderr);
   const [m] = await sh.waitForMessages(1, 5000);
   assert.match(m!.raw.toString(), /queued\r\n$/);
   await d.waitForLog(/delivered to=<z@remote\.example>/);
-  const q2 = await runCli(['mailq', '--config', site.configPath]);
-  assert.match(q2.stdout, /Mail queue is empty/);
+  await mailqWhen(site.configPath, 'an empty queue', (out) => /Mail queue is empty/.test(out));
 });
 
 test('the retry timer delivers once the smarthost comes back (exponential backoff from retry_min)', async () => {

@@ -142,3 +142,21 @@ export function runCli(
     proc.stdin.end(opts.input ?? '');
   });
 }
+
+/**
+ * mailq's output once `ready(output)` holds. The daemon logs a result ("deferred", "bounced")
+ * before the queue has committed it, so a mailq run right after the log line may be a moment
+ * behind it (under load, the commit's fsync is most of that moment).
+ */
+export async function mailqWhen(configPath: string, what: string, ready: (output: string) => boolean, timeoutMs = 10_000): Promise<string> {
+  let last = '';
+  try {
+    const got = await waitFor(`mailq to show ${what}`, async () => {
+      last = (await runCli(['mailq', '--config', configPath])).stdout;
+      return ready(last) ? { output: last } : null;
+    }, timeoutMs, 200);
+    return got.output;
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; it said:\n${last}`);
+  }
+}
