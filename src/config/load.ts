@@ -44,6 +44,7 @@ export function defaultConfig(): Config {
       smtps: [],
       tlsCert: null,
       tlsKey: null,
+      tlsWhere: { cert: 'tls_cert', key: 'tls_key' },
       usersFile: null,
       usersFileWhere: 'users_file',
       senders: {},
@@ -175,6 +176,7 @@ function loadSubmission(smtp: ConfigReader, cfg: Config): void {
   }
   cfg.smtp.tlsCert = cert === undefined ? null : path.resolve(dir, cert);
   cfg.smtp.tlsKey = key === undefined ? null : path.resolve(dir, key);
+  cfg.smtp.tlsWhere = { cert: smtp.where('tls_cert'), key: smtp.where('tls_key') };
   for (const k of ['submission', 'smtps'] as const) {
     if (cfg.smtp[k].length && !cfg.smtp.tlsCert) {
       smtp.fail(k, 'needs a TLS certificate (AUTH is only allowed over TLS)',

@@ -22,6 +22,8 @@ export interface SmtpConfig {
   /** PEM certificate chain and key; STARTTLS is offered on every listener when set. */
   tlsCert: string | null;
   tlsKey: string | null;
+  /** file:line:column of tls_cert and tls_key, for errors about the files. */
+  tlsWhere: { cert: string; key: string };
   /** `user:scrypt$…` lines (mode 0600); null for the embedded default (no config dir). */
   usersFile: string | null;
   /** file:line naming users_file in the config, for errors about the users file. */

@@ -102,6 +102,10 @@ export function describeBindError(kind: string, l: ListenAddress, err: NodeJS.Er
       exitCode: 75, // an interface that is not up yet may bring it
     };
   }
+  // A host name in listen that does not resolve (a typo, or DNS not up yet): the config's to fix.
+  if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+    return { problem: `${kind} ${name}: the host name does not resolve (${err.code})`, fix: `write an address in [smtp] ${kind} (e.g. "127.0.0.1:25", "0.0.0.0:25" or "[::]:25"): a name needs DNS before the daemon can start`, severity: 'fail', exitCode: 78 };
+  }
   return { problem: `${kind} ${name}: cannot bind: ${err.code ?? err.message}`, fix: `check [smtp] ${kind}`, severity: 'fail', exitCode: 71 };
 }
 

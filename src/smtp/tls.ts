@@ -14,12 +14,13 @@ export interface TlsCredentials {
 export function loadTlsCredentials(config: Config): TlsCredentials | null {
   const { tlsCert, tlsKey } = config.smtp;
   if (!tlsCert || !tlsKey) return null;
-  const read = (file: string, what: string) => {
+  const read = (file: string, what: 'cert' | 'key') => {
     try {
       return fs.readFileSync(file);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      throw new ConfigError(`${config.file ?? 'config'}: cannot read TLS ${what} ${file}: ${e.code ?? e.message}\n  fix: check tls_${what} in [smtp] and the file's permissions`);
+      const why = e.code === 'ENOENT' ? ' (no such file)' : e.code === 'EACCES' ? ' (permission denied)' : '';
+      throw new ConfigError(`${config.smtp.tlsWhere?.[what] ?? config.file ?? 'config'}: cannot read TLS ${what} ${file}: ${e.code ?? e.message}${why}\n  fix: check tls_${what} in [smtp] and the file's permissions`);
     }
   };
   const creds = { cert: read(tlsCert, 'cert'), key: read(tlsKey, 'key') };

@@ -96,11 +96,21 @@ test('a damaged queue database: EX_IOERR (74), said once, the file kept', async 
   noStack(r.stderr);
 });
 
-test('a missing TLS certificate: EX_CONFIG (78), names the file and the key', async () => {
+test('a missing TLS certificate: EX_CONFIG (78), file:line of tls_cert, the file and the fix', async () => {
   const site = await makeSite('', { smtpToml: 'tls_cert = "missing-cert.pem"\ntls_key = "missing-key.pem"' });
   const r = await daemon(site.configPath);
   assert.is(r.code, 78, r.stderr);
-  assert.match(r.stderr, /cannot read TLS cert \S+missing-cert\.pem: ENOENT\n  fix: check tls_cert/);
+  const line = fs.readFileSync(site.configPath, 'utf8').split('\n').findIndex((l) => l.startsWith('tls_cert')) + 1;
+  assert.match(r.stderr, new RegExp(`${site.configPath}:${line}:1: cannot read TLS cert \\S+missing-cert\\.pem: ENOENT \\(no such file\\)\\n  fix: check tls_cert`));
+  noStack(r.stderr);
+});
+
+test('a listen host name that does not resolve: EX_CONFIG (78), says so and to write an address', async () => {
+  const site = await makeSite();
+  fs.writeFileSync(site.configPath, fs.readFileSync(site.configPath, 'utf8').replace(/listen = \["127\.0\.0\.1:(\d+)"\]/, 'listen = ["no-such-host.invalid:$1"]'));
+  const r = await daemon(site.configPath);
+  assert.is(r.code, 78, r.stderr);
+  assert.match(r.stderr, /^tidemail: listen no-such-host\.invalid:\d+: the host name does not resolve \((ENOTFOUND|EAI_AGAIN)\)\n  fix: write an address in \[smtp\] listen/);
   noStack(r.stderr);
 });
 
