@@ -1,5 +1,5 @@
 // Small helpers shared by the benchmark modules: ports, process memory, external commands.
-// Node built-ins only.
+// Node built-ins only (and the tests' port picker).
 
 import net from 'node:net';
 import fs from 'node:fs';
@@ -9,19 +9,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 
 export { delay as sleep };
 
-/** Ask the kernel for a free TCP port on 127.0.0.1 (there is a tiny race until the caller binds it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/** The tests' free-port picker (below the ephemeral range, so nothing takes it before the caller binds). */
+export { freePort } from '../helpers/ports.js';
 
 /**
  * Try once to open an SMTP session: resolves true when the server sends a 220 greeting.
