@@ -1,22 +1,22 @@
 // The fetch job against a real, private Dovecot: UIDL memory across runs and restarts,
 // keep = false deleting only after submit, wrong passwords, SASL PLAIN, STLS and POP3S with a
 // test CA (and without it), max size with oversize = skip | headers, recipients from headers, a
-// 5 MB message streamed byte-exact, a 50 MB one with RSS measured, and a submit that fails half-way. A scripted stand-in covers what Dovecot always
-// does right: servers without UIDL (and TOP), a connection dropped mid-RETR, a non-POP3 reply.
+// 5 MB message streamed byte-exact, a 50 MB one with RSS measured, and a submit that fails
+// half-way. What Dovecot always does right (UIDL, TOP, whole RETRs) is taken away in
+// pop3-server-quirks.test.ts.
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { FetchAccount } from '../../src/fetch/account.js';
-import { fetchAccount, MessageRefused, type FetchDeps } from '../../src/fetch/pop3.js';
-import type { FetchEnvelope } from '../../src/fetch/recipients.js';
+import { fetchAccount, MessageRefused } from '../../src/fetch/pop3.js';
 import { testCerts } from '../helpers/certs.js';
 import { waitFor } from '../helpers/ports.js';
 import { UidlStore } from '../../src/fetch/uidl-store.js';
 import { haveDovecot, startDovecot, type Dovecot } from '../helpers/dovecot.js';
+import { collector, fetchAccountConfig, message, subjects } from '../helpers/fetch-job.js';
 import { cleanupTmp, tmpDir, writeFile } from '../helpers/tmp.js';
 
 const USERS = {
@@ -36,51 +36,8 @@ test.after(async () => {
   cleanupTmp();
 });
 
-function account(user: keyof typeof USERS, over: Partial<FetchAccount> = {}): FetchAccount {
-  return {
-    name: `isp/${user}`,
-    route: 'isp',
-    intervalMs: 300_000,
-    host: '127.0.0.1',
-    port: dc.port,
-    tls: 'none',
-    user,
-    password: USERS[user],
-    passwordFile: '',
-    auth: 'auto',
-    keep: true,
-    deliverTo: ['me'],
-    recipientsFrom: [],
-    recipientsDomains: [],
-    oversize: 'skip',
-    ...over,
-  };
-}
-
-const message = (subject: string, body = 'hello\r\n') => `From: a@example.test\r\nTo: me@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.test>\r\n\r\n${body}`;
-
-/** A submit that collects whole messages (fine for small ones) in `got`. */
-function collector(uidls: UidlStore, failOn?: number): FetchDeps & { got: string[]; calls: number; envelopes: FetchEnvelope[] } {
-  const deps = {
-    uidls,
-    got: [] as string[],
-    envelopes: [] as FetchEnvelope[],
-    calls: 0,
-    async submit(_a: FetchAccount, body: AsyncIterable<Buffer>, env: FetchEnvelope) {
-      deps.envelopes.push(env);
-      const call = ++deps.calls;
-      const parts: Buffer[] = [];
-      for await (const c of body) {
-        parts.push(c);
-        if (call === failOn) throw new Error('queue disk full');
-      }
-      deps.got.push(Buffer.concat(parts).toString('utf8'));
-    },
-  };
-  return deps;
-}
-
-const subjects = (msgs: string[]) => msgs.map((m) => /Subject: (.*)\r\n/.exec(m)?.[1]).sort();
+const account = (user: keyof typeof USERS, over: Partial<FetchAccount> = {}): FetchAccount =>
+  fetchAccountConfig(`isp/${user}`, dc.port, { user, password: USERS[user], ...over });
 
 test('keep = true: three messages once, then none — also after reopening the store', async () => {
   for (const s of ['one', 'two', 'three']) dc.deliver('keeper', message(s));
@@ -378,124 +335,6 @@ test('submit fails on message 2: message 1 is remembered and deleted, message 2 
   assert.equal([r2.fetched, r2.deleted], [2, 2]);
   assert.equal([...subjects(bad.got), ...subjects(good.got)].sort(), ['m1', 'm2', 'm3']);
   assert.equal(dc.mailbox('failer'), []);
-  await uidls.close();
-});
-
-interface FakeOptions {
-  uidl: boolean;
-  top: boolean;
-  /** Close the connection half-way through RETR of this message number. */
-  dropOnRetr?: number;
-  greeting?: string;
-}
-
-/** A scripted POP3 server on loopback for what Dovecot cannot be made to do. */
-async function fakePop3(messages: string[], o: FakeOptions): Promise<{ port: number; left: () => string[]; close: () => void }> {
-  let box = [...messages];
-  const server = net.createServer((sock) => {
-    const deleted = new Set<number>();
-    sock.write(`${o.greeting ?? '+OK fake ready'}\r\n`);
-    let buf = '';
-    sock.on('error', () => undefined);
-    sock.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
-        const [cmd = '', arg = ''] = buf.slice(0, i).split(' ');
-        buf = buf.slice(i + 2);
-        const n = Number(arg);
-        const msg = box[n - 1];
-        const multi = (lines: string[]) => sock.write(`+OK\r\n${lines.map((l) => (l.startsWith('.') ? '.' + l : l) + '\r\n').join('')}.\r\n`);
-        switch (cmd.toUpperCase()) {
-          case 'USER':
-          case 'PASS':
-          case 'DELE':
-            if (cmd.toUpperCase() === 'DELE') deleted.add(n);
-            sock.write('+OK\r\n');
-            break;
-          case 'CAPA':
-            multi(['USER', ...(o.top ? ['TOP'] : []), ...(o.uidl ? ['UIDL'] : [])]);
-            break;
-          case 'LIST':
-            multi(box.map((m, j) => `${j + 1} ${Buffer.byteLength(m)}`));
-            break;
-          case 'UIDL':
-            if (o.uidl) multi(box.map((_m, j) => `${j + 1} u${j + 1}`));
-            else sock.write('-ERR no UIDL here\r\n');
-            break;
-          case 'TOP':
-            if (o.top && msg) multi(msg.split('\r\n\r\n')[0]!.split('\r\n').concat(''));
-            else sock.write('-ERR no TOP here\r\n');
-            break;
-          case 'RETR':
-            if (!msg) sock.write('-ERR no such message\r\n');
-            else if (n === o.dropOnRetr) sock.end(`+OK\r\n${msg.slice(0, msg.length >> 1)}`);
-            else multi(msg.replace(/\r\n$/, '').split('\r\n'));
-            break;
-          case 'QUIT':
-            box = box.filter((_m, j) => !deleted.has(j + 1));
-            sock.end('+OK bye\r\n');
-            break;
-          default:
-            sock.write('-ERR unknown command\r\n');
-        }
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { port: (server.address() as net.AddressInfo).port, left: () => box, close: () => server.close() };
-}
-
-test('no UIDL: messages are told apart by their TOP headers, so keep = true still works', async () => {
-  const fake = await fakePop3([message('t1'), message('t2'), 'Subject: no id\r\n\r\nx\r\n'], { uidl: false, top: true });
-  const uidls = await UidlStore.open(stateDir);
-  const acct = account('keeper', { name: 'fake/top', port: fake.port, auth: 'user' });
-  const first = collector(uidls);
-  const r = await fetchAccount(acct, first);
-  assert.equal([r.fetched, r.error], [3, undefined]);
-  assert.equal(subjects(first.got), ['no id', 't1', 't2']);
-  const r2 = await fetchAccount(acct, collector(uidls));
-  assert.equal([r2.fetched, r2.error], [0, undefined]);
-  fake.close();
-  await uidls.close();
-});
-
-test('neither UIDL nor TOP: keep = true is refused, keep = false fetches and deletes all', async () => {
-  const fake = await fakePop3([message('n1'), message('n2')], { uidl: false, top: false });
-  const uidls = await UidlStore.open(stateDir);
-  const kept = await fetchAccount(account('keeper', { name: 'fake/none', port: fake.port, auth: 'user' }), collector(uidls));
-  assert.match(kept.error ?? '', /offers neither UIDL nor TOP.*set keep = false/);
-  assert.equal(kept.fetched, 0);
-  const deps = collector(uidls);
-  const r = await fetchAccount(account('keeper', { name: 'fake/none', port: fake.port, auth: 'user', keep: false }), deps);
-  assert.equal([r.fetched, r.deleted, r.error], [2, 2, undefined]);
-  assert.equal(fake.left(), []);
-  fake.close();
-  await uidls.close();
-});
-
-test('a connection dropped mid-RETR: an error, nothing deleted, only the finished message remembered', async () => {
-  const fake = await fakePop3([message('d1'), message('d2', 'y'.repeat(200_000) + '\r\n')], { uidl: true, top: true, dropOnRetr: 2 });
-  const uidls = await UidlStore.open(stateDir);
-  const acct = account('keeper', { name: 'fake/drop', port: fake.port, auth: 'user', keep: false });
-  const deps = collector(uidls);
-  const r = await fetchAccount(acct, deps);
-  assert.match(r.error ?? '', /closed the connection/);
-  assert.equal([r.fetched, r.deleted], [1, 0]);
-  assert.equal(subjects(deps.got), ['d1']);
-  assert.equal(fake.left().length, 2, 'no QUIT, so no deletion');
-  assert.ok(await uidls.has('fake/drop', 'u1'));
-  assert.not.ok(await uidls.has('fake/drop', 'u2'));
-  fake.close();
-  await uidls.close();
-});
-
-test('a server that does not speak POP3: an error, no throw', async () => {
-  const fake = await fakePop3([], { uidl: true, top: true, greeting: '220 smtp.example ESMTP' });
-  const uidls = await UidlStore.open(stateDir);
-  const r = await fetchAccount(account('keeper', { name: 'fake/smtp', port: fake.port }), collector(uidls));
-  assert.match(r.error ?? '', /not \+OK\/-ERR \(is this a POP3 server\?\)/);
-  assert.not.ok(r.authFailed);
-  fake.close();
   await uidls.close();
 });
 
