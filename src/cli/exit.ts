@@ -5,7 +5,8 @@ import { DaemonError } from '../control/client.js';
 import { StateError } from '../queue/state-error.js';
 import { LibraryMismatchError } from '../deps/pinned.js';
 import { ListenError } from '../doctor/ports.js';
-import { printable } from '../log/printable.js';
+import { printable, printableLines } from '../log/printable.js';
+import { describeFileError } from './file-error.js';
 
 export const EX = {
   OK: 0,
@@ -73,6 +74,12 @@ export function reportError(prog: string, err: unknown): number {
   if (err instanceof TempFailError || err instanceof DaemonError) {
     process.stderr.write(`${prog}: ${e.message}\n`);
     return EX.TEMPFAIL;
+  }
+  // A file or directory a command was pointed at (--out DIR, the users file): what, where, the fix.
+  const file = describeFileError(err);
+  if (file) {
+    process.stderr.write(`${prog}: ${printableLines(file.text)}\n`);
+    return file.code;
   }
   if (e?.code === 'EACCES' || e?.code === 'EPERM') {
     process.stderr.write(`${prog}: permission denied: ${e.message}\n`);

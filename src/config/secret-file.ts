@@ -20,7 +20,10 @@ export function writeSecretFile(file: string, content: string, owner?: { uid: nu
     fd = fs.openSync(tmp, 'wx', 0o600);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // Rewriting in place needs the file to be there: a new one on a read-only or foreign
+    // directory cannot be made, and the reason is this error, not the ENOENT that would follow.
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw err;
+    if (!fs.existsSync(file)) throw Object.assign(err as Error, { path: file }); // name the file, not our temp name
     return rewriteInPlace(file, content);
   }
   try {

@@ -40,6 +40,18 @@ if (isRoot()) {
     noStack(r.stderr);
   });
 
+  test('user add and dkim keygen on a read-only filesystem: EX_CANTCREAT (73), "read-only", the file named', async () => {
+    const site = await makeSite();
+    const script = `mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && echo pw12345678 | "$2" "$3" user add bob --config "$4"; echo "rc=$?"; "$2" "$3" dkim keygen example.org --out "$1/dkim"; echo "rc=$?"`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', script, 'sh', site.dir, process.execPath, BIN, site.configPath], { encoding: 'utf8', timeout: 30_000 });
+    if (/unshare failed|Operation not permitted/.test(r.stderr ?? '')) return void console.log('  (skipped: no mount namespaces)');
+    assert.equal(r.stdout.match(/rc=\d+/g), ['rc=73', 'rc=73'], r.stderr);
+    assert.match(r.stderr, new RegExp(`^tidemail: cannot write ${site.dir}/users: the filesystem is read-only\\n  fix: remount it read-write`, 'm'));
+    assert.match(r.stderr, new RegExp(`^tidemail: cannot write ${site.dir}: the filesystem is read-only`, 'm'));
+    assert.not.match(r.stderr, /internal error/);
+    noStack(r.stderr);
+  });
+
   test('a full disk at start: EX_TEMPFAIL (75), names the state dir and says free space', async () => {
     const stateDir = smallDisk(256);
     fillDisk(stateDir);
@@ -62,6 +74,14 @@ if (isRoot()) {
     noStack(r.stderr);
   });
 }
+
+test('a command pointed at a path under a file (dkim keygen --out): EX_CANTCREAT (73), what and where, not an internal error', async () => {
+  const dir = tmpDir();
+  const file = writeFile(path.join(dir, 'a-file'), 'x\n');
+  const r = await runCli(['dkim', 'keygen', 'example.org', '--out', path.join(file, 'keys')]);
+  assert.is(r.code, 73, r.stderr);
+  assert.match(r.stderr, new RegExp(`^tidemail: cannot write ${file}/keys: a part of the path is not a directory\\n  fix: give another path\\n$`));
+});
 
 test('a user that is not a login name: EX_CONFIG (78) at file:line, no shell words in the fix', async () => {
   const site = await makeSite();
