@@ -14,7 +14,8 @@ import * as assert from 'uvu/assert';
 import { makeSite, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { sleep, waitFor } from '../helpers/ports.js';
 import { cleanupTmp } from '../helpers/tmp.js';
-import { hugeMessageChunks, SmtpConnection } from '../bench/load.js';
+import { hugeMessageChunks } from '../bench/huge-message.js';
+import { SmtpConnection } from '../bench/smtp-connection.js';
 
 test.after(() => cleanupTmp());
 
