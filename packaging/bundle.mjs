@@ -11,7 +11,7 @@
 // copy, which must be the one that runs; mailauth, ssh2 and node-cron load only when used.
 // They load from node_modules exactly as from dist/src.
 //
-// dist/src stays: the tests run from it, the privsep helper (forked by path) runs from it, and
+// dist/src stays: the tests run from it, the privsep helper's per-delivery child runs from it, and
 // code that finds files next to itself (package.json, routes/, presets/, helper.js) must find
 // the same files. So each module's `import.meta.url` is rewritten to the URL the module has
 // under dist/src. Not minified and no source map: a stack trace in the log names a line of
@@ -19,9 +19,11 @@
 //
 // Beside it, sendmail.cjs and sendmail.cjs.cache: `sendmail` submitting a message (what cron
 // runs) as one CommonJS file, src/sendmail-main.ts and what it imports, with V8's code cache
-// made here by this node binary with the launcher's flags — see sendmail-bundle.mjs.
+// made here by this node binary with the launcher's flags — see sendmail-bundle.mjs. And
+// privsep-helper.cjs: the root delivery helper in one CommonJS file — see helper-bundle.mjs.
 
 import * as esbuild from 'esbuild';
+import { buildHelperBundle } from './helper-bundle.mjs';
 import { buildSendmailBundle } from './sendmail-bundle.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -71,6 +73,7 @@ const result = await esbuild.build({
   plugins: [ownUrl],
 });
 const sendmail = await buildSendmailBundle({ root: ROOT, src: SRC, outDir: NEW });
+const helper = await buildHelperBundle({ root: ROOT, src: SRC, outDir: NEW });
 // Swap the whole directory: a launcher starting meanwhile finds either bundle or none (then it
 // runs dist/src), never main.js of one build with the chunks of another.
 // Two builds at once (test files run in parallel, each may rebuild a stale bundle) are of the
@@ -90,4 +93,4 @@ try {
 fs.rmSync(OLD, { recursive: true, force: true });
 const files = Object.keys(result.metafile.outputs);
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
-console.log(`bundle: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB in ${path.relative(ROOT, OUT)}/; ${sendmail}`);
+console.log(`bundle: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB in ${path.relative(ROOT, OUT)}/; ${sendmail}; ${helper}`);

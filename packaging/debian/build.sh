@@ -23,8 +23,9 @@ cd "$REPO"
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 [ -f dist/src/main.js ] || npx tsc -p . || [ -f dist/src/main.js ] || die "dist/src/main.js missing: run npx tsc -p . first"
-# The bundle the launcher prefers (packaging/bundle.mjs), rebuilt when tsc ran after it.
-[ dist/bundle/main.js -nt dist/src/main.js ] || node packaging/bundle.mjs >/dev/null || die "bundling dist/src failed: run npm ci (esbuild is a devDependency)"
+# The bundle the launcher prefers (packaging/bundle.mjs), rebuilt when tsc ran after it or when
+# it predates the delivery helper's own bundle (privsep-helper.cjs).
+{ [ dist/bundle/main.js -nt dist/src/main.js ] && [ -f dist/bundle/privsep-helper.cjs ]; } || node packaging/bundle.mjs >/dev/null || die "bundling dist/src failed: run npm ci (esbuild is a devDependency)"
 [ -d "$NODE_MODULES/sqlite3" ] || die "$NODE_MODULES has no sqlite3: run npm ci first"
 VERSION=$(node -p 'require("./package.json").version')
 

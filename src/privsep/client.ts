@@ -4,15 +4,13 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import type { LocalConfig } from '../config/schema.js';
 import type { DeliveryResult } from '../deliver/transport.js';
 import type { ForwardFile } from '../local/forward.js';
 import type { SystemUser } from '../local/users.js';
 import { log } from '../log/log.js';
+import { helperEntry } from './helper-entry.js';
 import type { DeliveryRequest, FromHelper, HelperSettings, ToHelper } from './protocol.js';
-
-const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helper.js');
 
 /** What the helper is allowed to do, from [local]: fixed until the daemon restarts. */
 export function helperSettings(local: LocalConfig): HelperSettings {
@@ -53,7 +51,7 @@ export class DeliveryHelper {
   /** Forks the helper; call as root, before giving root up. */
   static async start(local: LocalConfig): Promise<DeliveryHelper> {
     const settings = helperSettings(local);
-    const child = fork(HELPER, [JSON.stringify(settings)], {
+    const child = fork(helperEntry(), [JSON.stringify(settings)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced', // Buffers cross as bytes, not JSON arrays
       execArgv: [],

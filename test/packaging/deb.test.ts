@@ -88,6 +88,7 @@ inspect('files: commands link to the launcher, hooks and unit in place, root-own
   for (const f of ['bin/package.json', 'dist/bundle/sendmail.cjs', 'dist/bundle/sendmail.cjs.cache', 'dist/bundle/sendmail-loader.cjs']) {
     assert.ok(files.has(`usr/lib/tidemail/${f}`), `${f}: the CommonJS launcher and the sendmail bundle with its code cache (packaging/sendmail-bundle.mjs)`);
   }
+  assert.ok(files.has('usr/lib/tidemail/dist/bundle/privsep-helper.cjs'), 'the delivery helper\'s bundle (packaging/helper-bundle.mjs)');
   assert.is(files.get('usr/lib/systemd/system/tidemail.service')?.mode, '-rw-r--r--');
   for (const h of HOOKS) assert.is(files.get(h)?.mode, '-rwxr-xr-x', h);
   const addon = [...files.keys()].find((p) => p.endsWith('sqlite3/build/Release/node_sqlite3.node'));
@@ -211,6 +212,40 @@ async function startAsUnit(o: Overlay): Promise<ChildProcess & { logs: () => str
   return Object.assign(proc, { logs: () => out });
 }
 
+/** Command lines of the privsep helpers among a process's descendants. */
+function helperCommands(pid: number): string[] {
+  const out: string[] = [];
+  const walk = (p: number): void => {
+    const read = (f: string): string => fs.readFileSync(f, { encoding: 'utf8', flag: 'r' });
+    let tasks: string[] = [];
+    try {
+      tasks = fs.readdirSync(`/proc/${p}/task`);
+    } catch {
+      return; // gone meanwhile
+    }
+    for (const t of tasks) {
+      let kids: number[] = [];
+      try {
+        kids = read(`/proc/${p}/task/${t}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        continue;
+      }
+      for (const k of kids) {
+        let cmd = '';
+        try {
+          cmd = read(`/proc/${k}/cmdline`).split('\0').join(' ');
+        } catch {
+          continue;
+        }
+        if (/privsep/.test(cmd)) out.push(cmd);
+        walk(k);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
 async function stop(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((r) => proc.once('exit', r));
@@ -285,6 +320,9 @@ if (!isRoot()) {
     await configure(o!, sh);
     daemon = await startAsUnit(o!);
     assert.match(daemon.logs(), /running unprivileged.*tidemail/);
+    // The root delivery helper the daemon forked runs from the package's bundle (issue 17).
+    const helpers = helperCommands(daemon.pid!);
+    assert.ok(helpers.some((c) => c.includes('/usr/lib/tidemail/dist/bundle/privsep-helper.cjs')), `helper not run from the bundle: ${helpers.join(' | ') || 'no helper'}`);
     const r = o!.run(['/usr/sbin/sendmail', '-i', 'x@remote.example'], { input: 'Subject: from the package\n\nhello\n' });
     assert.is(r.status, 0, r.stderr);
     await waitFor('queued', () => o!.run(['/usr/bin/mailq']).stdout.includes('x@remote.example'), 10_000, 200);

@@ -193,7 +193,7 @@ if (!isRoot()) {
     const daemon = d.proc.pid!;
     const helper = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).find((p) => {
       try {
-        return fs.readFileSync(`/proc/${p}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(daemon) && /privsep\/helper\.js/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'latin1'));
+        return fs.readFileSync(`/proc/${p}/stat`, 'latin1').split(') ')[1]!.split(' ')[1] === String(daemon) && /privsep[/-]helper\.c?js/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'latin1'));
       } catch {
         return false;
       }

@@ -104,7 +104,7 @@ if (!isRoot()) {
     const st = procStatus(pid);
     assert.ok(st.uids.every((u) => u !== 0), `daemon uids ${st.uids.join(' ')}`);
     assert.is(st.capEff, '0000000000000000');
-    const helpers = childrenOf(pid).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    const helpers = childrenOf(pid).filter((p) => /privsep[/-]helper\.c?js/.test(cmdline(p)));
     assert.is(helpers.length, 1, 'one delivery helper');
     assert.is(procStatus(helpers[0]!).uids[0], 0, 'the helper keeps root');
     // The helper holds no listening socket: the SMTP port belongs to the daemon alone.
@@ -128,7 +128,7 @@ if (!isRoot()) {
     assert.is(fs.readFileSync(path.join(u.home, 'mda-uid'), 'utf8').trim(), String(u.uid));
     assert.is(fs.statSync(path.join(u.home, 'mda-msg')).uid, u.uid);
     assert.match(fs.readFileSync(path.join(u.home, 'mda-msg'), 'utf8'), new RegExp(`^Return-Path: <x@remote\\.example>\nDelivered-To: ${u.name}@tidemail\\.test\n`));
-    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep[/-]helper\.c?js/.test(cmdline(p)));
     assert.ok(helper, 'a helper');
     await d.kill9();
     await waitFor('the helper gone', () => !fs.existsSync(`/proc/${helper}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${helper}/status`, 'utf8')), 5000);
@@ -216,7 +216,7 @@ if (!isRoot()) {
     const [u] = makeUsers(1) as [TestUser];
     const site = await makeSite(`[local]\ndelivery = "maildir"\n[queue]\nretry_min = "1h"\n`);
     const d = keep(await startDaemon(site));
-    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep\/helper\.js/.test(cmdline(p)));
+    const [helper] = childrenOf(d.proc.pid!).filter((p) => /privsep[/-]helper\.c?js/.test(cmdline(p)));
     process.kill(helper!, 'SIGKILL');
     await d.waitForLog(/error the local delivery helper stopped; deliveries to local users are deferred until tidemail is restarted how=SIGKILL/);
     assert.match(await sendMessage(site.port, 'x@remote.example', [`${u.name}@tidemail.test`], MSG('no helper')), /^250 /);
