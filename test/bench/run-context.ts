@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ProcMem } from './common.js';
+import type { SmapsMem, TreeMem } from './smaps.js';
 import { TARGETS } from './targets.js';
 
 // dist/test/bench/run.js -> repository root (BENCH_ROOT overrides, e.g. for a build elsewhere)
@@ -115,6 +116,10 @@ export interface MemoryFigures {
   idle?: ProcMem;
   afterLoad?: ProcMem;
   children?: number[];
+  /** smaps of plain node, and of the daemon and its children at idle and after the load (run-memory.ts) */
+  nodeSmaps?: SmapsMem;
+  idleTree?: TreeMem;
+  afterTree?: TreeMem;
   huge?: HugeFigures;
   /** the same with a smaller V8 young generation, to show where the growth comes from */
   hugeExperiment?: { nodeArgs: string[]; figures: HugeFigures };

@@ -11,7 +11,8 @@ import { fmtMiB, nowMs, readProcMem, resetPeakRss, runCommand, sleep } from './c
 import { sendHugeMessage } from './load.js';
 import { parseStages, parseStartup, type TargetFigures } from './targets.js';
 import { daemonEntry } from './tidemail.js';
-import { HUGE_MB, ROOT, checks, log, problems, type HugeFigures } from './run-context.js';
+import { HUGE_MB, ROOT, checks, log, mem, problems, type HugeFigures } from './run-context.js';
+import { readSmaps } from './smaps.js';
 import { launchDaemon, type RunningDaemon } from './run-subjects.js';
 
 /** One huge message on a fresh daemon: how much its RSS grows. */
@@ -96,11 +97,12 @@ export async function moduleFootprints(): Promise<Array<{ name: string; rssKiB: 
   return got.filter((x): x is { name: string; rssKiB: number } => x !== null);
 }
 
-/** RSS of a plain `node` process doing nothing, as the reference for the idle target. */
+/** RSS of a plain `node` process doing nothing, as the reference for the idle target; its smaps into mem.nodeSmaps. */
 export async function nodeBaseline(): Promise<number | undefined> {
   const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10000)'], { stdio: 'ignore' });
   await sleep(2000);
   const m = child.pid ? readProcMem(child.pid) : null;
+  mem.nodeSmaps = (child.pid ? readSmaps(child.pid) : null) ?? undefined;
   child.kill('SIGKILL');
   return m?.rssKiB;
 }

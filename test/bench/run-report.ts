@@ -4,6 +4,7 @@
 
 import os from 'node:os';
 import { fmtMiB } from './common.js';
+import { idleSplit, smapsLines } from './run-memory.js';
 import type { AcceptanceCell, TargetFigures } from './targets.js';
 import {
   CONCURRENCY, HUGE_MB, MESSAGES, REPEAT, SIZE, TARGET_HUGE_GROWTH_MIB, TARGET_IDLE_MIB, TARGET_RATIO, WARMUP,
@@ -121,7 +122,8 @@ function memoryLines(): string[] {
     line('peak RSS over all runs (VmHWM)', fmtMiB(mem.afterLoad.hwmKiB));
     line('RSS after the load', fmtMiB(mem.afterLoad.rssKiB));
   }
-  if (mem.children?.length) rows.push(`  note: the daemon has child processes (${mem.children.join(', ')}), not counted`);
+  rows.push(...smapsLines());
+  if (mem.children?.length && !mem.afterTree) rows.push(`  note: the daemon has child processes (${mem.children.join(', ')}), not counted`);
   if (mem.huge) {
     const h = mem.huge;
     const growth = h.sampledMaxKiB - h.before.rssKiB;
@@ -185,6 +187,7 @@ export function targetFigures(cores: number, fsyncMs: number, extra: Pick<Target
       rssMiB: mem.idle.rssKiB / 1024,
       ...(base ? { nodeMiB: base / 1024 } : {}),
       imports: base ? (mem.modules ?? []).map((m) => ({ name: m.name, addMiB: (m.rssKiB - base) / 1024 })) : [],
+      ...(idleSplit() ? { split: idleSplit()! } : {}),
     } } : {}),
     ...(mem.afterLoad ? { peak: { hwmMiB: mem.afterLoad.hwmKiB / 1024, concurrency: Math.max(...CONCURRENCY), ...(mem.idle ? { idleMiB: mem.idle.rssKiB / 1024 } : {}) } } : {}),
     ...(mem.huge ? { hugeGrowthMiB: hugeGrowthKiB(mem.huge) / 1024, hugeMiB: HUGE_MB } : {}),

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { descendants, fmtMiB, freePort, nowMs, readProcMem, sleep } from './common.js';
 import { startSinkProcess } from './sink.js';
+import { readTree } from './smaps.js';
 import { abortPostfixSync, startPostfix, type PostfixInstance, type PostfixTools } from './postfix.js';
 import { daemonEntry, startTidemail, tidemailQueueCount, type Daemon } from './tidemail.js';
 import { KEEP, ROOT, checks, log, mem, notes, onCleanup, problems, type Target } from './run-context.js';
@@ -193,6 +194,7 @@ export async function startTidemailSubject(): Promise<Subject | null> {
   const d = run.daemon;
   await sleep(2000);
   mem.idle = readProcMem(d.pid) ?? undefined;
+  mem.idleTree = readTree(d.pid) ?? undefined;
   log(`tidemail: idle RSS ${fmtMiB(mem.idle?.rssKiB ?? NaN)} (VmHWM so far ${fmtMiB(mem.idle?.hwmKiB ?? NaN)})`);
   const subject: Subject = {
     target: 'tidemail',
@@ -202,6 +204,7 @@ export async function startTidemailSubject(): Promise<Subject | null> {
     stop: async () => {
       mem.afterLoad = readProcMem(d.pid) ?? undefined;
       mem.children = descendants(d.pid);
+      mem.afterTree = readTree(d.pid) ?? undefined;
       log(`tidemail: after load RSS ${fmtMiB(mem.afterLoad?.rssKiB ?? NaN)}, peak (VmHWM) ${fmtMiB(mem.afterLoad?.hwmKiB ?? NaN)}`);
       await run.finish(async (configPath) => {
         const queued = await tidemailQueueCount(ROOT, configPath);

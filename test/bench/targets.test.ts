@@ -88,6 +88,19 @@ test('a missed acceptance cites the floors of the same run, and the CPU reason t
   assert.not.match(block(run), /floors of this run|our engine storing nothing/);
 });
 
+test('a missed idle target splits the RSS into node\'s binary pages and ours, and names the privsep helper', () => {
+  // 2026-12-03 16:58: daemon 57.3 MB of which node's binary 40.3 (plain node 39.4, binary 30.1), USS 20.9 vs 6.2.
+  const split = { rssMiB: 57.3, binaryMiB: 40.3, ussMiB: 20.9, node: { rssMiB: 39.4, binaryMiB: 30.1, ussMiB: 6.2 }, helper: { rssMiB: 43.8, ussMiB: 7.5 }, treePssMiB: 62.9 };
+  const idle = entry(block({ ...run, idle: { ...run.idle!, rssMiB: 57.3, split } }), 'idle RSS <= 45 MB');
+  assert.match(idle, /57\.3 MB\s+MISSED/);
+  // rest 17.0 vs plain node's 9.3: ours 10.2 MB more binary pages + 7.7 MB.
+  assert.match(idle, /why: of 57\.3 MB, 40\.3 MB are node's own binary pages \(plain node 30\.1\) and 17\.0 MB the rest \(plain node 9\.3\); ours: 10\.2 MB more binary pages \(node code that our code runs\) \+ 7\.7 MB, private \(USS\) 20\.9 MB vs 6\.2; node's binary alone leaves 4\.7 MB of the 45/);
+  assert.match(idle, /also: the privsep helper, a second node process \(not in this RSS\): RSS 43\.8 MB, USS 7\.5 MB; PSS of the daemon's processes 62\.9 MB/);
+  assert.not.match(idle, /each imported alone/);
+  const noHelper = entry(block({ ...run, idle: { ...run.idle!, rssMiB: 57.3, split: { ...split, helper: undefined } } }), 'idle RSS <= 45 MB');
+  assert.not.match(noHelper, /privsep helper/);
+});
+
 test('targets that are met get no reason; missing figures say so', () => {
   const fast: TargetFigures = {
     ...run,

@@ -40,11 +40,23 @@ export interface TargetFigures {
   engineCpuUs?: { reused: Record<number, number>; oneConnection: Record<number, number> };
   /** stages.ts at c=1, one connection per message: stage name → CPU µs per message. */
   stages?: Array<{ stage: string; cpuUs: number }>;
-  idle?: { rssMiB: number; nodeMiB?: number; imports: Array<{ name: string; addMiB: number }> };
+  idle?: { rssMiB: number; nodeMiB?: number; imports: Array<{ name: string; addMiB: number }>; split?: IdleSplit };
   peak?: { hwmMiB: number; idleMiB?: number; concurrency: number };
   hugeGrowthMiB?: number;
   hugeMiB?: number;
   startup?: { sendmailMs: number; nodeMs: number; sendmailPeakMiB?: number; nodePeakMiB?: number };
+}
+
+/** The idle daemon's and plain node's RSS by smaps (run-memory.ts): node's binary pages and the rest, USS. */
+export interface IdleSplit {
+  rssMiB: number;
+  binaryMiB: number;
+  ussMiB: number;
+  node: { rssMiB: number; binaryMiB: number; ussMiB: number };
+  /** the privsep helper, a second node process the daemon forks (not in the daemon's RSS) */
+  helper?: { rssMiB: number; ussMiB: number };
+  /** PSS summed over the daemon and its children */
+  treePssMiB: number;
 }
 
 /** What the idle daemon imports of its npm dependencies (DESIGN-NOTES "Idle memory"): nodemailer's helpers come with smtp-server. */
@@ -54,6 +66,7 @@ const NEXT = {
   acceptance: 'cut daemon CPU per message (next target); at c=1 every message pays its own fsync whatever we do, so CPU is the lever there',
   cpu: 'the own receive engine (src/smtp/wire) took smtp-server out; what is left per message is the intake pipeline and the queue commit (the "+ commit" stage): a lighter commit path next',
   idle: 'smtp-server, http/https/zlib/tls and ICU collation no longer load at idle; what is left is node\'s own pages, sqlite3 and our code: a smaller node (--lite-mode, as on OpenWrt) next',
+  idleBinary: 'node\'s binary pages are clean and shared (the kernel drops them first); of ours, the V8 heap (young generation 4 MB at --max-semi-space-size=2) and sqlite3: --lite-mode (as on OpenWrt) takes ~5 MB of binary pages, at ~40% of the rate',
   peak: 'lower idle first (the peak rides on it), then bound the heap under load (old-generation size)',
   huge: 'bound the spool and writer buffers per session (they grow with the chunk size)',
   startup: 'import less before the maildrop write (measure the module list of sendmail -t); Node 22\'s compile cache when the minimum Node moves',
@@ -149,6 +162,11 @@ function idle(f: TargetFigures): string[] {
   const met = rssMiB <= TARGETS.idleMiB;
   const out = [row(`idle RSS <= ${TARGETS.idleMiB} MB`, `${f1(rssMiB)} MB`, met ? 'met' : 'MISSED')];
   if (met) return out;
+  if (f.idle.split) {
+    out.push(...idleSplitWhy(f.idle.split));
+    out.push(`    next: ${NEXT.idleBinary}`);
+    return out;
+  }
   if (nodeMiB !== undefined) {
     const used = imports.filter((m) => IDLE_IMPORTS.includes(m.name));
     const sum = nodeMiB + used.reduce((n, m) => n + m.addMiB, 0);
@@ -156,6 +174,19 @@ function idle(f: TargetFigures): string[] {
       ` (each imported alone) = ${f1(sum)} MB; the rest, ${f1(rssMiB - sum)} MB, is our code and its data; node alone leaves ${f1(TARGETS.idleMiB - nodeMiB)} MB of the ${TARGETS.idleMiB}`);
   }
   out.push(`    next: ${NEXT.idle}`);
+  return out;
+}
+
+/** Node's own binary pages against ours, from this run's smaps of the daemon and of plain node. */
+function idleSplitWhy(s: IdleSplit): string[] {
+  const rest = s.rssMiB - s.binaryMiB;
+  const nodeRest = s.node.rssMiB - s.node.binaryMiB;
+  const out = [
+    `    why: of ${f1(s.rssMiB)} MB, ${f1(s.binaryMiB)} MB are node's own binary pages (plain node ${f1(s.node.binaryMiB)}) and ${f1(rest)} MB the rest (plain node ${f1(nodeRest)}); ` +
+    `ours: ${f1(s.binaryMiB - s.node.binaryMiB)} MB more binary pages (node code that our code runs) + ${f1(rest - nodeRest)} MB, private (USS) ${f1(s.ussMiB)} MB vs ${f1(s.node.ussMiB)}; ` +
+    `node's binary alone leaves ${f1(TARGETS.idleMiB - s.binaryMiB)} MB of the ${TARGETS.idleMiB}`,
+  ];
+  if (s.helper) out.push(`    also: the privsep helper, a second node process (not in this RSS): RSS ${f1(s.helper.rssMiB)} MB, USS ${f1(s.helper.ussMiB)} MB; PSS of the daemon's processes ${f1(s.treePssMiB)} MB`);
   return out;
 }
 

@@ -138,7 +138,8 @@ test('an error nothing catches (thrown in a timer): EX_SOFTWARE (70), one line; 
   // Loaded before the launcher: throws from a timer once the daemon is running.
   const site = await makeSite();
   const preload = writeFile(path.join(site.dir, 'throw-later.cjs'),
-    `setTimeout(() => { throw new Error('thrown from a timer'); }, 1500).unref();\n`);
+    // Only in the launcher's process: the delivery helper (forked as root) loads it too.
+    `if (/tidemail\\.js$/.test(process.argv[1] ?? '')) setTimeout(() => { throw new Error('thrown from a timer'); }, 1500).unref();\n`);
   const env = { NODE_OPTIONS: `--require ${preload}` };
   const r = await daemon(site.configPath, env);
   assert.is(r.code, 70, r.stderr);
