@@ -34,6 +34,11 @@ export async function runDaemon(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => onStop('SIGTERM'));
   process.on('SIGINT', () => onStop('SIGINT'));
   process.on('SIGHUP', () => daemon?.reloadOnSignal());
+  // A bug that escapes while the daemon runs: main.ts prints one line and exits 70; the stack
+  // goes into the log first (one line: journald keeps it for the bug report).
+  process.prependListener('uncaughtException', (err) => {
+    log.error(null, 'internal error', { error: err?.message ?? String(err), stack: err?.stack?.split('\n').slice(1).map((l) => l.trim()).join(' | ') });
+  });
   try {
     daemon = await Daemon.start({ configPath });
   } catch (err) {

@@ -144,6 +144,8 @@ test('an error nothing catches (thrown in a timer): EX_SOFTWARE (70), one line; 
   const r = await daemon(site.configPath, env);
   assert.is(r.code, 70, r.stderr);
   assert.match(r.stderr, /tidemail: internal error: thrown from a timer\n  this is a bug in tidemail: run again with TIDEMAIL_DEBUG=1/);
+  // The daemon's log has the stack, on one line.
+  assert.match(r.stderr, /error +internal error error="thrown from a timer" stack="at [^\n]*throw-later\.cjs/);
   noStack(r.stderr);
 
   const debug = await daemon(site.configPath, { ...env, TIDEMAIL_DEBUG: '1' });
