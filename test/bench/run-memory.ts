@@ -20,7 +20,7 @@ export function smapsLines(): string[] {
     row(`daemon ${when}`, t.daemon);
     if (t.helper) row(`privsep helper ${when}`, t.helper);
     else rows.push(`    privsep helper ${when}: not running (no local delivery as root)`);
-    rows.push(`    PSS of the daemon's ${t.processes} process(es) ${when}`.padEnd(58) + mb(t.treePssKiB).padStart(9));
+    rows.push(`    PSS of the daemon's ${t.processes} process(es) ${when}`.padEnd(55) + mb(t.treePssKiB).padStart(9));
   };
   row('plain `node` idle (reference)', mem.nodeSmaps);
   tree('idle', mem.idleTree);
