@@ -15,16 +15,9 @@ import { hdbSignature, startClamd } from '../helpers/clamd.js';
 import { haveDovecot, startDovecot } from '../helpers/dovecot.js';
 import { sleep, waitFor } from '../helpers/ports.js';
 import { isRoot, tmpDir, writeFile, writeSecret } from '../helpers/tmp.js';
+import { maildirNew } from '../helpers/maildir.js';
 
 const keep = stopAfterEach(test);
-
-const maildirNew = (dir: string) => {
-  try {
-    return fs.readdirSync(path.join(dir, 'new')).map((f) => fs.readFileSync(path.join(dir, 'new', f), 'utf8'));
-  } catch {
-    return [];
-  }
-};
 
 (haveDovecot() ? test : test.skip)('link up fetches the route\'s POP3 mailbox into the local Maildir; offline nothing is fetched', async () => {
   const dovecot = await startDovecot({ users: { me: 'secret' } });

@@ -13,6 +13,7 @@ import { sleep, waitFor } from '../helpers/ports.js';
 import { smarthostRoute, startSmarthost } from '../helpers/smarthost.js';
 import { RawSmtp, sendMessage } from '../helpers/smtp-client.js';
 import { tmpDir, writeFile } from '../helpers/tmp.js';
+import { maildirNew } from '../helpers/maildir.js';
 
 const keep = stopAfterEach(test);
 
@@ -25,20 +26,12 @@ async function localSite(extraLocal = '', aliases = 'root: admin\npostmaster: ro
   return { site, mail, aliasesFile };
 }
 
-const maildirFiles = (dir: string) => {
-  try {
-    return fs.readdirSync(path.join(dir, 'new')).map((f) => fs.readFileSync(path.join(dir, 'new', f), 'utf8'));
-  } catch {
-    return [];
-  }
-};
-
 test('echo hi | sendmail root lands in the admin\'s Maildir through the aliases', async () => {
   const { site, mail } = await localSite();
   const d = keep(await startDaemon(site));
   const r = await runCli(['-C', site.configPath, 'root'], { argv0: 'sendmail', input: 'hi\n' });
   assert.equal(r.code, 0, r.stderr);
-  const [m] = await waitFor('the Maildir file', () => (maildirFiles(`${mail}/daemon/Maildir`).length ? maildirFiles(`${mail}/daemon/Maildir`) : null));
+  const [m] = await waitFor('the Maildir file', () => (maildirNew(`${mail}/daemon/Maildir`).length ? maildirNew(`${mail}/daemon/Maildir`) : null));
   assert.match(m!, /^Return-Path: <[^>]+@tidemail\.test>\n/);
   assert.match(m!, /Delivered-To: root@tidemail\.test\n/);
   assert.match(m!, /\n\nhi\n$/);
@@ -85,7 +78,7 @@ test('deliver, then answer: the local copy is in the Maildir before 250; the rem
   const reply = await sendMessage(site.port, 'x@remote.example', ['admin@tidemail.test', 'far@remote.example'], 'Subject: both\r\n\r\nx\r\n');
   assert.match(reply, /^250 /);
   // No waiting: the file must already be there when the 250 arrives.
-  assert.equal(maildirFiles(`${mail}/daemon/Maildir`).length, 1);
+  assert.equal(maildirNew(`${mail}/daemon/Maildir`).length, 1);
   await sh.waitForMessages(1);
   assert.equal(sh.messages[0]!.to, ['far@remote.example']);
 });
@@ -132,7 +125,7 @@ test('aliases change without a restart: newaliases, and the next message follows
   const na = await runCli(['newaliases', '--aliases', aliasesFile]);
   assert.equal(na.code, 0, na.stderr);
   assert.match(await sendMessage(site.port, 'x@remote.example', ['sales@tidemail.test'], 'Subject: s\r\n\r\nx\r\n'), /^250 /);
-  assert.equal(maildirFiles(`${mail}/daemon/Maildir`).length, 1);
+  assert.equal(maildirNew(`${mail}/daemon/Maildir`).length, 1);
   void d;
 });
 
@@ -146,8 +139,8 @@ test('an archive copy of every message goes to the archive Maildir', async () =>
   await sendMessage(site.port, 'x@tidemail.test', ['far@remote.example'], 'Subject: keep me\r\n\r\nx\r\n');
   await sh.waitForMessages(1);
   assert.equal(sh.messages[0]!.to, ['far@remote.example']);
-  await waitFor('archive copy', () => maildirFiles(`${arch}/Maildir`).length === 1);
-  assert.match(maildirFiles(`${arch}/Maildir`)[0]!, /Subject: keep me/);
+  await waitFor('archive copy', () => maildirNew(`${arch}/Maildir`).length === 1);
+  assert.match(maildirNew(`${arch}/Maildir`)[0]!, /Subject: keep me/);
 });
 
 test('killed during local delivery: the message is delivered after restart', async () => {

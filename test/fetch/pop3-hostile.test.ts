@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import type { FetchAccount } from '../../src/fetch/account.js';
 import { fetchAccount, retrLimit, type FetchDeps } from '../../src/fetch/pop3.js';
 import { UidlStore } from '../../src/fetch/uidl-store.js';
+import { fetchAccountConfig } from '../helpers/fetch-job.js';
 import { startHostilePop3, type HostileOptions, type HostilePop3 } from '../helpers/hostile-pop3.js';
 import { waitFor } from '../helpers/ports.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
@@ -35,12 +36,8 @@ async function hostile(o: HostileOptions): Promise<HostilePop3> {
   return h;
 }
 
-function account(name: string, port: number, over: Partial<FetchAccount> = {}): FetchAccount {
-  return {
-    name, route: 'isp', intervalMs: 300_000, host: '127.0.0.1', port, tls: 'none', user: 'u', password: 'p', passwordFile: '',
-    auth: 'user', keep: false, deliverTo: ['me'], recipientsFrom: [], recipientsDomains: [], oversize: 'skip', ...over,
-  };
-}
+const account = (name: string, port: number, over: Partial<FetchAccount> = {}): FetchAccount =>
+  fetchAccountConfig(name, port, { auth: 'user', keep: false, ...over });
 
 /** A submit that counts what it is handed and keeps only whole messages (as the spool does). */
 function counting(over: Partial<FetchDeps> = {}): FetchDeps & { got: string[]; handed: number } {

@@ -2,11 +2,10 @@
 // behind a veth pair. While the link is down, mail waits and not one connection attempt reaches
 // the far side; the moment the link comes up (a netlink event, not a retry timer), it all goes.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { REPO, makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { startFarSide, type FarSide } from '../helpers/far-side.js';
 import { sleep, waitFor } from '../helpers/ports.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { canUseNetns, createVethNamespace, ip, type VethNamespace } from '../helpers/netns.js';
@@ -18,33 +17,6 @@ let NS = '';
 let HOST_IF = '';
 let HOST_IP = '';
 let FAR_IP = '';
-
-interface FarSide {
-  proc: ChildProcess;
-  connections: number;
-  tags: string[];
-}
-
-function startFarSide(): Promise<FarSide> {
-  const script = path.join(REPO, 'dist', 'test', 'helpers', 'smarthost-proc.js');
-  const proc = spawn('ip', ['netns', 'exec', NS, process.execPath, script, FAR_IP, '2525'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const far: FarSide = { proc, connections: 0, tags: [] };
-  let buf = '';
-  return new Promise((resolve, reject) => {
-    proc.on('exit', (code) => reject(new Error(`far-side smarthost exited with ${code}`)));
-    proc.stdout!.on('data', (d) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const ev = JSON.parse(buf.slice(0, nl)) as { event: string; tag?: string };
-        buf = buf.slice(nl + 1);
-        if (ev.event === 'listening') resolve(far);
-        if (ev.event === 'connection') far.connections++;
-        if (ev.event === 'message' && ev.tag) far.tags.push(ev.tag);
-      }
-    });
-  });
-}
 
 let far: FarSide | null = null;
 let daemon: RunningDaemon | null = null;
@@ -73,7 +45,7 @@ if (!canRun) {
 } else {
   test.before(async () => {
     setup();
-    far = await startFarSide();
+    far = await startFarSide(NS, FAR_IP, 2525);
   });
   test.after(async () => {
     await daemon?.stop();

@@ -13,17 +13,10 @@ import { freePort, waitFor } from '../helpers/ports.js';
 import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { tmpDir } from '../helpers/tmp.js';
+import { maildirNew } from '../helpers/maildir.js';
 import { applyPreset, assertApplied } from './apply.js';
 
 const keep = stopAfterEach(test);
-
-const maildirNew = (dir: string) => {
-  try {
-    return fs.readdirSync(path.join(dir, 'new')).map((f) => fs.readFileSync(path.join(dir, 'new', f), 'utf8'));
-  } catch {
-    return [];
-  }
-};
 
 function mailDir(): string {
   const mail = tmpDir('tidemail-mail-');

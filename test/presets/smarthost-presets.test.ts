@@ -14,19 +14,12 @@ import { waitFor } from '../helpers/ports.js';
 import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { tmpDir } from '../helpers/tmp.js';
+import { maildirNew } from '../helpers/maildir.js';
 import { applyPreset, assertApplied, passwordFile } from './apply.js';
 
 const keep = stopAfterEach(test);
 
 const configCheck = (configPath: string) => runCli(['config', 'check', '--config', configPath]);
-
-const maildirNew = (dir: string) => {
-  try {
-    return fs.readdirSync(path.join(dir, 'new')).map((f) => fs.readFileSync(path.join(dir, 'new', f), 'utf8'));
-  } catch {
-    return [];
-  }
-};
 
 test('laptop: root\'s cron mail leaves through the STARTTLS smarthost, logged in, as the user\'s address', async () => {
   const sh = keep(await startSmarthost({ tls: 'starttls', auth: { user: 'me@example.net', pass: 'app pass 1' } }));
