@@ -151,6 +151,14 @@ export class LocalTransport implements Transport {
     else if (this.cfg.delivery === 'maildir') [kind, where] = ['maildir', { path: expandPath(this.cfg.maildir, u) }];
     else if (this.cfg.delivery === 'mbox') [kind, where] = ['mbox', { path: expandPath(this.cfg.mbox, u) }];
     else [kind, where] = ['mda', {}];
+    // Normalised first: /home/m/../ann/x starts with /home/m/ but is ann's; the helper refuses
+    // any such path, and a refusal of the helper is temporary — retried for the message's life.
+    if (kind === 'file' && path.normalize(where.path!) !== where.path) {
+      return Promise.resolve({
+        outcome: 'permfail',
+        message: `5.7.1 <${env.recipient}>: ~${u.name}/.forward sends mail to the file ${where.path}, which is not a plain path (it has "..", "." or "//" in it); tidemail writes only plain paths inside their owner's home. Fix: write it as ${path.normalize(where.path!)} if that is inside ${u.home}`,
+      });
+    }
     if (kind === 'file' && !where.path!.startsWith(u.home.replace(/\/+$/, '') + '/')) {
       return Promise.resolve({
         outcome: 'permfail',

@@ -148,6 +148,17 @@ if (!isRoot()) {
     assert.equal(fs.readdirSync(elsewhere), []);
   });
 
+  test('a .forward file target that climbs out of the home with ".." is refused with 5.7.1 at once, not retried', async () => {
+    const [climber, victim] = makeUsers(2) as [TestUser, TestUser];
+    fs.chmodSync(victim.home, 0o777); // writable by all: only the path rule may stop the write
+    const target = `${climber.home}/../${path.basename(victim.home)}/saved`;
+    writeAs(climber, path.join(climber.home, '.forward'), `${target}\n`);
+    const site = await makeSite(`[local]\ndelivery = "maildir"\nforward = true\n${QUEUE}`);
+    keep(await startDaemon(site));
+    assert.match(await send(site, climber), /^550 5\.7\.1 .*not a plain path/);
+    assert.not.ok(fs.existsSync(path.join(victim.home, 'saved')));
+  });
+
   test('a home that is root\'s symbolic link (/home/x -> /data/x) is followed; one that is the user\'s own link is refused', async () => {
     const [a, b] = makeUsers(2) as [TestUser, TestUser];
     const links = tmpDir('tidemail-links-');
