@@ -115,6 +115,9 @@ function normalAddress(address: string): string | null {
   const local = address.slice(0, at);
   let domain = address.slice(at + 1);
   if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return null;
+  // A legal atom, but as an argument (an MDA's `-f {sender}`, a .forward pipe) it is an option:
+  // refused as Postfix refuses it by default (allow_min_user = no).
+  if (local.startsWith('-')) return null;
   if (domain.startsWith('[') && domain.endsWith(']')) {
     const ip = domain.slice(1, -1);
     if (ip.slice(0, 5).toUpperCase() === 'IPV6:') return isIPv6(ip.slice(5)) ? `${local}@[IPv6:${ip.slice(5).toLowerCase()}]` : null;

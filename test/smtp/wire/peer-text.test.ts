@@ -88,6 +88,19 @@ test('MAIL FROM and RCPT TO with a control or format character: 501 5.1.7 / 501 
   }
 });
 
+test('an address whose local part starts with "-" (an option to an MDA) is refused: 501 5.1.7 / 5.1.3; a "-" inside passes', async () => {
+  const c = await session();
+  try {
+    await c.cmd('EHLO client.test');
+    assert.match(await c.cmd('MAIL FROM:<-oQ/tmp/x@example.org>'), /^501 5\.1\.7 /);
+    assert.match(await c.cmd('MAIL FROM:<a-b@example.org>'), /^250 /);
+    assert.match(await c.cmd('RCPT TO:<-froot@tidemail.test>'), /^501 5\.1\.3 /);
+    assert.match(await c.cmd('RCPT TO:<x-y@example.org>'), /^250 /);
+  } finally {
+    c.close();
+  }
+});
+
 test('real non-ASCII addresses with SMTPUTF8 pass, ZWNJ inside a Persian word included', async () => {
   const c = await session();
   try {
