@@ -201,8 +201,9 @@ export class Daemon {
 
   private openMessage(): Spool {
     // Listeners are bound before the queue opens (ports first, then drop root): a message in
-    // that instant is told to come back rather than crashing the session.
-    if (!this.store) throw replies.localError();
+    // that instant is told to come back rather than crashing the session. Until the runner
+    // exists too: the commit asks it whether each recipient waits for a route (waitingAt).
+    if (!this.store || !this.runner) throw replies.localError();
     return this.store.openMessage();
   }
 
