@@ -104,7 +104,7 @@ export class Daemon {
 
     // The delivery helper keeps root for writing as each user; forked before any port or input.
     // Imported here: a daemon not started as root never needs it (issue 17: idle memory).
-    if (runAs) this.helper = await (await import('./privsep/client.js')).DeliveryHelper.start(config.local);
+    if (runAs) this.helper = await (await import('./privsep/client.js')).DeliveryHelper.start(config.local, runAs);
     else if (config.local.delivery !== 'lmtp') {
       log.warn(null, 'not started as root: local delivery writes with this user\'s rights, so only its own mailbox gets mail', { user: currentUserName(), uid: process.getuid?.(), fix: 'start the daemon as root to deliver to every local user' });
     }

@@ -1,12 +1,13 @@
 // Dropping root: the daemon binds its ports as root, then runs as the configured user
-// (default `tidemail`, falling back to `nobody` when the package has not created it), with
-// supplementary group `mail` when present so it can append to /var/mail.
+// (default `tidemail`, falling back to `nobody` when the package has not created it), with no
+// supplementary group: root's and system accounts' /var/mail files are written by the root
+// helper (privsep, kind 'spool'), so the process that parses the network holds no group `mail`.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from './errors.js';
 import { log } from './log/log.js';
-import { lookupGroupId, lookupUser, type SystemUser } from './local/users.js';
+import { lookupUser, type SystemUser } from './local/users.js';
 
 export function isRoot(): boolean {
   return process.getuid?.() === 0;
@@ -29,19 +30,24 @@ export function resolveRunUser(wanted: string, where = 'user'): SystemUser | nul
  * database). A world-writable directory (the maildrop) is chowned itself but never walked:
  * its contents are the users' own, and a user-made tree can be deeper than any path.
  */
-export function chownTree(dir: string, u: SystemUser): void {
+export function chownTree(dir: string, u: SystemUser, skipped = { logged: false }): void {
   fs.lchownSync(dir, u.uid, u.gid);
   if ((fs.lstatSync(dir).mode & 0o002) !== 0) return;
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) chownTree(p, u);
-    else fs.lchownSync(p, u.uid, u.gid);
+    if (e.isDirectory()) chownTree(p, u, skipped);
+    else if (fs.lstatSync(p).nlink > 1) {
+      // A second name for a file (the run user linked /etc/shadow here, where the kernel has
+      // fs.protected_hardlinks = 0): chowning it would give that user root's file. Ours never have one.
+      if (!skipped.logged) log.warn(null, 'state dir: a file with more than one hard link is left as it is (not chowned)', { file: p, fix: `remove it if it is not yours: rm ${p}` });
+      skipped.logged = true;
+    } else fs.lchownSync(p, u.uid, u.gid);
   }
 }
 
+/** Only the run user's own group: nothing of `mail` (or any group root had) stays. */
 export function dropPrivileges(u: SystemUser): void {
-  const mail = lookupGroupId('mail');
-  process.setgroups?.(mail !== null && mail !== u.gid ? [u.gid, mail] : [u.gid]);
+  process.setgroups?.([u.gid]);
   process.setgid?.(u.gid);
   process.setuid?.(u.uid);
   log.info(null, 'running unprivileged', { user: u.name, uid: u.uid });

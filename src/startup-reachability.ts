@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lookupGroupId, lookupUser, type SystemUser } from './local/users.js';
+import { lookupUser, type SystemUser } from './local/users.js';
 import { StateError, STATE_EXIT } from './queue/state-error.js';
 
 /** dist/src, where this module and every module loaded later lives. */
@@ -20,10 +20,9 @@ export class UnreachableError extends StateError {
   override name = 'UnreachableError';
 }
 
-/** The run user's groups as dropPrivileges sets them (its own, plus `mail` when present). */
+/** The run user's groups as dropPrivileges sets them: its own only (no `mail`). */
 export function runGroups(u: SystemUser): number[] {
-  const mail = lookupGroupId('mail');
-  return mail !== null && mail !== u.gid ? [u.gid, mail] : [u.gid];
+  return [u.gid];
 }
 
 /** Runs `fn` with the effective ids of `u`; root's are back before it returns. Only as root. */

@@ -9,7 +9,8 @@
 // Whose rights: when the daemon was started as root, a system user's mailbox and the pipes and
 // files of their ~/.forward are delivered by the privileged helper as that user
 // (src/privsep); root, system accounts below [local] min_uid and passwd_file-only users get
-// the daemon's own rights (Postfix's default_privs), and so do the aliases file's pipes.
+// the daemon's own rights (Postfix's default_privs), and so do the aliases file's pipes — their
+// /var/mail/%u spool file through the helper too (kind 'spool'), since the daemon has no group mail.
 
 import path from 'node:path';
 import type { Config, LocalConfig } from '../config/schema.js';
@@ -131,8 +132,21 @@ export class LocalTransport implements Transport {
     const asUser = t.user !== undefined && t.uid !== undefined ? this.helperUser(t.user, t.uid) : null;
     if (asUser) return this.viaHelper(asUser, t, job, env);
     if (t.kind !== 'mailbox' && t.user !== undefined && t.uid !== process.getuid?.()) return refuseForeignForward(t, env, this.helper ? this.cfg.minUid : null);
+    const spool = t.kind === 'mailbox' ? this.spoolPath(t) : null;
+    if (spool && t.kind === 'mailbox') return this.helper!.deliver({ user: t.user, uid: t.uid, kind: 'spool', path: spool, sender: job.sender, recipient: env.recipient }, job.body);
     const r = await this.inProcess(t, job, env);
     return t.kind === 'mailbox' && r.outcome === 'tempfail' ? withoutRootHint(r, t, this.helper ? this.cfg.minUid : null) : r;
+  }
+
+  /**
+   * Root's, a system account's or a passwd_file-only user's [local] mbox spool file
+   * (/var/mail/%u), which the helper writes as our user with the spool dir's group (we hold no
+   * group mail); null without a helper that knows our user, or when the mailbox is elsewhere.
+   */
+  private spoolPath(t: User): string | null {
+    if (!this.helper?.settings.spoolAs || this.cfg.delivery !== 'mbox') return null;
+    const template = path.normalize(this.cfg.mbox);
+    return path.isAbsolute(template) && template.includes('%u') ? template.replaceAll('%u', t.user) : null;
   }
 
   /** The system user to deliver as through the helper, or null (no helper, root, system account, passwd_file only). */

@@ -11,13 +11,17 @@ interface Job {
   req: DeliveryRequest;
   user: { name: string; uid: number; gid: number; home: string };
   extraGid?: number;
+  /** Exactly these groups, not the user's own (a 'spool' delivery as the daemon's run user). */
+  groups?: number[];
   mda: string[];
 }
 
 function becomeUser(job: Job): void {
   const { name, uid, gid } = job.user;
-  // initgroups(3): the user's own supplementary groups, as login(1) gives them.
-  (process as unknown as { initgroups(u: string, g: number): void }).initgroups(name, gid);
+  // initgroups(3): the user's own supplementary groups, as login(1) gives them; a spool
+  // delivery as the daemon's user gets its exact list instead (its /etc/group entries may still say mail).
+  if (job.groups) process.setgroups!(job.groups);
+  else (process as unknown as { initgroups(u: string, g: number): void }).initgroups(name, gid);
   if (job.extraGid !== undefined) process.setgroups!([...process.getgroups!(), job.extraGid]);
   process.setgid!(gid);
   process.setuid!(uid);
@@ -41,6 +45,9 @@ async function deliver(job: Job): Promise<DeliveryResult> {
     case 'mbox':
     case 'file':
       return (await import('../deliver/mbox.js')).deliverMbox(req.path!, body, info);
+    case 'spool':
+      // The mailbox's name, not the writer: as the daemon wrote these before (local.ts inProcess).
+      return (await import('../deliver/mbox.js')).deliverMbox(req.path!, body, { ...info, user: { name: req.user, uid: req.uid, gid: user.gid, home: '/' } });
     case 'pipe':
       return (await import('../deliver/mda.js')).deliverMda(['/bin/sh', '-c', req.command!], body, info, undefined, { expand: false });
     case 'mda':

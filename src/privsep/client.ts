@@ -12,8 +12,12 @@ import { log } from '../log/log.js';
 import { helperEntry } from './helper-entry.js';
 import type { DeliveryRequest, FromHelper, HelperSettings, ToHelper } from './protocol.js';
 
-/** What the helper is allowed to do, from [local]: fixed until the daemon restarts. */
-export function helperSettings(local: LocalConfig): HelperSettings {
+/**
+ * What the helper is allowed to do, from [local]: fixed until the daemon restarts. `runAs`: the
+ * daemon's run user, as whom (with the spool dir's group) root's and system accounts' spool
+ * files are written; without it those deliveries stay in the daemon.
+ */
+export function helperSettings(local: LocalConfig, runAs?: SystemUser): HelperSettings {
   const templates = [local.maildir, local.mbox].filter((t) => t.startsWith('/') && t.includes('%u')).map((t) => path.normalize(t));
   return {
     minUid: local.minUid,
@@ -23,6 +27,7 @@ export function helperSettings(local: LocalConfig): HelperSettings {
     mda: local.mda,
     forwardCommands: local.allowMailToCommands.includes('forward'),
     forwardFiles: local.allowMailToFiles.includes('forward'),
+    ...(runAs ? { spoolAs: { name: runAs.name, uid: runAs.uid, gid: runAs.gid } } : {}),
   };
 }
 
@@ -49,8 +54,8 @@ export class DeliveryHelper {
   private stopping = false;
 
   /** Forks the helper; call as root, before giving root up. */
-  static async start(local: LocalConfig): Promise<DeliveryHelper> {
-    const settings = helperSettings(local);
+  static async start(local: LocalConfig, runAs?: SystemUser): Promise<DeliveryHelper> {
+    const settings = helperSettings(local, runAs);
     const child = fork(helperEntry(), [JSON.stringify(settings)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced', // Buffers cross as bytes, not JSON arrays

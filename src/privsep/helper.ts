@@ -122,7 +122,7 @@ async function start(id: number, req: Extract<ToHelper, { t: 'deliver' }>['req']
     released = true;
     free(uid);
   };
-  const job = { req, user: ok.user, extraGid: ok.extraGid, mda: settings.mda };
+  const job = { req, user: ok.user, extraGid: ok.extraGid, groups: ok.groups, mda: settings.mda };
   // A small environment: nothing of the daemon's leaks into a user's pipe.
   const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin', ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
   // The job goes over the child's IPC channel, not argv: ps would show who mails whom.

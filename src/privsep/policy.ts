@@ -16,6 +16,8 @@ export interface Approved {
   user: SystemUser;
   /** A supplementary group for the delivery (the spool directory's, e.g. mail). */
   extraGid?: number;
+  /** The delivery's exact groups instead of the user's own (initgroups): 'spool' only. */
+  groups?: number[];
 }
 
 const refuse = (why: string): HelperResult => ({ outcome: 'tempfail', message: `4.7.0 delivery helper refused: ${why}` });
@@ -31,6 +33,7 @@ export function eligibleUser(s: HelperSettings, name: string, uid: number): Syst
 }
 
 export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<Approved | HelperResult> {
+  if (req.kind === 'spool') return approveSpool(s, req);
   const user = eligibleUser(s, req.user, req.uid);
   if ('outcome' in user) return user;
   switch (req.kind) {
@@ -63,6 +66,30 @@ export async function approve(s: HelperSettings, req: DeliveryRequest): Promise<
     default:
       return refuse(`unknown delivery kind ${JSON.stringify(req.kind)}`);
   }
+}
+
+/** What a mailbox name may be in a spool path: one plain component, nothing to climb with. */
+const SPOOL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/;
+
+/**
+ * Root's, a system account's or a passwd_file-only user's spool file (/var/mail/root): written
+ * as the daemon's run user (fixed at fork) with only the spool dir's group, never as the name's
+ * owner and never anywhere but the [local] mbox template's expansion. A login user's name is
+ * refused: their spool is theirs (kind mbox, as them), and the daemon must not reach it.
+ */
+function approveSpool(s: HelperSettings, req: DeliveryRequest): Approved | HelperResult {
+  const as = s.spoolAs;
+  if (!as) return refuse('no run user for spool deliveries');
+  const name = req.user;
+  if (name.length > 64 || name.includes('/') || name.includes('..') || name.includes('\0') || !SPOOL_NAME.test(name)) return refuse(`${JSON.stringify(name)} is not a mailbox name`);
+  const p = req.path ?? '';
+  const template = path.normalize(s.mbox);
+  if (!path.isAbsolute(template) || !template.includes('%u') || p !== template.replaceAll('%u', name)) return refuse(`${JSON.stringify(p)} is not the [local] mbox spool path for ${name}`);
+  const known = lookupUserByName(name);
+  if (known && known.uid !== req.uid) return refuse(`user ${name} has uid ${known.uid}, not ${req.uid}`);
+  if (known && known.uid !== 0 && known.uid >= s.minUid) return refuse(`${name} (uid ${known.uid}) is a login user; their spool is written as them, not as the daemon`);
+  const group = spoolGroup(path.dirname(p)).extraGid;
+  return { user: { name: as.name, uid: as.uid, gid: as.gid, home: '/' }, groups: group === undefined || group === as.gid ? [as.gid] : [as.gid, group] };
 }
 
 /** [local] maildir/mbox for the user, as deliver/local.ts expandPath makes it. */

@@ -27,16 +27,27 @@ export interface HelperSettings {
   /** Whether ~/.forward may name commands / files ([local] allow_mail_to_commands/files has "forward"). */
   forwardCommands: boolean;
   forwardFiles: boolean;
+  /**
+   * The daemon's run user, as root resolved it before the fork: a 'spool' delivery (root's and
+   * system accounts' /var/mail/NAME) runs as this user plus the spool dir's group, and only
+   * then. Absent: 'spool' is refused.
+   */
+  spoolAs?: { name: string; uid: number; gid: number };
 }
 
-export type DeliveryKind = 'maildir' | 'mbox' | 'file' | 'pipe' | 'mda';
+/**
+ * spool: an mbox in a configured spool template (/var/mail/%u) for a name the helper does not
+ * deliver as (root, a system account, a passwd_file-only user): written as the daemon's run user
+ * with the spool dir's group, so the daemon itself needs no group `mail`.
+ */
+export type DeliveryKind = 'maildir' | 'mbox' | 'file' | 'pipe' | 'mda' | 'spool';
 
 export interface DeliveryRequest {
   /** Login name; must be in the system's passwd with this uid. */
   user: string;
   uid: number;
   kind: DeliveryKind;
-  /** maildir/mbox/file: where; must be inside the user's home (or the spool file for mbox). */
+  /** maildir/mbox/file: where; must be inside the user's home (or the spool file for mbox); spool: exactly a template's expansion. */
   path?: string;
   /** pipe: the command from the user's ~/.forward (checked there). */
   command?: string;

@@ -300,7 +300,8 @@ if (!isRoot()) {
     assert.is(st('var/lib/tidemail/maildrop').mode & 0o7777, 0o1733);
     assert.is(st('etc/tidemail/secrets').uid, uid);
     assert.is(st('etc/tidemail/secrets').mode & 0o7777, 0o700);
-    assert.match(o.run(['id', '-nG', 'tidemail']).stdout, /\bmail\b/);
+    // Not in group mail: the root helper writes /var/mail; the daemon keeps no supplementary group.
+    assert.not.match(o.run(['id', '-nG', 'tidemail']).stdout, /\bmail\b/);
     // Enabled as dh_installsystemd would (started only where systemd runs).
     // (lstat: the link points at /lib/systemd/system/…, a path inside the overlay.)
     assert.ok(fs.lstatSync(path.join(o.root, 'etc/systemd/system/multi-user.target.wants/tidemail.service')).isSymbolicLink(), 'unit not enabled');
