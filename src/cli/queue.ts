@@ -203,7 +203,7 @@ async function becomeRunUser(ctx: CliContext): Promise<DeliveryHelper | null> {
   process.umask(0o077);
   fs.mkdirSync(ctx.config.stateDir, { recursive: true });
   chownTree(ctx.config.stateDir, runAs);
-  const helper = await DeliveryHelper.start(ctx.config.local);
+  const helper = await DeliveryHelper.start(ctx.config.local, runAs);
   dropPrivileges(runAs);
   return helper;
 }

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lookupUser } from '../../src/local/users.js';
 import { stopAfterEach } from '../helpers/cleanup.js';
-import { makeSite, startDaemon } from '../helpers/daemon.js';
+import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/ports.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { makeUsers, removeUsers, type TestUser } from '../helpers/system-users.js';
@@ -38,6 +38,24 @@ if (!isRoot()) {
     await waitFor('root\'s spool file', () => fs.existsSync(file) && /for root/.test(fs.readFileSync(file, 'utf8')));
     assert.is(fs.statSync(file).uid, nobody.uid);
     assert.is(fs.statSync(file).gid, group.gid);
+  });
+
+  test('runq as root with no daemon delivers root\'s mail to the spool the same way (its helper knows the run user)', async () => {
+    const nobody = lookupUser('nobody')!;
+    const [group] = makeUsers(1, { system: true, prefix: 'tg' }) as [TestUser];
+    const spool = tmpDir('tidemail-spool-');
+    fs.chownSync(spool, 0, group.gid);
+    fs.chmodSync(spool, 0o2775);
+    const aliases = writeFile(path.join(tmpDir(), 'aliases'), '# none: root is root\n');
+    const site = await makeSite(`[local]\naliases = "${aliases}"\ndelivery = "mbox"\nmbox = "${spool}/%u"\n`);
+    const s = await runCli(['-C', site.configPath, 'root'], { argv0: 'sendmail', input: 'Subject: to root\n\nqueued for root\n' });
+    assert.is(s.code, 0, s.stderr);
+    const r = await runCli(['-C', site.configPath], { argv0: 'runq' });
+    assert.is(r.code, 0, r.stderr + r.stdout);
+    const file = path.join(spool, 'root');
+    assert.ok(fs.existsSync(file), `nothing in the spool: ${r.stdout}${r.stderr}`);
+    assert.match(fs.readFileSync(file, 'utf8'), /queued for root/);
+    assert.is(fs.statSync(file).uid, nobody.uid);
   });
 }
 
