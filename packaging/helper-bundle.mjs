@@ -15,6 +15,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
+// helper.ts finds as-user.js beside itself: its import.meta.url must be its dist/src URL.
+import { ownUrlInCjs } from './sendmail-bundle.mjs';
 
 export async function buildHelperBundle({ root, src, outDir }) {
   const file = path.join(outDir, 'privsep-helper.cjs');
@@ -33,7 +35,7 @@ export async function buildHelperBundle({ root, src, outDir }) {
     logLevel: 'warning',
     // Outside esbuild's scope, where `require` and `__dirname` are node's own.
     banner: { js: 'var __ownUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, rel)).href;' },
-    plugins: [builtinsOnly, ownUrl(src, outDir)],
+    plugins: [builtinsOnly, ownUrlInCjs(src, outDir)],
   });
   const modules = Object.keys(result.metafile.inputs).length;
   return `privsep-helper.cjs ${(fs.statSync(file).size / 1024).toFixed(0)} KiB (${modules} modules)`;
@@ -48,18 +50,3 @@ const builtinsOnly = {
   },
 };
 
-/** `import.meta.url` of a dist/src module → its dist/src URL (helper.ts finds as-user.js beside itself). */
-function ownUrl(src, outDir) {
-  return {
-    name: 'own-import-meta-url-cjs',
-    setup(build) {
-      build.onLoad({ filter: /\.js$/ }, async (args) => {
-        if (!args.path.startsWith(src + path.sep)) return undefined;
-        const text = await fs.promises.readFile(args.path, 'utf8');
-        if (!text.includes('import.meta.url')) return { contents: text, loader: 'js' };
-        const rel = JSON.stringify(path.relative(outDir, args.path).split(path.sep).join('/'));
-        return { contents: text.replaceAll('import.meta.url', `__ownUrl(${rel})`), loader: 'js' };
-      });
-    },
-  };
-}

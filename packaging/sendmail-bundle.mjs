@@ -97,7 +97,7 @@ const onlyInlinedPackages = {
  * `import.meta.url` of a dist/src module → its dist/src URL, from the bundle's own directory
  * (__ownUrl is defined in the wrapper, outside esbuild's scope, where `require` is node's).
  */
-function ownUrlInCjs(src, outDir) {
+export function ownUrlInCjs(src, outDir) {
   return {
     name: 'own-import-meta-url-cjs',
     setup(build) {

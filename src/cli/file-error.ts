@@ -2,8 +2,8 @@
 // selfsigned --out, the users file, an aliases file): what, where and the fix, with a sysexits
 // code, instead of "internal error". The state dir has its own words (queue/state-error.ts).
 
-import fs from 'node:fs';
 import path from 'node:path';
+import { whyNotWritable } from '../queue/state-error.js';
 
 const WRITES = new Set(['mkdir', 'open', 'rename', 'unlink', 'rmdir', 'write', 'copyfile', 'symlink', 'link', 'chmod', 'chown', 'fsync', 'utime']);
 
@@ -45,13 +45,3 @@ export function describeFileError(err: unknown): Described | null {
   }
 }
 
-function whyNotWritable(dir: string): NodeJS.ErrnoException | null {
-  let p = dir;
-  while (!fs.existsSync(p) && path.dirname(p) !== p) p = path.dirname(p);
-  try {
-    fs.accessSync(p, fs.constants.W_OK);
-    return null;
-  } catch (err) {
-    return Object.assign(err as NodeJS.ErrnoException, { path: p, syscall: 'mkdir' });
-  }
-}

@@ -73,13 +73,17 @@ export function stateError(err: unknown, where: string, user?: string): unknown 
   return err;
 }
 
-function whyNotWritable(dir: string): NodeJS.ErrnoException | null {
+/**
+ * Why a recursive mkdir of `dir` failed with ENOENT: the deepest existing ancestor's own error
+ * (EACCES, EROFS…) as a mkdir error on that path; null when it is writable after all.
+ */
+export function whyNotWritable(dir: string): NodeJS.ErrnoException | null {
   let p = dir;
   while (!fs.existsSync(p) && path.dirname(p) !== p) p = path.dirname(p);
   try {
     fs.accessSync(p, fs.constants.W_OK);
     return null;
   } catch (err) {
-    return Object.assign(err as NodeJS.ErrnoException, { path: p });
+    return Object.assign(err as NodeJS.ErrnoException, { path: p, syscall: 'mkdir' });
   }
 }
