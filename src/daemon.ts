@@ -334,7 +334,9 @@ export class Daemon {
     // certificate are swapped): say which changed ones wait for a restart, here and in status.
     const restart = smtpRestartSettings(this.bootConfig, config);
     // The delivery helper's rules were fixed when it was forked as root.
-    if (this.helper && JSON.stringify((await import('./privsep/client.js')).helperSettings(config.local)) !== JSON.stringify(this.helper.settings)) restart.push('local.min_uid/mbox/mda (delivery helper)');
+    // The run user (spoolAs) is the helper's from its start, not from [local]: compared without it.
+    const { spoolAs: _runUser, ...helperLocal } = this.helper?.settings ?? {};
+    if (this.helper && JSON.stringify((await import('./privsep/client.js')).helperSettings(config.local)) !== JSON.stringify(helperLocal)) restart.push('local.min_uid/mbox/mda (delivery helper)');
     this.configState.loadedAt = Date.now();
     this.configState.reloadError = null;
     this.configState.needsRestart = restart;

@@ -94,4 +94,16 @@ test('SIGHUP with a changed [smtp] setting says in the log and status that it ne
   assert.match(st.stdout, /need a restart.*smtp\.max_recipients/);
 });
 
+(isRoot() ? test : test.skip)('SIGHUP with [local] unchanged does not ask for a restart of the delivery helper; a changed min_uid does', async () => {
+  const site = await makeSite('[local]\nmin_uid = 1000\n');
+  const d = keep(await startDaemon(site));
+  d.proc.kill('SIGHUP');
+  await d.waitForLog(/configuration reloaded/);
+  const st = await runCli(['status', '--config', site.configPath]);
+  assert.not.match(st.stdout + st.stderr, /need a restart/);
+  fs.writeFileSync(site.configPath, fs.readFileSync(site.configPath, 'utf8').replace('min_uid = 1000', 'min_uid = 2000'));
+  d.proc.kill('SIGHUP');
+  await d.waitForLog(/need a restart.*local\.min_uid\/mbox\/mda \(delivery helper\)/);
+});
+
 test.run();
