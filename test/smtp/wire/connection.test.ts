@@ -35,6 +35,8 @@ let dotSent = false;
 
 async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; implicit?: boolean; maxClients?: number; maxPerIp?: number; trusted?: boolean; onData?: SessionHooks['onData'] } = {}) {
   const got: Received[] = [];
+  /** Body bytes the default hook has read so far, and the errors its reads ended with. */
+  const reading = { bytes: 0, failed: [] as Error[] };
   const listeners = new SmtpListeners({ maxClients: opts.maxClients ?? 50, maxConnectionsPerIp: opts.maxPerIp ?? 50, isTrusted: () => opts.trusted ?? true });
   running.push(listeners);
   const limits: SessionLimits = { name: 'wire.test', maxMessageSize: 1_000_000, commandTimeoutMs: 10_000, maxCommandLength: 512, sessionTimeoutMs: 0, maxErrors: 0, greetDelayMs: 0, ...over };
@@ -48,9 +50,15 @@ async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; 
     onData: opts.onData ?? async function onData(body, s: WireSession) {
       const parts: Buffer[] = [];
       let beforeDot = 0;
-      for await (const b of body) {
-        parts.push(Buffer.from(b));
-        if (!dotSent) beforeDot += b.length;
+      try {
+        for await (const b of body) {
+          parts.push(Buffer.from(b));
+          reading.bytes += b.length;
+          if (!dotSent) beforeDot += b.length;
+        }
+      } catch (err) {
+        reading.failed.push(err as Error);
+        throw err;
       }
       const { transmissionType } = await import('../../../src/smtp/wire/types.js');
       got.push({ body: Buffer.concat(parts), pieces: parts.map((p) => p.length), beforeDot, unsync: s.unsyncPipelining, protocol: transmissionType(s) });
@@ -60,7 +68,7 @@ async function engine(over: Partial<SessionLimits> = {}, opts: { tls?: boolean; 
   const port = await freePort();
   const ctx = opts.tls ? await TlsContext.create({ key: Buffer.from(testCerts().key), cert: Buffer.from(testCerts().cert) }) : null;
   await listeners.listen({ host: '127.0.0.1', port, limits, hooks, tls: ctx, implicitTls: !!opts.implicit });
-  return { port, got };
+  return { port, got, reading };
 }
 
 async function client(port: number): Promise<RawSmtp> {
@@ -353,17 +361,17 @@ test('STARTTLS: what was pipelined after it in clear is dropped; the session sta
 });
 
 test('a client gone in the middle of DATA: the hook\'s read fails, the listener is left clean', async () => {
-  const { port, got } = await engine();
+  const { port, got, reading } = await engine();
   const c = await client(port);
   await c.hello();
   c.write('MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n');
   await c.reply();
   await c.reply();
   assert.match(await c.cmd('DATA'), /^354 /);
-  c.write('half a mess');
-  await sleep(100);
+  c.write('half a mess\r\n');
+  await waitFor('the hook to read the first line', () => reading.bytes > 0, 5_000);
   c.close();
-  await sleep(200);
+  await waitFor('the hook\'s read to fail', () => reading.failed.length === 1, 5_000);
   assert.is(got.length, 0);
   const d = await client(port);
   assert.match(await d.hello(), /^250/);
