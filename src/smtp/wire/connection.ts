@@ -383,8 +383,14 @@ export abstract class Connection {
     this.refuseAndClose('421 4.4.2 Timeout - closing connection\r\n');
   };
 
-  /** Sends what is gathered, ends our side, and reads (discarding) until the client's FIN. */
-  protected close(): void {
+  /**
+   * Sends what is gathered, ends our side, and reads (discarding) until the client's FIN. After
+   * QUIT nothing more may come (RFC 5321 §4.1.1.10), so the socket is closed as soon as the 221
+   * and our FIN are out, as Postfix does: the client's close (often a RST: smtp-source and other
+   * load clients use SO_LINGER 0) then meets a closed socket instead of costing us an error
+   * object with its stack trace per connection.
+   */
+  protected close(afterQuit = false): void {
     if (this.closing) return;
     this.writer.flush();
     this.closing = true;
@@ -392,7 +398,8 @@ export abstract class Connection {
     this.body?.fail(new Error('session closed before the end of the message'));
     const s = this.socket;
     if (!s.destroyed) {
-      s.end();
+      if (afterQuit) s.end(() => s.destroy());
+      else s.end();
       s.resume();
     }
     this.idle.refresh();

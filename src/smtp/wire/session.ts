@@ -44,7 +44,7 @@ export class SmtpSession extends Connection {
         return this.reply(250, 'OK');
       case 'QUIT':
         this.writer.add('221 2.0.0 Bye\r\n');
-        return this.close();
+        return this.close(true);
       case 'HELP':
         return this.reply(214, 'See https://tools.ietf.org/html/rfc5321 for details');
       case 'VRFY':

@@ -377,4 +377,39 @@ test('a client gone in the middle of DATA: the hook\'s read fails, the listener 
   assert.match(await d.hello(), /^250/);
 });
 
+/** The first line a new connection is sent (220 greeting or 421 refusal). */
+function firstLine(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ port, host: '127.0.0.1' });
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (t: string) => {
+      got += t;
+      if (got.includes('\r\n')) {
+        s.destroy();
+        resolve(got.split('\r\n')[0]!);
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+test('after QUIT the server closes at once, even when the client keeps its side open: its slot is free for the next client', async () => {
+  const { port } = await engine({}, { maxClients: 1 });
+  const a = net.createConnection({ port, host: '127.0.0.1', allowHalfOpen: true });
+  let got = '';
+  let ended = false;
+  a.setEncoding('latin1');
+  a.on('data', (t: string) => (got += t));
+  a.on('end', () => (ended = true));
+  a.on('error', () => undefined);
+  await waitFor('the greeting', () => /^220 /.test(got), 5_000);
+  a.write('QUIT\r\n');
+  await waitFor('221 and the server\'s FIN', () => ended && /\r\n221 /.test(got), 5_000);
+  // `a` never sends its FIN. Waiting for it (as for other closes, up to 5 s) would hold the only slot.
+  const next = await waitFor('a greeting for the next client', async () => ((await firstLine(port)).startsWith('220 ') ? true : null), 2_500, 50);
+  assert.ok(next);
+  a.destroy();
+});
+
 test.run();
