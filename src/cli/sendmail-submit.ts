@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { TempFailError } from '../errors.js';
 import { currentUserName } from '../local/users.js';
-import { isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
+import { printable } from '../log/printable.js';
+import { invisibleReason, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { writeSubmission } from '../message/submission.js';
 import { MaildropSpool, MessageTooBigError, maildropDir } from '../queue/maildrop-spool.js';
 import type { CliContext } from './context.js';
@@ -45,11 +46,17 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: AsyncIt
   const { hostname } = ctx.config;
   const sender = senderFor(args, hostname);
   if (sender && nonMailboxReason(sender)) {
-    process.stderr.write(`sendmail: <${sender}>: not a mailbox address (${nonMailboxReason(sender)}); give -f a mailbox\n`);
+    process.stderr.write(`sendmail: <${printable(sender)}>: not a mailbox address (${nonMailboxReason(sender)}); give -f a mailbox\n`);
     return EX.DATAERR;
   }
   if (sender && !isValidEnvelopeAddress(sender)) {
-    process.stderr.write(`sendmail: bad sender address <${sender}>\n`);
+    process.stderr.write(`sendmail: bad sender address <${printable(sender)}>${because(sender)}\n`);
+    return EX.DATAERR;
+  }
+  // A bidi override or zero-width character in the From: name would hide what the reader sees.
+  const nameProblem = args.fullName === undefined ? null : invisibleReason(args.fullName);
+  if (nameProblem) {
+    process.stderr.write(`sendmail: bad full name (-F) "${printable(args.fullName!)}": ${nameProblem}\n`);
     return EX.DATAERR;
   }
   const cmdline = parseRecipientArgs(args.recipients, hostname);
@@ -81,13 +88,13 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: AsyncIt
     const notMailbox = recipients.find((r) => nonMailboxReason(r));
     if (notMailbox) {
       await spool.rollback();
-      process.stderr.write(`sendmail: <${notMailbox}>: not a mailbox address (${nonMailboxReason(notMailbox)}); mail to files and commands is set up in the aliases file or ~/.forward\n`);
+      process.stderr.write(`sendmail: <${printable(notMailbox)}>: not a mailbox address (${nonMailboxReason(notMailbox)}); mail to files and commands is set up in the aliases file or ~/.forward\n`);
       return EX.DATAERR;
     }
     const bad = recipients.find((r) => !isValidEnvelopeAddress(r));
     if (bad) {
       await spool.rollback();
-      process.stderr.write(`sendmail: bad recipient address <${bad}>\n`);
+      process.stderr.write(`sendmail: bad recipient address <${printable(bad)}>${because(bad)}\n`);
       return EX.DATAERR;
     }
     await spool.commit({ sender, recipients, via });
@@ -98,6 +105,12 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: AsyncIt
   }
   await poke(ctx, args.verbose);
   return EX.OK;
+}
+
+/** ": why", for an address whose fault is not visible in the escaped text alone. */
+function because(address: string): string {
+  const why = invisibleReason(address);
+  return why ? `: ${why}` : '';
 }
 
 /**

@@ -1,5 +1,9 @@
 // Envelope address helpers.
 
+// The same rule as SMTP's MAIL/RCPT (smtp/wire/peer-text.ts, which imports nothing): sendmail's
+// -f, argv and -t addresses and hand-written maildrop files must not get around it.
+import { hasInvisible } from '../smtp/wire/peer-text.js';
+
 /** The domain of an address, lower-cased; '' for a bare local part or the null sender. */
 export function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
@@ -33,15 +37,25 @@ export function nonMailboxReason(address: string): string | null {
   return null;
 }
 
+/** Why an address must not be used although it may look right: an invisible character in it; null when none. */
+export function invisibleReason(text: string): string | null {
+  if (!hasInvisible(text)) return null;
+  // The first offender: hasInvisible judges a joiner by the character before it, so the shortest prefix that fails ends with it.
+  let end = 0;
+  while (!hasInvisible(text.slice(0, ++end)));
+  const c = text.codePointAt(end - 1 - (end >= 2 && /[\udc00-\udfff]/.test(text[end - 1]!) ? 1 : 0))!;
+  return `it contains an invisible or control character (U+${c.toString(16).toUpperCase().padStart(4, '0')})`;
+}
+
 /**
- * A conservative syntax check for envelope addresses we accept into the queue: no spaces or
- * control characters, no angle brackets, at most one unquoted @, domain made of labels
- * (or an address literal), and a mailbox (nonMailboxReason). SMTPUTF8 addresses (non-ASCII)
- * are allowed.
+ * A conservative syntax check for envelope addresses we accept into the queue: no spaces,
+ * controls or invisible format characters (invisibleReason), no angle brackets, at most one
+ * unquoted @, domain made of labels (or an address literal), and a mailbox (nonMailboxReason).
+ * SMTPUTF8 addresses (non-ASCII) are allowed.
  */
 export function isValidEnvelopeAddress(address: string): boolean {
   if (nonMailboxReason(address) !== null) return false;
-  if (address.length > 320 || /[\s<>()\\,;\x00-\x1f\x7f]/.test(address)) return false;
+  if (address.length > 320 || /[\s<>()\\,;\x00-\x1f\x7f]/.test(address) || hasInvisible(address)) return false;
   const at = address.lastIndexOf('@');
   if (at <= 0) return false;
   const local = address.slice(0, at);
