@@ -15,6 +15,7 @@ import path from 'node:path';
 import { setEventSink, type LogEvent } from '../log/log.js';
 import { Db, sqlLiteral, type GroupCommitWriter } from './db.js';
 import { isEnvelopeId, isMessageId, messageIdOf } from './ids.js';
+import { namesAddress, senderView, submitterUid, type QueuedRecipientRow } from './sender-view.js';
 
 /** History older than this is pruned (at start, then daily). */
 export const EVENT_RETENTION_MS = 30 * 86_400_000;
@@ -108,6 +109,12 @@ export interface EventQuery {
   /** Only events at or after this time. */
   since?: number;
   limit?: number;
+  /**
+   * Only the messages this uid submitted (the `uid=N` field of their `accepted` event), as
+   * their sender may see them (queue/sender-view.ts). Filtered in the query, so `limit`
+   * counts this user's events, not everyone's.
+   */
+  uid?: number;
 }
 
 /** A message's history: its events, and the message row while it is still queued. */
@@ -142,6 +149,13 @@ export async function readHistories(stateDir: string, q: EventQuery): Promise<Me
       where.push('t >= ?');
       params.push(q.since);
     }
+    if (q.uid !== undefined) {
+      if (!Number.isSafeInteger(q.uid) || q.uid < 0) throw new Error(`not a uid: ${q.uid}`);
+      // A whole field: uid=1 is not uid=10. Text inside a quoted value (a sender address that
+      // says " uid=1 ") passes here and is dropped below by submitterUid, which parses fields.
+      where.push(`msgid IN (SELECT msgid FROM events WHERE event = 'accepted' AND ' ' || fields || ' ' LIKE ?)`);
+      params.push(`% uid=${q.uid} %`);
+    }
     const rows = await db.all<{ t: number; msgid: string; env_id: string | null; level: string; event: string; fields: string }>(
       `SELECT t, msgid, env_id, level, event, fields FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
        ORDER BY t, rowid LIMIT ?`,
@@ -153,16 +167,31 @@ export async function readHistories(stateDir: string, q: EventQuery): Promise<Me
       if (!h) byMsg.set(r.msgid, (h = { msgid: r.msgid, events: [], queued: null }));
       h.events.push({ t: r.t, msgid: r.msgid, envId: r.env_id, level: r.level, event: r.event, fields: r.fields });
     }
+    const out: MessageHistory[] = [];
     for (const h of byMsg.values()) {
       const m = await db.get<{ sender: string; created: number }>('SELECT sender, created FROM messages WHERE id = ?', [h.msgid]);
-      if (!m) continue;
-      const rcpts = await db.all<{ envId: string; address: string; status: string; attempts: number; lastError: string | null; nextAttempt: number }>(
-        `SELECT env_id AS envId, address, status, attempts, last_error AS lastError, next_attempt AS nextAttempt FROM recipients WHERE msgid = ? ORDER BY env_id`,
-        [h.msgid],
-      );
-      h.queued = { ...m, recipients: rcpts };
+      const rcpts = m
+        ? await db.all<QueuedRecipientRow>(
+            `SELECT env_id AS envId, address, status, attempts, last_error AS lastError, next_attempt AS nextAttempt, route FROM recipients WHERE msgid = ? ORDER BY env_id`,
+            [h.msgid],
+          )
+        : null;
+      if (m && rcpts) h.queued = { ...m, recipients: rcpts.map(({ route: _route, ...r }) => r) };
+      if (q.uid === undefined) {
+        out.push(h);
+        continue;
+      }
+      // The accepted event itself may be older than `since`: read it on its own.
+      const accepted = await db.all<{ fields: string }>(`SELECT fields FROM events WHERE msgid = ? AND event = 'accepted'`, [h.msgid]);
+      const own = accepted.find((a) => submitterUid(a.fields) === q.uid);
+      if (!own) continue;
+      const view = senderView(h, own.fields, rcpts);
+      // The query above matched any event; the sender must find the address in what they see
+      // (not in a forward target only the recipient's end names).
+      if (q.address && !namesAddress(view, q.address)) continue;
+      out.push(view);
     }
-    return [...byMsg.values()];
+    return out;
   } finally {
     await db.close();
   }
