@@ -16,6 +16,7 @@ import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
 import { readRefreshToken, saveRefreshToken } from './oauth2-token-store.js';
+import { redactAuthReply } from './smtp-auth.js';
 import type { SmtpAuthSpec } from '../routes/profile.js';
 
 export type OAuth2Spec = Extract<SmtpAuthSpec, { kind: 'oauth2' }>;
@@ -96,29 +97,32 @@ async function offerToken(conn: SMTPConnection, auth: OAuth2Spec, token: string)
   const target = conn.options as { host?: string; port?: number };
   const host = target.host && !net.isIP(target.host) ? target.host : undefined;
   let outcome: Attempt | undefined;
+  // The server's words become the mail's last error, shown to every local user: not an echo of the token (smtp-auth.ts).
+  const initial = initialResponse(auth.mechanism, auth.user, token, host, target.port);
+  const said = (text: string) => redactAuthReply(text, [initial, token]);
   try {
     await customLogin(conn, auth.mechanism, auth.user, async (send) => {
-      const reply = await send(`AUTH ${auth.mechanism} ${initialResponse(auth.mechanism, auth.user, token, host, target.port)}`);
+      const reply = await send(`AUTH ${auth.mechanism} ${initial}`);
       if (reply.status === 235) return;
       if (reply.status === 334) {
         // RFC 7628 3.2.3: the server's error comes as a challenge; the client answers ^A
         // (OAUTHBEARER) or an empty line (XOAUTH2) and then gets the final failure reply.
-        const detail = describeChallenge(reply.text);
+        const detail = said(describeChallenge(reply.text));
         const fin = await send(auth.mechanism === 'XOAUTH2' ? '' : 'AQ==');
         if (fin.status === 235) return;
-        outcome = { kind: 'rejected', reply: `${oneLine(fin.response)}${detail ? ` (${detail})` : ''}` };
+        outcome = { kind: 'rejected', reply: `${said(oneLine(fin.response))}${detail ? ` (${detail})` : ''}` };
       } else if (reply.status === 535) {
-        outcome = { kind: 'rejected', reply: oneLine(reply.response) };
+        outcome = { kind: 'rejected', reply: said(oneLine(reply.response)) };
       } else if (reply.status === 504) {
-        outcome = { kind: 'failed', reply: `${oneLine(reply.response)} (the server does not offer AUTH ${auth.mechanism}; try mechanism = "${auth.mechanism === 'XOAUTH2' ? 'OAUTHBEARER' : 'XOAUTH2'}" in auth.oauth2)` };
+        outcome = { kind: 'failed', reply: `${said(oneLine(reply.response))} (the server does not offer AUTH ${auth.mechanism}; try mechanism = "${auth.mechanism === 'XOAUTH2' ? 'OAUTHBEARER' : 'XOAUTH2'}" in auth.oauth2)` };
       } else {
-        outcome = { kind: 'failed', reply: oneLine(reply.response) };
+        outcome = { kind: 'failed', reply: said(oneLine(reply.response)) };
       }
       throw new Error(outcome.reply);
     });
     return { kind: 'ok' };
   } catch (err) {
-    return outcome ?? { kind: 'failed', reply: (err as Error).message };
+    return outcome ?? { kind: 'failed', reply: said((err as Error).message) };
   }
 }
 

@@ -32,9 +32,9 @@ interface Setup {
   secretsDir: string;
 }
 
-async function setup(opts: { mechanism?: string; accept?: (token: string) => boolean; respond?: TokenEndpoint['respond']; siteToml?: string } = {}): Promise<Setup> {
+async function setup(opts: { mechanism?: string; accept?: (token: string) => boolean; refusal?: (token: string, user: string) => string; respond?: TokenEndpoint['respond']; siteToml?: string } = {}): Promise<Setup> {
   const ep = track(await startTokenEndpoint(opts.respond), (x) => x.close());
-  const sh = track(await startOAuthSmarthost({ accept: opts.accept }), (x) => x.close());
+  const sh = track(await startOAuthSmarthost({ accept: opts.accept, refusal: opts.refusal }), (x) => x.close());
   const site = await makeSite(opts.siteToml ?? '');
   const secretsDir = path.join(site.dir, 'secrets');
   const refreshFile = writeSecret(path.join(secretsDir, 'gmail.token'), 'rt-1\n');
@@ -131,6 +131,17 @@ test('a server that refuses even a fresh token defers the mail and says what to 
   assert.equal(sh.auths.length, 2, 'one retry, not more');
   assert.equal(ep.requests.length, 2);
   assert.not.match(d.logs(), /bounce/);
+});
+
+test('a server echoing the access token and the XOAUTH2 blob in its 535: the log and mailq say [redacted]', async () => {
+  const blob = (t: string, u: string) => Buffer.from(`user=${u}\x01auth=Bearer ${t}\x01\x01`).toString('base64');
+  const { site } = await setup({ accept: () => false, refusal: (t, u) => `5.7.8 bad token ${t} in ${blob(t, u)}`, siteToml: '[queue]\nretry_min = "1h"' });
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['e@remote.example'], 'Subject: echo\r\n\r\nx\r\n');
+  await d.waitForLog(/deferred to=<e@remote\.example>.*535 5\.7\.8 bad token \[redacted\] in \[redacted\]/);
+  const q = await runCli(['mailq', '--config', site.configPath]);
+  const all = `${d.logs()}\n${q.stdout}`;
+  for (const secret of ['at-1', 'at-2', blob('at-1', USER), blob('at-2', USER)]) assert.not.ok(all.includes(secret), `${secret} shown`);
 });
 
 test('a revoked refresh token (invalid_grant) defers with an actionable log line; nothing bounces', async () => {

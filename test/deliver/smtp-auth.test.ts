@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { redactAuthReply } from '../../src/deliver/smtp-auth.js';
 import { stopAfterEach } from '../helpers/cleanup.js';
 import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { haveDovecot, startDovecot } from '../helpers/dovecot.js';
@@ -38,6 +39,58 @@ test('a corrected smarthost password file is used at the next attempt, no SIGHUP
   const [m] = await sh.waitForMessages(1, 15_000);
   assert.equal(m!.user, 'me');
   assert.not.match(d.logs(), /configuration reloaded/);
+});
+
+/** A route to `sh` logging in as `me` with `pass`; a daemon whose first attempt at p@remote.example is deferred and logged. */
+async function refusedLogin(sh: { port: number }, pass: string, rcpt: string): Promise<{ site: Awaited<ReturnType<typeof makeSite>>; logLine: string; logs: () => string }> {
+  const site = await makeSite('[queue]\nretry_min = "1h"');
+  const secret = `${site.dir}/secrets/isp`;
+  writeSecret(secret, `${pass}\n`);
+  site.route('isp', smarthostRoute(sh.port, `allow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${secret}"`));
+  const d = keep(await startDaemon(site));
+  await sendMessage(site.port, 'a@tidemail.test', [rcpt], 'Subject: auth\r\n\r\nx\r\n');
+  const [logLine] = await d.waitForLog(new RegExp(`deferred to=<${rcpt.replace(/[.]/g, '\\.')}>.*`));
+  return { site, logLine: logLine!, logs: () => d.logs() };
+}
+
+/** What every local user can read about the failure: mailq, status (text and JSON), and the daemon's log. */
+async function shown(site: Awaited<ReturnType<typeof makeSite>>, logs: () => string): Promise<string> {
+  const outs = await Promise.all([['mailq', '--config', site.configPath], ['status', '--config', site.configPath], ['status', '--json', '--config', site.configPath]].map((a) => runCli(a)));
+  for (const o of outs) assert.is(o.code, 0, o.stderr);
+  return [...outs.map((o) => o.stdout), logs()].join('\n');
+}
+
+test('a smarthost echoing AUTH PLAIN\'s blob and the password in its 535: mailq, status and the log say [redacted], never the secret', async () => {
+  const pass = 'Tr0ub4dor&3-horse';
+  const blob = Buffer.from(`\0me\0${pass}`).toString('base64');
+  const sh = keep(await startSmarthost({
+    auth: { user: 'me', pass },
+    authReply: (l) => `5.7.8 refused AUTH ${l.method} ${Buffer.from(`\0${l.username}\0${l.password}`).toString('base64')} (that is ${l.password}) session Zm9vYmFyYmF6cXV4MTIzNDU2`,
+  }));
+  const { site, logLine, logs } = await refusedLogin(sh, pass, 'plain@remote.example');
+  assert.match(logLine, /535 5\.7\.8 refused AUTH PLAIN \[redacted\] \(that is \[redacted\]\) session \[redacted\]/);
+  const all = await shown(site, logs);
+  assert.match(all, /last error.*authentication as me failed .*refused AUTH PLAIN \[redacted\]/);
+  for (const secret of [pass, blob, Buffer.from(pass).toString('base64'), 'Zm9vYmFyYmF6cXV4MTIzNDU2']) assert.not.ok(all.includes(secret), `${secret} shown`);
+});
+
+test('AUTH LOGIN with a short password: its base64 (under 16 characters) echoed back is still redacted', async () => {
+  const pass = 'hunter2';
+  const sh = keep(await startSmarthost({ auth: { user: 'me', pass }, authMethods: ['LOGIN'], authReply: (l) => `5.7.8 ${l.method} ${Buffer.from(l.password).toString('base64')} ${l.password} not accepted` }));
+  const { site, logLine, logs } = await refusedLogin(sh, pass, 'login@remote.example');
+  assert.match(logLine, /535 5\.7\.8 LOGIN \[redacted\] \[redacted\] not accepted/);
+  const all = await shown(site, logs);
+  assert.not.ok(all.includes(pass) || all.includes('aHVudGVyMg=='), 'the password or its base64 is shown');
+});
+
+test('redactAuthReply keeps what a real refusal says: words, URLs, codes, short trace ids', () => {
+  for (const r of [
+    '535 5.7.8 Username and Password not accepted. Learn more at https://support.google.com/mail/?p=BadCredentials d2e1a72fcca58-7fc1ab9d0f5sm1 - gsmtp',
+    '535 5.7.139 Authentication unsuccessful, the user credentials were incorrect. [SN4PR0501CA0054.namprd05.prod.outlook.com]',
+    '535 5.7.8 Error: authentication failed: UGFzc3dvcmQ6 internationalization 20260101123456789',
+  ]) assert.is(redactAuthReply(r, []), r);
+  assert.is(redactAuthReply('535 no: AGFsaWNlAHNlY3JldA==', []), '535 no: [redacted]');
+  assert.is(redactAuthReply('535 you said pw1', ['pw1']), '535 you said [redacted]');
 });
 
 (haveDovecot() ? test : test.skip)('a POP3 password broken on disk is noticed at the next fetch: exit 78, the file named', async () => {

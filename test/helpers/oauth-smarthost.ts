@@ -20,6 +20,8 @@ export interface AuthAttempt {
 export interface OAuthSmarthostOptions {
   /** Decides whether an access token is good; default: any token for any user. */
   accept?: (token: string, user: string, method: string) => boolean;
+  /** Text of a 535 for a refused token instead of the 334 + JSON challenge (a server that echoes what it got). */
+  refusal?: (token: string, user: string, method: string) => string;
 }
 
 export interface OAuthSmarthost {
@@ -107,6 +109,7 @@ export async function startOAuthSmarthost(opts: OAuthSmarthostOptions = {}): Pro
       auths.push({ session: session.id, method: auth.method, user: auth.username ?? '', token, accepted: ok });
       // A refused token gets the 334 + JSON error challenge (smtp-server's XOAUTH2 does that
       // for a result without `user`), as Gmail and Microsoft 365 answer.
+      if (!ok && opts.refusal) return cb(Object.assign(new Error(opts.refusal(token, auth.username ?? '', auth.method)), { responseCode: 535 }));
       cb(null, ok ? { user: auth.username } : { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } } as never);
     },
     onData: (stream, session, cb) => {

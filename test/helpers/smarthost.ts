@@ -18,6 +18,10 @@ export interface SmarthostOptions {
   host?: string;
   tls?: 'none' | 'starttls' | 'implicit';
   auth?: { user: string; pass: string };
+  /** The SASL mechanisms offered (smtp-server's default: PLAIN, LOGIN). */
+  authMethods?: string[];
+  /** Text of the 535 refusing a login (a server that echoes what it got); the login is refused whatever the password. */
+  authReply?: (login: { method: string; username: string; password: string }) => string;
   /** Answer AUTH only after this many ms (a server that checks passwords slowly). */
   authDelayMs?: number;
   /** Return an error reply ("550 5.1.1 no such user") to refuse this recipient. */
@@ -73,6 +77,7 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     cert: certs?.cert,
     disabledCommands: [...(tls === 'none' ? ['STARTTLS'] : []), ...(opts.auth ? [] : ['AUTH'])],
     authOptional: !opts.auth,
+    ...(opts.authMethods ? { authMethods: opts.authMethods } : {}),
     allowInsecureAuth: true,
     disableReverseLookup: true,
     size: 200 * 1024 * 1024,
@@ -91,6 +96,8 @@ export async function startSmarthost(opts: SmarthostOptions = {}): Promise<Smart
     },
     onAuth: (auth, _s, cb) => {
       const answer = () => {
+        const echo = opts.authReply?.({ method: auth.method, username: auth.username ?? '', password: auth.password ?? '' });
+        if (echo !== undefined) return cb(Object.assign(new Error(echo), { responseCode: 535 }));
         if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return cb(null, { user: auth.username });
         cb(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
       };
