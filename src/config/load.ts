@@ -11,6 +11,7 @@ import { ConfigReader, openQuoteColumn, ReadLog, type SettingRead, type TomlTabl
 import type { Config, ListenAddress, TargetSource } from './schema.js';
 import { emptyRelay, loadRelay } from '../relay/config.js';
 import { defaultAlerts, loadAlerts } from '../alerts/config.js';
+import { defaultMinfree } from '../queue/free-space.js';
 
 export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
 
@@ -81,6 +82,7 @@ export function defaultConfig(): Config {
       maxLifetimeMs: 5 * 86_400_000,
       delayWarningMs: 4 * 3_600_000,
       noRouteRecheckMs: 3_600_000,
+      queueMinfree: defaultMinfree(25 * 1024 * 1024),
     },
     checks: defaultChecks(null),
     relay: emptyRelay(),
@@ -288,6 +290,8 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
   cfg.queue.maxLifetimeMs = queue.duration('max_lifetime', cfg.queue.maxLifetimeMs);
   cfg.queue.delayWarningMs = queue.duration('delay_warning', cfg.queue.delayWarningMs);
   cfg.queue.noRouteRecheckMs = queue.duration('no_route_recheck', cfg.queue.noRouteRecheckMs);
+  // Unset, it follows max_message_size (read above): room for two of the largest messages.
+  cfg.queue.queueMinfree = queue.size('queue_minfree', defaultMinfree(cfg.smtp.maxMessageSize));
   if (cfg.queue.retryMinMs > cfg.queue.retryMaxMs) {
     queue.fail('retry_min', 'is larger than retry_max', 'make retry_min ≤ retry_max');
   }

@@ -58,6 +58,11 @@ export interface QueueConfig {
   delayWarningMs: number;
   /** How long a message with no online route waits before it is looked at again. */
   noRouteRecheckMs: number;
+  /**
+   * Free bytes state_dir's filesystem keeps for the queue's own writes (DSNs, delivery records):
+   * below it, and below it + 1.5 × SIZE=, new mail is refused up front (src/queue/free-space.ts).
+   */
+  queueMinfree: number;
 }
 
 export type LocalDelivery = 'maildir' | 'mbox' | 'lmtp' | 'mda';

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { Db } from '../queue/db.js';
+import { freeBytes, mib } from '../queue/free-space.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
 import { QUEUE_MIGRATIONS } from '../queue/sqlite.js';
 import { StateError } from '../queue/state-error.js';
@@ -96,9 +97,12 @@ export async function probeState(config: Config): Promise<Finding[]> {
     out.push(ok(AREA, `filesystem ${fsType}${mount ? ` (mounted at ${mount.point})` : ''} keeps data across reboots`));
   }
   if (st) {
-    const free = Number(st.bavail) * Number(st.bsize);
+    const free = freeBytes(st);
     const mb = `${Math.floor(free / 1024 / 1024)} MiB free`;
-    if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
+    const minfree = config.queue.queueMinfree;
+    if (free < minfree) {
+      out.push(fail(AREA, `refusing new mail: ${mib(free)} free on ${existing}, queue_minfree ${mib(minfree)}`, `free space on ${mount?.point ?? existing}, or lower [queue] queue_minfree`));
+    } else if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
     else if (free < LOW_SPACE) out.push(warn(AREA, `only ${mb} on ${existing}`, `free space on ${mount?.point ?? existing}, or lower [smtp] max_message_size`));
   }
   if (existing === dir) out.push(...(await probeQueue(dir)));

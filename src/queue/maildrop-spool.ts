@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { TempFailError, TidemailError } from '../errors.js';
 import { randomHex } from '../random-id.js';
+import { mib } from './free-space.js';
 import type { MessageMeta, Spool } from './store.js';
 
 export interface MaildropEnvelope {
@@ -69,7 +70,8 @@ export class MaildropSpool implements Spool {
   private readonly tmpPath: string;
   private written = 0;
 
-  constructor(private readonly dir: string, private readonly opts: { maxSize?: number } = {}) {
+  /** `room`: bytes the message may take before it would eat into [queue] queue_minfree. */
+  constructor(private readonly dir: string, private readonly opts: { maxSize?: number; room?: number } = {}) {
     // The directory is not listable for other users: the random name is what keeps them from
     // opening each other's files, so it must be unguessable (the kernel's CSPRNG).
     this.msgid = randomHex(12);
@@ -93,6 +95,9 @@ export class MaildropSpool implements Spool {
   async write(chunk: Buffer): Promise<void> {
     // Refused while writing, so a huge message is not read to its end first.
     if (this.opts.maxSize !== undefined && this.written + chunk.length > this.opts.maxSize) throw new MessageTooBigError(this.opts.maxSize);
+    if (this.opts.room !== undefined && this.written + chunk.length > this.opts.room) {
+      throw new TempFailError(`cannot queue the message: ${path.dirname(this.dir)} has ${mib(this.opts.room)} free above [queue] queue_minfree, and the message is larger; nothing was sent, try again later`);
+    }
     // At an explicit offset: rewrite() and prepend() replace the file's content in place.
     writeAll(this.handle(), chunk, this.written);
     this.written += chunk.length;

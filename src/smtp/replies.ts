@@ -18,6 +18,10 @@ export const replies = {
   lineTooLong: (max: number) => new SmtpError(554, '5.6.0', `Message refused: a line is longer than ${max} characters (RFC 5322 2.1.1); use a transfer encoding such as quoted-printable`),
   tooBig: (max: number) => new SmtpError(552, '5.3.4', `Message size exceeds fixed limit of ${max} bytes`),
   diskFull: () => new SmtpError(452, '4.3.1', 'Insufficient system storage, try again later'),
+  /** At MAIL FROM, below [queue] queue_minfree (src/queue/free-space.ts): before any data is sent. */
+  noRoom: (size: number) => new SmtpError(452, '4.3.1', size
+    ? `Insufficient system storage for a message of ${size} bytes now, try again later`
+    : 'Insufficient system storage: the mail queue is nearly full, try again later'),
   localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),
   noRecipients: () => new SmtpError(554, '5.5.1', 'No valid recipients'),
   unknownUser: (rcpt: string) => new SmtpError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown in local recipient table`),

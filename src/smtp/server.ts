@@ -16,6 +16,7 @@ import { ConfigError, SmtpError } from '../errors.js';
 import { describeBindError, ListenError } from '../doctor/ports.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
+import { mib, QueueSpace, type SpaceVerdict } from '../queue/free-space.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { clearAuthAllowed, createAuthHandler } from './auth.js';
 import { submit, type IntakeSource } from '../intake/pipeline.js';
@@ -72,8 +73,18 @@ export class SmtpFront {
   /** The plan's check names, for the accepted line of the log. */
   private planNames = '';
   private readonly sessions = new Map<string, SessionState>();
+  /** state_dir's free space, for [queue] queue_minfree at MAIL FROM. */
+  private readonly space: QueueSpace;
+  /** queue_minfree; a reload's value arrives with reloadTls(config). */
+  private minfree: number;
 
   constructor(private readonly deps: SmtpFrontDeps) {
+    this.minfree = deps.config.queue.queueMinfree;
+    this.space = new QueueSpace(deps.config.stateDir, (below, free, minfree) => {
+      const fields = { free: mib(free), queue_minfree: mib(minfree), state_dir: deps.config.stateDir };
+      if (below) log.warn(null, 'refusing new mail: too little free space for the queue (452 4.3.1 at MAIL FROM)', { ...fields, fix: `free space on the filesystem of ${deps.config.stateDir}, or lower [queue] queue_minfree` });
+      else log.warn(null, 'accepting new mail again: free space is back above queue_minfree', fields);
+    });
     this.trusted = new NetworkList(deps.config.smtp.trustedNetworks);
     const { smtp } = deps.config;
     this.listeners = new SmtpListeners({ maxClients: smtp.maxClients, maxConnectionsPerIp: smtp.maxConnectionsPerIp, isTrusted: (a) => this.isTrusted(a) });
@@ -168,7 +179,7 @@ export class SmtpFront {
       },
       onClose: (session) => this.ended(session),
       onError: (err) => log.warn(null, 'smtp error', { error: err.message }),
-      onMailFrom: (address, session) => this.mailFrom(address.address, session, kind),
+      onMailFrom: (address, session) => this.mailFrom(address, session, kind),
       onRcptTo: (address, session) => this.rcptTo(address, session, kind),
       onData: (body, session) => this.receive(body, session, kind),
       ...(users
@@ -198,9 +209,13 @@ export class SmtpFront {
     return this.runPhase('rcpt', this.context('rcpt', session, kind, { recipient: rcpt })).then(({ error }) => error);
   }
 
-  /** MAIL FROM: built-in rules (AUTH on submission, syntax, sender ownership), then helo and mail checks. */
-  private mailFrom(sender: string, session: WireSession, kind: ListenerKind | 'stream'): Error | null | Promise<Error | null> {
+  /**
+   * MAIL FROM: built-in rules (AUTH on submission, syntax, sender ownership), room in the queue
+   * (queue_minfree), then helo and mail checks.
+   */
+  private mailFrom(address: EnvelopeAddress, session: WireSession, kind: ListenerKind | 'stream'): Error | null | Promise<Error | null> {
     const { config } = this.deps;
+    const sender = address.address;
     const st = this.state(session);
     // A new transaction: nothing checks learned about an earlier sender or message carries over.
     st.transaction = { envelope: session.envelope, notes: {} };
@@ -221,6 +236,23 @@ export class SmtpFront {
       log.info(null, 'sender refused', { user, from: `<${sender}>`, client: session.remoteAddress });
       return replies.senderNotOwned(sender, user);
     }
+    // Trusted clients too: it is the same disk. SIZE= was checked against max_message_size (552)
+    // by the engine; a figure under a second old answers without waiting (one statfs a second).
+    const size = typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
+    const room = this.space.check(this.minfree, size);
+    if (room instanceof Promise) return room.then((r) => (r ? this.noRoom(r, size, session) : this.afterRoom(sender, session, kind, st)));
+    if (room) return this.noRoom(room, size, session);
+    return this.afterRoom(sender, session, kind, st);
+  }
+
+  /** 452 4.3.1; a refusal for the size alone is logged here (being below the reserve, once by QueueSpace). */
+  private noRoom(room: SpaceVerdict, size: number, session: WireSession): SmtpError {
+    if (room.belowReserve) return replies.noRoom(0);
+    log.info(null, 'sender refused: too little free space for the announced SIZE', { client: session.remoteAddress, size, free: mib(room.free), queue_minfree: mib(this.minfree) });
+    return replies.noRoom(size);
+  }
+
+  private afterRoom(sender: string, session: WireSession, kind: ListenerKind | 'stream', st: SessionState): Error | null | Promise<Error | null> {
     // Synchronous when there is nothing to check: the reply goes out with the others of its group.
     const helo = session.hostNameAppearsAs;
     if ((!this.plan.helo.length || st.heloChecked === helo) && !this.plan.mail.length) return null;
@@ -333,8 +365,11 @@ export class SmtpFront {
   /**
    * Re-reads the certificate pair (SIGHUP after a renewal). After privileges are dropped the key
    * must be readable by the run user for this to work; otherwise the old pair stays, with a warning.
+   * Also takes the reloaded [queue] queue_minfree: this is the daemon's one call into the front
+   * with the new configuration.
    */
   reloadTls(config: Config): void {
+    this.minfree = config.queue.queueMinfree;
     if (!this.tls) return;
     let fresh: TlsCredentials | null;
     try {
