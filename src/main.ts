@@ -88,7 +88,24 @@ export async function main(argv: string[]): Promise<void> {
     code = reportError(prog, err);
   }
   process.exitCode = code;
-  // Commands other than the daemon must not linger on open handles (sockets, timers).
-  if (command !== runDaemon) setImmediate(() => process.exit(code));
+  // Commands other than the daemon must not linger on open handles (sockets, timers), but they
+  // exit only once their output has left: writes to a full pipe are queued, and exit() would cut
+  // `tidemail log --json | jq` or a long mailq at the first 64 KiB the reader had not taken yet.
+  if (command !== runDaemon) setImmediate(() => void written().then(() => process.exit(code)));
   else process.exit(code);
+}
+
+/** Resolves when stdout and stderr have nothing queued (or can take nothing more: EPIPE, closed). */
+function written(): Promise<unknown> {
+  return Promise.all(
+    [process.stdout, process.stderr].map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          if (!s.writableLength || s.destroyed) return resolve();
+          // An empty write's callback runs once everything queued before it is written.
+          s.once('error', () => resolve());
+          s.write('', () => resolve());
+        }),
+    ),
+  );
 }
