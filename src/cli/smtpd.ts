@@ -9,7 +9,14 @@ import { serveSmtpOnStdio } from './sendmail.js';
 
 export async function runSmtpd(argv: string[]): Promise<number> {
   const args = [...argv];
-  const ctx = cliContext(takeConfigOption(args));
+  const configPath = takeConfigOption(args);
+  // Anything else is a mistake (inetd.conf's argument list, `smtpd --version`): said before a
+  // session starts, so it never runs on the default configuration the caller did not mean.
+  if (args.length) {
+    process.stderr.write(`smtpd: unknown argument ${JSON.stringify(args[0])}; usage: smtpd [--config FILE]\n`);
+    return EX.USAGE;
+  }
+  const ctx = cliContext(configPath);
   // Node gives stdin a remote address only when fd 0 is a TCP socket.
   const peer = (process.stdin as Partial<net.Socket>).remoteAddress;
   await serveSmtpOnStdio(ctx, peer ?? '127.0.0.1', 'smtpd', peer !== undefined);

@@ -52,7 +52,7 @@ test('sendmail -bs and smtpd refuse an unknown local user at RCPT, as the daemon
 
 /** An inetd `smtpd` session written step by step: each part after the reply it waits for; then EOF. */
 async function smtpdSession(configPath: string, steps: [RegExp, string][]): Promise<string> {
-  await runCli(['--version'], { argv0: 'smtpd' }).catch(() => undefined); // makes the smtpd link
+  await runCli(['--help'], { argv0: 'smtpd' }); // makes the smtpd link (and starts no session)
   const proc = spawn(process.execPath, [path.join(path.dirname(path.dirname(BIN)), 'dist', 'test-bin', 'smtpd'), '--config', configPath], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout.on('data', (d) => (out += d));
@@ -85,6 +85,15 @@ test('smtpd (inetd): a DATA ended by a bare LF is still seen, so EOF after a "."
   // The same with its final CRLF is a message like any other.
   const whole = await smtpdSession(site.configPath, [...head, [/^354 /m, 'Subject: whole\r\n\r\nbody\r\n.\r\n'], [/^250 [^\r]*queued/m, 'QUIT\r\n']]);
   assert.is(maildrop().length, 1, whole);
+});
+
+test('smtpd with an argument it does not know: EX_USAGE before any session, nothing written', async () => {
+  const site = await makeSite();
+  const r = await runCli(['--config', site.configPath, '--version'], { argv0: 'smtpd', input: 'QUIT\r\n' });
+  assert.is(r.code, 64, r.stdout + r.stderr);
+  assert.match(r.stderr, /smtpd: unknown argument "--version"; usage: smtpd \[--config FILE\]/);
+  assert.is(r.stdout, '', 'no greeting: no session started');
+  assert.not.ok(fs.existsSync(path.join(site.stateDir, 'maildrop')), 'no maildrop made');
 });
 
 test.run();
