@@ -13,6 +13,7 @@ import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { probeLinks } from '../doctor/links.js';
 import { maildropDir } from '../queue/maildrop.js';
+import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -81,6 +82,8 @@ export interface StatusReport {
   secrets: { file: string; readAt: number; error?: string }[];
   /** Files in the maildrop the daemon has not taken yet (null: this user cannot look). */
   maildrop: number | null;
+  /** Entries the pickup refused and set aside as .bad-* for the administrator (null: this user cannot look). */
+  maildropSetAside: number | null;
   queue: QueueSummary;
   byRoute: ByRoute | null;
   routes: RouteStatus[];
@@ -119,11 +122,13 @@ function canWrite(stateDir: string): boolean {
   }
 }
 
-function countMaildrop(stateDir: string): number | null {
+function countMaildrop(stateDir: string): { waiting: number | null; setAside: number | null } {
   try {
-    return fs.readdirSync(maildropDir(stateDir)).filter((n) => !n.startsWith('.')).length;
+    const names = fs.readdirSync(maildropDir(stateDir));
+    return { waiting: names.filter((n) => !n.startsWith('.')).length, setAside: names.filter((n) => n.startsWith(BAD_PREFIX)).length };
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : null; // 1733: only root and the daemon may look
+    const none = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : null; // 1733: only root and the daemon may look
+    return { waiting: none, setAside: none };
   }
 }
 
@@ -165,6 +170,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   // who may not read it (it is the daemon's, mode 0600) still gets the daemon's view.
   let db: Db | null = null;
   if (fs.existsSync(path.join(ctx.config.stateDir, 'queue.sqlite'))) db = await openQueueDbReadOnly(ctx.config.stateDir).catch(() => null);
+  const drop = countMaildrop(ctx.config.stateDir);
   const report: StatusReport = {
     daemon: st ? { running: true, pid: st.pid, since: st.since } : { running: false },
     config: ctx.config.file,
@@ -172,7 +178,8 @@ export async function runStatus(argv: string[]): Promise<number> {
     needsRestart: st?.needsRestart ?? [],
     localDelivery: st?.localDelivery ? describeLocalDelivery(st.localDelivery, ctx.config.local.delivery === 'lmtp' ? ctx.config.local.lmtp : null) : null,
     secrets: st?.secrets ?? [],
-    maildrop: countMaildrop(ctx.config.stateDir),
+    maildrop: drop.waiting,
+    maildropSetAside: drop.setAside,
     queue: st?.queue ?? queueSummary([]),
     byRoute: null,
     routes: st?.routes ?? [],
@@ -209,7 +216,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   }
   // lastError, why and problems hold remote servers' words: escaped (printable.ts).
   if (json) process.stdout.write(printableJson(report, 2) + '\n');
-  else process.stdout.write(printableLines(format(report, st)));
+  else process.stdout.write(printableLines(format(report, st, maildropDir(ctx.config.stateDir))));
   return EX.OK;
 }
 
@@ -226,7 +233,7 @@ function describeLocalDelivery(l: NonNullable<DaemonStatus['localDelivery']>, lm
   return `written as ${l.runsAs} only: the daemon was not started as root, so other users' mail waits (start it as root)`;
 }
 
-function format(r: StatusReport, st: DaemonStatus | null): string {
+function format(r: StatusReport, st: DaemonStatus | null, dropDir: string): string {
   const out: string[] = [];
   const pad = ''.padEnd(17);
   out.push(r.daemon.running
@@ -245,6 +252,9 @@ function format(r: StatusReport, st: DaemonStatus | null): string {
   for (const [why, n] of reasons.slice(0, 8)) out.push(`         ${String(n).padStart(5)} recipient(s): ${why}`);
   if (reasons.length > 8) out.push(`         ${String(reasons.slice(8).reduce((a, [, n]) => a + n, 0)).padStart(5)} recipient(s): ${reasons.length - 8} other reason(s) (mailq lists them)`);
   if (r.maildrop) out.push(`maildrop: ${r.maildrop} message(s) from sendmail wait for the daemon to take them${r.daemon.running ? '' : ' (it is not running)'}`);
+  if (r.maildropSetAside) {
+    out.push(`maildrop: ${r.maildropSetAside} refused file(s) set aside as .bad-* in ${dropDir} (the daemon's log says why: "maildrop: refused"); removed after ${BAD_MAX_AGE_MS / 86_400_000} days`);
+  }
   const known = new Set(r.routes.map((x) => x.name));
   for (const [route, counts] of Object.entries(r.byRoute ?? {})) {
     // Not routed yet is already among the reasons ("not tried yet"): counted once.

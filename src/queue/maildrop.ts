@@ -18,8 +18,9 @@ import type { Config } from '../config/schema.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
+import { isLeftoverName, sweepLeftovers } from './maildrop-leftovers.js';
 import { TRAILER_DIGITS, fsyncDir, maildropDir, type MaildropEnvelope } from './maildrop-spool.js';
-import type { QueueStore } from './store.js';
+import type { Clock, QueueStore } from './store.js';
 
 export { MaildropSpool, MessageTooBigError, TRAILER_DIGITS, formatSize, fsyncDir, maildropDir, syncEntry, type MaildropEnvelope } from './maildrop-spool.js';
 
@@ -100,6 +101,8 @@ export function pickupPolicy(config: Config): PickupPolicy {
 export interface PickupOptions {
   /** Queues one accepted file: the intake's pickup source (src/intake/pickup.ts), with its checks. */
   submit: (m: PickedUp) => Promise<void>;
+  /** Ages of leftover files (maildrop-leftovers.ts) are read from it; default Date.now. */
+  now?: Clock;
 }
 
 /**
@@ -128,14 +131,11 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'ha
   let count = 0;
   for (const name of names.sort()) {
     const file = path.join(dir, name);
-    if (name.startsWith('.tmp-')) {
-      await removeStaleTemp(file);
-      continue;
-    }
-    if (name.startsWith('.')) continue; // .bad-*: refused earlier, kept for the administrator
+    if (isLeftoverName(name)) continue; // .tmp-, .who-, .bad-: swept below when past their time
     if (!MAILDROP_NAME.test(name)) {
       // Only MaildropSpool names its files: anything else was put here by other means (e.g. a
-      // local delivery led through a user's symlink into the maildrop), whoever owns it.
+      // local delivery led through a user's symlink into the maildrop), whoever owns it. Other
+      // dot names too: set aside, they fall under the bounds of .bad-* instead of staying forever.
       await refuse(dir, name, { reason: 'not a name sendmail gives its files', action: 'set aside' });
       continue;
     }
@@ -146,6 +146,11 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'ha
     }
   }
   if (count) await fsyncDir(dir).catch(() => undefined);
+  try {
+    await sweepLeftovers(dir, names, (opts.now ?? Date.now)());
+  } catch (err) {
+    log.error(null, 'maildrop: removing old leftovers failed, will retry', { dir, error: (err as Error).message });
+  }
   return count;
 }
 
@@ -252,11 +257,3 @@ export function senderFor(uid: number, login: string | null, claimed: string, po
   return `${own}@${policy.hostname}`;
 }
 
-async function removeStaleTemp(file: string): Promise<void> {
-  try {
-    const st = await fsp.lstat(file);
-    if (Date.now() - st.mtimeMs > 86_400_000) await fsp.unlink(file);
-  } catch {
-    /* gone already */
-  }
-}

@@ -144,6 +144,18 @@ test('status tells the truth: reasons add up, an ONLINE link shows the failing d
   probe.close();
 });
 
+test('status says when refused maildrop files are set aside (.bad-*), and how many', async () => {
+  const site = await makeSite();
+  const drop = path.join(site.stateDir, 'maildrop');
+  fs.mkdirSync(drop, { recursive: true, mode: 0o1733 });
+  let s = await status(site);
+  assert.not.match(s.text, /set aside/);
+  for (const n of ['.bad-000000000000000000000001', '.bad-.hidden', '.who-00000000000000000000000000000000']) fs.writeFileSync(path.join(drop, n), 'x');
+  s = await status(site);
+  assert.ok(s.text.includes(`maildrop: 2 refused file(s) set aside as .bad-* in ${drop} (the daemon's log says why: "maildrop: refused"); removed after 7 days`), s.text);
+  assert.is((s.json as unknown as { maildropSetAside: number }).maildropSetAside, 2);
+});
+
 /** The status text once `ok` holds (or the last one after 10 s: the caller's assertion says why). */
 async function waitForStatus(site: TestSite, ok: (t: string) => boolean): Promise<{ text: string }> {
   let text = '';
