@@ -77,8 +77,10 @@ export class UsersStore {
   private currentStamp(): string {
     if (!this.file) return '';
     try {
-      const st = fs.statSync(this.file);
-      return `${st.ino}:${st.mtimeMs}:${st.size}:${st.mode}`;
+      // Asked at every EHLO: a missing file (no users yet, the usual case) must not cost a thrown
+      // ENOENT error with its stack trace each time (~20 us per EHLO, a third of its reply time).
+      const st = fs.statSync(this.file, { throwIfNoEntry: false });
+      return st ? `${st.ino}:${st.mtimeMs}:${st.size}:${st.mode}` : 'missing';
     } catch {
       return 'missing';
     }
