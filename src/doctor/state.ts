@@ -7,6 +7,8 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { Db } from '../queue/db.js';
 import { freeBytes, mib } from '../queue/free-space.js';
+import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
+import { maildropDir } from '../queue/maildrop-spool.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
 import { QUEUE_MIGRATIONS } from '../queue/sqlite.js';
 import { StateError } from '../queue/state-error.js';
@@ -105,8 +107,21 @@ export async function probeState(config: Config): Promise<Finding[]> {
     } else if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
     else if (free < LOW_SPACE) out.push(warn(AREA, `only ${mb} on ${existing}`, `free space on ${mount?.point ?? existing}, or lower [smtp] max_message_size`));
   }
-  if (existing === dir) out.push(...(await probeQueue(dir)));
+  if (existing === dir) out.push(...setAside(dir), ...(await probeQueue(dir)));
   return out;
+}
+
+/** Files the pickup refused and kept for the administrator (queue/maildrop-leftovers.ts): worth a look. */
+function setAside(dir: string): Finding[] {
+  let n: number;
+  try {
+    n = fs.readdirSync(maildropDir(dir)).filter((x) => x.startsWith(BAD_PREFIX)).length;
+  } catch {
+    return []; // none yet, or 1733 and not ours to list: the state probe says nothing more
+  }
+  if (!n) return [];
+  return [warn(AREA, `${n} refused file(s) set aside as .bad-* in ${maildropDir(dir)}`,
+    `the daemon's log says why ("maildrop: refused"); look at them and remove them (they go by themselves after ${BAD_MAX_AGE_MS / 86_400_000} days)`)];
 }
 
 /**

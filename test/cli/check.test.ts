@@ -80,6 +80,18 @@ test('a working smarthost: TLS verified and a test login accepted, and no mail i
   assert.is(sh.messages.length, 0);
 });
 
+test('refused maildrop files set aside (.bad-*) → a WARN naming the directory and what to do', async () => {
+  const site = await makeSite();
+  const drop = path.join(site.stateDir, 'maildrop');
+  fs.mkdirSync(drop, { recursive: true, mode: 0o1733 });
+  assert.not.ok((await check(site)).findings.some((f) => /set aside/.test(f.message)));
+  fs.writeFileSync(path.join(drop, '.bad-000000000000000000000001'), 'x');
+  const f = finding((await check(site)).findings, 'state dir', /^1 refused file\(s\) set aside as \.bad-\* in /);
+  assert.is(f.level, 'warn');
+  assert.ok(f.message.endsWith(drop), f.message);
+  assert.match(f.fix!, /"maildrop: refused".*after 7 days/);
+});
+
 test('a wrong AUTH password → FAIL with the server reply and the password file to fix', async () => {
   const sh = track(await startSmarthost({ tls: 'starttls', auth: { user: 'me', pass: 'Right-pw-1' } }));
   const site = await makeSite();
