@@ -15,8 +15,8 @@ import path from 'node:path';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { TidemailError } from '../errors.js';
 import { log } from '../log/log.js';
+import { redactAuthReply } from '../log/auth-echo.js';
 import { readRefreshToken, saveRefreshToken } from './oauth2-token-store.js';
-import { redactAuthReply } from './smtp-auth.js';
 import type { SmtpAuthSpec } from '../routes/profile.js';
 
 export type OAuth2Spec = Extract<SmtpAuthSpec, { kind: 'oauth2' }>;
@@ -97,7 +97,7 @@ async function offerToken(conn: SMTPConnection, auth: OAuth2Spec, token: string)
   const target = conn.options as { host?: string; port?: number };
   const host = target.host && !net.isIP(target.host) ? target.host : undefined;
   let outcome: Attempt | undefined;
-  // The server's words become the mail's last error, shown to every local user: not an echo of the token (smtp-auth.ts).
+  // The server's words become the mail's last error, shown to every local user: not an echo of the token (log/auth-echo.ts).
   const initial = initialResponse(auth.mechanism, auth.user, token, host, target.port);
   const said = (text: string) => redactAuthReply(text, [initial, token]);
   try {

@@ -5,13 +5,12 @@
 // A refused login's reply is kept as the route's and the recipients' last error, which mailq,
 // `tidemail status` and the log show to every local user. A hostile or broken server may echo
 // what we sent — the AUTH PLAIN blob or LOGIN's base64 password decode to the password — so the
-// reply is redacted (redactAuthReply) before it is kept anywhere.
+// reply is redacted (log/auth-echo.ts) before it is kept anywhere.
 
 import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { currentSecret, describeRead, lastRead } from '../config/secret-file.js';
+import { redactAuthReply, redactSecrets } from '../log/auth-echo.js';
 import type { SmtpAuthSpec } from '../routes/profile.js';
-
-export const REDACTED = '[redacted]';
 
 /** On a failed login's error: what we sent that carries the secret (never enumerable: not logged with the error). */
 const SENT = Symbol('secret auth payloads');
@@ -42,19 +41,6 @@ function withSent(err: Error, sent: string[]): Error {
   return err;
 }
 
-// Base64 of 12 bytes or more, as a word of its own. A long all-lowercase word or a long number
-// is text, not an encoding ("internationalization"); any other such token in a login failure's
-// reply is taken out, as it may be what we sent.
-const BASE64_TOKEN = /(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])/g;
-const PLAIN_WORD = /^(?:[a-z]+|[0-9]+)$/;
-
-/** A server's reply to AUTH with whatever we sent (`sent`) and every base64-looking token of ≥ 16 characters replaced by "[redacted]". */
-export function redactAuthReply(reply: string, sent: readonly string[]): string {
-  let out = reply;
-  for (const s of [...sent].filter((x) => x.length > 0).sort((a, b) => b.length - a.length)) out = out.split(s).join(REDACTED);
-  return out.replace(BASE64_TOKEN, (t) => (PLAIN_WORD.test(t) ? t : REDACTED));
-}
-
 export function describeAuthFailure(auth: SmtpAuthSpec, where: string, err: { message: string; response?: string }): string {
   if (auth.kind === 'password') {
     const sent = (err as { [SENT]?: string[] })[SENT] ?? [];
@@ -62,7 +48,7 @@ export function describeAuthFailure(auth: SmtpAuthSpec, where: string, err: { me
     // Which copy of the password was refused: a file fixed since then is used at the next try.
     const text = `authentication as ${auth.user} failed at ${where}: ${reply} (password from ${describeRead(lastRead(auth.passwordFile))}; check it)`;
     // The password never shows, whatever else holds it (a user name equal to it, say).
-    return sent[0] ? text.split(sent[0]).join(REDACTED) : text;
+    return redactSecrets(text, sent.slice(0, 1));
   }
   // oauth2.ts redacted the server's replies in its message (which also names our files).
   return `OAuth2 (${auth.mechanism}) authentication as ${auth.user} failed at ${where}: ${err.response ?? err.message}`;

@@ -18,6 +18,7 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
+import { redactAuthReply } from '../log/auth-echo.js';
 import { listSize, parseListing, parseStat, Pop3Error, Pop3LimitError, Pop3TlsError, printable, statusText, uidlId } from './pop3-reply.js';
 
 export { Pop3Error, Pop3LimitError, Pop3TlsError, printable } from './pop3-reply.js';
@@ -186,6 +187,18 @@ export class Pop3Client {
    * @throws Pop3Error with the server's -ERR text.
    */
   async login(user: string, password: string, method: Pop3AuthMethod = 'auto'): Promise<'user' | 'apop' | 'plain'> {
+    try {
+      return await this.loginWith(user, password, method);
+    } catch (err) {
+      // The -ERR becomes the account's error in `tidemail status` and the log: not an echo of the password.
+      if (!(err instanceof Pop3Error) || err.response === undefined) throw err;
+      const sent = [password, Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64')];
+      const response = redactAuthReply(err.response, sent);
+      throw new Pop3Error(err.message.split(err.response).join(response), response);
+    }
+  }
+
+  private async loginWith(user: string, password: string, method: Pop3AuthMethod): Promise<'user' | 'apop' | 'plain'> {
     if (method === 'user') return this.userPass(user, password);
     if (method === 'apop') return (await this.apop(user, password), 'apop');
     if (method === 'plain') return (await this.authPlain(user, password), 'plain');

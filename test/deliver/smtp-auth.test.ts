@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { redactAuthReply } from '../../src/deliver/smtp-auth.js';
 import { stopAfterEach } from '../helpers/cleanup.js';
 import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
 import { haveDovecot, startDovecot } from '../helpers/dovecot.js';
@@ -81,16 +80,6 @@ test('AUTH LOGIN with a short password: its base64 (under 16 characters) echoed 
   assert.match(logLine, /535 5\.7\.8 LOGIN \[redacted\] \[redacted\] not accepted/);
   const all = await shown(site, logs);
   assert.not.ok(all.includes(pass) || all.includes('aHVudGVyMg=='), 'the password or its base64 is shown');
-});
-
-test('redactAuthReply keeps what a real refusal says: words, URLs, codes, short trace ids', () => {
-  for (const r of [
-    '535 5.7.8 Username and Password not accepted. Learn more at https://support.google.com/mail/?p=BadCredentials d2e1a72fcca58-7fc1ab9d0f5sm1 - gsmtp',
-    '535 5.7.139 Authentication unsuccessful, the user credentials were incorrect. [SN4PR0501CA0054.namprd05.prod.outlook.com]',
-    '535 5.7.8 Error: authentication failed: UGFzc3dvcmQ6 internationalization 20260101123456789',
-  ]) assert.is(redactAuthReply(r, []), r);
-  assert.is(redactAuthReply('535 no: AGFsaWNlAHNlY3JldA==', []), '535 no: [redacted]');
-  assert.is(redactAuthReply('535 you said pw1', ['pw1']), '535 you said [redacted]');
 });
 
 (haveDovecot() ? test : test.skip)('a POP3 password broken on disk is noticed at the next fetch: exit 78, the file named', async () => {

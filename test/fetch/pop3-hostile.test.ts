@@ -164,4 +164,13 @@ test('escape codes in a server\'s reply never reach the error text (terminal, lo
   assert.not.match(r.error ?? '', /[\x00-\x1f\x7f-\x9f]/);
 });
 
+test('a server echoing the password in its -ERR to PASS: the account\'s error says [redacted], never the password', async () => {
+  const h = await hostile({ hostility: 'echo-err' });
+  const pw = 'S3cret-pw!';
+  const r = await fetchAccount(account('hostile/echo', h.port, { password: pw }), counting());
+  assert.ok(r.authFailed);
+  assert.match(r.error ?? '', /refused .*-ERR \[AUTH\] you sent \[redacted\] = \[redacted\], wrong/);
+  assert.not.ok((r.error ?? '').includes(pw) || (r.error ?? '').includes(Buffer.from(`\0u\0${pw}`).toString('base64')), r.error);
+});
+
 test.run();

@@ -17,6 +17,8 @@ export type Hostility =
   | 'long-line'
   /** PASS: an -ERR carrying terminal escape sequences. */
   | 'escape-err'
+  /** PASS: an -ERR echoing the password, as it came and as AUTH PLAIN's base64 of user "u". */
+  | 'echo-err'
   /** RETR of `badMessage` sends twice what LIST said, then ends properly. */
   | 'slightly-larger';
 
@@ -109,6 +111,7 @@ export async function startHostilePop3(o: HostileOptions): Promise<HostilePop3> 
             break;
           case 'PASS':
             if (o.hostility === 'escape-err') write('-ERR \x1b[2J\x1b]0;owned\x07bad\x1b[31m password\x9b1m\r\n');
+            else if (o.hostility === 'echo-err') write(`-ERR [AUTH] you sent ${arg} = ${Buffer.from(`\0u\0${arg}`).toString('base64')}, wrong\r\n`);
             else write('+OK logged in\r\n');
             break;
           case 'STAT':
