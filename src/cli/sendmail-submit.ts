@@ -9,7 +9,7 @@ import { currentUserName } from '../local/users.js';
 import { printable } from '../log/printable.js';
 import { invisibleReason, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { writeSubmission } from '../message/submission.js';
-import { freeBytesSync, mib } from '../queue/free-space.js';
+import { mib, reserveOf, roomSync } from '../queue/free-space.js';
 import { MaildropSpool, MessageTooBigError, maildropDir } from '../queue/maildrop-spool.js';
 import type { CliContext } from './context.js';
 import { EX } from './exit.js';
@@ -68,15 +68,17 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: AsyncIt
   // Below [queue] queue_minfree nothing is written: what is left is the queue's, for mail it
   // already took (its DSNs and records). Above it, the message may use what is over the reserve.
   // queue_minfree = 0: no reserve, a full disk is the kernel's ENOSPC ("disk full") as before.
-  const { stateDir, queue } = ctx.config;
-  const free = queue.queueMinfree > 0 ? freeBytesSync(stateDir) : null;
-  if (free !== null && free < queue.queueMinfree) {
-    process.stderr.write(`sendmail: cannot queue the message: ${stateDir} has ${mib(free)} free, less than the ${mib(queue.queueMinfree)} [queue] queue_minfree keeps for mail already queued; nothing was sent, try again later\n`);
+  const { stateDir, queue, smtp } = ctx.config;
+  const room = queue.queueMinfree === 0 ? null : roomSync(stateDir);
+  const minfree = room ? reserveOf(queue.queueMinfree, smtp.maxMessageSize, room.size) : 0;
+  const free = room?.free ?? null;
+  if (free !== null && free < minfree) {
+    process.stderr.write(`sendmail: cannot queue the message: ${stateDir} has ${mib(free)} free, less than the ${mib(minfree)} [queue] queue_minfree keeps for mail already queued; nothing was sent, try again later\n`);
     return EX.TEMPFAIL;
   }
   let spool: MaildropSpool | null = null;
   try {
-    spool = new MaildropSpool(ensureMaildrop(ctx), { maxSize: ctx.config.smtp.maxMessageSize, ...(free !== null ? { room: free - queue.queueMinfree } : {}) });
+    spool = new MaildropSpool(ensureMaildrop(ctx), { maxSize: ctx.config.smtp.maxMessageSize, ...(free !== null ? { room: free - minfree } : {}) });
     const uid = process.getuid?.() ?? -1;
     const res = await writeSubmission(input, spool, {
       extractRecipients: args.extractRecipients,

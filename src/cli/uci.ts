@@ -58,6 +58,7 @@ const MAIN: OptionMap = {
   retry_max: { keys: ['queue.retry_max'], kind: 'string' },
   max_lifetime: { keys: ['queue.max_lifetime'], kind: 'string' },
   no_route_recheck: { keys: ['queue.no_route_recheck'], kind: 'string' },
+  queue_minfree: { keys: ['queue.queue_minfree'], kind: 'string' },
   // [relay] (backup MX, a LAN domain) and [alerts]; a relay next_hop needs a hand-written route.
   relay_domain: { keys: ['relay.domains'], kind: 'list' },
   relay_recipients: { keys: ['relay.recipients'], kind: 'string' },

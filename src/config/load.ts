@@ -11,7 +11,6 @@ import { ConfigReader, openQuoteColumn, ReadLog, type SettingRead, type TomlTabl
 import type { Config, ListenAddress, TargetSource } from './schema.js';
 import { emptyRelay, loadRelay } from '../relay/config.js';
 import { defaultAlerts, loadAlerts } from '../alerts/config.js';
-import { defaultMinfree } from '../queue/free-space.js';
 
 export const SYSTEM_CONFIG = '/etc/tidemail/tidemail.toml';
 
@@ -82,7 +81,7 @@ export function defaultConfig(): Config {
       maxLifetimeMs: 5 * 86_400_000,
       delayWarningMs: 4 * 3_600_000,
       noRouteRecheckMs: 3_600_000,
-      queueMinfree: defaultMinfree(25 * 1024 * 1024),
+      queueMinfree: null,
     },
     checks: defaultChecks(null),
     relay: emptyRelay(),
@@ -290,8 +289,8 @@ function readConfig(file: string, source: string, table: TomlTable, cfg: Config)
   cfg.queue.maxLifetimeMs = queue.duration('max_lifetime', cfg.queue.maxLifetimeMs);
   cfg.queue.delayWarningMs = queue.duration('delay_warning', cfg.queue.delayWarningMs);
   cfg.queue.noRouteRecheckMs = queue.duration('no_route_recheck', cfg.queue.noRouteRecheckMs);
-  // Unset, it follows max_message_size (read above): room for two of the largest messages.
-  cfg.queue.queueMinfree = queue.size('queue_minfree', defaultMinfree(cfg.smtp.maxMessageSize));
+  // Unset or "auto": worked out where the filesystem is known (queue/free-space.ts reserveOf).
+  cfg.queue.queueMinfree = queue.sizeOrAuto('queue_minfree');
   if (cfg.queue.retryMinMs > cfg.queue.retryMaxMs) {
     queue.fail('retry_min', 'is larger than retry_max', 'make retry_min ≤ retry_max');
   }

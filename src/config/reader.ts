@@ -193,6 +193,16 @@ export class ConfigReader {
     return n;
   }
 
+  /** A size, or null for "auto" (also when unset): the caller works the value out later. */
+  sizeOrAuto(key: string): number | null {
+    const v = this.raw(key);
+    this.note(key, v ?? 'auto');
+    if (v === undefined || v === 'auto') return null;
+    const n = parseSize(v);
+    if (n === null) this.fail(key, `is not a size: ${describe(v)}`, `write e.g. ${key} = "25M" (K, M and G are powers of 1024), or "auto"`);
+    return n;
+  }
+
   stringList(key: string, dflt: string[]): string[] {
     const v = this.raw(key);
     this.note(key, v ?? dflt);

@@ -61,8 +61,10 @@ export interface QueueConfig {
   /**
    * Free bytes state_dir's filesystem keeps for the queue's own writes (DSNs, delivery records):
    * below it, and below it + 1.5 × SIZE=, new mail is refused up front (src/queue/free-space.ts).
+   * null ("auto", the default): worked out from max_message_size and the filesystem's size
+   * (reserveOf), so a router's small flash is not refused all mail.
    */
-  queueMinfree: number;
+  queueMinfree: number | null;
 }
 
 export type LocalDelivery = 'maildir' | 'mbox' | 'lmtp' | 'mda';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { Db } from '../queue/db.js';
-import { freeBytes, mib } from '../queue/free-space.js';
+import { mib, reserveOf, roomOf } from '../queue/free-space.js';
 import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
 import { maildropDir } from '../queue/maildrop-spool.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
@@ -99,9 +99,10 @@ export async function probeState(config: Config): Promise<Finding[]> {
     out.push(ok(AREA, `filesystem ${fsType}${mount ? ` (mounted at ${mount.point})` : ''} keeps data across reboots`));
   }
   if (st) {
-    const free = freeBytes(st);
+    const room = roomOf(st);
+    const free = room.free;
     const mb = `${Math.floor(free / 1024 / 1024)} MiB free`;
-    const minfree = config.queue.queueMinfree;
+    const minfree = reserveOf(config.queue.queueMinfree, config.smtp.maxMessageSize, room.size);
     if (free < minfree) {
       out.push(fail(AREA, `refusing new mail: ${mib(free)} free on ${existing}, queue_minfree ${mib(minfree)}`, `free space on ${mount?.point ?? existing}, or lower [queue] queue_minfree`));
     } else if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));

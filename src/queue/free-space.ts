@@ -13,20 +13,34 @@ export const SIZE_FACTOR = 1.5;
 
 const MiB = 1024 * 1024;
 
-/** The default reserve: two of the largest messages, at least 16 MiB (docs/DESIGN-NOTES.md). */
-export function defaultMinfree(maxMessageSize: number): number {
-  return Math.max(16 * MiB, 2 * maxMessageSize);
+/**
+ * The reserve when queue_minfree is "auto" (the default): two of the largest messages, at least
+ * 16 MiB — but never more than a tenth of the filesystem, so a router's 20 MB of flash keeps
+ * 2 MB instead of refusing all mail (docs/DESIGN-NOTES.md).
+ */
+export function autoMinfree(maxMessageSize: number, filesystemBytes: number): number {
+  return Math.min(Math.max(16 * MiB, 2 * maxMessageSize), Math.floor(filesystemBytes / 10));
 }
 
-/** Free bytes as the daemon's user sees them (f_bavail: without root's reserved blocks). */
-export function freeBytes(st: fs.StatsFs): number {
-  return Number(st.bavail) * Number(st.bsize);
+/** The reserve in bytes: queue_minfree as set, or autoMinfree of this filesystem. */
+export function reserveOf(queueMinfree: number | null, maxMessageSize: number, filesystemBytes: number): number {
+  return queueMinfree ?? autoMinfree(maxMessageSize, filesystemBytes);
 }
 
-/** Free bytes on the filesystem of `dir`, or null when statfs fails (then nothing is refused). */
-export function freeBytesSync(dir: string): number | null {
+/** What statfs says, in bytes: free as the daemon's user sees it (f_bavail: without root's reserved blocks), and the size. */
+export interface Room {
+  free: number;
+  size: number;
+}
+
+export function roomOf(st: fs.StatsFs): Room {
+  return { free: Number(st.bavail) * Number(st.bsize), size: Number(st.blocks) * Number(st.bsize) };
+}
+
+/** The room on the filesystem of `dir`, or null when statfs fails (then nothing is refused). */
+export function roomSync(dir: string): Room | null {
   try {
-    return freeBytes(fs.statfsSync(dir));
+    return roomOf(fs.statfsSync(dir));
   } catch {
     return null;
   }
@@ -44,6 +58,8 @@ export function mib(n: number): string {
 
 export interface SpaceVerdict {
   free: number;
+  /** The reserve it was judged against. */
+  minfree: number;
   /** Below queue_minfree itself: every new message is refused, whatever its size. */
   belowReserve: boolean;
 }
@@ -55,9 +71,9 @@ export interface SpaceVerdict {
  * each — the log's warning lines, not one per MAIL.
  */
 export class QueueSpace {
-  private figure: number | null = null;
+  private figure: Room | null = null;
   private at = -Infinity;
-  private pending: Promise<number | null> | null = null;
+  private pending: Promise<Room | null> | null = null;
   private below = false;
 
   constructor(
@@ -66,38 +82,40 @@ export class QueueSpace {
     private readonly ttlMs = 1000,
   ) {}
 
-  /** Free bytes: synchronous while the last statfs is under ttlMs old. */
-  free(): number | null | Promise<number | null> {
+  /** The room: synchronous while the last statfs is under ttlMs old. */
+  room(): Room | null | Promise<Room | null> {
     if (performance.now() - this.at < this.ttlMs) return this.figure;
     return (this.pending ??= fs.promises.statfs(this.dir).then(
-      (st) => this.settle(freeBytes(st)),
+      (st) => this.settle(roomOf(st)),
       // Unreadable (an odd filesystem, ENOENT before the first start): no figure, no refusal;
       // a write that fails for space is still answered 452 by the commit.
       () => this.settle(null),
     ));
   }
 
-  private settle(free: number | null): number | null {
-    this.figure = free;
+  private settle(room: Room | null): Room | null {
+    this.figure = room;
     this.at = performance.now();
     this.pending = null;
-    return free;
+    return room;
   }
 
-  /** null: room for a message of `size` (0 when not announced); else why not. */
-  check(minfree: number, size: number): SpaceVerdict | null | Promise<SpaceVerdict | null> {
-    const free = this.free();
-    if (free instanceof Promise) return free.then((f) => this.judge(f, minfree, size));
-    return this.judge(free, minfree, size);
+  /** null: room for a message of `size` (0 when not announced) above the reserve `minfree(filesystem size)`; else why not. */
+  check(minfree: (filesystemBytes: number) => number, size: number): SpaceVerdict | null | Promise<SpaceVerdict | null> {
+    const room = this.room();
+    if (room instanceof Promise) return room.then((r) => this.judge(r, minfree, size));
+    return this.judge(room, minfree, size);
   }
 
-  private judge(free: number | null, minfree: number, size: number): SpaceVerdict | null {
-    if (free === null) return null;
+  private judge(room: Room | null, reserve: (filesystemBytes: number) => number, size: number): SpaceVerdict | null {
+    if (room === null) return null;
+    const { free } = room;
+    const minfree = reserve(room.size);
     const below = free < minfree;
     if (below !== this.below) {
       this.below = below;
       this.onChange(below, free, minfree);
     }
-    return shortOfSpace(free, minfree, size) ? { free, belowReserve: below } : null;
+    return shortOfSpace(free, minfree, size) ? { free, minfree, belowReserve: below } : null;
   }
 }

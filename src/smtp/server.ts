@@ -16,7 +16,7 @@ import { ConfigError, SmtpError } from '../errors.js';
 import { describeBindError, ListenError } from '../doctor/ports.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
-import { mib, QueueSpace, type SpaceVerdict } from '../queue/free-space.js';
+import { mib, QueueSpace, reserveOf, type SpaceVerdict } from '../queue/free-space.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { clearAuthAllowed, createAuthHandler } from './auth.js';
 import { submit, type IntakeSource } from '../intake/pipeline.js';
@@ -75,11 +75,13 @@ export class SmtpFront {
   private readonly sessions = new Map<string, SessionState>();
   /** state_dir's free space, for [queue] queue_minfree at MAIL FROM. */
   private readonly space: QueueSpace;
-  /** queue_minfree; a reload's value arrives with reloadTls(config). */
-  private minfree: number;
+  /** queue_minfree (null: auto) and max_message_size; a reload's values arrive with reloadTls(config). */
+  private minfree: number | null;
+  private maxMessageSize: number;
 
   constructor(private readonly deps: SmtpFrontDeps) {
     this.minfree = deps.config.queue.queueMinfree;
+    this.maxMessageSize = deps.config.smtp.maxMessageSize;
     this.space = new QueueSpace(deps.config.stateDir, (below, free, minfree) => {
       const fields = { free: mib(free), queue_minfree: mib(minfree), state_dir: deps.config.stateDir };
       if (below) log.warn(null, 'refusing new mail: too little free space for the queue (452 4.3.1 at MAIL FROM)', { ...fields, fix: `free space on the filesystem of ${deps.config.stateDir}, or lower [queue] queue_minfree` });
@@ -239,7 +241,7 @@ export class SmtpFront {
     // Trusted clients too: it is the same disk. SIZE= was checked against max_message_size (552)
     // by the engine; a figure under a second old answers without waiting (one statfs a second).
     const size = typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
-    const room = this.space.check(this.minfree, size);
+    const room = this.space.check((fsBytes) => reserveOf(this.minfree, this.maxMessageSize, fsBytes), size);
     if (room instanceof Promise) return room.then((r) => (r ? this.noRoom(r, size, session) : this.afterRoom(sender, session, kind, st)));
     if (room) return this.noRoom(room, size, session);
     return this.afterRoom(sender, session, kind, st);
@@ -248,7 +250,7 @@ export class SmtpFront {
   /** 452 4.3.1; a refusal for the size alone is logged here (being below the reserve, once by QueueSpace). */
   private noRoom(room: SpaceVerdict, size: number, session: WireSession): SmtpError {
     if (room.belowReserve) return replies.noRoom(0);
-    log.info(null, 'sender refused: too little free space for the announced SIZE', { client: session.remoteAddress, size, free: mib(room.free), queue_minfree: mib(this.minfree) });
+    log.info(null, 'sender refused: too little free space for the announced SIZE', { client: session.remoteAddress, size, free: mib(room.free), queue_minfree: mib(room.minfree) });
     return replies.noRoom(size);
   }
 
@@ -370,6 +372,7 @@ export class SmtpFront {
    */
   reloadTls(config: Config): void {
     this.minfree = config.queue.queueMinfree;
+    this.maxMessageSize = config.smtp.maxMessageSize;
     if (!this.tls) return;
     let fresh: TlsCredentials | null;
     try {

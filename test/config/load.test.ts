@@ -229,18 +229,17 @@ test('a duration without a unit (no_route_recheck = 30) is refused with the fix;
   assert.is(ok.code, 0, ok.stderr);
 });
 
-test('[queue] queue_minfree: a size (else 78 with file:line); unset, twice max_message_size and at least 16M', async () => {
+test('[queue] queue_minfree: a size or "auto" (else 78 with file:line); unset, auto', async () => {
   const { file, line } = await mainConfig(['state_dir = "STATE"', '[smtp]', 'listen = ["127.0.0.1:PORT"]', '[queue]', 'queue_minfree = "lots"'], /^queue_minfree/);
-  await assertRefused(file, file, line, /'queue\.queue_minfree' is not a size: "lots"\n  fix: write e\.g\. queue_minfree = "25M"/, 1);
+  await assertRefused(file, file, line, /'queue\.queue_minfree' is not a size: "lots"\n  fix: write e\.g\. queue_minfree = "25M" .*, or "auto"/, 1);
   const shown = async (smtp: string[], queue: string[]) => {
     const c = await mainConfig(['state_dir = "STATE"', '[smtp]', ...smtp, '[queue]', ...queue], /^\[queue\]/);
     const r = await runCli(['config', 'show', '--config', c.file]);
     assert.is(r.code, 0, r.stderr);
     return /^queue_minfree = "(\w+)" +# (\S+)$/m.exec(r.stdout)?.slice(1).join(' ');
   };
-  assert.is(await shown([], []), '50M default');
-  assert.is(await shown(['max_message_size = "40M"'], []), '80M default');
-  assert.is(await shown(['max_message_size = "1M"'], []), '16M default');
+  assert.is(await shown([], []), 'auto default');
+  assert.match((await shown([], ['queue_minfree = "auto"'])) ?? '', /^auto tidemail\.toml:\d+:1$/);
   assert.match((await shown([], ['queue_minfree = "0"'])) ?? '', /^0 tidemail\.toml:\d+:1$/);
 });
 

@@ -130,6 +130,30 @@ if (!isRoot()) {
     }
   });
 
+  test('queue_minfree unset (auto) on a 16 MiB filesystem: a tenth of it is kept, not 2 x max_message_size, so mail still flows', async () => {
+    const state = smallDisk(16 * 1024);
+    const site = await makeSite('', { stateDir: state, smtpToml: 'max_message_size = "10M"' });
+    const d = await startDaemon(site);
+    try {
+      // 2 x 10M = 20 MiB would refuse everything on this disk; a tenth of 16 MiB is 1.6 MiB.
+      assert.match(await sendMessage(site.port, 'a@tidemail.test', ['z@remote.example'], 'Subject: small disk\r\n\r\nx\r\n'), /^250 /);
+      const sm = await runCli(['-i', '-C', site.configPath, 'q@remote.example'], { argv0: 'sendmail', input: 'Subject: cron\n\nreport\n' });
+      assert.is(sm.code, 0, sm.stderr);
+      const check = await runCli(['check', '--config', site.configPath], { timeoutMs: 60_000 });
+      assert.not.match(check.stdout + check.stderr, /refusing new mail/);
+      // Below that tenth, the reserve holds: MAIL gets 452 (the figure is at most a second old: poll).
+      leaveFree(state, 1 * MiB);
+      const refused = await waitFor('MAIL to be refused', async () => {
+        const r = await mailReply(site.port);
+        return r.startsWith('250') ? null : r;
+      }, 10_000, 100);
+      assert.match(refused, /^452 4\.3\.1 /);
+      assert.match(d.logs(), /refusing new mail.*queue_minfree="1\.6 MiB"/);
+    } finally {
+      await d.stop();
+    }
+  });
+
   test('sendmail: a message larger than the room above the reserve is refused (75) and its partial file removed', async () => {
     const { state, site, d } = await site16M();
     await d.stop();
