@@ -13,6 +13,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { log } from '../log/log.js';
+import { randomHex } from '../random-id.js';
 
 export const TEMP_MAX_AGE_MS = 86_400_000;
 export const PROOF_MAX_AGE_MS = 10 * 60_000;
@@ -30,6 +31,35 @@ export const BAD_PREFIX = '.bad-';
 /** The dot names the maildrop's own writers use; any other dot name was put there by other means. */
 export function isLeftoverName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) || name.startsWith(PROOF_PREFIX) || name.startsWith(BAD_PREFIX);
+}
+
+/** The longest name a Linux filesystem takes, in bytes. */
+const NAME_MAX = 255;
+
+/**
+ * Renames the refused entry `from` (named `name` in `dir`) to a .bad-* name that replaces
+ * nothing, and returns that name: `.bad-NAME` while it is free and short enough (`exact`: `name`
+ * is the entry's real name), else NAME shortened with random hex. rename(2) replaces its target,
+ * and every user picks the names here: a file "X" must not overwrite another user's .bad-X, and
+ * a .bad-X directory, a 251-byte name or a name that is not UTF-8 must not leave "X" refused
+ * again at every scan for ever.
+ */
+export async function setAside(dir: string, from: string | Buffer, name: string, exact: boolean): Promise<string> {
+  let to = `${BAD_PREFIX}${name}`;
+  const taken = (n: string) => fsp.lstat(path.join(dir, n)).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOENT');
+  if (!exact || Buffer.byteLength(to) > NAME_MAX || (await taken(to))) to = `${BAD_PREFIX}${shortened(name, 200)}-${randomHex(8)}`;
+  await fsp.rename(from, path.join(dir, to));
+  return to;
+}
+
+/** The first characters of `name` that fit in `bytes` bytes of UTF-8. */
+function shortened(name: string, bytes: number): string {
+  let out = '';
+  for (const c of name) {
+    if (Buffer.byteLength(out + c) > bytes) break;
+    out += c;
+  }
+  return out;
 }
 
 const SWEEP_EVERY_MS = 60_000;

@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
-import { isLeftoverName, sweepLeftovers } from './maildrop-leftovers.js';
+import { isLeftoverName, setAside, sweepLeftovers } from './maildrop-leftovers.js';
 import { TRAILER_DIGITS, fsyncDir, maildropDir, type MaildropEnvelope } from './maildrop-spool.js';
 import type { Clock, QueueStore } from './store.js';
 
@@ -117,11 +117,19 @@ export interface PickupOptions {
 export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'hasOrigin'>, opts: PickupOptions): Promise<number> {
   const dir = maildropDir(config.stateDir);
   const policy = pickupPolicy(config);
-  let names: string[];
+  let listing: Buffer[];
   try {
-    names = await fsp.readdir(dir);
+    listing = await fsp.readdir(dir, { encoding: 'buffer' });
   } catch {
     return 0;
+  }
+  // A name that is not UTF-8 has no string form (node would name another, missing entry, and
+  // refuse it at every scan for ever): set aside under a name we can say, like a misnamed file.
+  const names: string[] = [];
+  for (const raw of listing) {
+    const name = raw.toString('utf8');
+    if (Buffer.from(name, 'utf8').equals(raw)) names.push(name);
+    else await refuse(dir, name, { reason: 'a name that is not UTF-8', action: 'set aside' }, {}, Buffer.concat([Buffer.from(dir + path.sep), raw]));
   }
   const users = new Map<number, string | null>();
   const loginOf = (uid: number) => {
@@ -163,16 +171,18 @@ const READ_CHUNK = 64 * 1024;
 /** Why an entry is refused, and what to do with it: unlinking a name is safe for links, FIFOs and sockets (it removes only the name); directories and files we cannot read are set aside. */
 type Refusal = { reason: string; action: 'remove' | 'set aside' };
 
-async function refuse(dir: string, name: string, r: Refusal, fields: Record<string, string | number> = {}): Promise<void> {
+/** `raw`: the entry's path as bytes, when `name` is not its exact name (not UTF-8). */
+async function refuse(dir: string, name: string, r: Refusal, fields: Record<string, string | number> = {}, raw?: Buffer): Promise<void> {
   const file = path.join(dir, name);
+  const entry = raw ?? file;
   let owner: number | undefined;
   if (fields.uid === undefined) {
     // Only for the log line: the entry could not be opened, so lstat is all there is.
-    owner = await fsp.lstat(file).then((st) => st.uid, () => undefined);
+    owner = await fsp.lstat(entry).then((st) => st.uid, () => undefined);
   }
   const done = r.action === 'remove'
-    ? await fsp.unlink(file).then(() => 'removed', (e: NodeJS.ErrnoException) => `not removed: ${e.code}`)
-    : await fsp.rename(file, path.join(dir, `.bad-${name}`)).then(() => `set aside as .bad-${name}`, (e: NodeJS.ErrnoException) => `not set aside: ${e.code}`);
+    ? await fsp.unlink(entry).then(() => 'removed', (e: NodeJS.ErrnoException) => `not removed: ${e.code}`)
+    : await setAside(dir, entry, name, !raw).then((to) => `set aside as ${to}`, (e: NodeJS.ErrnoException) => `not set aside: ${e.code}`);
   log.warn(null, 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { uid: owner } : {}), ...fields, action: done });
 }
 

@@ -128,4 +128,27 @@ test('set-aside files are capped: 20 of one owner, the oldest go first', async (
   await s.close();
 });
 
+test('a refused entry is set aside without replacing anything, and once: not over another .bad-X, nor refused again at every scan (.bad-X a directory, a 251-byte name, a name that is not UTF-8)', async () => {
+  const s = await dropSite();
+  const at = (name: string | Buffer) => (typeof name === 'string' ? path.join(s.drop, name) : Buffer.concat([Buffer.from(s.drop + path.sep), name]));
+  fs.writeFileSync(at('.bad-victim'), "another user's refused file");
+  fs.writeFileSync(at('victim'), 'rename(2) would put this in its place');
+  fs.mkdirSync(at('.bad-dir'));
+  fs.writeFileSync(path.join(s.drop, '.bad-dir', 'x'), '');
+  fs.writeFileSync(at('dir'), 'x');
+  fs.writeFileSync(at('a'.repeat(251)), 'x');
+  fs.writeFileSync(at(Buffer.from([0x7a, 0xff])), 'x');
+  fs.writeFileSync(at(Buffer.concat([Buffer.from('.bad-'), Buffer.from([0xfe])])), 'x');
+  const first = await s.scan(0);
+  assert.is(fs.readFileSync(at('.bad-victim'), 'utf8'), "another user's refused file");
+  assert.is(first.match(/maildrop: refused /g)?.length, 5, first);
+  assert.not.match(first, /not set aside/);
+  const raw = fs.readdirSync(s.drop, { encoding: 'buffer' });
+  assert.ok(raw.every((b) => b.toString('utf8').startsWith('.bad-') && Buffer.from(b.toString('utf8')).equals(b)), 'all set aside, under names we can say');
+  assert.is(await s.scan(2 * MIN), '', 'nothing is refused again');
+  await s.scan(8 * DAY);
+  assert.equal(s.names(), ['.bad-dir'], 'all swept after 7 days but the directory with something in it');
+  await s.close();
+});
+
 test.run();
