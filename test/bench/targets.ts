@@ -63,7 +63,7 @@ export interface IdleSplit {
 export const IDLE_IMPORTS = ['sqlite3', 'smol-toml'];
 
 const NEXT = {
-  acceptance: 'cut daemon CPU per message (next target); at c=1 every message pays its own fsync whatever we do, so CPU is the lever there',
+  acceptance: 'at c=1 a message is its round trips and its own durable commit one after the other (test/bench/steps.js times each command against Postfix and the floors): the SQLite commit (~12 WAL frames per message) is most of what is ours, so fewer pages per message next (WITHOUT ROWID tables and a partial origin index: 12 -> 9 frames measured); at c=10/50 cut daemon CPU per message',
   cpu: 'the own receive engine (src/smtp/wire) took smtp-server out; what is left per message is the intake pipeline and the queue commit (the "+ commit" stage): a lighter commit path next',
   idle: 'smtp-server, http/https/zlib/tls and ICU collation no longer load at idle; what is left is node\'s own pages, sqlite3 and our code: a smaller node (--lite-mode, as on OpenWrt) next',
   idleBinary: 'node\'s binary pages are clean and shared (the kernel drops them first); of ours, the V8 heap (young generation 4 MB at --max-semi-space-size=2) and sqlite3: --lite-mode (as on OpenWrt) takes ~5 MB of binary pages, at ~40% of the rate',
