@@ -223,7 +223,10 @@ export class TokenSource {
       // handled below: no JSON is as bad as no token
     }
     if (!res.ok || typeof body.access_token !== 'string' || !body.access_token) {
-      throw new OAuth2TokenError(this.describeRefusal(res.status, body, text));
+      // The provider's words become the mail's last error, shown to every local user: not an
+      // echo of the form we posted (a proxy's error page, an error_description quoting it).
+      const said = (t: string) => redactAuthReply(t, [refreshToken, form.get('client_secret') ?? '']);
+      throw new OAuth2TokenError(this.describeRefusal(res.status, body, text, said));
     }
     const lifetimeS = Number(body.expires_in ?? DEFAULT_LIFETIME_S);
     const lifetimeMs = (Number.isFinite(lifetimeS) && lifetimeS > 0 ? lifetimeS : DEFAULT_LIFETIME_S) * 1000;
@@ -238,10 +241,11 @@ export class TokenSource {
     return body.access_token;
   }
 
-  private describeRefusal(status: number, body: TokenResponse, text: string): string {
+  /** `said` redacts what the provider wrote (not our own words: file paths, the scope URL). */
+  private describeRefusal(status: number, body: TokenResponse, text: string, said: (t: string) => string): string {
     const a = this.auth;
-    const error = typeof body.error === 'string' ? body.error : '';
-    const desc = typeof body.error_description === 'string' ? `: ${body.error_description}` : '';
+    const error = typeof body.error === 'string' ? said(body.error) : '';
+    const desc = typeof body.error_description === 'string' ? `: ${said(body.error_description)}` : '';
     switch (error) {
       case 'invalid_grant':
         return (
@@ -255,7 +259,7 @@ export class TokenSource {
       case 'invalid_scope':
         return `the token endpoint ${a.tokenUrl} refused the scope "${a.scope ?? ''}" (invalid_scope${desc}): fix auth.oauth2.scope`;
       case '':
-        return `the token endpoint ${a.tokenUrl} answered HTTP ${status} without an access token${text ? `: ${oneLine(text).slice(0, 200)}` : ''}`;
+        return `the token endpoint ${a.tokenUrl} answered HTTP ${status} without an access token${text ? `: ${said(oneLine(text)).slice(0, 200)}` : ''}`;
       default:
         return `the token endpoint ${a.tokenUrl} answered HTTP ${status} ${error}${desc}`;
     }

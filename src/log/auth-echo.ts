@@ -17,11 +17,21 @@ const SHORT_SECRET = 6;
 /** `text` with every occurrence of what we sent (`sent`: the secret in each form it took) replaced by "[redacted]". */
 export function redactSecrets(text: string, sent: readonly string[]): string {
   let out = text;
-  for (const s of [...sent].filter((x) => x.length > 0).sort((a, b) => b.length - a.length)) {
+  for (const s of [...new Set(sent.flatMap(spellings))].filter((x) => x.length > 0).sort((a, b) => b.length - a.length)) {
     if (s.length >= SHORT_SECRET) out = out.split(s).join(REDACTED);
     else out = out.replace(new RegExp(`(?<![\\p{L}\\p{N}])${s.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&')}(?![\\p{L}\\p{N}])`, 'gu'), REDACTED);
   }
   return out;
+}
+
+/**
+ * The ways a server may quote a secret it got: as sent, URL-encoded (a token endpoint or a web
+ * front echoing the form it was posted: Google's refresh tokens start "1//"), and JSON with
+ * escaped slashes (PHP's json_encode).
+ */
+function spellings(secret: string): string[] {
+  const form = new URLSearchParams({ s: secret }).toString().slice(2);
+  return [secret, encodeURIComponent(secret), form, secret.replace(/\//g, '\\/')];
 }
 
 /** A server's reply with what we sent and every base64-looking token of ≥ 16 characters replaced by "[redacted]". */

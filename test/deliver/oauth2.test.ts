@@ -166,6 +166,33 @@ test('a revoked refresh token (invalid_grant) defers with an actionable log line
   assert.match(q.stdout, /invalid_grant/);
 });
 
+test('a token endpoint quoting the form we posted (refresh token, client secret; as sent or URL-encoded): the log and mailq say [redacted]', async () => {
+  // Google's refresh tokens start "1//": URL-encoded, as a form echo shows them, 1%2F%2F0g…
+  const refresh = '1//0gRefresh-Tok_en42';
+  const secret = 'GOCSPX-cl/ient+secret';
+  const { site, ep, refreshFile, secretsDir } = await setup({
+    respond: (form, n) => n % 2
+      ? { status: 400, json: { error: 'invalid_grant', error_description: `bad request ${new URLSearchParams(form)} (${form.refresh_token} ${form.client_secret})` } }
+      : { status: 502, json: { proxy: `upstream refused ${new URLSearchParams(form)}` } },
+    siteToml: '[queue]\nretry_min = "1h"',
+  });
+  writeSecret(refreshFile, `${refresh}\n`);
+  writeSecret(path.join(secretsDir, 'gmail.client'), `${secret}\n`);
+  const d = await daemon(site);
+  await sendMessage(site.port, 'a@tidemail.test', ['e1@remote.example'], 'Subject: one\r\n\r\nx\r\n');
+  await d.waitForLog(/deferred to=<e1@remote\.example>.*invalid_grant: bad request/);
+  await sendMessage(site.port, 'a@tidemail.test', ['e2@remote.example'], 'Subject: two\r\n\r\nx\r\n');
+  await d.waitForLog(/deferred to=<e2@remote\.example>.*HTTP 502.*upstream refused/);
+  assert.ok(ep.requests.length >= 2);
+  const q = await runCli(['mailq', '--config', site.configPath]);
+  const all = `${d.logs()}\n${q.stdout}`;
+  assert.match(all, /refresh_token=\[redacted\]/);
+  for (const s of [refresh, secret]) {
+    for (const form of [s, encodeURIComponent(s), new URLSearchParams({ s }).toString().slice(2)]) assert.not.ok(all.includes(form), `${form} shown`);
+  }
+  assert.ok(all.includes(refreshFile), 'our own words (the file to fix) stay');
+});
+
 test('a rotated refresh token is written back atomically with mode 0600 and used next time', async () => {
   const { site, sh, ep, refreshFile, secretsDir } = await setup({
     respond: (_f, n) => ({ status: 200, json: { access_token: `at-${n}`, expires_in: 61, refresh_token: `rt-${n + 1}` } }),

@@ -25,4 +25,12 @@ test('a secret of 6+ characters goes wherever it is; a shorter one only as a wor
   assert.is(redactSecrets('pw-1 pw-12', ['pw-1']), '[redacted] pw-12');
 });
 
+test('a secret is also found URL-encoded (a form echoed) and with JSON-escaped slashes; other text stays', () => {
+  const rt = '1//0gAbc+def=';
+  assert.is(redactSecrets('refresh_token=1%2F%2F0gAbc%2Bdef%3D&x=1', [rt]), 'refresh_token=[redacted]&x=1');
+  assert.is(redactSecrets('{"t":"1\\/\\/0gAbc+def="} and 1//0gAbc+def=', [rt]), '{"t":"[redacted]"} and [redacted]');
+  assert.is(redactSecrets('pass=my+secret%21 my%20secret!', ['my secret!']), 'pass=[redacted] [redacted]');
+  assert.is(redactSecrets('see https://support.example/p?a=1', ['hunter22']), 'see https://support.example/p?a=1');
+});
+
 test.run();
