@@ -65,6 +65,15 @@ function shortened(name: string, bytes: number): string {
 const SWEEP_EVERY_MS = 60_000;
 const sweptAt = new Map<string, number>();
 
+/**
+ * Whether `now` is less than `ms` after `then`. A clock stepped back (a router's RTC-less boot
+ * clock or a fast clock corrected by NTP) puts `then` in the future: that is not "recently", or
+ * the sweep would wait until the clock caught up again, months maybe.
+ */
+function within(now: number, then: number | undefined, ms: number): boolean {
+  return then !== undefined && now >= then && now - then < ms;
+}
+
 interface Entry {
   name: string;
   uid: number;
@@ -79,7 +88,7 @@ interface Entry {
 export async function sweepLeftovers(dir: string, names: readonly string[], now: number): Promise<void> {
   // Once a minute (the daemon scans at least that often): a scan runs at every sendmail's poke,
   // and 100 set-aside files cost it 0.8 ms of lstat each time.
-  if (now - (sweptAt.get(dir) ?? -Infinity) < SWEEP_EVERY_MS) return;
+  if (within(now, sweptAt.get(dir), SWEEP_EVERY_MS)) return;
   sweptAt.set(dir, now);
   const stale: Record<'temp' | 'proof', Entry[]> = { temp: [], proof: [] };
   const bad: Entry[] = [];
@@ -120,7 +129,7 @@ function badToRemove(bad: Entry[], now: number): { old: Entry[]; overOwner: Entr
 }
 
 /** When the last "cannot remove" was logged: once an hour, not at every scan. */
-let cannotRemoveLoggedAt = -Infinity;
+let cannotRemoveLoggedAt: number | undefined;
 
 async function removeAll(dir: string, entries: Entry[], now: number, msg: string, why: string): Promise<void> {
   if (!entries.length) return;
@@ -136,7 +145,7 @@ async function removeAll(dir: string, entries: Entry[], now: number, msg: string
   const uids = [...new Set(entries.map((e) => e.uid))].sort((a, b) => a - b);
   if (removed) log.info(null, msg, { count: removed, why, uids: uids.slice(0, 10).join(','), first: entries[0]!.name });
   // A directory with something in it: left to the administrator (see the header).
-  if (failed.length && now - cannotRemoveLoggedAt >= 3_600_000) {
+  if (failed.length && !within(now, cannotRemoveLoggedAt, 3_600_000)) {
     cannotRemoveLoggedAt = now;
     log.warn(null, 'maildrop: cannot remove old entries (a directory not empty?); remove them by hand', { dir, count: failed.length, first: failed[0]! });
   }

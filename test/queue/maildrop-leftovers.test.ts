@@ -66,6 +66,16 @@ test('control proofs (.who-*) made and never used are removed after 10 minutes, 
   await s.close();
 });
 
+test('a clock stepped back does not stop the sweep until it catches up again', async () => {
+  const s = await dropSite();
+  await s.scan(365 * DAY); // a wrong clock, a year ahead; then NTP sets it right
+  const proof = makeProof(s.site.stateDir).name;
+  assert.equal(s.names(), [proof]);
+  assert.match(await s.scan(11 * MIN), /maildrop: removed unused proof files of control clients count=1/);
+  assert.equal(s.names(), []);
+  await s.close();
+});
+
 test('a dead sendmail\'s .tmp-* file is removed after a day', async () => {
   const s = await dropSite();
   fs.writeFileSync(path.join(s.drop, '.tmp-0123456789abcdef01234567'), 'half a message');
