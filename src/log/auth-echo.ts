@@ -5,11 +5,13 @@
 
 export const REDACTED = '[redacted]';
 
-// Base64 of 12 bytes or more, as a word of its own. A long all-lowercase word or a long number
-// is text, not an encoding ("internationalization"); any other such token in a login failure's
-// reply is taken out, as it may be what we sent.
+// Base64 of 12 bytes or more, as a word of its own. A long all-lowercase word, a long number or
+// words run together in CamelCase is text, not an encoding ("internationalization", Microsoft
+// 365's "SmtpClientAuthentication is disabled", "UnknownUserOrBadPassword"): the hint the admin
+// needs. Any other such token in a login failure's reply is taken out, as it may be what we sent
+// (what we did send is replaced whatever it looks like).
 const BASE64_TOKEN = /(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])/g;
-const PLAIN_WORD = /^(?:[a-z]+|[0-9]+)$/;
+const PLAIN_WORD = /^(?:[a-z]+|[0-9]+|[A-Z]?[a-z]+(?:[A-Z][a-z]+)+)$/;
 
 /** Below this length a secret is replaced only as a word of its own: a password "p" must not eat every p of the reply. */
 const SHORT_SECRET = 6;

@@ -82,6 +82,14 @@ test('AUTH LOGIN with a short password: its base64 (under 16 characters) echoed 
   assert.not.ok(all.includes(pass) || all.includes('aHVudGVyMg=='), 'the password or its base64 is shown');
 });
 
+test('what a refusal says stays readable: Microsoft 365\'s "SmtpClientAuthentication is disabled" is not taken for an encoding', async () => {
+  const said = '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [DB9PR02CA0011.eurprd02.prod.outlook.com]';
+  const sh = keep(await startSmarthost({ auth: { user: 'me', pass: 'right' }, authReply: () => said }));
+  const { site, logLine, logs } = await refusedLogin(sh, 'wrong-password', 'ms@remote.example');
+  assert.ok(logLine.includes(`535 ${said}`), logLine);
+  assert.ok((await shown(site, logs)).includes(`535 ${said}`), 'mailq and status say it as the server did');
+});
+
 (haveDovecot() ? test : test.skip)('a POP3 password broken on disk is noticed at the next fetch: exit 78, the file named', async () => {
   const dovecot = await startDovecot({ users: { me: 'secret' } });
   try {

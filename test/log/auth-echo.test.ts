@@ -12,7 +12,13 @@ test('redactAuthReply keeps what a real refusal says: words, URLs, codes, short 
     '535 5.7.8 Username and Password not accepted. Learn more at https://support.google.com/mail/?p=BadCredentials d2e1a72fcca58-7fc1ab9d0f5sm1 - gsmtp',
     '535 5.7.139 Authentication unsuccessful, the user credentials were incorrect. [SN4PR0501CA0054.namprd05.prod.outlook.com]',
     '535 5.7.8 Error: authentication failed: UGFzc3dvcmQ6 internationalization 20260101123456789',
+    '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.',
+    '535 5.7.8 Error: authentication failed: UnknownUserOrBadPassword',
+    '454 4.7.0 TemporaryAuthFailure: backend unreachable',
   ]) assert.is(redactAuthReply(r, []), r);
+  // Mixed case with a digit, or two capitals running: an encoding, not words.
+  assert.is(redactAuthReply('535 AbcdEfgh1jklMnop', []), '535 [redacted]');
+  assert.is(redactAuthReply('535 AbcDEfghIjklMnopQ', []), '535 [redacted]');
   assert.is(redactAuthReply('535 no: AGFsaWNlAHNlY3JldA==', []), '535 no: [redacted]');
   assert.is(redactAuthReply('535 you said pw1', ['pw1']), '535 you said [redacted]');
 });
