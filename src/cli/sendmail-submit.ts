@@ -15,6 +15,9 @@ import type { CliContext } from './context.js';
 import { EX } from './exit.js';
 import type { SendmailArgs } from './sendmail-args.js';
 
+/** What part of the reserve a local submission leaves untouched (docs/DESIGN-NOTES.md). */
+const LOCAL_SHARE = 0.5;
+
 /** Envelope sender: -f (with "<>" for the null sender), else user@hostname. */
 export function senderFor(args: Pick<SendmailArgs, 'sender'>, hostname: string): string {
   if (args.sender !== undefined) {
@@ -65,15 +68,17 @@ export async function submit(ctx: CliContext, args: SendmailArgs, input: AsyncIt
     process.stderr.write('sendmail: no recipients given (name them on the command line, or use -t to read To/Cc/Bcc)\n');
     return EX.USAGE;
   }
-  // Below [queue] queue_minfree nothing is written: what is left is the queue's, for mail it
-  // already took (its DSNs and records). Above it, the message may use what is over the reserve.
-  // queue_minfree = 0: no reserve, a full disk is the kernel's ENOSPC ("disk full") as before.
+  // A local submission may use the lower half of [queue] queue_minfree, which the network may
+  // not: cron's and the alerts' mail is small, and nobody retries it (cron drops its output on
+  // exit 75), while the half left still holds the DSNs and records of mail already taken.
+  // Below that nothing is written. queue_minfree = 0: no reserve, a full disk is the kernel's
+  // ENOSPC ("disk full") as before.
   const { stateDir, queue, smtp } = ctx.config;
   const room = queue.queueMinfree === 0 ? null : roomSync(stateDir);
-  const minfree = room ? reserveOf(queue.queueMinfree, smtp.maxMessageSize, room.size) : 0;
+  const minfree = room ? Math.floor(reserveOf(queue.queueMinfree, smtp.maxMessageSize, room.size) * LOCAL_SHARE) : 0;
   const free = room?.free ?? null;
   if (free !== null && free < minfree) {
-    process.stderr.write(`sendmail: cannot queue the message: ${stateDir} has ${mib(free)} free, less than the ${mib(minfree)} [queue] queue_minfree keeps for mail already queued; nothing was sent, try again later\n`);
+    process.stderr.write(`sendmail: cannot queue the message: ${stateDir} has ${mib(free)} free, less than the ${mib(minfree)} of [queue] queue_minfree that local mail may not use (it is kept for mail already queued); nothing was sent, try again later\n`);
     return EX.TEMPFAIL;
   }
   let spool: MaildropSpool | null = null;

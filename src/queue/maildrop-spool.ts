@@ -96,7 +96,7 @@ export class MaildropSpool implements Spool {
     // Refused while writing, so a huge message is not read to its end first.
     if (this.opts.maxSize !== undefined && this.written + chunk.length > this.opts.maxSize) throw new MessageTooBigError(this.opts.maxSize);
     if (this.opts.room !== undefined && this.written + chunk.length > this.opts.room) {
-      throw new TempFailError(`cannot queue the message: ${path.dirname(this.dir)} has ${mib(this.opts.room)} free above [queue] queue_minfree, and the message is larger; nothing was sent, try again later`);
+      throw new TempFailError(`cannot queue the message: ${path.dirname(this.dir)} has ${mib(this.opts.room)} free above the part of [queue] queue_minfree local mail may not use, and the message is larger; nothing was sent, try again later`);
     }
     // At an explicit offset: rewrite() and prepend() replace the file's content in place.
     writeAll(this.handle(), chunk, this.written);
