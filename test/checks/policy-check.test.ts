@@ -16,6 +16,7 @@ import { sendMessage } from '../helpers/smtp-client.js';
 import { freePort, waitFor } from '../helpers/ports.js';
 import { startPostgrey, type Postgrey } from '../helpers/postgrey.js';
 import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+import { logged } from '../helpers/stderr.js';
 
 const test = suite('policy-check');
 const servers: Postgrey[] = [];
@@ -30,21 +31,6 @@ async function policy(address: string, extra = ''): Promise<Check> {
   const c = await buildCheck(createCheck, 'policy', `[checks]\nrcpt = ["policy"]\n\n[checks.policy]\naddress = "${address}"\n${extra}\n`);
   checks.push(c);
   return c;
-}
-
-/** Captures our log lines (stderr) while `fn` runs. */
-async function logged<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let lines = '';
-  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-    lines += String(chunk);
-    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-  }) as typeof process.stderr.write;
-  try {
-    return { result: await fn(), lines };
-  } finally {
-    process.stderr.write = write;
-  }
 }
 
 test('createCheck: postgrey greylists at RCPT with 450, passes after the delay, PREPEND is logged', async () => {

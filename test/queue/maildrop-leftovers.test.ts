@@ -14,6 +14,7 @@ import { pickupMaildrop } from '../../src/queue/maildrop.js';
 import { SqliteQueueStore } from '../../src/queue/sqlite.js';
 import { makeSite } from '../helpers/daemon.js';
 import { cleanupTmp, isRoot } from '../helpers/tmp.js';
+import { logged } from '../helpers/stderr.js';
 
 test.after(() => cleanupTmp());
 
@@ -36,21 +37,6 @@ async function dropSite() {
   };
   const names = () => fs.readdirSync(drop).sort();
   return { site, drop, scan, names, close: () => store.close() };
-}
-
-/** Captures our log lines (stderr) while `fn` runs. */
-async function logged<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let lines = '';
-  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-    lines += String(chunk);
-    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-  }) as typeof process.stderr.write;
-  try {
-    return { result: await fn(), lines };
-  } finally {
-    process.stderr.write = write;
-  }
 }
 
 test('control proofs (.who-*) made and never used are removed after 10 minutes, not before', async () => {
