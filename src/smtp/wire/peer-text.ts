@@ -4,11 +4,14 @@
 // marks U+202A-202E, U+2066-2069, U+200E/F, U+061C, the soft hyphen U+00AD, zero-width U+200B,
 // U+2060, U+FEFF, tags) and line/paragraph separators are never part of a name. They only hide or
 // reorder what a reader sees ("Trojan Source"), and they would reach the Received header and logs.
+// Nor are the other default-ignorable code points, which render as nothing though some are
+// letters or marks (U+3164 HANGUL FILLER, U+115F, U+FFA0, U+034F COMBINING GRAPHEME JOINER,
+// variation selectors, the unassigned U+2065), or U+2800 BRAILLE PATTERN BLANK, a blank symbol.
 
 // ZWNJ/ZWJ (U+200C/D) are Cf too, but IDNA2008 allows them in context (RFC 5892 CONTEXTJ: Persian,
 // Indic scripts): kept after a non-ASCII letter or mark, refused next to ASCII ("pay\u200dpal").
-const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
-const INVISIBLE_ALL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]/u;
+const INVISIBLE_ALL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\u2800]/gu;
 const JOINER_CONTEXT = /[^\p{ASCII}]/u;
 
 /** True when `text` holds a control, format or separator character a name must not carry. */

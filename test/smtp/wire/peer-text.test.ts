@@ -19,7 +19,7 @@ test.after(async () => {
   cleanupTmp();
 });
 
-const RAW_INVISIBLE = /[\u0080-\u009f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/;
+const RAW_INVISIBLE = /[\u0080-\u009f\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\u3164\u034f\ufe0f\u2065\u2800]/;
 const HIDDEN: Record<string, string> = {
   'U+202E RIGHT-TO-LEFT OVERRIDE': '\u202e',
   'U+061C ARABIC LETTER MARK': '\u061c',
@@ -29,6 +29,11 @@ const HIDDEN: Record<string, string> = {
   'U+200D ZERO WIDTH JOINER between ASCII': '\u200d',
   'U+0085 NEXT LINE (C1)': '\u0085',
   'U+0007 BELL (C0)': '\u0007',
+  'U+3164 HANGUL FILLER (a letter that renders as nothing)': '\u3164',
+  'U+034F COMBINING GRAPHEME JOINER (a mark)': '\u034f',
+  'U+FE0F VARIATION SELECTOR-16': '\ufe0f',
+  'U+2065 (unassigned, default-ignorable)': '\u2065',
+  'U+2800 BRAILLE PATTERN BLANK': '\u2800',
 };
 
 async function session(): Promise<RawSmtp> {
