@@ -298,6 +298,7 @@ export abstract class Connection {
 
   private readonly bodyIsDrained = (): void => {
     this.bodyFull = false;
+    this.idle.refresh(); // the client's silence counts from when we read again
     this.flow();
   };
 
@@ -377,8 +378,9 @@ export abstract class Connection {
   private readonly onIdle = (): void => {
     if (this.closed) return;
     if (this.closing) return void this.socket.destroy();
-    // Waiting for us (a hook, the commit, a handshake in progress is the client's though).
-    if (this.busy && !this.upgrading) return void this.idle.refresh();
+    // Waiting for us (a hook, the commit, a body we cannot store as fast as it comes: we paused
+    // the socket, the client may be sending all along); a handshake in progress is the client's.
+    if ((this.busy || this.bodyFull) && !this.upgrading) return void this.idle.refresh();
     if (this.upgrading) return void this.socket.destroy();
     this.refuseAndClose('421 4.4.2 Timeout - closing connection\r\n');
   };
