@@ -8,13 +8,17 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeSite, startDaemon } from '../helpers/daemon.js';
+import { makeSite, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { startSmarthost } from '../helpers/smarthost.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { waitFor } from '../helpers/ports.js';
 import { cleanupTmp, writeSecret } from '../helpers/tmp.js';
 
 test.after(() => cleanupTmp());
+
+/** The daemon's lines about hedging and racing, for an assertion's message. */
+const hedging = (d: RunningDaemon): string =>
+  `\n${d.logs().split('\n').filter((l) => /racing|stalled|silent|slow|deferred|delivered/.test(l)).join('\n')}`;
 
 test('a greeting lost on the first connection: a second connection raced beside it after half the stall limit delivers the message', async () => {
   // The first connection is greeted only after 60 s (the greeting_timeout is minutes). With
@@ -29,12 +33,15 @@ test('a greeting lost on the first connection: a second connection raced beside 
     const accepted = Date.now();
     await sh.waitForMessages(1, 20_000);
     const took = Date.now() - accepted;
-    assert.ok(took < 7_000, `delivered after ${took} ms: the second connection was not raced before the 10 s stall limit`);
+    assert.ok(took < 10_000, `delivered after ${took} ms: the second connection was not raced before the 10 s stall limit`);
     assert.is(sh.connections, 2);
     await d.waitForLog(/ delivered [^\n]*route=far/, 10_000);
-    assert.match(d.logs(), /session not set up yet; racing a second connection[^\n]*after=1\.\ds/);
-    assert.not.match(d.logs(), / deferred /);
-    assert.not.match(d.logs(), /stalled; trying once more/);
+    // Raced after 1 s (half the limit, capped): never sooner; a loaded machine's timers may be
+    // late, but not by the 4 s more that half of the 10 s uncapped would be.
+    const after = /session not set up yet; racing a second connection[^\n]*after=(\d+\.\d)s/.exec(d.logs());
+    assert.ok(after && Number(after[1]) >= 1 && Number(after[1]) < 5, `raced after ${after?.[1]} s${hedging(d)}`);
+    assert.not.match(d.logs(), / deferred /, hedging(d));
+    assert.not.match(d.logs(), /stalled; trying once more/, hedging(d));
     assert.is(sh.messages.length, 1);
   } finally {
     await d.stop();
@@ -50,10 +57,14 @@ test('a greeting lost on both raced connections: cut after stall_timeout, delive
   try {
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: lost greetings\r\n\r\nhello\r\n'), /^250 /);
     await sh.waitForMessages(1, 20_000);
-    assert.is(sh.connections, 3);
+    // The first cut is replaced at once by a third connection (greeted at once); the second's
+    // cut, half a second later, starts a fourth when the third is not set up yet by then (a
+    // loaded machine): two under way until one is ready.
+    assert.ok(sh.connections === 3 || sh.connections === 4, `${sh.connections} connections${hedging(d)}`);
     await d.waitForLog(/ delivered [^\n]*route=far/, 10_000);
-    assert.match(d.logs(), /stalled; trying once more on a new connection[^\n]*sent nothing in reply to the connection \(greeting\) for 1 s \(stall_timeout\)/);
-    assert.not.match(d.logs(), / deferred /);
+    assert.is(sh.messages.length, 1);
+    assert.match(d.logs(), /stalled; trying once more on a new connection[^\n]*sent nothing in reply to the connection \(greeting\) for 1 s \(stall_timeout\)/, hedging(d));
+    assert.not.match(d.logs(), / deferred /, hedging(d));
   } finally {
     await d.stop();
     await sh.close();
@@ -92,9 +103,12 @@ test('a MAIL FROM reply lost: the delivery moves to a new connection and arrives
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: lost mail reply\r\nX-Tag: once\r\n\r\nhello\r\n'), /^250 /);
     await d.waitForLog(/ delivered [^\n]*route=far/, 20_000);
     assert.is(stalls, 2, 'MAIL FROM was not given again on a new connection');
-    assert.is(sh.connections, 2);
+    // A third only when the first set-up was slow enough (a loaded machine) to be raced: its
+    // partner went idle, the retry may take it or a new one.
+    const raced = /racing a second connection/.test(d.logs());
+    assert.ok(sh.connections === 2 || (raced && sh.connections === 3), `${sh.connections} connections${hedging(d)}`);
     assert.is(sh.messages.length, 1);
-    assert.match(d.logs(), /sent nothing in reply to MAIL FROM for 1 s \(stall_timeout\)/);
+    assert.match(d.logs(), /sent nothing in reply to MAIL FROM for 1 s \(stall_timeout\)/, hedging(d));
   } finally {
     await d.stop();
     await sh.close();
@@ -125,21 +139,31 @@ test('a server slow to greet every time: delivered, learned as slow, and the nex
 });
 
 test('a route whose server answers at once: the stall limit follows its pace (1 s), not the 3 s of stall_timeout, and so does the raced set-up', async () => {
-  // The 4th connection's greeting is lost; the three before it answered everything within ms.
-  const sh = await startSmarthost({ greetDelayMs: (n) => (n === 4 ? 60_000 : 0) });
+  // The 4th message's first greeting is lost; the three messages before it were answered within ms.
+  let loseNext = false;
+  const sh = await startSmarthost({ greetDelayMs: () => (loseNext ? ((loseNext = false), 60_000) : 0) });
   const site = await makeSite('');
   site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "3s"\nmessages_per_connection = 1\n`);
   const d = await startDaemon(site);
+  const send = async (i: number): Promise<string> => {
+    const reply = await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: pace ${i}\r\n\r\nhello\r\n`);
+    assert.match(reply, /^250 /);
+    await sh.waitForMessages(i, 20_000);
+    return /queued as (\S+)/.exec(reply)![1]!;
+  };
   try {
-    for (let i = 1; i <= 4; i++) {
-      assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], `Subject: pace ${i}\r\n\r\nhello\r\n`), /^250 /);
-      await sh.waitForMessages(i, 20_000);
-    }
+    for (let i = 1; i <= 3; i++) await send(i);
+    // A set-up slow enough to be raced (a loaded machine) leaves an idle spare, which the 4th
+    // message would take instead of a new set-up: none is left open.
+    await waitFor('every connection closed', () => sh.closed === sh.connections, 20_000);
+    const before = sh.connections;
+    loseNext = true;
+    const fourth = await send(4);
     // The 4th set-up gets its raced partner after half the pace's 1 s limit; with the 3 s of
     // stall_timeout it would be half of that, capped at 1 s.
-    assert.is(sh.connections, 5);
-    const after = /racing a second connection[^\n]*after=(\d+\.\d)s/.exec(d.logs());
-    assert.ok(after, 'no raced set-up');
+    assert.is(sh.connections - before, 2, `${sh.connections - before} connections for the 4th message${hedging(d)}`);
+    const after = new RegExp(`${fourth}: session not set up yet; racing a second connection[^\n]*after=(\\d+\\.\\d)s`).exec(d.logs());
+    assert.ok(after, `no raced set-up${hedging(d)}`);
     assert.ok(Number(after[1]) < 1, `raced after ${after[1]} s, not after half of the pace's 1 s`);
   } finally {
     await d.stop();
@@ -173,8 +197,12 @@ test('on a route that answers at once, one long silence is taken for loss: the h
     // link that silence is loss, not a slow server.
     mode = 'slow';
     await send(4);
-    assert.match(d.logs(), /next hop was silent for long once; taken for loss on the link, not a slow server[^\n]*silence=3\.\ds/);
-    assert.not.match(d.logs(), /answers slowly/);
+    // Learnt once the session has its 250, i.e. after the smarthost has the message: waited for.
+    const [, silence] = await d.waitForLog(/next hop was silent for long once; taken for loss on the link, not a slow server[^\n]*silence=(\d+\.\d)s/, 10_000)
+      .catch((e: Error) => { throw new Error(`${e.message}${hedging(d)}`); });
+    // The 3 s greeting's silence as we saw it (from our side of the connect, later under load).
+    assert.ok(Number(silence) >= 2, `silence=${silence}s: not the 3 s greeting`);
+    assert.not.match(d.logs(), /answers slowly/, hedging(d));
     await allClosed();
     // The next set-up loses its greeting: it is still raced.
     mode = 'lost once';
@@ -200,14 +228,16 @@ test('a session already in AUTH gets no raced partner: a slow password check is 
   const site = await makeSite('');
   const secret = `${site.dir}/secrets/far`;
   writeSecret(secret, 'right\n');
-  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "1s"\nallow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${secret}"\n`);
+  // stall_timeout 2 s: a partner would be raced after 1 s (half, capped), well before the
+  // 2.5 s password check ends, and a loaded machine's set-up before AUTH is not taken for one.
+  site.route('far', `smarthost = "127.0.0.1:${sh.port}"\ntls = "none"\nstall_timeout = "2s"\nallow_plain_auth = true\nauth.user = "me"\nauth.password_file = "${secret}"\n`);
   const d = await startDaemon(site);
   try {
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: slow auth\r\n\r\nhello\r\n'), /^250 /);
     const [m] = await sh.waitForMessages(1, 20_000);
     assert.is(m!.user, 'me');
     assert.is(sh.connections, 1);
-    assert.not.match(d.logs(), /racing a second connection/);
+    assert.not.match(d.logs(), /racing a second connection/, hedging(d));
   } finally {
     await d.stop();
     await sh.close();
@@ -223,7 +253,7 @@ test('stall_timeout = "0": a slow greeting is waited for on the one connection',
     assert.match(await sendMessage(site.port, 'me@tidemail.test', ['you@far.example'], 'Subject: patient\r\n\r\nhello\r\n'), /^250 /);
     await sh.waitForMessages(1, 20_000);
     assert.is(sh.connections, 1);
-    assert.not.match(d.logs(), /stalled/);
+    assert.not.match(d.logs(), /stalled/, hedging(d));
   } finally {
     await d.stop();
     await sh.close();
