@@ -173,11 +173,20 @@ async function main(): Promise<void> {
   await runCli(['link', 'up', 'isp', '--config', site.configPath]).catch(() => undefined);
   const deadline = Date.now() + 120_000;
   while (sh.messages.length < accepted && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  const extra = [
-    `Accepted ${accepted}, refused or failed ${failed}, delivered to the smarthost ${sh.messages.length} ` +
-      `(${sh.messages.length === accepted ? 'all of them' : 'NOT all: see the daemon log'}).`,
-    '',
-  ];
+  // Each message has its own Message-ID (load.ts): a count that differs says whether mail was
+  // lost or delivered twice, and the daemon's log is kept beside the report to say why.
+  const perId = new Map<string, number>();
+  for (const m of sh.messages) {
+    const id = /^Message-ID: *<([^>]*)>/im.exec(m.raw.toString('latin1'))?.[1] ?? '(none)';
+    perId.set(id, (perId.get(id) ?? 0) + 1);
+  }
+  const twice = [...perId].filter(([, n]) => n > 1);
+  const verdict =
+    perId.size === accepted && twice.length === 0
+      ? 'all of them, each once'
+      : `${perId.size} different Message-IDs, ${twice.length} delivered more than once (${twice.slice(0, 5).map(([id, n]) => `${id} x${n}`).join(', ')}); daemon log: ${OUT}.daemon.log`;
+  if (verdict !== 'all of them, each once') fs.writeFileSync(`${OUT}.daemon.log`, d.logs());
+  const extra = [`Accepted ${accepted}, refused or failed ${failed}, delivered to the smarthost ${sh.messages.length}: ${verdict}.`, ''];
   write(samples, started, true, extra);
   void flaps;
   await d.stop();
