@@ -1,7 +1,7 @@
 // Entry point: dispatch on the name we are called by (sendmail, mailq, runq, newaliases,
 // mailrm, rmail, smtpd) or on the first argument of `tidemail`.
 
-import { EX, reportError } from './cli/exit.js';
+import { EX, quietWhenReaderGoes, reportError } from './cli/exit.js';
 import { invokedName, wantsHelp, type Argv0Command } from './cli/invocation.js';
 import { commandHelp, helpTopic, mainUsage, version } from './cli/usage.js';
 
@@ -45,12 +45,15 @@ const SUBCOMMANDS: Record<string, Command | undefined> = {
 
 export async function main(argv: string[]): Promise<void> {
   const name = invokedName(argv);
-  let prog = name;
   let command: Command | undefined = BY_ARGV0[name as Argv0Command];
+  const prog = !command ? 'tidemail' : name;
   let args = argv.slice(2);
   let topic = name === 'in.smtpd' ? 'smtpd' : name;
+  // Every command, help and --version too, ends quietly with its own code when the reader of its
+  // output goes away; the daemon's stderr is its log, and it keeps what it does today.
+  const daemon = !command && args[0] === 'daemon';
+  if (!daemon) quietWhenReaderGoes(prog);
   if (!command) {
-    prog = 'tidemail';
     const sub = args[0];
     if (!sub || sub === 'help' || sub === '--help' || sub === '-h') {
       // `tidemail help CMD` is `tidemail CMD --help`.

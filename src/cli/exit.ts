@@ -27,7 +27,8 @@ export const EX = {
 /** Prints a one-line error for the user and returns the exit code. */
 export function reportError(prog: string, err: unknown): number {
   const e = err as NodeJS.ErrnoException;
-  // The reader went away (`mailq | head`): nothing to tell anyone, as for any Unix filter.
+  // A write to a pipe or socket whose other end went away. Our own stdout and stderr never get
+  // here (quietWhenReaderGoes); this is one a command opened, and it did not finish.
   if (e?.code === 'EPIPE' && e.syscall === 'write') return EX.IOERR;
   // The state dir or a database in it (read-only, full, damaged, newer): the message says the fix.
   if (err instanceof StateError) {
@@ -86,6 +87,22 @@ export function reportError(prog: string, err: unknown): number {
     return EX.NOPERM;
   }
   return reportBug(prog, err);
+}
+
+/**
+ * The reader of our output went away (`mailq | head -1`, a pager quit, `grep -q`): what it did
+ * not want is not written, nothing is said, and the exit code stays the command's own, as
+ * postqueue -p does (SIGPIPE ignored, EPIPE ends the listing, exit 0). Node ignores SIGPIPE, so
+ * the EPIPE comes as an 'error' event on the stream, after the write, at a moment that depends on
+ * how much the pipe took: without a listener it was uncaught and the code was 74 or 0 by chance
+ * (docs/DESIGN-NOTES.md "A reader that goes away"). Any other write error is reported as before.
+ */
+export function quietWhenReaderGoes(prog: string): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') process.exit(reportError(prog, err));
+    });
+  }
 }
 
 /**
