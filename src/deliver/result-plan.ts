@@ -46,6 +46,7 @@ export function resultPlan(
   ctx: ResultContext, state: RouteState, laneName: string, envs: Envelope[], results: Map<string, DeliveryResult>, now: number,
 ): ResultPlan {
   const q = ctx.config().queue;
+  const archive = ctx.config().local.archive;
   const done: string[] = [];
   const updates: EnvelopeUpdate[] = [];
   const bounces: DsnRecipient[] = [];
@@ -81,14 +82,19 @@ export function resultPlan(
       const expired = r.outcome !== 'permfail';
       log.info(env.envId, expired ? 'bounced: expired' : 'bounced', fields);
       done.push(env.envId);
-      const diagnostic = expired ? `message expired after ${formatDuration(q.maxLifetimeMs)} in the queue; last error: ${r.message}` : r.message;
-      if (env.sender) bounces.push({ recipient: env.recipient, action: 'failed', status: expired ? '4.4.7' : statusOf(r.message, 'failed'), diagnostic, remote: r.remote });
+      // The [local] archive copy is the site's, not a recipient the sender gave: a DSN would name
+      // its path or address (sender-view.ts hides it too). The postmaster has the log line above.
+      if (env.recipient === archive) log.warn(env.envId, 'dropped: no DSN for the [local] archive copy', { to: `<${env.recipient}>`, why: 'the archive is not a recipient the sender gave' });
+      else if (env.sender) {
+        const status = expired ? '4.4.7' : statusOf(r.message, 'failed');
+        bounces.push({ recipient: env.recipient, action: 'failed', status, diagnostic: r.message, route: laneName, remote: r.remote, expiredAfter: expired ? formatDuration(q.maxLifetimeMs) : undefined });
+      }
       else log.warn(env.envId, 'dropped: no DSN for a message from the null sender', { to: `<${env.recipient}>`, why: 'it is a notification itself; bouncing it could loop' });
       continue;
     }
     const attempts = env.attempts + 1;
     const warn = needsDelayWarning(q, firstAttempt, now, env.warned, env.sender);
-    if (warn) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, remote: r.remote });
+    if (warn && env.recipient !== archive) warnings.push({ recipient: env.recipient, action: 'delayed', status: statusOf(r.message, 'delayed'), diagnostic: r.message, route: laneName, remote: r.remote });
     // A connection the link stopped carrying is tried again at once on a new one — for the
     // first few attempts only, so a peer that always stalls gets the normal back-off.
     const nextAttempt = r.retrySoon && attempts <= RETRY_SOON_ATTEMPTS ? now + RETRY_SOON_MS[attempts - 1]! : now + retryDelay(q, attempts);

@@ -1,10 +1,13 @@
 // Delivery status notifications (RFC 3464): a multipart/report with a human part, the
 // machine-readable message/delivery-status, and the original headers (text/rfc822-headers).
-// Sent from the null sender, so a bounce never bounces.
+// Sent from the null sender, so a bounce never bounces. The sender — maybe a stranger — reads
+// what `tidemail log` would show them (sender-view.ts): a remote server's words as they are,
+// of a local recipient's delivery only the status and a fixed text; the reason stays in the log.
 
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { rfc5322Date } from '../message/date.js';
+import { resultForSender } from './sender-view.js';
 
 export interface DsnRecipient {
   recipient: string;
@@ -12,8 +15,13 @@ export interface DsnRecipient {
   action: 'failed' | 'delayed';
   /** Enhanced status, e.g. "5.1.1"; derived from the diagnostic when it carries one. */
   status: string;
+  /** The delivery's own result, as logged; what of it the sender reads is decided here. */
   diagnostic: string;
+  /** The route that tried ('local': the recipient's own delivery, whose words are not the sender's). */
+  route: string;
   remote?: string;
+  /** Set when the message expired in the queue: how long it was kept. */
+  expiredAfter?: string;
 }
 
 export interface DsnInput {
@@ -38,6 +46,12 @@ export function statusOf(diagnostic: string, action: 'failed' | 'delayed'): stri
 }
 
 const wrap = (s: string) => s.replace(/\r?\n/g, ' ').slice(0, 900);
+
+/** The diagnostic as the sender reads it, in the human part and in Diagnostic-Code alike. */
+function said(r: DsnRecipient): string {
+  const text = resultForSender(r.route, r.action === 'delayed' ? 'deferred' : 'bounced', r.diagnostic);
+  return wrap(r.expiredAfter ? `message expired after ${r.expiredAfter} in the queue; last error: ${text}` : text);
+}
 
 export function composeDsn(d: DsnInput): string {
   const boundary = `=_tidemail_${randomBytes(8).toString('hex')}`;
@@ -65,7 +79,7 @@ export function composeDsn(d: DsnInput): string {
       ? `Your message could not be delivered yet. It stays in the queue and delivery will be retried${d.giveUpAfter ? ` for up to ${d.giveUpAfter} in all` : ''}; you do not need to resend it.`
       : 'Your message could not be delivered to one or more recipients. It is attached below.',
     '',
-    ...d.recipients.map((r) => `<${r.recipient}>: ${wrap(r.diagnostic)}`),
+    ...d.recipients.map((r) => `<${r.recipient}>: ${said(r)}`),
     '',
     `--${boundary}`,
     'Content-Type: message/delivery-status',
@@ -77,8 +91,9 @@ export function composeDsn(d: DsnInput): string {
   ];
   for (const r of d.recipients) {
     lines.push('', `Final-Recipient: rfc822; ${r.recipient}`, `Action: ${r.action}`, `Status: ${r.status}`);
-    if (r.remote) lines.push(`Remote-MTA: dns; ${r.remote}`);
-    lines.push(`Diagnostic-Code: smtp; ${wrap(r.diagnostic)}`);
+    // A local "remote" is an LMTP socket or host of ours, not the sender's to know.
+    if (r.remote && r.route !== 'local') lines.push(`Remote-MTA: dns; ${r.remote}`);
+    lines.push(`Diagnostic-Code: smtp; ${said(r)}`);
   }
   lines.push('', `--${boundary}`, 'Content-Type: text/rfc822-headers', 'Content-Description: Undelivered Message Headers', '');
   const head = lines.join('\r\n') + '\r\n';

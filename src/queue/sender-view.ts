@@ -45,6 +45,15 @@ function statusPrefix(result: string): string {
   return /^(?:[245]\d\d )?[245]\.\d{1,3}\.\d{1,3}(?= |$)/.exec(result)?.[0] ?? '';
 }
 
+/**
+ * A recipient's result as its sender may read it (here, and in the DSN: queue/bounce.ts): a
+ * remote hop's reply as it is; on the local route, its status code and a fixed text. `event`
+ * says the verdict: `delivered…`, `deferred…`, anything else is a failure.
+ */
+export function resultForSender(route: string | null | undefined, event: string, result: string): string {
+  return route === 'local' ? localResult(event, result) : result;
+}
+
 /** What a sender reads instead of a local delivery's own words. */
 function localResult(event: string, result: string): string {
   if (SAFE_LOCAL_RESULT.test(result)) return result;
@@ -79,7 +88,7 @@ function senderEvent(e: StoredEvent, nrcpt: number): StoredEvent | null {
 
 /** A queued recipient's last error as the sender sees it. */
 function senderError(route: string | null, lastError: string | null): string | null {
-  return lastError !== null && route === 'local' ? localResult('deferred', lastError) : lastError;
+  return lastError !== null ? resultForSender(route, 'deferred', lastError) : null;
 }
 
 export interface QueuedRecipientRow {
