@@ -16,14 +16,19 @@ const JOINER_CONTEXT = /[^\p{ASCII}]/u;
 
 /** True when `text` holds a control, format or separator character a name must not carry. */
 export function hasInvisible(text: string): boolean {
-  if (!INVISIBLE.test(text)) return false;
+  return invisibleAt(text) >= 0;
+}
+
+/** Where in `text` the first character hasInvisible refuses is (a UTF-16 index), -1 when none: one scan. */
+export function invisibleAt(text: string): number {
+  if (!INVISIBLE.test(text)) return -1;
   for (const m of text.matchAll(INVISIBLE_ALL)) {
     const c = m[0];
-    if (c !== '\u200c' && c !== '\u200d') return true;
+    if (c !== '\u200c' && c !== '\u200d') return m.index;
     const before = text[m.index - 1];
-    if (!before || !JOINER_CONTEXT.test(before) || INVISIBLE.test(before)) return true;
+    if (!before || !JOINER_CONTEXT.test(before) || INVISIBLE.test(before)) return m.index;
   }
-  return false;
+  return -1;
 }
 
 // A label: ASCII letters, digits, '-' and '_' (Windows machines send "DESKTOP-4711", "my_host";
