@@ -9,6 +9,7 @@ import { controlCommands, type ConfigState, type ControlTarget } from './control
 import { ControlServer } from './control/server.js';
 import { DeliveryRunner } from './deliver/runner.js';
 import { log, setLogLevel } from './log/log.js';
+import { repeats } from './log/repeats.js';
 import { maildropDir } from './queue/maildrop.js';
 import { MaildropPickup, localSubmissionChecks } from './intake/pickup.js';
 import { submitBounce } from './intake/bounce.js';
@@ -285,6 +286,7 @@ export class Daemon {
       flushRoute: (name) => this.flushRoute(name),
       reload: () => this.reload(),
       get alerts() { return d.alerts; },
+      get maildropWait() { return d.pickups.waiting; },
       get localDelivery() {
         return { helperPid: d.helper?.pid ?? null, helperStopped: d.helper?.stopped ?? null, runsAs: currentUserName() };
       },
@@ -358,9 +360,11 @@ export class Daemon {
     this.fetcher?.stop();
     await this.fetcher?.idle();
     await this.closeFetch?.();
+    this.pickups.stop();
     await this.pickups.idle();
     await this.store.close();
     this.helper?.stop();
+    repeats.flush(); // repeated lines held back (log/repeats.ts) are counted, not lost
     log.always('daemon stopped');
   }
 }

@@ -14,6 +14,7 @@ import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { probeLinks } from '../doctor/links.js';
 import { maildropDir } from '../queue/maildrop.js';
 import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
+import { describeWait, type PickupWait } from '../queue/maildrop-space.js';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
 import { EX } from './exit.js';
@@ -53,6 +54,8 @@ interface DaemonStatus {
   needsRestart?: string[];
   localDelivery?: { helperPid: number | null; helperStopped: string | null; runsAs: string };
   secrets?: { file: string; readAt: number; error?: string }[];
+  /** Set while the maildrop pickup waits for free space. */
+  maildropWait?: PickupWait | null;
   alerts?: AlertsStatus | null;
   queue: QueueSummary;
   noRoute?: number;
@@ -84,6 +87,8 @@ export interface StatusReport {
   maildrop: number | null;
   /** Entries the pickup refused and set aside as .bad-* for the administrator (null: this user cannot look). */
   maildropSetAside: number | null;
+  /** The daemon's pickup waits for free space (queue/maildrop-space.ts). */
+  maildropWait: PickupWait | null;
   queue: QueueSummary;
   byRoute: ByRoute | null;
   routes: RouteStatus[];
@@ -180,6 +185,7 @@ export async function runStatus(argv: string[]): Promise<number> {
     secrets: st?.secrets ?? [],
     maildrop: drop.waiting,
     maildropSetAside: drop.setAside,
+    maildropWait: st?.maildropWait ?? null,
     queue: st?.queue ?? queueSummary([]),
     byRoute: null,
     routes: st?.routes ?? [],
@@ -252,6 +258,7 @@ function format(r: StatusReport, st: DaemonStatus | null, dropDir: string): stri
   for (const [why, n] of reasons.slice(0, 8)) out.push(`         ${String(n).padStart(5)} recipient(s): ${why}`);
   if (reasons.length > 8) out.push(`         ${String(reasons.slice(8).reduce((a, [, n]) => a + n, 0)).padStart(5)} recipient(s): ${reasons.length - 8} other reason(s) (mailq lists them)`);
   if (r.maildrop) out.push(`maildrop: ${r.maildrop} message(s) from sendmail wait for the daemon to take them${r.daemon.running ? '' : ' (it is not running)'}`);
+  if (r.maildropWait) out.push(describeWait(r.maildropWait));
   if (r.maildropSetAside) {
     out.push(`maildrop: ${r.maildropSetAside} refused file(s) set aside as .bad-* in ${dropDir} (the daemon's log says why: "maildrop: refused"); removed after ${BAD_MAX_AGE_MS / 86_400_000} days`);
   }

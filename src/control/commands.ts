@@ -45,6 +45,8 @@ export interface ControlTarget {
   readonly localDelivery: { helperPid: number | null; helperStopped: string | null; runsAs: string };
   /** [alerts] monitor: the last alert and what is firing (null before boot ends). */
   readonly alerts: import('../alerts/monitor.js').AlertMonitor | null;
+  /** Set while the maildrop pickup waits for free space (queue/maildrop-space.ts). */
+  readonly maildropWait?: import('../queue/maildrop-space.js').PickupWait | null;
 }
 
 /** A request on the public socket: read-only, and filtered to what anyone may see. */
@@ -137,6 +139,7 @@ async function status(d: ControlTarget, isPublic: boolean): Promise<unknown> {
     config: d.config.file,
     queue: queueSummary(await d.store.listMessages()),
     noRoute: counts['*'] ?? 0,
+    maildropWait: d.maildropWait ?? null,
     fetch: d.fetcher?.states() ?? [],
     routes: d.runner.getRoutes().map((r) => ({
       name: r.name,

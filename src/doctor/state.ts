@@ -9,6 +9,7 @@ import { Db } from '../queue/db.js';
 import { mib, reserveOf, roomOf } from '../queue/free-space.js';
 import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
 import { maildropDir } from '../queue/maildrop-spool.js';
+import { describeWait } from '../queue/maildrop-space.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
 import { QUEUE_MIGRATIONS } from '../queue/sqlite.js';
 import { StateError } from '../queue/state-error.js';
@@ -105,11 +106,23 @@ export async function probeState(config: Config): Promise<Finding[]> {
     const minfree = reserveOf(config.queue.queueMinfree, config.smtp.maxMessageSize, room.size);
     if (free < minfree) {
       out.push(fail(AREA, `refusing new mail: ${mib(free)} free on ${existing}, queue_minfree ${mib(minfree)}`, `free space on ${mount?.point ?? existing}, or lower [queue] queue_minfree`));
+      // The daemon's pickup waits below the reserve too (queue/maildrop-space.ts): sendmail's files stay.
+      const waiting = existing === dir ? maildropMessages(dir) : 0;
+      if (waiting) out.push(fail(AREA, describeWait({ since: 0, files: waiting, free, needed: minfree, reserve: minfree, why: 'reserve' }), `free space on ${mount?.point ?? existing}; the daemon picks them up by itself then`));
     } else if (free < NO_SPACE) out.push(fail(AREA, `${mb} on ${existing}: new mail will be refused (452)`, `free space on ${mount?.point ?? existing}`));
     else if (free < LOW_SPACE) out.push(warn(AREA, `only ${mb} on ${existing}`, `free space on ${mount?.point ?? existing}, or lower [smtp] max_message_size`));
   }
   if (existing === dir) out.push(...setAside(dir), ...(await probeQueue(dir)));
   return out;
+}
+
+/** Files sendmail left for the daemon to pick up (not the dot names: leftovers); 0 when we may not list them. */
+function maildropMessages(dir: string): number {
+  try {
+    return fs.readdirSync(maildropDir(dir)).filter((x) => !x.startsWith('.')).length;
+  } catch {
+    return 0;
+  }
 }
 
 /** Files the pickup refused and kept for the administrator (queue/maildrop-leftovers.ts): worth a look. */

@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.js';
 import { log } from '../log/log.js';
 import { rfc5322Date } from '../message/date.js';
 import { pickupMaildrop, type PickedUp } from '../queue/maildrop.js';
+import { PickupSpace, type PickupWait } from '../queue/maildrop-space.js';
 import type { QueueStore } from '../queue/store.js';
 import { submit, type IntakeTarget } from './pipeline.js';
 
@@ -53,12 +54,28 @@ export interface PickupDeps {
   target: IntakeTarget;
 }
 
+/**
+ * While files wait for free space (queue/maildrop-space.ts), the maildrop is looked at this
+ * often: freeing space makes no inotify event, and a minute's scan is long for cron's mail.
+ * A look while waiting costs a statfs and a readdir.
+ */
+export const SPACE_POLL_MS = 5_000;
+
 /** Imports maildrop files; concurrent pokes coalesce into one more scan. */
 export class MaildropPickup {
   private picking: Promise<void> | null = null;
   private repick = false;
+  /** Kept across scans: it logs when the pickup starts and stops waiting for space, once each. */
+  private readonly space = new PickupSpace();
+  private poll: NodeJS.Timeout | null = null;
+  private stopped = false;
 
   constructor(private readonly deps: PickupDeps) {}
+
+  /** Set while maildrop files wait for free space (tidemail status). */
+  get waiting(): PickupWait | null {
+    return this.space.waiting;
+  }
 
   run(): Promise<void> {
     if (this.picking) {
@@ -72,14 +89,31 @@ export class MaildropPickup {
         const checks = localSubmissionChecks(this.deps.checks());
         await pickupMaildrop(config, this.deps.store, {
           submit: async (m) => void (await submitPickedUp(this.deps.target, m, { hostname: config.hostname, checks })),
+          space: this.space,
         });
       } while (this.repick);
-    })().finally(() => (this.picking = null));
+    })().finally(() => {
+      this.picking = null;
+      if (this.space.waiting && !this.poll && !this.stopped) {
+        this.poll = setTimeout(() => {
+          this.poll = null;
+          void this.run();
+        }, SPACE_POLL_MS);
+        this.poll.unref();
+      }
+    });
     return this.picking;
   }
 
   /** Resolves when a scan in progress is over. */
   async idle(): Promise<void> {
     await this.picking;
+  }
+
+  /** No more polls for space (the daemon's stop). */
+  stop(): void {
+    this.stopped = true;
+    if (this.poll) clearTimeout(this.poll);
+    this.poll = null;
   }
 }

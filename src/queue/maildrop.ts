@@ -18,7 +18,9 @@ import type { Config } from '../config/schema.js';
 import { lookupUser } from '../local/users.js';
 import { log } from '../log/log.js';
 import { isValidEnvelopeAddress } from '../message/address.js';
+import { repeats } from '../log/repeats.js';
 import { isLeftoverName, setAside, sweepLeftovers } from './maildrop-leftovers.js';
+import { PickupSpace } from './maildrop-space.js';
 import { TRAILER_DIGITS, fsyncDir, maildropDir, type MaildropEnvelope } from './maildrop-spool.js';
 import type { Clock, QueueStore } from './store.js';
 
@@ -103,6 +105,8 @@ export interface PickupOptions {
   submit: (m: PickedUp) => Promise<void>;
   /** Ages of leftover files (maildrop-leftovers.ts) are read from it; default Date.now. */
   now?: Clock;
+  /** The free-space gate (maildrop-space.ts); the daemon keeps one across scans. Default: a new one. */
+  space?: PickupSpace;
 }
 
 /**
@@ -136,8 +140,16 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'ha
     if (!users.has(uid)) users.set(uid, lookupUser(uid)?.name ?? null);
     return users.get(uid)!;
   };
+  const space = opts.space ?? new PickupSpace();
+  space.begin(config);
+  const sorted = names.sort();
+  const messages = (from: number) => sorted.slice(from).filter((n) => MAILDROP_NAME.test(n)).length;
   let count = 0;
-  for (const name of names.sort()) {
+  let held = 0;
+  // Below the reserve nothing is opened: every file stays as it is until space is back.
+  let paused = (await space.admit(0)) === 'pause' ? messages(0) : 0;
+  for (let i = 0; i < sorted.length && !paused; i++) {
+    const name = sorted[i]!;
     const file = path.join(dir, name);
     if (isLeftoverName(name)) continue; // .tmp-, .who-, .bad-: swept below when past their time
     if (!MAILDROP_NAME.test(name)) {
@@ -148,11 +160,15 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'ha
       continue;
     }
     try {
-      if (await pickupFile(dir, name, store, policy, loginOf, opts)) count++;
+      const r = await pickupFile(dir, name, store, policy, loginOf, opts, space);
+      if (r === 'queued') count++;
+      else if (r === 'pause') paused = messages(i); // this file and the rest
+      else if (r === 'hold') held++;
     } catch (err) {
       log.error(null, 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });
     }
   }
+  space.end(held + paused);
   if (count) await fsyncDir(dir).catch(() => undefined);
   try {
     await sweepLeftovers(dir, names, (opts.now ?? Date.now)());
@@ -183,7 +199,9 @@ async function refuse(dir: string, name: string, r: Refusal, fields: Record<stri
   const done = r.action === 'remove'
     ? await fsp.unlink(entry).then(() => 'removed', (e: NodeJS.ErrnoException) => `not removed: ${e.code}`)
     : await setAside(dir, entry, name, !raw).then((to) => `set aside as ${to}`, (e: NodeJS.ErrnoException) => `not set aside: ${e.code}`);
-  log.warn(null, 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { uid: owner } : {}), ...fields, action: done });
+  // One line per reason a minute (log/repeats.ts): any local user can drop thousands of these;
+  // each stays as .bad-* (status and check count them) or is gone, as the line says.
+  repeats.log(`maildrop refused: ${r.reason.replace(/\d+/g, 'N')}`, 'warn', 'maildrop: refused', { file, reason: r.reason, ...(owner !== undefined ? { uid: owner } : {}), ...fields, action: done });
 }
 
 /** What is wrong with an opened entry, judged on the opened file itself (fstat); null when it may be queued. */
@@ -197,8 +215,8 @@ function judge(st: fs.Stats, found: FoundEnvelope | null, policy: PickupPolicy):
   return null;
 }
 
-/** One maildrop entry; true when it became a queued message. */
-async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions): Promise<boolean> {
+/** One maildrop entry: 'queued', left for space ('pause', 'hold': PickupSpace.admit), or false (gone, refused). */
+async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'hasOrigin'>, policy: PickupPolicy, loginOf: (uid: number) => string | null, opts: PickupOptions, space: PickupSpace): Promise<'queued' | 'pause' | 'hold' | false> {
   const file = path.join(dir, name);
   let fh: fsp.FileHandle;
   try {
@@ -221,12 +239,17 @@ async function pickupFile(dir: string, name: string, store: Pick<QueueStore, 'ha
       await refuse(dir, name, refusal, { uid: st.uid });
       return false;
     }
-    if (!(await store.hasOrigin(origin))) await queueFile(fh, found!, st.uid, origin, policy, loginOf, opts);
+    if (!(await store.hasOrigin(origin))) {
+      // Judged first: a refused file is set aside whatever the space (a rename takes none).
+      const admitted = await space.admit(found!.bodyLength);
+      if (admitted !== 'go') return admitted;
+      await queueFile(fh, found!, st.uid, origin, policy, loginOf, opts);
+    }
   } finally {
     await fh.close();
   }
   await fsp.unlink(file).catch(() => undefined);
-  return true;
+  return 'queued';
 }
 
 /** Hands an accepted file to the intake, with the sender checked. */

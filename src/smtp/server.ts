@@ -16,6 +16,7 @@ import { ConfigError, SmtpError } from '../errors.js';
 import { describeBindError, ListenError } from '../doctor/ports.js';
 import type { Config, ListenAddress } from '../config/schema.js';
 import { log } from '../log/log.js';
+import { repeats } from '../log/repeats.js';
 import { mib, QueueSpace, reserveOf, type SpaceVerdict } from '../queue/free-space.js';
 import { domainOf, isValidEnvelopeAddress, nonMailboxReason, qualify } from '../message/address.js';
 import { clearAuthAllowed, createAuthHandler } from './auth.js';
@@ -250,7 +251,8 @@ export class SmtpFront {
   /** 452 4.3.1; a refusal for the size alone is logged here (being below the reserve, once by QueueSpace). */
   private noRoom(room: SpaceVerdict, size: number, session: WireSession): SmtpError {
     if (room.belowReserve) return replies.noRoom(0);
-    log.info(null, 'sender refused: too little free space for the announced SIZE', { client: session.remoteAddress, size, free: mib(room.free), queue_minfree: mib(room.minfree) });
+    // Once a minute (log/repeats.ts): a client retrying a big message in a loop writes no line each.
+    repeats.log('smtp: SIZE refused for space', 'info', 'sender refused: too little free space for the announced SIZE', { client: session.remoteAddress, size, free: mib(room.free), queue_minfree: mib(room.minfree) });
     return replies.noRoom(size);
   }
 

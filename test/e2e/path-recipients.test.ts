@@ -128,7 +128,8 @@ test('a hand-made maildrop file (any local user can write one) naming a path is 
   const logged = (re: RegExp) => f.d.waitForLog(re).catch((err: Error) => assert.unreachable(`${err.message}\n${f.d.logs()}`));
   // (The pickup's envelope check uses the same address rule: the file is "not a complete maildrop file".)
   await logged(/maildrop: refused file=\S*\/crafted1 .*set aside/);
-  await logged(/maildrop: refused file=\S*\/crafted2 .*set aside/);
+  // The second refusal of the same reason within the minute is counted, not logged (log/repeats.ts).
+  await waitFor('crafted2 set aside', () => fs.existsSync(path.join(drop, '.bad-crafted2')));
   assert.ok(fs.existsSync(path.join(drop, '.bad-crafted1')) && fs.existsSync(path.join(drop, '.bad-crafted2')));
   // A sendmail-made message after them is delivered: the pickup goes on.
   const r = await runCli(['-C', f.site.configPath, 'admin@tidemail.test'], { argv0: 'sendmail', input: 'Subject: real\n\nx\n' });
