@@ -35,6 +35,14 @@ export class Pop3TlsError extends Pop3Error {
   override name = 'Pop3TlsError';
 }
 
+/** A failure to connect (or of the TLS handshake) as a Pop3Error; a TLS one as Pop3TlsError. */
+export function connectError(label: string, err: NodeJS.ErrnoException): Pop3Error {
+  if (err instanceof Pop3Error) return err;
+  const tlsProblem = /certificate|self.signed|SSL|TLS|handshake|alert/i.test(err.message) || (err.code ?? '').startsWith('ERR_SSL') || (err.code ?? '').includes('CERT');
+  if (tlsProblem) return new Pop3TlsError(`TLS to POP3 server ${label} failed: ${err.message} (certificates are verified)`, undefined, { cause: err });
+  return new Pop3Error(`cannot connect to POP3 server ${label}: ${err.code ?? err.message}`, undefined, { cause: err });
+}
+
 /**
  * A status line (already printable) in reply to `what` from server `label`.
  * @returns the text after "+OK".

@@ -2,9 +2,10 @@
 // 200 bytes in LIST and then streams forever is cut at the cap, nothing of it is queued, no DELE,
 // its UIDL not remembered, and the next automatic run leaves it alone while fetching the rest;
 // the account's and the global size limits cap it lower; a server a little over its LIST size is
-// still fetched. Siblings: endless UIDL, a drip-feed (overall deadline), a line with no end, and
-// escape codes in a server's -ERR.
+// still fetched. Siblings: endless UIDL, a drip-feed (overall deadline), a line with no end, a
+// line sent one byte per packet (CPU), and escape codes in a server's -ERR.
 
+import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { FetchAccount } from '../../src/fetch/account.js';
@@ -154,6 +155,45 @@ test('a line with no end: a clear error after a bounded read', async () => {
   assert.match(r.error ?? '', /line longer than \d+ bytes/);
   await waitFor('the connection closed by us', () => h.closed === 1, 5000);
   assert.ok(h.sent() < 16 * 1024 * 1024, `server got ${h.sent()} bytes out`);
+});
+
+test('a 60 kB line sent one byte per packet: read in linear time, the message fetched whole', async () => {
+  // Each byte its own packet (no delay, one write per turn of the loop): the client gets 60k chunks.
+  const LEN = 60_000;
+  const server = net.createServer((s) => {
+    s.setNoDelay(true);
+    s.on('error', () => undefined);
+    s.write('+OK drip\r\n');
+    s.on('data', (d) => {
+      const cmd = d.toString('latin1');
+      if (/^STAT/.test(cmd)) s.write('+OK 1 60100\r\n');
+      else if (/^LIST/.test(cmd)) s.write('+OK\r\n1 60100\r\n.\r\n');
+      else if (/^UIDL/.test(cmd)) s.write('+OK\r\n1 drip1\r\n.\r\n');
+      else if (/^RETR/.test(cmd)) {
+        s.write('+OK\r\nSubject: drip\r\n\r\n');
+        let left = LEN;
+        const one = Buffer.from('d');
+        const pump = () => {
+          if (s.destroyed) return;
+          if (left-- <= 0) s.write('\r\n.\r\n');
+          else (s.write(one), setImmediate(pump));
+        };
+        pump();
+      } else if (/^QUIT/.test(cmd)) s.end('+OK bye\r\n');
+      else if (/^CAPA/.test(cmd)) s.write('-ERR no\r\n');
+      else s.write('+OK\r\n');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  servers.push({ close: () => new Promise<void>((r) => server.close(() => r())) } as HostilePop3);
+  // Its deadline is about 12 s: searching the line anew at each byte took ~45 s for this one.
+  const deps = counting({ timeoutMs: 10_000, minBytesPerSecond: 64 * 1024 });
+  const started = Date.now();
+  const r = await fetchAccount(account('hostile/bytewise', (server.address() as net.AddressInfo).port), deps);
+  const took = Date.now() - started;
+  assert.equal([r.error, r.fetched, r.deleted], [undefined, 1, 1]);
+  assert.equal(deps.got[0], `Subject: drip\r\n\r\n${'d'.repeat(LEN)}\r\n`);
+  console.log(`    60k one-byte packets: fetched in ${took} ms`);
 });
 
 test('escape codes in a server\'s reply never reach the error text (terminal, log)', async () => {
