@@ -165,7 +165,8 @@ export async function pickupMaildrop(config: Config, store: Pick<QueueStore, 'ha
       else if (r === 'pause') paused = messages(i); // this file and the rest
       else if (r === 'hold') held++;
     } catch (err) {
-      log.error(null, 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });
+      // Once a minute (log/repeats.ts): a full disk fails every file at every scan; the files stay.
+      repeats.log('maildrop: pickup failed', 'error', 'maildrop: pickup failed, will retry', { file, error: (err as Error).message });
     }
   }
   space.end(held + paused);

@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { RepeatLimiter } from '../../src/log/repeats.js';
 import { makeSite, runCli, startDaemon } from '../helpers/daemon.js';
-import { smallDisk, unmountDisks } from '../helpers/disk.js';
+import { fillDisk, freeDisk, smallDisk, unmountDisks } from '../helpers/disk.js';
 import { manualTimers } from '../helpers/manual-timers.js';
 import { waitFor } from '../helpers/ports.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
@@ -129,6 +129,33 @@ if (!isRoot()) {
     }
     assert.match(d.logs(), /info  sender refused: too little free space for the announced SIZE \(19 more like this since \S+Z\) client=127\.0\.0\.1 size=9437184/);
     assert.is(count(d.logs(), /sender refused: too little free space/), 2, d.logs());
+  });
+
+  test('a full disk (queue_minfree = "0") fails every maildrop file at every scan: one "pickup failed" line, the rest counted; the files stay', async () => {
+    const state = smallDisk(16 * 1024);
+    const site = await makeSite('[queue]\nqueue_minfree = "0"', { stateDir: state });
+    const d = await startDaemon(site);
+    const drop = path.join(state, 'maildrop');
+    try {
+      // Written under .tmp- names (a sendmail still writing: the pickup leaves them), then given sendmail's names once the disk is full.
+      for (let i = 0; i < 5; i++) {
+        const body = Buffer.from(`Subject: ${i}\r\n\r\n${'x'.repeat(200_000)}\r\n`);
+        const json = Buffer.from(JSON.stringify({ v: 1, sender: 'root@tidemail.test', recipients: ['z@remote.example'], via: 'sendmail', uid: 0, created: Date.now() }) + '\n');
+        fs.writeFileSync(path.join(drop, `.tmp-part${i}`), Buffer.concat([body, json, Buffer.from(String(json.length).padStart(10, '0') + '\n')]));
+      }
+      fillDisk(state);
+      for (let i = 0; i < 5; i++) fs.renameSync(path.join(drop, `.tmp-part${i}`), path.join(drop, `0000000000000000000000f${i}`));
+      await d.waitForLog(/maildrop: pickup failed, will retry/);
+      const flush = await runCli(['runq', '--config', site.configPath]); // one more scan, all five failing again
+      assert.is(flush.code, 0, flush.stderr + flush.stdout);
+    } finally {
+      await d.stop();
+      freeDisk(state);
+    }
+    assert.is(count(d.logs(), /maildrop: pickup failed/), 2, d.logs());
+    const more = /maildrop: pickup failed, will retry \((\d+) more like this since /.exec(d.logs());
+    assert.ok(more && Number(more[1]) >= 9, d.logs());
+    assert.is(fs.readdirSync(drop).filter((n) => n.startsWith('0000')).length, 5, 'nothing lost');
   });
 }
 
