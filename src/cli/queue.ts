@@ -8,6 +8,7 @@ import { createLocalLane, type LocalDelivery } from '../deliver/local.js';
 import { isEnvelopeId, isMessageId } from '../queue/ids.js';
 import { printable, printableLines } from '../log/printable.js';
 import { maildropDir, pickupMaildrop } from '../queue/maildrop.js';
+import { maildropCounts } from '../queue/maildrop-leftovers.js';
 import type { QueuedMessage } from '../queue/store.js';
 import type { SqliteQueueStore } from '../queue/sqlite.js';
 import { allChecks, buildChecks } from '../checks/registry.js';
@@ -76,11 +77,7 @@ export function formatMailq(messages: readonly QueuedMessage[], maildropWaiting:
 }
 
 function countMaildrop(ctx: CliContext): number {
-  try {
-    return fs.readdirSync(maildropDir(ctx.config.stateDir)).filter((n) => !n.startsWith('.')).length;
-  } catch {
-    return 0; // not readable by this user, or missing
-  }
+  return maildropCounts(maildropDir(ctx.config.stateDir))?.waiting ?? 0; // null: not readable by this user
 }
 
 export async function runMailq(argv: string[]): Promise<number> {

@@ -13,7 +13,7 @@ import { describeTarget } from '../routes/profile.js';
 import { queueSummary, type QueueSummary } from '../queue/summary.js';
 import { probeLinks } from '../doctor/links.js';
 import { maildropDir } from '../queue/maildrop.js';
-import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
+import { BAD_MAX_AGE_MS, maildropCounts } from '../queue/maildrop-leftovers.js';
 import { describeWait, type PickupWait } from '../queue/maildrop-space.js';
 import { UsageError } from '../errors.js';
 import { cliContext, takeConfigOption } from './context.js';
@@ -127,16 +127,6 @@ function canWrite(stateDir: string): boolean {
   }
 }
 
-function countMaildrop(stateDir: string): { waiting: number | null; setAside: number | null } {
-  try {
-    const names = fs.readdirSync(maildropDir(stateDir));
-    return { waiting: names.filter((n) => !n.startsWith('.')).length, setAside: names.filter((n) => n.startsWith(BAD_PREFIX)).length };
-  } catch (err) {
-    const none = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : null; // 1733: only root and the daemon may look
-    return { waiting: none, setAside: none };
-  }
-}
-
 /**
  * Why the configuration on disk is not the one running: the last reload failed (its file:line
  * message), or a file changed after the daemon read it.
@@ -175,7 +165,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   // who may not read it (it is the daemon's, mode 0600) still gets the daemon's view.
   let db: Db | null = null;
   if (fs.existsSync(path.join(ctx.config.stateDir, 'queue.sqlite'))) db = await openQueueDbReadOnly(ctx.config.stateDir).catch(() => null);
-  const drop = countMaildrop(ctx.config.stateDir);
+  const drop = maildropCounts(maildropDir(ctx.config.stateDir)) ?? { waiting: null, setAside: null }; // null: 1733, only root and the daemon may look
   const report: StatusReport = {
     daemon: st ? { running: true, pid: st.pid, since: st.since } : { running: false },
     config: ctx.config.file,

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { Db } from '../queue/db.js';
 import { mib, reserveOf, roomOf } from '../queue/free-space.js';
-import { BAD_MAX_AGE_MS, BAD_PREFIX } from '../queue/maildrop-leftovers.js';
+import { BAD_MAX_AGE_MS, maildropCounts } from '../queue/maildrop-leftovers.js';
 import { maildropDir } from '../queue/maildrop-spool.js';
 import { describeWait } from '../queue/maildrop-space.js';
 import { damaged, isCorruption, preflightQueue, QUEUE_FILE, quickCheck } from '../queue/integrity.js';
@@ -118,21 +118,13 @@ export async function probeState(config: Config): Promise<Finding[]> {
 
 /** Files sendmail left for the daemon to pick up (not the dot names: leftovers); 0 when we may not list them. */
 function maildropMessages(dir: string): number {
-  try {
-    return fs.readdirSync(maildropDir(dir)).filter((x) => !x.startsWith('.')).length;
-  } catch {
-    return 0;
-  }
+  return maildropCounts(maildropDir(dir))?.waiting ?? 0;
 }
 
 /** Files the pickup refused and kept for the administrator (queue/maildrop-leftovers.ts): worth a look. */
 function setAside(dir: string): Finding[] {
-  let n: number;
-  try {
-    n = fs.readdirSync(maildropDir(dir)).filter((x) => x.startsWith(BAD_PREFIX)).length;
-  } catch {
-    return []; // none yet, or 1733 and not ours to list: the state probe says nothing more
-  }
+  // null: 1733 and not ours to list; the state probe says nothing more.
+  const n = maildropCounts(maildropDir(dir))?.setAside;
   if (!n) return [];
   return [warn(AREA, `${n} refused file(s) set aside as .bad-* in ${maildropDir(dir)}`,
     `the daemon's log says why ("maildrop: refused"); look at them and remove them (they go by themselves after ${BAD_MAX_AGE_MS / 86_400_000} days)`)];

@@ -10,6 +10,7 @@
 // makes ctime "now"), and the set-aside rename renews it. Directories are only rmdir'ed: a
 // recursive removal inside a tree the user controls could be led elsewhere by a symlink swap.
 
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { log } from '../log/log.js';
@@ -31,6 +32,21 @@ export const BAD_PREFIX = '.bad-';
 /** The dot names the maildrop's own writers use; any other dot name was put there by other means. */
 export function isLeftoverName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) || name.startsWith(PROOF_PREFIX) || name.startsWith(BAD_PREFIX);
+}
+
+/**
+ * What `tidemail status`, `tidemail check` and mailq count in the maildrop `dropDir`: messages sendmail
+ * left for the pickup (names without a dot) and refused entries set aside (.bad-*). Zeros when
+ * there is no maildrop yet; null when this user may not list it (1733: only root and the daemon).
+ */
+export function maildropCounts(dropDir: string): { waiting: number; setAside: number } | null {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dropDir);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? { waiting: 0, setAside: 0 } : null;
+  }
+  return { waiting: names.filter((n) => !n.startsWith('.')).length, setAside: names.filter((n) => n.startsWith(BAD_PREFIX)).length };
 }
 
 /** The longest name a Linux filesystem takes, in bytes. */
