@@ -2,7 +2,8 @@
 // front — 452 4.3.1 at MAIL FROM, EX_TEMPFAIL from sendmail — while the filesystem of state_dir
 // has less than queue_minfree free, or less than queue_minfree + 1.5 × the client's SIZE=. What
 // stays free is for what the queue must still write for mail it already took: delivery
-// records, DSNs, the maildrop's pickup. Without it the disk fills during DATA, the client has
+// records, DSNs, the maildrop's pickup (which waits below the reserve and never copies into its
+// lower half: maildrop-space.ts). Without it the disk fills during DATA, the client has
 // sent the whole message for a 452, and a result that cannot be recorded stalls the queue.
 // No imports beyond node:fs: sendmail's bundle loads this file (issue 17).
 
