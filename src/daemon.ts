@@ -147,6 +147,7 @@ export class Daemon {
     this.links.on('online:change', (route: RouteProfile, online: boolean) => {
       // Link down: its sessions are cut now, not when TCP gives up on a dead connection.
       if (!online) this.runner.interrupt(route.name, `link down on route ${route.name}`);
+      else this.runner.resume(route.name);
       // Link up: everything waiting is due at once — not only what waited for this route: mail
       // whose preferred route is still down may go by this one (failover), so every waiting
       // envelope gets its route chosen again now rather than at no_route_recheck.

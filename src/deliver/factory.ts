@@ -53,6 +53,10 @@ export class LazyTransport implements Transport {
     old.abort(new Error(why));
   }
 
+  resume(): void {
+    this.inner?.resume?.();
+  }
+
   async close(): Promise<void> {
     const t = this.inner ?? (await this.loading?.catch(() => undefined));
     await t?.close();

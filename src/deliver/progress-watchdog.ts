@@ -28,6 +28,14 @@ interface Watched {
 
 const watched = new Set<Watched>();
 let timer: NodeJS.Timeout | null = null;
+/** Sockets whose link is known to be down (smtp-after-dot.ts): nothing can pass; not a stall. */
+const paused = new WeakSet<Socket>();
+
+/** While on, `tcp` counts as progressing; when turned off its limit counts from then. */
+export function pauseProgress(tcp: Socket, on: boolean): void {
+  if (on) paused.add(tcp);
+  else paused.delete(tcp);
+}
 
 /** tx_queue by "localPort:remotePort" (hex ports as /proc writes them), or null without /proc. */
 function kernelQueues(): Map<string, number> | null {
@@ -63,6 +71,10 @@ function tick(): void {
   for (const w of [...watched]) {
     if (w.tcp.destroyed) {
       watched.delete(w);
+      continue;
+    }
+    if (paused.has(w.tcp)) {
+      w.lastProgress = now;
       continue;
     }
     const outer = w.outer();

@@ -124,6 +124,11 @@ export class DeliveryRunner {
     this.transports.get(route)?.interrupt?.(why);
   }
 
+  /** ROUTE's link is up again: sessions held across the link-down learn it (smtp-after-dot.ts). */
+  resume(route: string): void {
+    this.transports.get(route)?.resume?.();
+  }
+
   getRoutes(): readonly RouteProfile[] {
     return this.routes;
   }

@@ -118,6 +118,10 @@ export function rememberTcp(conn: SMTPConnection, tcp: Socket): void {
   tcpOf.set(conn, tcp);
 }
 
+export function tcpSocketOf(conn: SMTPConnection): Socket | undefined {
+  return tcpOf.get(conn);
+}
+
 /**
  * Drops a connection without a word to the peer (a dead link, or a session not worth ending
  * politely) — with a reset: a plain close() lets the kernel go on sending what is still in the

@@ -16,7 +16,8 @@ import { dial, DialError } from './dial.js';
 import { authenticate } from './smtp-auth.js';
 import { watchProgress } from './progress-watchdog.js';
 import { DEADLINE_CODE, HEDGE_CODE, ReplyDeadlines, STALL_CODE } from './smtp-deadline.js';
-import { ConnectionPool, destroyConnection, rememberTcp, resetTcp, type PooledConnection } from './smtp-pool.js';
+import { ConnectionPool, destroyConnection, rememberTcp, resetTcp, tcpSocketOf, type PooledConnection } from './smtp-pool.js';
+import { HeldAcrossLinkDown } from './smtp-after-dot.js';
 import { ReplyPace, SlowHosts } from './smtp-slow-hosts.js';
 import { raceSetups } from './setup-race.js';
 import { connectFailure, isNetworkFailure, PLAIN_AUTH_CODE, resultOf, type SmtpErrorLike } from './smtp-results.js';
@@ -56,8 +57,6 @@ export interface SmtpTransportOptions {
 }
 
 const AFTER_DOT = 'after the end of the data, before the reply: it may arrive twice';
-/** How long a link-down waits for the reply to an end of data already sent. */
-const REPLY_GRACE_MS = 3_000;
 
 /** How far one set-up got (openRaced). */
 interface SetupStage {
@@ -92,6 +91,8 @@ export class SmtpTransport implements Transport {
   private readonly live = new Set<SMTPConnection>();
   /** Connections whose end of the data is sent and whose reply is awaited. */
   private readonly finishing = new Set<SMTPConnection>();
+  /** …and of those, the ones a link-down caught: held for their reply, not cut (smtp-after-dot.ts). */
+  private readonly held = new HeldAcrossLinkDown<SMTPConnection>();
 
   constructor(private readonly o: SmtpTransportOptions) {
     this.name = o.name;
@@ -167,11 +168,10 @@ export class SmtpTransport implements Transport {
     })().finally(release);
     // Link down: the slot is free at once and the envelopes go back to the queue, whatever
     // nodemailer still has to say about the socket interrupt() destroyed — except after the end
-    // of the data, when the server may already have the message: its reply is given
-    // REPLY_GRACE_MS (the link may not be dead — `tidemail link down`, a flapping detector),
+    // of the data, when the server may already have the message: the session is held for its
+    // reply (smtp-after-dot.ts: while down, and after link-up as long as a resent reply needs),
     // and only a reply that does not come makes it "interrupted" and a possible duplicate.
     let onAbort: (() => void) | undefined;
-    let grace: NodeJS.Timeout | undefined;
     const aborted = new Promise<Map<string, DeliveryResult>>((resolve) => {
       onAbort = () => {
         if (pc) pc.broken = true;
@@ -179,8 +179,14 @@ export class SmtpTransport implements Transport {
           release();
           resolve(interruptedResult(job, signal, phase));
         };
-        if (phase === AFTER_DOT) grace = setTimeout(cut, REPLY_GRACE_MS);
-        else cut();
+        if (phase === AFTER_DOT && pc) {
+          const conn = pc.conn;
+          log.info(job.msgid, 'link down after the end of the data: waiting for the reply, not sending again', { route: this.name });
+          this.held.hold(conn, tcpSocketOf(conn), () => {
+            destroyConnection(conn);
+            cut();
+          });
+        } else cut();
       };
       signal.addEventListener('abort', onAbort, { once: true });
     });
@@ -190,7 +196,7 @@ export class SmtpTransport implements Transport {
       if (!signal.aborted) return results;
       return workFirst && phase === AFTER_DOT && pc?.answered ? results : interruptedResult(job, signal, phase);
     } finally {
-      clearTimeout(grace);
+      if (pc) this.held.release(pc.conn);
       signal.removeEventListener('abort', onAbort!);
     }
   }
@@ -206,13 +212,16 @@ export class SmtpTransport implements Transport {
     this.abort = manyListeners(new AbortController());
     old.abort(new Error(why));
     for (const pool of this.pools.values()) pool.dropIdle('broken');
-    for (const conn of this.live) {
-      // Waiting for the reply to the end of the data: see REPLY_GRACE_MS in deliver().
-      if (this.finishing.has(conn)) setTimeout(() => destroyConnection(conn), REPLY_GRACE_MS).unref();
-      else destroyConnection(conn);
-    }
+    // Waiting for the reply to the end of the data: held by deliver()'s abort listener instead.
+    for (const conn of this.live) if (!this.finishing.has(conn)) destroyConnection(conn);
     this.live.clear();
     this.finishing.clear();
+    this.held.linkDown();
+  }
+
+  /** The link is up again: the sessions held for a reply get the time a resent one needs. */
+  resume(): void {
+    this.held.linkUp();
   }
 
   /** Tries each hop in order; the first that accepts a session wins. */

@@ -38,6 +38,8 @@ export interface Transport {
   deliver(job: DeliveryJob): Promise<Map<string, DeliveryResult>>;
   /** The route's link went down: cut every session now; their deliveries end "interrupted". */
   interrupt?(why: string): void;
+  /** The route's link is up again (after interrupt()). */
+  resume?(): void;
   close(): Promise<void>;
 }
 

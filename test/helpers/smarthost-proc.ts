@@ -6,6 +6,7 @@
 //   --stall-mail N  never answer MAIL FROM in the first N transactions (a session hung on the link)
 //   --stall-data N  take the first N messages but never answer their end of DATA (reply lost)
 //   --pause-read MS stop reading the first message's data for MS ms (our send window fills)
+//   --delay-data MS take each message at once, answer its end of DATA MS ms later
 
 import { startSmarthost } from './smarthost.js';
 
@@ -17,6 +18,7 @@ const flag = (name: string): number => {
 let stallMail = flag('--stall-mail');
 let stallData = flag('--stall-data');
 const pauseRead = flag('--pause-read');
+const delayData = flag('--delay-data');
 const [host = '127.0.0.1', port = '0'] = args;
 const emit = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
 let seen = 0;
@@ -27,6 +29,7 @@ const sh = await startSmarthost({
   stallMail: () => stallMail > 0 && stallMail-- > 0,
   stallData: () => stallData > 0 && stallData-- > 0,
   pauseRead: (i) => (i === 0 ? pauseRead : 0),
+  dataDelayMs: delayData || undefined,
   onStall: (what) => emit({ event: 'stalled', what }),
 });
 emit({ event: 'listening', port: sh.port });

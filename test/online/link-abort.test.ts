@@ -192,7 +192,37 @@ if (!canUseNetns()) {
       carrierUp(v);
     }
   });
-  test('a link-down between our end of the data and the reply: said in the log, sent again once (at-least-once), never lost', async () => {
+  test('a reply to our end of the data lost while the carrier is down: resent by the server after link up, delivered once', async () => {
+    if (!canUseNft(v)) return console.log('  (skipped: nft not installed)');
+    // The far side takes the message at once and answers 1.5 s later — into the dead link.
+    const far = await startFarSide(v.ns, v.farIp, PORT, ['--delay-data', '1500']);
+    let d: RunningDaemon | null = null;
+    try {
+      const site = await makeSite('[queue]\nretry_min = "1h"\nretry_max = "2h"');
+      site.route('far', `smarthost = "${v.farIp}:${PORT}"\ntls = "none"\nonline.interface = "${v.hostIf}"\n`);
+      d = await startDaemon(site);
+      await d.waitForLog(/link up route=far/);
+      await inject(site.port, 'late-1');
+      await waitFor('the far side holding the message, its reply not sent yet', () => far.tags.includes('late-1'), 15_000);
+      carrierDown(v);
+      await d.waitForLog(/link down after the end of the data: waiting for the reply/, 5000);
+      // Down well past the reply (sent at 1.5 s, lost); then the server's TCP resends it.
+      await waitFor('the link down for 4 s', () => (Date.now() - loggedAt(d!, /link down route=far/)! >= 4000 ? true : null), 10_000);
+      carrierUp(v);
+      await d.waitForLog(/delivered to=<you@far\.example>[^\n]*route=far/, 30_000);
+      assert.not.match(d.logs(), /interrupted by link down/);
+      // Nothing left to send again: a second message goes alone.
+      await inject(site.port, 'late-2');
+      await waitFor('the second message at the far side', () => far.tags.includes('late-2'), 20_000);
+      assert.equal(far.tags, ['late-1', 'late-2'], 'lost or doubled');
+    } finally {
+      await d?.stop();
+      far.stop();
+      carrierUp(v);
+    }
+  });
+
+  test('a link-down between our end of the data and a reply that never comes: held, then sent again once after link up (at-least-once), never lost', async () => {
     if (!canUseNft(v)) return console.log('  (skipped: nft not installed)');
     const far = await startFarSide(v.ns, v.farIp, PORT, ['--stall-data', '1']);
     let d: RunningDaemon | null = null;
@@ -204,10 +234,18 @@ if (!canUseNetns()) {
       await inject(site.port, 'dot-1');
       await waitFor('the far side keeping the message without a reply', () => far.stalls.includes('data'), 15_000);
       carrierDown(v);
-      // Its reply is given a grace of 3 s before the session is cut.
-      const [line] = await d.waitForLog(/interrupted by link down[^\n]*/, 10_000);
-      assert.match(line, /after the end of the data, before the reply: it may arrive twice/);
+      await d.waitForLog(/link down after the end of the data: waiting for the reply/, 5000);
+      const down = loggedAt(d, /link down route=far/)!;
+      // Held while down, however long: not cut, not sent again.
+      await waitFor('the link down for 4 s', () => (Date.now() - down >= 4000 ? true : null), 10_000);
+      assert.not.match(d.logs(), /interrupted by link down/);
+      const beforeUp = Date.now();
       carrierUp(v);
+      // After link up, as long as a resent reply could take (the outage, here ~4 s, + 5 s).
+      const [line] = await d.waitForLog(/interrupted by link down[^\n]*/, 30_000);
+      assert.match(line, /after the end of the data, before the reply: it may arrive twice/);
+      const cut = loggedAt(d, /interrupted by link down/)!;
+      assert.ok(cut - beforeUp >= 4000, `cut ${cut - beforeUp} ms after link up, before a resent reply could come`);
       await waitFor('the message sent again', () => far.tags.filter((t) => t === 'dot-1').length === 2, 20_000);
       await d.waitForLog(/delivered to=<you@far\.example>/, 5000);
       assert.equal(far.tags, ['dot-1', 'dot-1'], 'more than one duplicate for one drop');
