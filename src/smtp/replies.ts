@@ -2,6 +2,7 @@
 // the enhanced code leads the text and the engine passes it through (wire/reply-writer.ts).
 
 import { SmtpError } from '../errors.js';
+import { localRefusal } from './local-refusal.js';
 
 export const replies = {
   queued: (id: string) => `2.0.0 Ok: queued as ${id}`,
@@ -25,8 +26,6 @@ export const replies = {
   localError: () => new SmtpError(451, '4.3.0', 'Local error in processing, try again later'),
   noRecipients: () => new SmtpError(554, '5.5.1', 'No valid recipients'),
   unknownUser: (rcpt: string) => new SmtpError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown in local recipient table`),
-  /** An alias that cannot be expanded: a loop (5.4.6) or only unknown users (5.1.1). */
-  aliasFailed: (rcpt: string, status: string, why: string) => new SmtpError(550, status, `<${rcpt}>: ${why}`),
   lookupFailed: (rcpt: string, why: string) => new SmtpError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure: ${why}`),
   authRequired: () => new SmtpError(530, '5.7.0', 'Authentication required'),
   encryptionRequired: () => new SmtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'),
@@ -35,8 +34,6 @@ export const replies = {
   senderNotOwned: (sender: string, user: string) => new SmtpError(553, '5.7.1', `<${sender}>: Sender address rejected: not owned by user ${user}`),
   fromNotOwned: (from: string, user: string) => new SmtpError(553, '5.7.1', `Message refused: From: header address <${from}> not owned by user ${user}`),
   fromUnparsable: (user: string) => new SmtpError(550, '5.7.1', `Message refused: From: header cannot be read, so it cannot be checked against the addresses of user ${user}`),
-  deliveryFailed: (text: string) => {
-    const m = /^(?:(5\d\d)[ -])?(5\.\d{1,3}\.\d{1,3})?\s*(.*)$/.exec(text);
-    return new SmtpError(Number(m?.[1] ?? 550), m?.[2] ?? '5.0.0', `Delivery failed: ${m?.[3] ?? text}`);
-  },
+  /** Pre-queue delivery failed for good for every recipient (all local): said as local-refusal.ts says it. */
+  deliveryFailed: (result: string) => localRefusal(result, false),
 };

@@ -1,6 +1,7 @@
 // Whose rights a ~/.forward pipe or file runs with. A pipe or file in a user's ~/.forward runs
 // only when the delivering process already is that user; otherwise it is refused (5.7.1) and
-// never runs as root or as the daemon's user. runq without a daemon gives up root like the
+// never runs as root or as the daemon's user; an SMTP client refused for it reads only the
+// status (why and the fix are in the log). runq without a daemon gives up root like the
 // daemon does. Users come from a passwd-format file ([local] passwd_file) with temp homes, so
 // nothing depends on real accounts beyond uid 1 and nobody.
 
@@ -11,6 +12,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { stopAfterEach } from '../helpers/cleanup.js';
 import { makeSite, runCli, startDaemon, type TestSite } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/ports.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { isRoot, tmpDir, writeFile } from '../helpers/tmp.js';
 
@@ -77,14 +79,18 @@ if (!isRoot()) {
     void d;
   });
 
-  test('the daemon (running as nobody) refuses a foreign user\'s .forward pipe with a 5.7.1 that says why and what to do', async () => {
+  test('the daemon (running as nobody) refuses a foreign user\'s .forward pipe with a 5.7.1: the client gets the status, the log says why and what to do', async () => {
     const { site, out } = await setup();
     const d = keep(await startDaemon(site));
     const reply = await sendMessage(site.port, 'x@remote.example', ['alice@tidemail.test'], 'Subject: x\r\n\r\nx\r\n');
-    assert.match(reply, /^550 5\.7\.1 /);
-    assert.match(reply, /~alice\/\.forward/);
-    assert.match(reply, /aliases file/);
-    await d.waitForLog(/\.forward .*refused/);
+    // The client (a stranger here) reads what a DSN would say; alice's .forward is hers.
+    assert.is(reply, '550 5.7.1 local delivery failed (the reason is for the postmaster)');
+    const why = /refused in session +to=<alice@tidemail\.test> result="5\.7\.1 [^"]*~alice\/\.forward[^"]*aliases file/;
+    await d.waitForLog(why);
+    const [, msgid] = /([0-9A-F]{16}): accepted from=<x@remote\.example>/.exec(d.logs())!;
+    // Root's `tidemail log` has it too (the history is written just after the log line).
+    const root = async () => (await runCli(['log', msgid!, '--config', site.configPath])).stdout;
+    await waitFor('the reason in root\'s tidemail log', async () => why.test(await root()));
     assert.is(read(`${out}/alice-uid`), null);
     assert.not.ok(fs.existsSync(`${out}/alice-file`));
   });

@@ -48,9 +48,10 @@ test('unknown local users are refused at RCPT with 550 5.1.1; aliases to outside
   await c.hello();
   await c.cmd('MAIL FROM:<x@remote.example>');
   assert.match(await c.cmd('RCPT TO:<nosuchuser@tidemail.test>'), /^550 5\.1\.1 <nosuchuser@tidemail\.test>: Recipient address rejected/);
-  // An alias to nobody is an unknown user too (5.1.1, issue 18), a loop is 5.4.6.
-  assert.match(await c.cmd('RCPT TO:<bob@tidemail.test>'), /^550 5\.1\.1 <bob@tidemail\.test>: bob@tidemail\.test: nosuchuser: no such user/);
-  assert.match(await c.cmd('RCPT TO:<ping@tidemail.test>'), /^550 5\.4\.6 .*alias loop: ping → pong → ping/);
+  // An alias to nobody is an unknown user too (5.1.1, issue 18), a loop is 5.4.6; the members
+  // and the loop are the log's, not the client's (smtp/local-refusal.ts).
+  assert.is(await c.cmd('RCPT TO:<bob@tidemail.test>'), '550 5.1.1 <bob@tidemail.test>: local delivery failed (the reason is for the postmaster)');
+  assert.is(await c.cmd('RCPT TO:<ping@tidemail.test>'), '550 5.4.6 <ping@tidemail.test>: local delivery failed (the reason is for the postmaster)');
   assert.match(await c.cmd('RCPT TO:<friend@tidemail.test>'), /^250 /);
   assert.match(await c.cmd('DATA'), /^354/);
   c.write('Subject: fwd\r\n\r\nx\r\n.\r\n');
