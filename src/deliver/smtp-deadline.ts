@@ -50,6 +50,8 @@ interface Internals {
 }
 
 export const DEADLINE_CODE = 'EDEADLINE';
+/** Queued lines beyond the replies owed (blank lines, which answer nothing) before a cut. */
+const MAX_STRAY_LINES = 100;
 /** No byte of a reply a healthy server sends at once, for stall_timeout (see StallHedge). */
 export const HEDGE_CODE = 'EHEDGE';
 /** The progress watchdog cut a connection on which nothing got through (progress-watchdog.ts). */
@@ -136,7 +138,13 @@ export class ReplyDeadlines {
         self.latency?.(waited);
       }
       self.bytes += chunk?.length ?? 0;
-      return _onData.call(this, chunk);
+      const r = _onData.call(this, chunk);
+      // nodemailer caps one reply (1 MiB) but not blank lines: it queues them and skips one per
+      // turn of the loop. A server sending only CRLFs grew the daemon by 100 MB a minute at half
+      // a CPU, until helo_timeout (300 s). More lines queued than replies owed is such a flood.
+      const stray = this._responseQueue.length - self.owed.length;
+      if (stray > MAX_STRAY_LINES && !this._destroyed) self.fail(`${peer} sent ${stray} lines that answer nothing (blank lines?); connection cut`, 'EPROTOCOL');
+      return r;
     };
     c._onConnect = function () {
       clearTimeout(self.connectTimer);

@@ -1,11 +1,14 @@
 // What a hostile next hop can make us do with its replies, through the real daemon and CLI:
-// terminal escapes in a 451 must reach no terminal raw (mailq, status, log), and a server that
-// offers AUTH without STARTTLS (or whose STARTTLS fails) must never receive our login.
+// terminal escapes in a 451 must reach no terminal raw (mailq, status, log), a server that
+// offers AUTH without STARTTLS (or whose STARTTLS fails) must never receive our login, and one
+// that floods blank lines (in place of a reply, or after the 250 to the dot) is cut at once.
 
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeSite, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/ports.js';
 import { startScriptedSmtp, type Script, type ScriptedPeer } from '../helpers/scripted-smtp.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 import { cleanupTmp, writeSecret } from '../helpers/tmp.js';
@@ -86,6 +89,77 @@ test('with allow_plain_auth = true the same peer does get the login (the opt-out
   await sendMessage(ctx.d.site.port, 'a@tidemail.test', ['p@[127.0.0.1]'], 'Subject: plain\r\n\r\nx\r\n');
   await ctx.d.waitForLog(/delivered to=<p@\[127\.0\.0\.1\]>/);
   assert.ok(ctx.peer.commands.some((c) => /^AUTH PLAIN/i.test(c)));
+});
+
+/** A smarthost that answers as usual until `floodAt` matches a command, then sends CRLFs forever. */
+async function flooder(floodAt: RegExp): Promise<{ port: number; commands: string[]; open: () => number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const commands: string[] = [];
+  const blank = Buffer.from('\r\n'.repeat(32 * 1024));
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => undefined);
+    s.write('220 flood.test ESMTP\r\n');
+    let buf = '';
+    let inData = false;
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i).replace(/\r$/, '');
+        buf = buf.slice(i + 1);
+        if (inData && line !== '.') continue;
+        inData = false;
+        commands.push(line);
+        const verb = line.split(' ')[0]!.toUpperCase();
+        if (!floodAt.test(line)) {
+          if (verb === 'DATA') inData = true;
+          s.write(verb === 'EHLO' ? '250-flood.test\r\n250 PIPELINING\r\n' : verb === 'DATA' ? '354 go\r\n' : verb === 'QUIT' ? '221 bye\r\n' : '250 2.0.0 ok\r\n');
+          continue;
+        }
+        if (verb === '.') s.write('250 2.0.0 queued\r\n');
+        const pump = () => {
+          while (!s.destroyed && s.write(blank));
+          if (!s.destroyed) s.once('drain', pump);
+        };
+        pump();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const close = () => new Promise<void>((r) => (sockets.forEach((s) => s.destroy()), server.close(() => r())));
+  return { port, commands, open: () => sockets.size, close };
+}
+
+async function floodSetup(floodAt: RegExp): Promise<{ f: Awaited<ReturnType<typeof flooder>>; d: RunningDaemon }> {
+  const f = await flooder(floodAt);
+  running.push({ stop: () => f.close() });
+  const site = await makeSite('[queue]\nretry_min = "1h"');
+  site.route('out', `smarthost = "127.0.0.1:${f.port}"\ntls = "none"\n`);
+  const d = await startDaemon(site);
+  running.push(d);
+  return { f, d };
+}
+
+// Before, nodemailer queued every blank line and skipped one per turn of the loop: the daemon
+// grew by 100 MB a minute at half a CPU, until helo_timeout (300 s) ended it.
+test('blank lines forever in place of the EHLO reply: the connection cut at once, deferred with the reason', async () => {
+  const { f, d } = await floodSetup(/^EHLO/i);
+  await sendMessage(d.site.port, 'a@tidemail.test', ['b@remote.example'], 'Subject: flood\r\n\r\nx\r\n');
+  const m = await d.waitForLog(/deferred to=<b@remote\.example>.*/, 10_000);
+  assert.match(m[0], /smarthost 127\.0\.0\.1:\d+ sent \d+ lines that answer nothing \(blank lines\?\); connection cut/);
+  await waitFor('every connection to the flooder cut', () => f.open() === 0, 10_000);
+});
+
+test('a 250 to the dot, then blank lines forever: delivered once, the connection cut', async () => {
+  const { f, d } = await floodSetup(/^\.$/);
+  await sendMessage(d.site.port, 'a@tidemail.test', ['c@remote.example'], 'Subject: flood\r\n\r\nx\r\n');
+  await d.waitForLog(/delivered to=<c@remote\.example>/);
+  // Kept idle, the session would have been ended with a QUIT whose reply never comes (300 s).
+  await waitFor('every connection to the flooder cut', () => f.open() === 0, 10_000);
+  assert.equal(f.commands.filter((c) => c === '.').length, 1);
+  assert.not.match(d.logs(), /deferred|bounced/);
 });
 
 test.run();
