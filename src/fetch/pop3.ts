@@ -5,7 +5,8 @@
 //   RETR (streamed into submit) → submit resolves (queued, fsync'd) → uidls.add (fsync'd)
 //   → DELE (only takes effect at QUIT, RFC 1939 6).
 // Dying before the add: the message is fetched again next time (the one in flight). Dying
-// after it but before QUIT: the server keeps the message, we skip it by its UIDL.
+// after it but before QUIT: the server keeps the message, we skip it by its UIDL (and, for
+// keep = false, DELE it in the next session: the add marked it dele_pending until QUIT).
 //
 // Servers without UIDL (RFC 1939 7 makes it optional): the id is made from `TOP n 0`
 // headers — "top:" + sha256 of the Message-ID, or, without one, of the header block minus
@@ -131,6 +132,8 @@ const LISTING_BYTES_PER_MESSAGE = 128;
 export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise<FetchResult> {
   const result: FetchResult = { fetched: 0, deleted: 0, skipped: 0, bytes: 0 };
   let client: Pop3Client | undefined;
+  /** UIDLs DELE'd this session: they count once QUIT is answered. */
+  const deleted: string[] = [];
   try {
     const { password, read: secretRead } = await readAccountPassword(acct);
     let todo: { n: number; id: string | null; size: number }[] = [];
@@ -170,10 +173,19 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     );
     const listingCap = count === null ? undefined : 64 * 1024 + count * LISTING_BYTES_PER_MESSAGE;
     const sizes = await client.list(listingCap);
-    const ids = await listIds(client, acct, listingCap);
+    const listed = await listIds(client, acct, listingCap);
+    const ids = listed?.ids ?? null;
     const mayKeep = ids !== null;
     if (!mayKeep && acct.keep) throw new Pop3Error(`${acct.host}:${acct.port} offers neither UIDL nor TOP, so new messages cannot be told apart; set keep = false for account "${acct.name}"`);
     if (ids) await deps.uidls.prune(acct.name, new Set(ids.values()));
+    // keep = false: messages queued and DELE'd by an earlier session that never reached QUIT (a
+    // cut link, a RETR over its limit) are still here under the same UIDL (RFC 1939 6: no QUIT,
+    // no deletion). They are deleted now, or they would stay on the server for good. Only ids
+    // UIDL lists once: of two messages under one id we could not tell which one we have.
+    const pending = !acct.keep && listed?.byUidl ? await deps.uidls.delePending(acct.name) : new Set<string>();
+    const listings = new Map<string, number>();
+    for (const id of pending.size ? ids!.values() : []) listings.set(id, (listings.get(id) ?? 0) + 1);
+    const stale: { n: number; id: string }[] = [];
 
     // What to fetch: every listed message not remembered, in server order; suspects last.
     todo = [];
@@ -181,6 +193,10 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     for (const [n, size] of [...sizes].sort((a, b) => a[0] - b[0])) {
       const id = ids ? ids.get(n) : null;
       if (id === undefined) continue; // listed by LIST but not by UIDL: racing with another client
+      if (id !== null && pending.has(id) && listings.get(id) === 1) {
+        stale.push({ n, id });
+        continue;
+      }
       if (id !== null && (await deps.uidls.has(acct.name, id))) continue;
       const suspect = id !== null ? deps.suspects?.get(id) : undefined;
       if (suspect && !deps.retrySuspects) {
@@ -195,6 +211,12 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     const maxName = acct.maxSize !== undefined && acct.maxSize <= maxSize ? 'max_size' : 'max_message_size';
 
     progress();
+    for (const { n, id } of stale) {
+      await client.dele(n);
+      deleted.push(id);
+      result.deleted++;
+    }
+    if (stale.length) log.info(null, 'fetch: deleting messages fetched by a session that ended before QUIT', { account: acct.name, count: stale.length });
     for (const m of todo) {
       if (m.size > maxSize) {
         // Without an id it could not be remembered, and would be handled again on every run.
@@ -233,9 +255,10 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       }
       result.fetched++;
       result.bytes += bytes;
-      if (m.id !== null) await deps.uidls.add(acct.name, m.id);
+      if (m.id !== null) await deps.uidls.add(acct.name, m.id, false, !acct.keep);
       if (!acct.keep) {
         await client.dele(m.n);
+        if (m.id !== null) deleted.push(m.id);
         result.deleted++;
       }
       done++;
@@ -243,6 +266,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
     }
     await client.quit();
     client = undefined;
+    await deps.uidls.deleCommitted(acct.name, deleted);
     const held = result.overLimit?.filter((o) => o.held) ?? [];
     if (held.length) {
       result.error = held.map((o) => `${describeMessage(o)} left on the server: at an earlier try it ${describeOver(o, false)}`).join('; ') + `; not fetched automatically again — \`tidemail fetch ${acct.name}\` tries it once more`;
@@ -258,6 +282,7 @@ export async function fetchAccount(acct: FetchAccount, deps: FetchDeps): Promise
       try {
         await client.quit();
         client = undefined;
+        await deps.uidls.deleCommitted(acct.name, deleted);
       } catch {
         // a failed QUIT leaves every message on the server; they are skipped by UIDL next time
       }
@@ -285,11 +310,11 @@ export class MessageRefused extends TidemailError {
 }
 
 /**
- * Message number → id: UIDL, else ids from TOP headers, else null (neither command).
+ * Message number → id: UIDL (byUidl), else ids from TOP headers, else null (neither command).
  */
-async function listIds(client: Pop3Client, acct: FetchAccount, listingCap: number | undefined): Promise<Map<number, string> | null> {
+async function listIds(client: Pop3Client, acct: FetchAccount, listingCap: number | undefined): Promise<{ ids: Map<number, string>; byUidl: boolean } | null> {
   try {
-    return await client.uidl(listingCap);
+    return { ids: await client.uidl(listingCap), byUidl: true };
   } catch (err) {
     if (!(err instanceof Pop3Error) || err.response === undefined) throw err;
   }
@@ -310,7 +335,7 @@ async function listIds(client: Pop3Client, acct: FetchAccount, listingCap: numbe
     if (count > 1) id += `#${count}`;
     out.set(n, id);
   }
-  return out;
+  return { ids: out, byUidl: false };
 }
 
 const describeMessage = (o: OverLimit) => `message ${o.msg}${o.uidl ? ` (UIDL ${o.uidl})` : ''}`;

@@ -5,6 +5,8 @@
 //   fetched(account TEXT, uidl TEXT, fetched_at INTEGER ms since epoch, skipped INTEGER 0|1,
 //           PRIMARY KEY(account, uidl))
 // `skipped` = 1: not fetched but deliberately left on the server (larger than max size).
+// `dele_pending` = 1 (migration 2): fetched by keep = false and DELE sent, but the session's QUIT
+// (which alone makes a DELE count, RFC 1939 6) not seen: the server still has it under this id.
 // Migrations are numbered by PRAGMA user_version and never edited.
 
 import fs from 'node:fs';
@@ -21,6 +23,7 @@ const MIGRATIONS = [
      skipped INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (account, uidl)
    ) WITHOUT ROWID;`,
+  `ALTER TABLE fetched ADD COLUMN dele_pending INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export class UidlStore {
@@ -52,9 +55,30 @@ export class UidlStore {
     return (await this.db.get('SELECT 1 AS x FROM fetched WHERE account = ? AND uidl = ?', [account, uidl])) !== undefined;
   }
 
-  /** Remembers a message durably; `skipped` marks one left on the server on purpose. */
-  async add(account: string, uidl: string, skipped = false): Promise<void> {
-    await this.db.run('INSERT OR REPLACE INTO fetched (account, uidl, fetched_at, skipped) VALUES (?, ?, ?, ?)', [account, uidl, Date.now(), skipped ? 1 : 0]);
+  /**
+   * Remembers a message durably; `skipped` marks one left on the server on purpose, `delePending`
+   * one about to be deleted there (until deleCommitted).
+   */
+  async add(account: string, uidl: string, skipped = false, delePending = false): Promise<void> {
+    await this.db.run('INSERT OR REPLACE INTO fetched (account, uidl, fetched_at, skipped, dele_pending) VALUES (?, ?, ?, ?, ?)', [account, uidl, Date.now(), skipped ? 1 : 0, delePending ? 1 : 0]);
+  }
+
+  /** The account's messages whose DELE was sent but whose session never reached QUIT. */
+  async delePending(account: string): Promise<Set<string>> {
+    return new Set((await this.db.all<{ uidl: string }>('SELECT uidl FROM fetched WHERE account = ? AND dele_pending = 1', [account])).map((r) => r.uidl));
+  }
+
+  /** The server answered QUIT: these DELEs took effect. */
+  async deleCommitted(account: string, uidls: readonly string[]): Promise<void> {
+    if (!uidls.length) return;
+    await this.db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const u of uidls) await this.db.run('UPDATE fetched SET dele_pending = 0 WHERE account = ? AND uidl = ?', [account, u]);
+      await this.db.exec('COMMIT');
+    } catch (err) {
+      await this.db.exec('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Forgets the account's UIDLs that are no longer on the server (`present`: the full list). */

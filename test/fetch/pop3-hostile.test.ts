@@ -91,14 +91,22 @@ test('RETR that says 200 bytes and streams forever: cut at the cap, nothing queu
   assert.ok(h.sent() < 16 * 1024 * 1024, `server got ${h.sent()} bytes out`);
   console.log(`    endless RETR: cut after ${r.overLimit![0]!.read} bytes read, ${h.sent()} sent by the server, ${took} ms`);
 
-  // Held back (what the scheduler does for automatic runs): message 3 is fetched, 2 left alone.
+  // Held back (what the scheduler does for automatic runs): message 3 is fetched, 2 left alone,
+  // and message 1 (queued, but its DELE lost with the cut session) is deleted, not fetched again.
   const before = h.commands.length;
   const again = counting({ suspects: new Map([['u2', r.overLimit![0]!]]) });
   const r2 = await fetchAccount(acct, again);
   const session = h.commands.slice(before);
-  assert.equal([r2.fetched, r2.deleted], [1, 1]);
+  assert.equal([r2.fetched, r2.deleted], [1, 2]);
   assert.not.ok(session.includes('RETR 2'), 'the held-back message was retrieved');
+  assert.not.ok(session.includes('RETR 1'), 'message 1 fetched twice');
+  assert.ok(session.includes('DELE 1'), `message 1 never deleted: ${session.join(', ')}`);
   assert.ok(session.includes('RETR 3') && session.includes('DELE 3') && session.includes('QUIT'), session.join(', '));
+  // That QUIT was answered: those DELEs counted, and are not sent again (this server keeps all).
+  const third = h.commands.length;
+  const r3 = await fetchAccount(acct, counting({ suspects: new Map([['u2', r.overLimit![0]!]]) }));
+  assert.equal([r3.fetched, r3.deleted], [0, 0]);
+  assert.not.ok(h.commands.slice(third).some((c) => /^(RETR|DELE) /.test(c)), h.commands.slice(third).join(', '));
   assert.equal(r2.overLimit?.map((o) => [o.msg, o.uidl, !!o.held]), [[2, 'u2', true]]);
   assert.match(r2.error ?? '', /message 2 \(UIDL u2\) left on the server: .*`tidemail fetch hostile\/endless`/);
   assert.equal(again.got.length, 1);
