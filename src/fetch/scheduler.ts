@@ -58,6 +58,12 @@ export class FetchScheduler {
   ) {}
 
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /**
+   * Aborted by stop(): a running fetch is cut at once (no QUIT, so none of its DELEs count).
+   * Before, shutdown waited for it, and a server drip-feeding a RETR held `systemctl stop` for
+   * the RETR's whole deadline (30 s + its size cap at 1 KiB/s: hours for a large message).
+   */
+  private readonly aborter = new AbortController();
 
   setRoutes(routes: readonly RouteProfile[]): void {
     const before = this.accounts;
@@ -79,6 +85,7 @@ export class FetchScheduler {
   stop(): void {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    this.aborter.abort();
   }
 
   /** The route came online or its schedule fired. */
@@ -117,6 +124,7 @@ export class FetchScheduler {
       maxMessageSize: this.maxMessageSize(),
       suspects,
       retrySuspects: !automatic,
+      signal: this.aborter.signal,
     })
       .then((r) => {
         st.last = r;

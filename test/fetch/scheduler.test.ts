@@ -2,16 +2,21 @@
 // not verify, or a refused password, marks the account failing and pauses automatic fetches —
 // link events and schedules do not hammer the server — while `tidemail fetch` still tries, and a
 // corrected account starts afresh. Connections are counted by a loopback relay in front of Dovecot.
+// And the daemon's stop cuts a fetch a server drip-feeds (test/helpers/hostile-pop3.ts).
 
 import net from 'node:net';
+import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { FetchSpec, RouteProfile } from '../../src/routes/profile.js';
 import { FetchScheduler } from '../../src/fetch/scheduler.js';
 import { UidlStore } from '../../src/fetch/uidl-store.js';
 import { testCerts } from '../helpers/certs.js';
+import { makeSite, startDaemon } from '../helpers/daemon.js';
+import { startHostilePop3 } from '../helpers/hostile-pop3.js';
+import { waitFor } from '../helpers/ports.js';
 import { haveDovecot, startDovecot, type Dovecot } from '../helpers/dovecot.js';
-import { cleanupTmp, tmpDir } from '../helpers/tmp.js';
+import { cleanupTmp, tmpDir, writeSecret } from '../helpers/tmp.js';
 
 let dc: Dovecot;
 let relay: { port: number; connections: () => number; close: () => void };
@@ -107,6 +112,26 @@ test('an offline route is never fetched', async () => {
     assert.equal(dc.mailbox('me').length, 1);
   } finally {
     sched.stop();
+  }
+});
+
+test('the daemon stopped while a POP3 server drip-feeds a RETR: the fetch is cut, the daemon exits at once', async () => {
+  // The RETR's own deadline is 30 s + its 65756-byte cap at 1 KiB/s: 94 s, which stop waited out.
+  const h = await startHostilePop3({ hostility: 'drip-retr', dripMs: 200 });
+  try {
+    const site = await makeSite();
+    const pw = writeSecret(path.join(site.dir, 'secrets', 'pop'), 'p\n');
+    site.route('isp', `smarthost = "127.0.0.1:9"\ntls = "none"\n[[fetch]]\nserver = "127.0.0.1:${h.port}"\ntls = "none"\nuser = "u"\nauth = "user"\npassword_file = "${pw}"\ndeliver_to = "alice"\nkeep = false\n`);
+    const d = await startDaemon(site);
+    await waitFor('the daemon to send RETR 1', () => h.commands.includes('RETR 1'), 15_000);
+    const started = Date.now();
+    const code = await d.stop();
+    const took = Date.now() - started;
+    assert.equal(code, 0, d.logs());
+    assert.ok(took < 10_000, `stop took ${took} ms`);
+    assert.not.ok(h.commands.includes('DELE 1') || h.commands.includes('QUIT'), h.commands.join(', '));
+  } finally {
+    await h.close();
   }
 });
 
