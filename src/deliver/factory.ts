@@ -57,6 +57,10 @@ export class LazyTransport implements Transport {
     this.inner?.resume?.();
   }
 
+  stopWaiting(): void {
+    this.inner?.stopWaiting?.();
+  }
+
   async close(): Promise<void> {
     const t = this.inner ?? (await this.loading?.catch(() => undefined));
     await t?.close();

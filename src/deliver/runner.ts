@@ -49,6 +49,9 @@ export interface LocalLane {
   transport: Transport;
 }
 
+/** How long a stop waits for deliveries in flight before it cuts the remote sessions. */
+const STOP_GRACE_MS = 10_000;
+
 export class DeliveryRunner {
   private timer: NodeJS.Timeout | null = null;
   /** When `timer` fires (Infinity: no timer). */
@@ -187,7 +190,24 @@ export class DeliveryRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    await this.waitAllJobs();
+    // Deliveries in flight may finish, but one held for a reply across a link-down would wait
+    // for the link or data_done_timeout: it is cut now (its message stays queued).
+    for (const t of this.transports.values()) t.stopWaiting?.();
+    const all = this.waitAllJobs();
+    let grace: NodeJS.Timeout | undefined;
+    const late = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (grace = setTimeout(() => r(true), STOP_GRACE_MS)))]);
+    clearTimeout(grace);
+    if (late) {
+      // A silent server would hold the stop for its reply deadline (minutes) and a supervisor
+      // then kills us mid-session: the remote sessions are cut as on a link-down instead, their
+      // messages stay queued, not counted as an attempt (what Postfix's stop does to its smtp).
+      log.info(null, `stopping: ${this.jobsInFlight} deliveries still in flight after ${STOP_GRACE_MS / 1000} s are cut; their mail stays queued`);
+      for (const t of this.transports.values()) {
+        t.interrupt?.('daemon stopping');
+        t.stopWaiting?.();
+      }
+      await all;
+    }
     await this.pending.flush();
     await Promise.all([...this.transports.values()].map((t) => t.close()));
   }

@@ -82,6 +82,14 @@ export class HeldAcrossLinkDown<K> {
     }
   }
 
+  /** The daemon is stopping: no more waiting (the messages stay queued, "interrupted"). */
+  cutAll(): void {
+    for (const [key, h] of [...this.held]) {
+      this.release(key);
+      h.cut();
+    }
+  }
+
   /** The link is up: each held session gets the time a resent reply needs, or is cut now. */
   linkUp(): void {
     if (this.downSince === null) return;

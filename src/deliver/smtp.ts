@@ -224,6 +224,10 @@ export class SmtpTransport implements Transport {
     this.held.linkUp();
   }
 
+  stopWaiting(): void {
+    this.held.cutAll();
+  }
+
   /** Tries each hop in order; the first that accepts a session wins. */
   private async connectAny(job: DeliveryJob, deadlineAt: number, signal: AbortSignal, hedgeMs: number, pool: ConnectionPool): Promise<PooledConnection | ConnectFailure> {
     const hops = await this.o.hops(job);

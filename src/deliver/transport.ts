@@ -40,6 +40,8 @@ export interface Transport {
   interrupt?(why: string): void;
   /** The route's link is up again (after interrupt()). */
   resume?(): void;
+  /** The daemon is stopping: stop waiting for what only a link-up could bring (smtp-after-dot.ts). */
+  stopWaiting?(): void;
   close(): Promise<void>;
 }
 
