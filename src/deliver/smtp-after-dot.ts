@@ -7,7 +7,7 @@
 // smtp_data_done_timeout whatever the link does):
 //  - while the link is down, for as long as the route's data_done_timeout allows (the deadline
 //    in smtp-deadline.ts still runs; the progress watchdog is paused: nothing can pass);
-//  - when it is up again: at once if our end's address is gone from every interface (a new
+//  - when it is up again: within 2 s if our end's address is gone from every interface (a new
 //    address, e.g. an LTE reconnect: that connection can never hear from the server again),
 //    else as long as the server's TCP may take to resend a reply lost while down — its
 //    retransmission timer has backed off to about the length of the outage, at most Linux's
@@ -23,6 +23,8 @@ import { pauseProgress } from './progress-watchdog.js';
 const RTO_MAX_MS = 120_000;
 /** After the longest resend interval, for the resent reply to arrive and be read. */
 const UP_SLACK_MS = 5_000;
+/** A local address missing at link-up is looked for once more after this, before the cut. */
+const ADDRESS_RECHECK_MS = 2_000;
 
 interface Held {
   /** Ends the wait: the session is dead (it is destroyed; its delivery ends "interrupted"). */
@@ -96,20 +98,30 @@ export class HeldAcrossLinkDown<K> {
     const downFor = Math.max(0, this.now() - this.downSince);
     this.downSince = null;
     if (!this.held.size) return;
+    const wait = Math.min(downFor, RTO_MAX_MS) + UP_SLACK_MS;
     const present = this.addresses();
     for (const [key, h] of [...this.held]) {
-      const local = h.tcp?.localAddress;
-      if (local && !present.has(plainAddress(local))) {
-        this.release(key);
-        h.cut();
-        continue;
-      }
       if (h.tcp) pauseProgress(h.tcp, false);
       clearTimeout(h.timer);
-      h.timer = setTimeout(() => {
+      const cut = () => {
         this.release(key);
         h.cut();
-      }, Math.min(downFor, RTO_MAX_MS) + UP_SLACK_MS);
+      };
+      const gone = (list: Set<string>) => {
+        const local = h.tcp?.localAddress;
+        return !!local && !list.has(plainAddress(local));
+      };
+      if (!gone(present)) {
+        h.timer = setTimeout(cut, wait);
+      } else {
+        // An interface that has just come up may list its address a moment later: look again
+        // before taking the connection for dead (cutting a live one is a duplicate).
+        h.timer = setTimeout(() => {
+          if (gone(this.addresses())) return cut();
+          h.timer = setTimeout(cut, Math.max(0, wait - ADDRESS_RECHECK_MS));
+          h.timer.unref();
+        }, ADDRESS_RECHECK_MS);
+      }
       h.timer.unref();
     }
   }
