@@ -277,7 +277,7 @@ function format(r: StatusReport, st: DaemonStatus | null, dropDir: string): stri
     out.push('fetch:');
     for (const f of r.fetch) {
       const when = f.running ? 'running now' : f.lastRun ? `last run ${ago(f.lastRun)}` : r.daemon.running ? 'not run yet' : 'daemon not running';
-      const what = f.last ? (f.last.error ? `FAILING: ${f.last.error}` : `${f.last.fetched} fetched`) : '';
+      const what = f.last ? (f.last.error ? `FAILING: ${printable(f.last.error)}` : `${f.last.fetched} fetched`) : '';
       const msg = f.lastMessage ? `last message ${ago(f.lastMessage)}` : '';
       out.push(`  ${f.account.padEnd(20)} ${[when, what, msg].filter(Boolean).join(', ')}`);
     }

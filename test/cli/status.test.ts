@@ -156,6 +156,23 @@ test('status says when refused maildrop files are set aside (.bad-*), and how ma
   assert.is((s.json as unknown as { maildropSetAside: number }).maildropSetAside, 2);
 });
 
+test("a fetch account's error is shown escaped: a line break in it cannot fake a line of status", async () => {
+  const closed = await freePort();
+  const site = await makeSite();
+  // The error names the password file; its name carries a line break and a fake status line.
+  const pw = path.join(site.dir, 'pop\nqueue: 0 message(s) FAKE');
+  fs.writeFileSync(pw, 'pw\n', { mode: 0o600 });
+  site.route('isp', smarthostRoute(closed, `[[fetch]]\nserver = "127.0.0.1:${closed}"\ntls = "none"\nuser = "me"\npassword_file = ${JSON.stringify(pw)}\ndeliver_to = "root"\n`));
+  track(await startDaemon(site));
+  // Readable by others once running (the start refuses that): the next fetch fails naming it.
+  fs.chmodSync(pw, 0o644);
+  const f = await runCli(['fetch', 'isp/me', '--config', site.configPath]);
+  const { text } = await waitForStatus(site, (t) => /FAKE/.test(t));
+  assert.match(text, /FAKE/, `${f.stdout}${f.stderr}`);
+  assert.match(text, /FAILING: .*pop\\x0aqueue: 0 message\(s\) FAKE/, text);
+  assert.not.match(text, /^queue: 0 message\(s\) FAKE is readable/m, text);
+});
+
 /** The status text once `ok` holds (or the last one after 10 s: the caller's assertion says why). */
 async function waitForStatus(site: TestSite, ok: (t: string) => boolean): Promise<{ text: string }> {
   let text = '';
