@@ -10,7 +10,8 @@
 //  - when it is up again: within 2 s if our end's address is gone from every interface (a new
 //    address, e.g. an LTE reconnect: that connection can never hear from the server again),
 //    else as long as the server's TCP may take to resend a reply lost while down — its
-//    retransmission timer has backed off to about the length of the outage, at most Linux's
+//    retransmission timer has backed off to about the time since the session was caught (every
+//    outage since, with the short ups between: no ACK came), at most Linux's
 //    TCP_RTO_MAX of 120 s — and a few seconds more.
 // Only a reply that does not come then makes the delivery "interrupted" and a possible duplicate
 // (at-least-once, README "Links").
@@ -30,6 +31,8 @@ interface Held {
   /** Ends the wait: the session is dead (it is destroyed; its delivery ends "interrupted"). */
   cut: () => void;
   tcp: Socket | undefined;
+  /** When the link-down caught it: the server's resend timer has backed off since then. */
+  since: number;
   timer?: NodeJS.Timeout;
 }
 
@@ -62,7 +65,7 @@ export class HeldAcrossLinkDown<K> {
   hold(key: K, tcp: Socket | undefined, cut: () => void): void {
     this.downSince ??= this.now();
     if (tcp) pauseProgress(tcp, true);
-    this.held.set(key, { cut, tcp });
+    this.held.set(key, { cut, tcp, since: this.now() });
   }
 
   /** The reply came, or the delivery ended otherwise: nothing more to decide for it. */
@@ -95,12 +98,15 @@ export class HeldAcrossLinkDown<K> {
   /** The link is up: each held session gets the time a resent reply needs, or is cut now. */
   linkUp(): void {
     if (this.downSince === null) return;
-    const downFor = Math.max(0, this.now() - this.downSince);
     this.downSince = null;
     if (!this.held.size) return;
-    const wait = Math.min(downFor, RTO_MAX_MS) + UP_SLACK_MS;
     const present = this.addresses();
     for (const [key, h] of [...this.held]) {
+      // Counted from when this session was caught, not from the last link-down: on a flapping
+      // link (down 110 s, up 1 s, down 1 s) the server's TCP has backed off for the whole time
+      // (no ACK came in the short up), so its next resend is ~110 s away, not ~1 s; cutting at
+      // the last outage + 5 s sent the message again while its 250 was still to come.
+      const wait = Math.min(Math.max(0, this.now() - h.since), RTO_MAX_MS) + UP_SLACK_MS;
       if (h.tcp) pauseProgress(h.tcp, false);
       clearTimeout(h.timer);
       const cut = () => {

@@ -126,4 +126,27 @@ test('down again before the resent reply: the timer is off until the next link-u
   }
 });
 
+test('a flapping link (down 110 s, up 1 s, down 1 s, up): the wait counts from the first link-down, not the last', async () => {
+  let now = 1_000_000;
+  const held = new HeldAcrossLinkDown<string>(() => now, () => new Set(['127.0.0.1']));
+  const c = await connected();
+  try {
+    let cuts = 0;
+    held.linkDown();
+    held.hold('a', c.tcp, () => void cuts++);
+    now += 110_000;
+    held.linkUp();
+    now += 1_000; // too short for the server's backed-off resend to come
+    held.linkDown();
+    now += 1_000;
+    held.linkUp(); // the last outage alone would give 1 + 5 s; the server resends ~110 s on
+    const since = Date.now();
+    await waitFor('7 s', () => (Date.now() - since >= 7_000 ? true : null), 12_000);
+    assert.is(cuts, 0, 'cut before the resent reply could come: a duplicate of our making');
+    held.release('a');
+  } finally {
+    c.close();
+  }
+});
+
 test.run();
